@@ -1,0 +1,72 @@
+"""PyTorch module -> Relax -> compiled TVM module, at one of two levels.
+
+`default`: TVM's default pipeline for the target (no schedules on CPU, dlight on GPU).
+`tuned-N`: the same fused kernels with the best meta-schedule records from the target's database, each kernel
+tuned with N trials. The exported network later goes through exactly these functions, so a latency measured here
+comes from the compilation that deploys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tvmnas.model.blocks import fold_batchnorm
+from tvmnas.targets import TargetSpec
+
+DEFAULT_LEVEL = "default"
+
+
+def level_name(tune_trials: int) -> str:
+    return DEFAULT_LEVEL if tune_trials <= 0 else f"tuned-{tune_trials}"
+
+
+def import_torch(module: torch.nn.Module, input_shape: tuple[int, ...]):
+    """Fold BatchNorm, export with torch.export and import into a Relax IRModule (weights as constants)."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    deploy = fold_batchnorm(module)
+    example = torch.zeros(input_shape)
+    with torch.no_grad():
+        exported = torch.export.export(deploy, (example,))
+    return from_exported_program(exported)
+
+
+def fuse(mod, target):
+    """Legalize and fuse into the TIR kernels that meta-schedule tunes (TVM's "zero" pipeline, without tuning)."""
+    import tvm
+    from tvm import relax
+
+    passes = tvm.transform.Sequential([
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ])
+    with target:
+        return passes(mod)
+
+
+def compile_fused(fused_mod, target, database=None):
+    """Compile a fused module; with a meta-schedule database, its best records are applied first."""
+    import tvm
+    from tvm import relax
+
+    if database is not None:
+        with target, database:
+            fused_mod = relax.transform.MetaScheduleApplyDatabase()(fused_mod)
+    return tvm.compile(fused_mod, target=target)
+
+
+def export_library(executable, path: Path, spec: TargetSpec) -> Path:
+    """Write a shared library that the target's machine can load (cross-linked when the target says so)."""
+    path = Path(path)
+    if spec.cross_compiler:
+        from tvm.support.cc import cross_compiler
+
+        executable.export_library(str(path), fcompile=cross_compiler(spec.cross_compiler))
+    else:
+        executable.export_library(str(path))
+    return path

@@ -1,0 +1,113 @@
+"""Profile a search space: compile and measure every unique candidate, writing each result as it comes.
+
+A rerun measures only what the latency database lacks (or what failed before); `force` measures everything again.
+Each row records the compilation level that produced it and the seconds spent tuning and compiling it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tvmnas.latency_db import LatencyDB, LatencyRow
+from tvmnas.measure.compile import compile_fused, export_library, fuse, import_torch, level_name
+from tvmnas.measure.runner.base import Runner, TimingSettings
+from tvmnas.model.blocks import candidate_module
+from tvmnas.space import Candidate
+from tvmnas.targets import TargetSpec
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    tune_trials: int = 0  # meta-schedule trials per kernel; 0 = TVM's default schedules
+    force: bool = False
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    seed: int = 0
+
+    @property
+    def level(self) -> str:
+        return level_name(self.tune_trials)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    candidate: Candidate
+    row: LatencyRow
+    cached: bool
+
+
+def tvm_version() -> str:
+    import tvm
+
+    return tvm.__version__
+
+
+def tuning_dir(db_path: Path, spec: TargetSpec, device_label: str) -> Path:
+    """The meta-schedule database of one target (and measuring device), kept beside the latency database."""
+    return Path(db_path).resolve().parent / "tuning" / f"{spec.name}-{spec.fingerprint(device_label)}"
+
+
+def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
+                      tune_dir: Path) -> LatencyRow:
+    """Build, (tune,) compile, export and time one candidate; any failure is kept in the row's error."""
+    from tvmnas.measure.tuning import TuneSettings, open_database, tune_fused
+
+    tune_s, tasks_tuned, compile_s = 0.0, 0, 0.0
+    try:
+        start = time.perf_counter()
+        with torch.random.fork_rng():
+            torch.manual_seed(settings.seed)
+            module = candidate_module(cand).eval()
+        target = spec.tvm()
+        fused = fuse(import_torch(module, cand.input_shape), target)
+        database = None
+        if settings.tune_trials > 0:
+            database = open_database(tune_dir)
+            report = tune_fused(fused, spec, target, database, tune_dir,
+                                TuneSettings(settings.tune_trials, seed=settings.seed),
+                                runner.meta_schedule_runner(spec.device))
+            tune_s, tasks_tuned = report.seconds, report.tasks_tuned
+        compile_start = time.perf_counter()
+        executable = compile_fused(fused, target, database)
+        with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
+            lib = export_library(executable, Path(tmp) / f"{cand.key}.so", spec)
+            compile_s = time.perf_counter() - compile_start + (compile_start - start - tune_s)
+            result = runner.measure(lib, spec.device, cand.input_shape, settings.timing)
+    except Exception as err:  # one broken candidate must not stop the others
+        result_error = f"{type(err).__name__}: {err}".splitlines()[0]
+        return _row(cand, spec, runner, settings, None, None, 0, compile_s, tune_s, tasks_tuned, result_error)
+    return _row(cand, spec, runner, settings, result.median_ms, result.stdev_ms, result.repeats,
+                compile_s, tune_s, tasks_tuned, result.error)
+
+
+def _row(cand, spec, runner, settings, median_ms, stdev_ms, repeats, compile_s, tune_s, tasks_tuned, error):
+    return LatencyRow(target_fp=spec.fingerprint(runner.device_label), tvm_version=tvm_version(),
+                      block_key=cand.key, input_shape=cand.shape_text, level=settings.level,
+                      target_name=spec.name, device=runner.device_label, median_ms=median_ms,
+                      stdev_ms=stdev_ms, repeats=repeats, compile_s=round(compile_s, 3),
+                      tune_s=round(tune_s, 3), tasks_tuned=tasks_tuned, error=error)
+
+
+def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
+                       settings: ProfileSettings, tune_dir: Path,
+                       on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Measure what is missing (all, with `force`), writing each row before the next candidate starts."""
+    fingerprint, version = spec.fingerprint(runner.device_label), tvm_version()
+    outcomes = []
+    for cand in candidates:
+        cached = None if settings.force else db.get(fingerprint, version, cand.key, cand.shape_text, settings.level)
+        if cached is not None and cached.ok:
+            outcome = Outcome(cand, cached, True)
+        else:
+            row = measure_candidate(cand, spec, runner, settings, tune_dir)
+            db.put(row)
+            outcome = Outcome(cand, row, False)
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+    return outcomes

@@ -1,0 +1,127 @@
+"""Measure on a remote device over TVM RPC: a direct server (`host:port`) or a tracker and a key.
+
+The steps are plain functions (`connect_session`, `direct_session`) so they can be replaced, as meta-schedule
+does with its RPC runner. Modules arrive already compiled (cross-linked for the board); nothing links there.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvmnas.errors import TvmnasError
+from tvmnas.measure.runner.base import MeasureResult, Runner, TimingSettings, time_loaded_module
+
+
+@dataclass(frozen=True)
+class RpcEndpoint:
+    host: str
+    port: int
+    key: str | None = None  # set: (host, port) is a tracker, and the session is requested under this key
+    timeout_s: float = 10.0
+
+    @property
+    def via_tracker(self) -> bool:
+        return self.key is not None
+
+    @property
+    def label(self) -> str:
+        return f"tracker-key:{self.key}" if self.via_tracker else f"rpc:{self.host}:{self.port}"
+
+
+def parse_host_port(text: str, flag: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TvmnasError(f"{flag} {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def check_reachable(endpoint: RpcEndpoint) -> None:
+    """Fail fast, in one line, when nothing answers at the endpoint's address or no server has its key."""
+    what = "RPC tracker" if endpoint.via_tracker else "RPC server"
+    try:
+        socket.create_connection((endpoint.host, endpoint.port), timeout=endpoint.timeout_s).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise TvmnasError(f"cannot reach {what} at {endpoint.host}:{endpoint.port} "
+                          f"within {endpoint.timeout_s:g} s: {reason}") from None
+    if endpoint.via_tracker and count_servers(endpoint) == 0:
+        raise TvmnasError(f"no RPC server is registered under key {endpoint.key!r} "
+                          f"at tracker {endpoint.host}:{endpoint.port}")
+
+
+def count_servers(endpoint: RpcEndpoint) -> int:
+    """Servers the tracker knows under the endpoint's key (free or busy)."""
+    from tvm import rpc
+
+    summary = rpc.connect_tracker(endpoint.host, endpoint.port).summary()
+    keys = [info["key"].split(":")[0] for info in summary.get("server_info", [])]
+    return sum(1 for k in keys if k == endpoint.key)
+
+
+def connect_session(endpoint: RpcEndpoint):
+    """Open an RPC session to the endpoint (through the tracker when it has a key)."""
+    from tvm import rpc
+
+    if endpoint.via_tracker:
+        tracker = rpc.connect_tracker(endpoint.host, endpoint.port)
+        return tracker.request(endpoint.key, priority=1, session_timeout=0)
+    return rpc.connect(endpoint.host, endpoint.port)
+
+
+def direct_session(rpc_config):
+    """meta-schedule `f_create_session` for a direct server: its tracker fields hold the server's address."""
+    from tvm import rpc
+
+    return rpc.connect(rpc_config.tracker_host, rpc_config.tracker_port,
+                       session_timeout=rpc_config.session_timeout_sec)
+
+
+def remote_device(session, device_kind: str):
+    return session.cuda(0) if device_kind == "cuda" else session.cpu(0)
+
+
+class RpcRunner(Runner):
+    def __init__(self, endpoint: RpcEndpoint, connect=connect_session) -> None:
+        self.endpoint = endpoint
+        self.device_label = endpoint.label
+        self._connect = connect
+        self._session = None
+        self._ms_runner = None
+
+    def _get_session(self):
+        if self._session is None:
+            self._session = self._connect(self.endpoint)
+        return self._session
+
+    def measure(self, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
+                timing: TimingSettings) -> MeasureResult:
+        remote_name = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
+        try:
+            session = self._get_session()
+            session.upload(str(lib_path), remote_name)
+            lib = session.load_module(remote_name)
+            result = time_loaded_module(lib, remote_device(session, device_kind), input_shape, timing)
+            session.remove(remote_name)
+            return result
+        except Exception as err:  # a broken session is dropped; the next measurement reconnects
+            self._session = None
+            return MeasureResult.failed(f"{type(err).__name__}: {err}".splitlines()[0])
+
+    def meta_schedule_runner(self, device_kind: str):
+        from tvm.s_tir import meta_schedule as ms
+
+        if self._ms_runner is None:
+            config = ms.runner.RPCConfig(tracker_host=self.endpoint.host, tracker_port=self.endpoint.port,
+                                         tracker_key=self.endpoint.key or "direct",
+                                         session_timeout_sec=int(max(self.endpoint.timeout_s, 30)))
+            self._ms_runner = ms.runner.RPCRunner(
+                rpc_config=config,
+                evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
+                f_create_session=None if self.endpoint.via_tracker else direct_session)
+        return self._ms_runner
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,137 @@
+"""Meta-schedule tuning of the fused kernels of a module, against one database per target.
+
+A kernel (a workload, keyed by the structural hash of its fused TIR function) is tuned once: a task whose
+workload already holds `trials` records in the database is skipped, so candidates, spaces and runs that share a
+kernel share its tuning. Builds run in this process (`InProcessBuilder`): meta-schedule's LocalBuilder starts
+fresh worker processes for every batch, and each re-imports every backend's tensor intrinsics (about 28 s here).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvmnas.targets import TargetSpec
+
+_INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    trials_per_task: int
+    population: int = 64  # evolutionary search population; meta-schedule's 512 costs seconds per round here
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    tasks_total: int
+    tasks_tuned: int
+    seconds: float
+
+
+def load_tensor_intrinsics(device: str) -> None:
+    """Register only the tensor intrinsics the target can use before meta-schedule asks for all of them.
+
+    `TuneContext` imports `tvm.s_tir.tensor_intrin`, whose package init registers every backend's intrinsics
+    (18 s for CUDA's alone on these machines). The package is put in place empty and the needed modules loaded.
+    """
+    if _INTRIN_PACKAGE not in sys.modules:
+        import tvm.s_tir
+
+        spec = importlib.util.find_spec(_INTRIN_PACKAGE)
+        package = types.ModuleType(_INTRIN_PACKAGE)
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__package__ = _INTRIN_PACKAGE
+        sys.modules[_INTRIN_PACKAGE] = package
+        tvm.s_tir.tensor_intrin = package
+    for name in ("cuda",) if device == "cuda" else ("x86", "arm_cpu"):
+        importlib.import_module(f"{_INTRIN_PACKAGE}.{name}")
+
+
+def quiet_meta_schedule() -> None:
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+
+
+def open_database(work_dir: Path):
+    """The per-target meta-schedule JSON database (created when missing; records are appended)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
+                                    path_tuning_record=str(work_dir / "database_tuning_record.json"))
+
+
+def make_builder(spec: TargetSpec):
+    """A meta-schedule builder that builds in this process and exports loadable shared libraries."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+
+    from tvmnas.measure.compile import export_library
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    rt_mod = default_build(item.mod, item.target, None)
+                    path = Path(tempfile.mkdtemp(prefix="tvmnas-ms-")) / "kernel.so"
+                    results.append(BuilderResult(str(export_library(rt_mod, path, spec)), None))
+                except Exception as err:  # a failed candidate schedule is a result, not a crash
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def untuned_tasks(fused_mod, target, database, trials: int) -> tuple[list, int]:
+    """The extracted tasks of a fused module that the database does not yet hold `trials` records for."""
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = ms.relax_integration.extract_tasks(fused_mod, target)
+    missing = []
+    for task in tasks:
+        kernel = task.dispatched[0]
+        if not database.has_workload(kernel) or len(database.get_top_k(database.commit_workload(kernel), trials)) < trials:
+            missing.append(task)
+    return missing, len(tasks)
+
+
+def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, settings: TuneSettings,
+               ms_runner) -> TuneReport:
+    """Tune the kernels of `fused_mod` that the database lacks, committing records to it."""
+    from tvm.s_tir import meta_schedule as ms
+
+    load_tensor_intrinsics(spec.device)
+    quiet_meta_schedule()
+    start = time.perf_counter()
+    missing, total = untuned_tasks(fused_mod, target, database, settings.trials_per_task)
+    if missing:
+        contexts = [
+            ms.TuneContext(
+                mod=task.dispatched[0], target=task.target,
+                space_generator="post-order-apply",
+                search_strategy=ms.search_strategy.EvolutionarySearch(
+                    population_size=settings.population, init_min_unmeasured=settings.population // 4),
+                task_name=task.task_name, rand_state=settings.seed, num_threads="physical",
+                logger=logging.getLogger("tvm.s_tir.meta_schedule"),
+            ).clone()
+            for task in missing
+        ]
+        trials = settings.trials_per_task
+        ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
+                      max_trials_global=trials * len(contexts), max_trials_per_task=trials,
+                      num_trials_per_iter=min(trials, 64), builder=make_builder(spec), runner=ms_runner,
+                      database=database, cost_model="xgb", task_scheduler="round-robin")
+    return TuneReport(total, len(missing), time.perf_counter() - start)

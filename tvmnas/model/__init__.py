@@ -1,0 +1,1 @@
+"""PyTorch building blocks of the search space."""

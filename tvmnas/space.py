@@ -1,0 +1,205 @@
+"""Search spaces: the ProxylessNAS MBConv family over a fixed stem, first block and head.
+
+A space file (`search/<name>.json`) gives the input, the stem, the first block, the candidate kernels and expand
+ratios, the stages (channels, layers, stride of the first layer) and the head. From it follow the searchable
+layers, each with its choices, and the unique candidates that need a latency measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvmnas.arch import Arch, parse_op
+from tvmnas.errors import TvmnasError
+from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
+
+SPACE_SCHEMA_VERSION = 1
+_DIR, _ENV = "search", "TVMNAS_SPACE_PATH"
+
+
+@dataclass(frozen=True)
+class Stage:
+    channels: int
+    layers: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One thing to measure: an operation applied to one input shape.
+
+    `part` is "stem", "first", "layer" or "head"; `op` is a block op string (`mb_k5_e6`), `stem_k3`,
+    or `head_c1280` (1x1 conv to 1280 channels, global pooling, classifier to out_channels).
+    """
+
+    part: str
+    op: str
+    in_channels: int
+    out_channels: int
+    stride: int
+    in_size: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.op}_i{self.in_channels}_o{self.out_channels}_s{self.stride}"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.in_channels, self.in_size, self.in_size)
+
+    @property
+    def shape_text(self) -> str:
+        return "x".join(str(d) for d in self.input_shape)
+
+    @property
+    def stage_label(self) -> str:
+        """Where it sits: input size, channels in -> out, stride (used to group benchmark tables)."""
+        return f"{self.in_size}x{self.in_size} {self.in_channels}->{self.out_channels} s{self.stride}"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A searchable layer: its shapes and the op strings it may take (`zero` only where shapes allow)."""
+
+    index: int
+    in_channels: int
+    out_channels: int
+    stride: int
+    in_size: int
+    choices: tuple[str, ...]
+
+    def candidate(self, op: str) -> Candidate:
+        return Candidate("layer", op, self.in_channels, self.out_channels, self.stride, self.in_size)
+
+
+def conv_out_size(size: int, stride: int) -> int:
+    """Output size of a 'same'-padded conv with odd kernel: ceil(size / stride)."""
+    return (size + stride - 1) // stride
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    input_channels: int
+    input_size: int
+    num_classes: int
+    stem_channels: int
+    stem_kernel: int
+    stem_stride: int
+    first_op: str
+    first_channels: int
+    kernels: tuple[int, ...]
+    expands: tuple[int, ...]
+    allow_zero: bool
+    stages: tuple[Stage, ...]
+    head_channels: int
+
+    @property
+    def block_ops(self) -> tuple[str, ...]:
+        return tuple(f"mb_k{k}_e{e}" for k in self.kernels for e in self.expands)
+
+    def stem(self) -> Candidate:
+        return Candidate("stem", f"stem_k{self.stem_kernel}", self.input_channels, self.stem_channels,
+                         self.stem_stride, self.input_size)
+
+    def first(self) -> Candidate:
+        size = conv_out_size(self.input_size, self.stem_stride)
+        return Candidate("first", self.first_op, self.stem_channels, self.first_channels, 1, size)
+
+    def layers(self) -> list[Layer]:
+        result: list[Layer] = []
+        channels, size = self.first_channels, conv_out_size(self.input_size, self.stem_stride)
+        for stage in self.stages:
+            for i in range(stage.layers):
+                stride = stage.stride if i == 0 else 1
+                can_skip = self.allow_zero and stride == 1 and channels == stage.channels
+                choices = self.block_ops + (("zero",) if can_skip else ())
+                result.append(Layer(len(result), channels, stage.channels, stride, size, choices))
+                channels, size = stage.channels, conv_out_size(size, stride)
+        return result
+
+    def head(self) -> Candidate:
+        layers = self.layers()
+        last = layers[-1] if layers else None
+        channels = last.out_channels if last else self.first_channels
+        size = conv_out_size(last.in_size, last.stride) if last else self.first().in_size
+        return Candidate("head", f"head_c{self.head_channels}", channels, self.num_classes, 1, size)
+
+    def fixed_candidates(self) -> list[Candidate]:
+        return [self.stem(), self.first(), self.head()]
+
+    def candidates(self) -> list[Candidate]:
+        """Every unique candidate to measure: the fixed parts, then each (op, shape) of the searchable layers."""
+        unique: dict[str, Candidate] = {}
+        for cand in self.fixed_candidates():
+            unique.setdefault(cand.key + cand.shape_text, cand)
+        for layer in self.layers():
+            for op in layer.choices:
+                if op != "zero":
+                    cand = layer.candidate(op)
+                    unique.setdefault(cand.key + cand.shape_text, cand)
+        return list(unique.values())
+
+    def check_arch(self, arch: Arch) -> None:
+        """Raise a TvmnasError naming the first layer whose op the space does not allow."""
+        if arch.space != self.name:
+            raise TvmnasError(f"architecture is for space {arch.space!r}, not {self.name!r}")
+        layers = self.layers()
+        if len(arch.ops) != len(layers):
+            raise TvmnasError(f"architecture has {len(arch.ops)} layers; space {self.name!r} has {len(layers)}")
+        for layer, op in zip(layers, arch.ops):
+            if op not in layer.choices:
+                raise TvmnasError(f"layer {layer.index}: {op!r} is not one of {', '.join(layer.choices)}")
+
+
+def space_from_json(data: dict, source: str) -> SearchSpace:
+    f = Fields(data, f"space file {source}")
+    version = f.get("schema_version", int, f"{SPACE_SCHEMA_VERSION}")
+    if version != SPACE_SCHEMA_VERSION:
+        raise TvmnasError(f"malformed space file {source}: schema_version {version} is not {SPACE_SCHEMA_VERSION}")
+    inp, stem, first, cands, head = (f.sub(k) for k in ("input", "stem", "first_block", "candidates", "head"))
+    stages = []
+    for i, raw in enumerate(f.get("stages", list, "a non-empty list of objects")):
+        if not isinstance(raw, dict):
+            raise TvmnasError(f"malformed space file {source}: field 'stages[{i}]' must be an object")
+        s = Fields(raw, f"space file {source}", f"stages[{i}].")
+        stages.append(Stage(s.positive_int("channels"), s.positive_int("layers"), s.positive_int("stride")))
+    if not stages:
+        raise TvmnasError(f"malformed space file {source}: field 'stages' must be a non-empty list of objects")
+    kernels = cands.int_list("kernels")
+    if any(k % 2 == 0 for k in kernels):
+        raise TvmnasError(f"malformed space file {source}: field 'candidates.kernels' must hold odd sizes")
+    first_op = first.get("op", str, "a block op string such as 'mb_k3_e1'")
+    try:
+        if parse_op(first_op).is_zero:
+            raise TvmnasError("zero")
+    except TvmnasError:
+        raise TvmnasError(f"malformed space file {source}: field 'first_block.op' must be 'mb_k<k>_e<e>'") from None
+    return SearchSpace(
+        name=f.get("name", str, "a string"),
+        description=f.get("description", str, "a string", "", required=False),
+        input_channels=inp.positive_int("channels"),
+        input_size=inp.positive_int("size"),
+        num_classes=f.positive_int("num_classes"),
+        stem_channels=stem.positive_int("channels"),
+        stem_kernel=stem.positive_int("kernel"),
+        stem_stride=stem.positive_int("stride"),
+        first_op=first_op,
+        first_channels=first.positive_int("channels"),
+        kernels=tuple(kernels),
+        expands=tuple(cands.int_list("expands")),
+        allow_zero=cands.get("zero", bool, "true or false", True, required=False),
+        stages=tuple(stages),
+        head_channels=head.positive_int("channels"),
+    )
+
+
+def list_spaces() -> list[str]:
+    return sorted(list_entries(_DIR, _ENV))
+
+
+def load_space(name: str) -> SearchSpace:
+    """A space by registered name or by path to a JSON file."""
+    path = find_entry(name, _DIR, _ENV, "search space")
+    return space_from_json(read_json_object(path, "space"), str(path))

@@ -1,0 +1,96 @@
+"""Hardware targets: one JSON file each in `targets/`, looked up by name.
+
+A file gives the TVM target as a JSON object (TVM 0.27 rejects `"llvm -mcpu=..."` strings), the device kind the
+compiled module runs on, and optionally a host target, a cross compiler and a default RPC key. The value "host"
+for `mcpu` / `num-cores` stands for this machine's CPU model / core count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from tvmnas.errors import TvmnasError
+from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
+
+TARGET_SCHEMA_VERSION = 1
+DEVICES = ("cpu", "cuda")
+_DIR, _ENV = "targets", "TVMNAS_TARGET_PATH"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    description: str
+    tvm_target: dict
+    device: str
+    tvm_host: dict | None = None
+    cross_compiler: str | None = None
+    rpc_key: str | None = None
+    needs: tuple[str, ...] = field(default_factory=tuple)
+
+    def resolved(self) -> dict:
+        """The TVM target dict with "host" placeholders replaced by this machine's values."""
+        target = dict(self.tvm_target)
+        if target.get("mcpu") == "host":
+            from tvm.target.codegen import llvm_get_system_cpu
+
+            target["mcpu"] = llvm_get_system_cpu()
+        if target.get("num-cores") == "host":
+            target["num-cores"] = os.cpu_count() or 1
+        if target.get("kind") == "llvm" and "num-cores" not in target:
+            target["num-cores"] = os.cpu_count() or 1  # meta-schedule requires it on CPU targets
+        return target
+
+    def tvm(self):
+        """The `tvm.target.Target` to compile for."""
+        import tvm
+
+        if self.tvm_host is None:
+            return tvm.target.Target(self.resolved())
+        return tvm.target.Target(self.resolved(), host=self.tvm_host)
+
+    def fingerprint(self, device_label: str = "local") -> str:
+        """Identifies where a latency was measured: resolved target, host target and measuring device."""
+        blob = json.dumps([self.resolved(), self.tvm_host, self.device, device_label], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def missing_tools(self) -> list[str]:
+        return [tool for tool in [self.cross_compiler] if tool and shutil.which(tool) is None]
+
+
+def target_from_json(data: dict, source: str) -> TargetSpec:
+    f = Fields(data, f"target file {source}")
+    version = f.get("schema_version", int, f"{TARGET_SCHEMA_VERSION}")
+    if version != TARGET_SCHEMA_VERSION:
+        raise TvmnasError(f"malformed target file {source}: schema_version {version} is not {TARGET_SCHEMA_VERSION}")
+    tvm_target = f.get("tvm_target", dict, "a TVM target object such as {\"kind\": \"llvm\"}")
+    if not isinstance(tvm_target.get("kind"), str):
+        raise TvmnasError(f"malformed target file {source}: field 'tvm_target.kind' must be a string")
+    device = f.get("device", str, f"one of {', '.join(DEVICES)}")
+    if device not in DEVICES:
+        raise TvmnasError(f"malformed target file {source}: field 'device' must be one of {', '.join(DEVICES)}")
+    needs = f.get("needs", list, "a list of strings", [], required=False)
+    return TargetSpec(
+        name=f.get("name", str, "a string"),
+        description=f.get("description", str, "a string", "", required=False),
+        tvm_target=tvm_target,
+        device=device,
+        tvm_host=f.get("tvm_host", dict, "a TVM target object", None, required=False),
+        cross_compiler=f.get("cross_compiler", str, "a compiler command", None, required=False),
+        rpc_key=f.get("rpc_key", str, "a string", None, required=False),
+        needs=tuple(str(n) for n in needs),
+    )
+
+
+def list_targets() -> list[str]:
+    return sorted(list_entries(_DIR, _ENV))
+
+
+def load_target(name: str) -> TargetSpec:
+    """A target by registered name or by path to a JSON file."""
+    path = find_entry(name, _DIR, _ENV, "target")
+    return target_from_json(read_json_object(path, "target"), str(path))
