@@ -163,10 +163,13 @@ def cmd_bench_kernels(args) -> int:
         by_level[settings.level] = {(o.candidate.key, o.candidate.shape_text): o.row for o in outcomes}
         levels.append(settings.level)
     entries = kernel_table(space, by_level, *levels)
+    cost = {level: {f"mean_{k}": round(sum(getattr(r, k) for r in rows.values()) / len(rows), 2)
+                    for k in ("compile_s", "tune_s")} for level, rows in by_level.items()}
     print(markdown_table(entries, f"Kernel choices: {space.name} on {spec.name}"))
     out = args.out or Path("bench/results") / f"kernel_choices_{spec.name}"
     meta = {"target": spec.name, "tvm_target": spec.resolved(), "space": space.name, "tvm_version": tvm_version(),
             "default_level": levels[0], "tuned_level": levels[1],
+            "seconds_per_candidate_when_measured": cost,
             "command": f"tvmnas bench-kernels --target {args.target} --space {args.space} "
                        f"--tune-trials {args.tune_trials}"}
     for path in write_results(entries, meta, out):

@@ -8,6 +8,7 @@ comes from the compilation that deploys.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,9 +29,10 @@ def import_torch(module: torch.nn.Module, input_shape: tuple[int, ...]):
 
     deploy = fold_batchnorm(module)
     example = torch.zeros(input_shape)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notices
         exported = torch.export.export(deploy, (example,))
-    return from_exported_program(exported)
+        return from_exported_program(exported)
 
 
 def fuse(mod, target):

@@ -52,37 +52,49 @@ def tuning_dir(db_path: Path, spec: TargetSpec, device_label: str) -> Path:
     return Path(db_path).resolve().parent / "tuning" / f"{spec.name}-{spec.fingerprint(device_label)}"
 
 
-def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
-                      tune_dir: Path) -> LatencyRow:
-    """Build, (tune,) compile, export and time one candidate; any failure is kept in the row's error."""
+@dataclass(frozen=True)
+class BuiltCandidate:
+    lib_path: Path
+    compile_s: float  # PyTorch export, Relax import, fusion, compilation and export, without tuning
+    tune_s: float
+    tasks_tuned: int
+
+
+def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings, tune_dir: Path, runner: Runner,
+                    out_dir: Path) -> BuiltCandidate:
+    """Compile one candidate at the settings' level into a library under out_dir; when tuning, the kernels the
+    database lacks are tuned first, timed by the runner's device."""
     from tvmnas.measure.tuning import TuneSettings, open_database, tune_fused
 
-    tune_s, tasks_tuned, compile_s = 0.0, 0, 0.0
-    try:
-        start = time.perf_counter()
-        with torch.random.fork_rng():
-            torch.manual_seed(settings.seed)
-            module = candidate_module(cand).eval()
-        target = spec.tvm()
-        fused = fuse(import_torch(module, cand.input_shape), target)
-        database = None
-        if settings.tune_trials > 0:
-            database = open_database(tune_dir)
-            report = tune_fused(fused, spec, target, database, tune_dir,
-                                TuneSettings(settings.tune_trials, seed=settings.seed),
-                                runner.meta_schedule_runner(spec.device))
-            tune_s, tasks_tuned = report.seconds, report.tasks_tuned
-        compile_start = time.perf_counter()
-        executable = compile_fused(fused, target, database)
-        with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
-            lib = export_library(executable, Path(tmp) / f"{cand.key}.so", spec)
-            compile_s = time.perf_counter() - compile_start + (compile_start - start - tune_s)
-            result = runner.measure(lib, spec.device, cand.input_shape, settings.timing)
-    except Exception as err:  # one broken candidate must not stop the others
-        result_error = f"{type(err).__name__}: {err}".splitlines()[0]
-        return _row(cand, spec, runner, settings, None, None, 0, compile_s, tune_s, tasks_tuned, result_error)
+    start = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        module = candidate_module(cand).eval()
+    target = spec.tvm()
+    fused = fuse(import_torch(module, cand.input_shape), target)
+    database, tune_s, tasks_tuned = None, 0.0, 0
+    if settings.tune_trials > 0:
+        database = open_database(tune_dir)
+        report = tune_fused(fused, spec, target, database, tune_dir,
+                            TuneSettings(settings.tune_trials, seed=settings.seed),
+                            runner.meta_schedule_runner(spec.device))
+        tune_s, tasks_tuned = report.seconds, report.tasks_tuned
+    lib = export_library(compile_fused(fused, target, database), Path(out_dir) / f"{cand.key}.so", spec)
+    return BuiltCandidate(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned)
+
+
+def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
+                      tune_dir: Path) -> LatencyRow:
+    """Build and time one candidate; any failure is kept in the row's error."""
+    with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
+        try:
+            built = build_candidate(cand, spec, settings, tune_dir, runner, tmp)
+        except Exception as err:  # one broken candidate must not stop the others
+            return _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0,
+                        f"{type(err).__name__}: {err}".splitlines()[0])
+        result = runner.measure(built.lib_path, spec.device, cand.input_shape, settings.timing)
     return _row(cand, spec, runner, settings, result.median_ms, result.stdev_ms, result.repeats,
-                compile_s, tune_s, tasks_tuned, result.error)
+                built.compile_s, built.tune_s, built.tasks_tuned, result.error)
 
 
 def _row(cand, spec, runner, settings, median_ms, stdev_ms, repeats, compile_s, tune_s, tasks_tuned, error):

@@ -12,16 +12,24 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TimingSettings:
+    """How a module is timed. Samples come in rounds; the latency is the median of the fastest round.
+
+    On these shared machines the speed of a small kernel drifts in phases that last about a second, so the
+    median of one long run depends on when it ran; rounds spread over time and the fastest one repeats well.
+    """
+
     warmup_runs: int = 3  # plain calls before timing starts
-    repeat: int = 15  # timed samples; the median is the latency
-    min_repeat_ms: float = 40.0  # each sample loops the module until it lasts at least this long
+    warmup_ms: float = 200.0  # then the module loops this long untimed (caches, thread pool, clocks settle)
+    rounds: int = 5
+    repeat: int = 5  # timed samples per round
+    min_repeat_ms: float = 25.0  # each sample loops the module until it lasts at least this long
 
 
 @dataclass(frozen=True)
 class MeasureResult:
-    median_ms: float | None
-    stdev_ms: float | None
-    repeats: int
+    median_ms: float | None  # median of the fastest round
+    stdev_ms: float | None  # spread of the samples in that round
+    repeats: int  # samples taken in all rounds
     error: str | None = None
 
     @classmethod
@@ -39,11 +47,14 @@ def time_loaded_module(lib, device, input_shape: tuple[int, ...], timing: Timing
     data = tvm.runtime.tensor(rng.standard_normal(input_shape, dtype=np.float32), device=device)
     for _ in range(timing.warmup_runs):
         vm["main"](data)
+    if timing.warmup_ms > 0:
+        vm.time_evaluator("main", device, number=1, repeat=1, min_repeat_ms=int(timing.warmup_ms))(data)
     evaluator = vm.time_evaluator("main", device, number=1, repeat=timing.repeat,
                                   min_repeat_ms=int(timing.min_repeat_ms))
-    samples_ms = [s * 1e3 for s in evaluator(data).results]
-    stdev = statistics.stdev(samples_ms) if len(samples_ms) > 1 else 0.0
-    return MeasureResult(statistics.median(samples_ms), stdev, len(samples_ms))
+    rounds = [[s * 1e3 for s in evaluator(data).results] for _ in range(timing.rounds)]
+    fastest = min(rounds, key=statistics.median)
+    stdev = statistics.stdev(fastest) if len(fastest) > 1 else 0.0
+    return MeasureResult(statistics.median(fastest), stdev, sum(len(r) for r in rounds))
 
 
 class Runner(ABC):

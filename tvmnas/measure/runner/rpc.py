@@ -57,7 +57,7 @@ def count_servers(endpoint: RpcEndpoint) -> int:
     from tvm import rpc
 
     summary = rpc.connect_tracker(endpoint.host, endpoint.port).summary()
-    keys = [info["key"].split(":")[0] for info in summary.get("server_info", [])]
+    keys = [info["key"].removeprefix("server:") for info in summary.get("server_info", [])]
     return sum(1 for k in keys if k == endpoint.key)
 
 

@@ -1,0 +1,69 @@
+"""The RPC runner against a real x86 `tvm.exec.rpc_server` and `rpc_tracker` started on 127.0.0.1."""
+
+import pytest
+
+from tvmnas.errors import TvmnasError
+from tvmnas.latency_db import LatencyDB
+from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates, tuning_dir
+from tvmnas.measure.runner import TimingSettings
+from tvmnas.measure.runner.loopback import free_port, start_server, start_tracker, stop
+from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, check_reachable, parse_host_port
+from tvmnas.targets import load_target
+
+pytestmark = pytest.mark.rpc
+FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
+
+
+@pytest.fixture(scope="module")
+def rpc_farm():
+    """A tracker and one server registered under key 'x86-test', plus a direct server."""
+    tracker = RpcEndpoint("127.0.0.1", free_port(), "x86-test")
+    procs = [start_tracker(tracker.port)]
+    try:
+        procs.append(start_server(free_port(), tracker))
+        direct = RpcEndpoint("127.0.0.1", free_port())
+        procs.append(start_server(direct.port))
+        yield {"tracker": tracker, "direct": direct}
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@pytest.mark.parametrize("which", ["direct", "tracker"])
+def test_rpc_runner_measures(rpc_farm, tiny_space, tmp_path, which):
+    cpu = load_target("x86-cpu")
+    endpoint = rpc_farm[which]
+    check_reachable(endpoint)
+    runner = RpcRunner(endpoint)
+    db_path = tmp_path / "lat.db"
+    with LatencyDB(db_path) as db:
+        out = profile_candidates(tiny_space.candidates()[:2], cpu, runner, db, ProfileSettings(timing=FAST),
+                                 tuning_dir(db_path, cpu, runner.device_label))
+    assert all(o.row.ok and o.row.median_ms > 0 for o in out), [o.row.error for o in out]
+    assert out[0].row.device == endpoint.label
+    assert out[0].row.target_fp == cpu.fingerprint(endpoint.label) != cpu.fingerprint("local")
+
+
+def test_tuning_over_rpc_tracker(rpc_farm, tiny_space, tmp_path):
+    cpu = load_target("x86-cpu")
+    runner = RpcRunner(rpc_farm["tracker"])
+    row = measure_candidate(tiny_space.stem(), cpu, runner, ProfileSettings(tune_trials=2, timing=FAST),
+                            tmp_path / "tuning")
+    assert row.ok and row.tasks_tuned >= 1, row.error
+
+
+def test_unreachable_endpoint_is_one_clear_line():
+    with pytest.raises(TvmnasError, match=r"cannot reach RPC server at 127.0.0.1:\d+ within 2 s"):
+        check_reachable(RpcEndpoint("127.0.0.1", free_port(), timeout_s=2))
+
+
+def test_tracker_without_server_for_key(rpc_farm):
+    tracker = rpc_farm["tracker"]
+    with pytest.raises(TvmnasError, match="no RPC server is registered under key 'nobody'"):
+        check_reachable(RpcEndpoint(tracker.host, tracker.port, "nobody"))
+
+
+@pytest.mark.parametrize("text", ["localhost", "host:", ":9090", "host:99999", "host:port"])
+def test_bad_host_port(text):
+    with pytest.raises(TvmnasError, match="expected HOST:PORT"):
+        parse_host_port(text, "--rpc")

@@ -1,0 +1,98 @@
+"""The command line: listings, and bad input as one line on stderr with a non-zero exit."""
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tvmnas.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tvmnas: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_targets_and_spaces_list(capsys):
+    code, out, _ = run(capsys, "targets")
+    assert code == 0 and "x86-cpu:" in out and "arm-aarch64:" in out and "cuda-sm90:" in out and "needs:" in out
+    code, out, _ = run(capsys, "spaces")
+    assert code == 0 and "proxyless-imagenet: 21 searchable layers" in out
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["profile", "--space", "nope", "--target", "x86-cpu"], ["unknown search space 'nope'", "fashion-mnist"]),
+    (["profile", "--space", "fashion-mnist", "--target", "nope"], ["unknown target 'nope'", "x86-cpu"]),
+    (["profile", "--space", "fashion-mnist", "--target", "x86-cpu", "--tune-trials", "-1"], ["--tune-trials"]),
+    (["profile", "--space", "fashion-mnist", "--target", "x86-cpu", "--rpc", "nohost"], ["expected HOST:PORT"]),
+    (["profile", "--space", "fashion-mnist", "--target", "cuda-sm90"], ["CUDA GPU"]),
+])
+def test_bad_input(capsys, tmp_path, argv, fragments):
+    code, _, err = run(capsys, *argv, "--db", str(tmp_path / "lat.db"))
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_remote_target_needs_an_endpoint(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("tvmnas.targets.TargetSpec.missing_tools", lambda self: [])  # cross compiler or not
+    code, _, err = run(capsys, "profile", "--space", "fashion-mnist", "--target", "arm-aarch64",
+                       "--db", str(tmp_path / "lat.db"))
+    assert_one_line_error(code, err, "--tracker")
+
+
+def test_malformed_target_file(capsys, tmp_path, write_json):
+    path = write_json("t.json", {"schema_version": 1, "name": "t", "device": "gpu", "tvm_target": {"kind": "llvm"}})
+    code, _, err = run(capsys, "profile", "--space", "fashion-mnist", "--target", str(path),
+                       "--db", str(tmp_path / "lat.db"))
+    assert_one_line_error(code, err, str(path), "'device'")
+
+
+def test_unreachable_rpc(capsys, tmp_path):
+    code, _, err = run(capsys, "profile", "--space", "fashion-mnist", "--target", "x86-cpu", "--rpc",
+                       "127.0.0.1:1", "--rpc-timeout", "2", "--db", str(tmp_path / "lat.db"))
+    assert_one_line_error(code, err, "cannot reach RPC server at 127.0.0.1:1")
+
+
+def test_corrupt_database_is_kept(capsys, tmp_path, tiny_space_path):
+    db = tmp_path / "lat.db"
+    db.write_bytes(b"\x00garbage" * 64)
+    before = db.read_bytes()
+    code, _, err = run(capsys, "profile", "--space", str(tiny_space_path), "--target", "x86-cpu",
+                       "--tune-trials", "0", "--db", str(db))
+    assert_one_line_error(code, err, str(db))
+    assert db.read_bytes() == before
+
+
+def test_foreign_database_for_export(capsys, tmp_path):
+    db = tmp_path / "notes.db"
+    sqlite3.connect(db).execute("CREATE TABLE notes (x)").connection.commit()
+    code, _, err = run(capsys, "db-export", str(tmp_path / "out.json"), "--db", str(db))
+    assert_one_line_error(code, err, "not a tvmnas latency database")
+
+
+def test_profile_and_export_end_to_end(capsys, tmp_path, tiny_space_path):
+    db = tmp_path / "lat.db"
+    argv = ["profile", "--space", str(tiny_space_path), "--target", "x86-cpu", "--tune-trials", "0", "--db", str(db)]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "7 candidates, 7 measured now" in out
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "0 measured now, 7 from the database" in out
+    code, out, _ = run(capsys, "db-export", str(tmp_path / "rows.csv"), "--db", str(db))
+    assert code == 0 and "wrote 7 rows" in out
+
+
+def test_console_script_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "tvmnas.cli", "profile", "--space", "nope", "--target", "x86-cpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "tvmnas: error: unknown search space 'nope'; known: fashion-mnist, proxyless-imagenet"

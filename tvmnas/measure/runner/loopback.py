@@ -1,0 +1,72 @@
+"""Start and stop TVM RPC trackers and servers on this machine (tests, benchmarks, loopback checks).
+
+Each process runs in a session of its own so that stopping it also stops the `popen_worker` children that
+an rpc_server forks (they would otherwise keep its port and its tracker slot).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from tvmnas.measure.runner.rpc import RpcEndpoint, count_servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill the process and everything in its session."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+def wait_until(check, timeout_s: float = 60.0, what: str = "RPC process") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} did not come up within {timeout_s:g} s")
+
+
+def _port_open(port: int) -> bool:
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    return True
+
+
+def start_tracker(port: int) -> subprocess.Popen:
+    proc = _start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
+    wait_until(lambda: _port_open(port), what="RPC tracker")
+    return proc
+
+
+def start_server(port: int, tracker: RpcEndpoint | None = None) -> subprocess.Popen:
+    """An rpc_server on 127.0.0.1:port, registered with the tracker under its key when one is given."""
+    args = ["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
+    if tracker is not None:
+        before = count_servers(tracker)
+        proc = _start(*args, "--tracker", f"{tracker.host}:{tracker.port}", "--key", tracker.key)
+        wait_until(lambda: count_servers(tracker) > before, what="RPC server")
+    else:
+        proc = _start(*args)
+        wait_until(lambda: _port_open(port), what="RPC server")
+    return proc
