@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # Where the demo keeps its latency database and tuning records (reused by reruns).
 CACHE ?= $(HOME)/.cache/tvmnas
+# The demo's latency goal for the searched network (ms, predicted from the measured kernels).
+LATENCY_MS ?= 1.5
 
 .PHONY: install dataset demo test bench-kernels
 
@@ -21,8 +23,11 @@ install: $(STAMP) dataset
 dataset:
 	@test -f $(FMNIST) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 
+# The main job on the embedded default: measure the space's candidates on this CPU (tuned), then search.
 demo: install
 	$(BIN)/tvmnas profile --space fashion-mnist --target x86-cpu --db $(CACHE)/latency.db
+	$(BIN)/tvmnas search --space fashion-mnist --target x86-cpu --latency-ms $(LATENCY_MS) --db $(CACHE)/latency.db \
+		--out runs/demo $(if $(wildcard runs/demo/checkpoint.pt),--resume runs/demo,)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -28,3 +28,23 @@ def write_json(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path):
+    """A Fashion-MNIST-shaped IDX folder (8x8 grey images, 3 classes) whose class is visible in the pixels."""
+    import numpy as np
+
+    from tvmnas.data.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for prefix, n in (("train", 240), ("t10k", 60)):
+        labels = rng.integers(0, 3, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
+        for i, label in enumerate(labels):  # a bright band whose row depends on the class
+            images[i, 2 * label: 2 * label + 2, :] = 250
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder

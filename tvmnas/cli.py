@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
+from tvmnas.search.config import SearchConfig
+from tvmnas.search.latency import LOSSES
 
 DEFAULT_DB = Path(os.environ.get("TVMNAS_DB", Path.home() / ".cache" / "tvmnas" / "latency.db"))
 DEFAULT_TUNE_TRIALS = 8
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", required=True, help="target name (see `tvmnas targets`) or path to a target JSON")
+def _add_target_args(p: argparse.ArgumentParser, target_required: bool = True) -> None:
+    p.add_argument("--target", required=target_required,
+                   help="target name (see `tvmnas targets`) or path to a target JSON")
     p.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help=f"latency database (SQLite); tuning records live beside it (default {DEFAULT_DB})")
     p.add_argument("--tune-trials", type=int, default=DEFAULT_TUNE_TRIALS,
@@ -46,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target_args(p)
     p.add_argument("--out", type=Path, help="output prefix (default bench/results/kernel_choices_<target>)")
 
+    p = verbs.add_parser("search", help="ProxylessNAS search for a latency goal, with latencies from the database")
+    p.add_argument("--space", help="space name or path (required unless --resume)")
+    _add_target_args(p, target_required=False)
+    p.add_argument("--latency-ms", type=float, help="latency goal T of the searched network, in ms")
+    p.add_argument("--loss", choices=LOSSES, default="mul#log",
+                   help="latency loss: CE*a*(log E/log T)^b, CE+lambda*(E-T)/T, or none (default mul#log)")
+    p.add_argument("--epochs", type=int, default=SearchConfig.epochs, help=f"default {SearchConfig.epochs}")
+    p.add_argument("--warmup-epochs", type=int, default=SearchConfig.warmup_epochs,
+                   help=f"epochs of uniform path sampling before alpha learns (default {SearchConfig.warmup_epochs})")
+    p.add_argument("--batch-size", type=int, default=SearchConfig.batch_size)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", help="Fashion-MNIST IDX folder or ImageFolder root (default: the installed "
+                                  "Fashion-MNIST)")
+    p.add_argument("--limit", type=int, help="use only the first N training images (quick trials)")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<space>-<target>-<goal>ms)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
+
     p = verbs.add_parser("db-export", help="write the latency database as JSON or CSV")
     p.add_argument("out", type=Path, help="output file, .json or .csv")
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"latency database (default {DEFAULT_DB})")
@@ -76,14 +96,23 @@ def cmd_spaces(_args) -> None:
               f"to measure - {space.description}")
 
 
+def endpoint_from_args(args, spec):
+    """The RPC endpoint that --rpc / --tracker / --key name, or None for this machine."""
+    from tvmnas.measure.runner.rpc import RpcEndpoint, parse_host_port
+
+    if not (args.rpc or args.tracker):
+        return None
+    host, port = parse_host_port(args.rpc or args.tracker, "--rpc" if args.rpc else "--tracker")
+    key = (args.key or spec.rpc_key or spec.name) if args.tracker else None
+    return RpcEndpoint(host, port, key, args.rpc_timeout)
+
+
 def make_runner(args, spec):
     from tvmnas.measure.runner.local import LocalRunner, local_device
-    from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, check_reachable, parse_host_port
+    from tvmnas.measure.runner.rpc import RpcRunner, check_reachable
 
-    if args.rpc or args.tracker:
-        host, port = parse_host_port(args.rpc or args.tracker, "--rpc" if args.rpc else "--tracker")
-        key = (args.key or spec.rpc_key or spec.name) if args.tracker else None
-        endpoint = RpcEndpoint(host, port, key, args.rpc_timeout)
+    endpoint = endpoint_from_args(args, spec)
+    if endpoint is not None:
         check_reachable(endpoint)
         return RpcRunner(endpoint)
     if spec.rpc_key:
@@ -189,8 +218,86 @@ def cmd_db_export(args) -> int:
     return 0
 
 
+def search_config_from_args(args) -> SearchConfig:
+    """A new run's settings from the flags, or a resumed run's saved settings (flags given must agree)."""
+    from tvmnas.measure.compile import level_name
+    from tvmnas.registry import read_json_object
+    from tvmnas.targets import load_target
+
+    if args.resume is not None:
+        cfg = SearchConfig.from_json(read_json_object(args.resume / "config.json", "search config"),
+                                     str(args.resume / "config.json"))
+        for flag, field in (("space", "space"), ("target", "target"), ("latency_ms", "latency_ms")):
+            given = getattr(args, flag)
+            if given is not None and given != getattr(cfg, field):
+                raise TvmnasError(f"--{flag.replace('_', '-')} {given} differs from the resumed run's "
+                                  f"{getattr(cfg, field)} ({args.resume})")
+        return cfg
+    missing = [f"--{n}" for n in ("space", "target", "latency-ms") if getattr(args, n.replace("-", "_")) is None]
+    if missing:
+        raise TvmnasError(f"a new search needs {', '.join(missing)}")
+    spec = load_target(args.target)
+    endpoint = endpoint_from_args(args, spec)
+    return SearchConfig(space=args.space, target=args.target, latency_ms=args.latency_ms,
+                        level=level_name(args.tune_trials), measured_by=endpoint.label if endpoint else "local",
+                        loss=args.loss, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+                        batch_size=args.batch_size, seed=args.seed, data=args.data, limit=args.limit)
+
+
+def cmd_search(args) -> int:
+    from tqdm import tqdm
+
+    from tvmnas.data.datasets import load_search_data
+    from tvmnas.latency_db import LatencyDB
+    from tvmnas.measure.profile import tvm_version
+    from tvmnas.search.latency import table_from_db
+    from tvmnas.search.run import run_search
+    from tvmnas.space import load_space
+    from tvmnas.targets import load_target
+
+    cfg = search_config_from_args(args)
+    space, spec = load_space(cfg.space), load_target(cfg.target)
+    if not args.db.exists():
+        raise TvmnasError(f"no latency database at {args.db}: run `tvmnas profile --space {cfg.space} "
+                          f"--target {cfg.target}` first")
+    with LatencyDB(args.db) as db:
+        table = table_from_db(space, db, spec.fingerprint(cfg.measured_by), tvm_version(), cfg.level)
+    if cfg.latency_ms < table.min_ms:
+        raise TvmnasError(f"latency goal {cfg.latency_ms:g} ms is below the smallest reachable latency of "
+                          f"{space.name} on {spec.name}: {table.min_ms:.4f} ms")
+    data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
+                            cfg.limit)
+    run_dir = args.resume or args.out or Path("runs") / f"{space.name}-{spec.name}-{cfg.latency_ms:g}ms"
+    print(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms, "
+          f"reachable {table.min_ms:.4f}-{table.max_ms:.4f} ms; {len(data.train)} train / {len(data.valid)} valid "
+          f"images; run dir {run_dir}")
+    bar = tqdm(total=0, unit="step", file=sys.stderr, leave=False)
+
+    def on_step(step: int, total: int) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(1)
+
+    def on_epoch(e: dict) -> None:
+        bar.reset()
+        tqdm.write(f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
+                   f" | valid loss {e['valid_loss']:.3f} acc {e['valid_acc']:.3f} | E[LAT] "
+                   f"{e['expected_latency_ms']:.4f} ms, derived {e['derived_latency_ms']:.4f} ms | entropy "
+                   f"{e['alpha_entropy']:.3f} | {e['seconds']:.0f} s", file=sys.stdout)
+
+    try:
+        result = run_search(cfg, space, table, data, run_dir, resume=args.resume is not None,
+                            on_step=on_step, on_epoch=on_epoch)
+    finally:
+        bar.close()
+    print(f"architecture: {' '.join(result.arch_ops)}")
+    print(f"predicted latency {result.predicted_latency_ms:.4f} ms (goal {cfg.latency_ms:g} ms), valid accuracy "
+          f"{result.valid_acc:.3f}; results in {run_dir}")
+    return 0
+
+
 COMMANDS = {"targets": cmd_targets, "spaces": cmd_spaces, "profile": cmd_profile,
-            "bench-kernels": cmd_bench_kernels, "db-export": cmd_db_export}
+            "bench-kernels": cmd_bench_kernels, "search": cmd_search, "db-export": cmd_db_export}
 
 
 def main(argv: list[str] | None = None) -> int:

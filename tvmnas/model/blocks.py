@@ -31,15 +31,15 @@ class ConvBNAct(nn.Module):
 
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand (absent when expand is 1), KxK depthwise, 1x1 project; residual when
-    the stride is 1 and channels match."""
+    the stride is 1 and channels match (unless `residual=False`: a supernet adds it outside the mixed op)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, expand: int, stride: int):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, expand: int, stride: int, residual: bool = True):
         super().__init__()
         hidden = in_ch * expand
         self.expand = ConvBNAct(in_ch, hidden, 1) if expand != 1 else nn.Identity()
         self.depthwise = ConvBNAct(hidden, hidden, kernel, stride, groups=hidden)
         self.project = ConvBNAct(hidden, out_ch, 1, act=False)
-        self.residual = stride == 1 and in_ch == out_ch
+        self.residual = residual and stride == 1 and in_ch == out_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.depthwise(self.expand(x)))
@@ -59,12 +59,12 @@ class Head(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.conv(x)), 1))
 
 
-def block_module(op: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+def block_module(op: str, in_ch: int, out_ch: int, stride: int, residual: bool = True) -> nn.Module:
     """The module of a block op string (`zero` is not a module: the layer is skipped)."""
     block = parse_op(op)
     if block.is_zero:
         raise ValueError("'zero' has no module")
-    return MBConv(in_ch, out_ch, block.kernel, block.expand, stride)
+    return MBConv(in_ch, out_ch, block.kernel, block.expand, stride, residual)
 
 
 def candidate_module(cand: Candidate) -> nn.Module:

@@ -1,0 +1,77 @@
+"""`tvmnas search` through the command line, on a latency database filled by hand for the tiny space."""
+
+import json
+
+import pytest
+
+from tvmnas.cli import main
+from tvmnas.latency_db import LatencyDB, LatencyRow
+from tvmnas.measure.profile import tvm_version
+from tvmnas.targets import load_target
+
+LATENCY_MS = {"stem": 0.1, "first": 0.2, "head": 0.2, "mb_k3_e1": 0.3, "mb_k3_e2": 0.5}
+
+
+def fill_db(path, space, skip: str | None = None):
+    fp = load_target("x86-cpu").fingerprint("local")
+    with LatencyDB(path) as db:
+        for cand in space.candidates():
+            if cand.key == skip:
+                continue
+            ms = LATENCY_MS.get(cand.part) if cand.part != "layer" else LATENCY_MS[cand.op]
+            db.put(LatencyRow(fp, tvm_version(), cand.key, cand.shape_text, "tuned-8", "x86-cpu", "local",
+                              ms, 0.0, 25, 1.0, 1.0, 1, None))
+
+
+def search(capsys, *argv):
+    code = main(["search", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def args(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):
+    fill_db(tmp_path / "lat.db", tiny_space)
+    return ["--space", str(tiny_space_path), "--target", "x86-cpu", "--db", str(tmp_path / "lat.db"),
+            "--data", str(tiny_idx_dir), "--batch-size", "16"]
+
+
+def test_search_and_resume(capsys, args, tmp_path):
+    run = tmp_path / "run"
+    code, out, _ = search(capsys, *args, "--latency-ms", "1.0", "--epochs", "2", "--warmup-epochs", "1",
+                          "--out", str(run))
+    assert code == 0, out
+    assert "epoch 2/2" in out and "predicted latency" in out
+    assert json.loads((run / "summary.json").read_text())["latency_goal_ms"] == 1.0
+    code, _, err = search(capsys, "--resume", str(run), "--latency-ms", "2.0")
+    assert code == 2 and "differs from the resumed run" in err
+    code, out, _ = search(capsys, "--resume", str(run), "--db", args[args.index("--db") + 1])
+    assert code == 0 and "epoch" not in out  # nothing left to do
+
+
+@pytest.mark.parametrize("goal, message", [
+    ("0", "must be > 0 ms"), ("-3", "must be > 0 ms"),
+    ("0.5", "below the smallest reachable latency of tiny on x86-cpu: 0.8000 ms"),
+])
+def test_bad_latency_goal(capsys, args, goal, message):
+    code, _, err = search(capsys, *args, "--latency-ms", goal)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_candidates_named(capsys, tiny_space, tiny_space_path, tmp_path):
+    fill_db(tmp_path / "lat.db", tiny_space, skip="mb_k3_e2_i8_o8_s1")
+    code, _, err = search(capsys, "--space", str(tiny_space_path), "--target", "x86-cpu", "--latency-ms", "1",
+                          "--db", str(tmp_path / "lat.db"))
+    assert code == 2 and "lacks 1 of 7 candidates" in err and "mb_k3_e2_i8_o8_s1 1x8x4x4" in err
+
+
+def test_missing_database_and_data(capsys, args, tmp_path):
+    code, _, err = search(capsys, *args[:4], "--latency-ms", "1", "--db", str(tmp_path / "none.db"))
+    assert code == 2 and "no latency database" in err
+    code, _, err = search(capsys, *args[:6], "--latency-ms", "1", "--data", str(tmp_path / "nodata"))
+    assert code == 2 and "no data folder" in err
+
+
+def test_new_search_needs_goal(capsys, args):
+    code, _, err = search(capsys, *args)
+    assert code == 2 and "--latency-ms" in err

@@ -1,0 +1,120 @@
+import json
+
+import pytest
+import torch
+
+from tvmnas.arch import load_arch
+from tvmnas.data.datasets import load_search_data
+from tvmnas.errors import TvmnasError
+from tvmnas.search.config import SearchConfig
+from tvmnas.search.latency import LatencyTable
+from tvmnas.search.run import run_search
+
+TABLE = LatencyTable(fixed_ms=0.5, layer_ms=((1.0, 2.0), (0.3, 0.6, 0.0)))
+
+
+def config(tiny_space_path, tiny_idx_dir, **changes) -> SearchConfig:
+    base = dict(space=str(tiny_space_path), target="x86-cpu", latency_ms=1.8, epochs=3, warmup_epochs=1,
+                batch_size=16, arch_every=2, valid_fraction=0.25, data=str(tiny_idx_dir))
+    return SearchConfig(**{**base, **changes})
+
+
+def data_for(cfg, space):
+    return load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
+
+
+def test_tiny_search_end_to_end(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):
+    cfg = config(tiny_space_path, tiny_idx_dir)
+    data = data_for(cfg, tiny_space)
+    assert (len(data.train), len(data.valid), len(data.test)) == (180, 60, 60)
+    result = run_search(cfg, tiny_space, TABLE, data, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.json", "checkpoint.pt", "log.jsonl", "arch.json", "probabilities.json", "summary.json"):
+        assert (run / name).exists(), name
+    log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [0, 1, 2]
+    assert log[0]["arch_steps"] == 0 and log[1]["arch_steps"] > 0  # alpha frozen during warm-up
+    for key in ("train_loss", "train_acc", "valid_loss", "valid_acc", "expected_latency_ms", "alpha_entropy", "seconds"):
+        assert key in log[-1]
+    arch = load_arch(run / "arch.json")
+    tiny_space.check_arch(arch)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["arch"] == list(arch.ops) == list(result.arch_ops)
+    assert summary["predicted_latency_ms"] == pytest.approx(
+        TABLE.arch_ms([l.choices.index(o) for l, o in zip(tiny_space.layers(), arch.ops)]))
+    assert json.loads((run / "config.json").read_text()) == cfg.to_json()
+    probs = json.loads((run / "probabilities.json").read_text())
+    assert all(sum(p.values()) == pytest.approx(1.0) for p in probs)
+
+
+def test_resume_after_kill_equals_uninterrupted(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):
+    cfg = config(tiny_space_path, tiny_idx_dir)
+    data = data_for(cfg, tiny_space)
+    run_search(cfg, tiny_space, TABLE, data, tmp_path / "whole")
+    run_search(cfg, tiny_space, TABLE, data, tmp_path / "cut", stop_after_epochs=2)  # "killed" after epoch 2
+    with (tmp_path / "cut" / "log.jsonl").open("a") as handle:  # and a half-written epoch 3 line
+        handle.write(json.dumps({"epoch": 2, "partial": True}) + "\n")
+    assert not (tmp_path / "cut" / "arch.json").exists()
+    run_search(cfg, tiny_space, TABLE, data, tmp_path / "cut", resume=True)
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert whole["epochs_done"] == cut["epochs_done"] == 3
+    for key, value in whole["supernet"].items():
+        assert torch.equal(value, cut["supernet"][key]), key
+    assert (tmp_path / "whole" / "arch.json").read_text() == (tmp_path / "cut" / "arch.json").read_text()
+    strip = lambda p: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in p.read_text().splitlines()]
+    assert strip(tmp_path / "whole" / "log.jsonl") == strip(tmp_path / "cut" / "log.jsonl")
+
+
+def test_incompatible_checkpoint_on_resume(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):
+    cfg = config(tiny_space_path, tiny_idx_dir, epochs=1, warmup_epochs=0)
+    data = data_for(cfg, tiny_space)
+    run_search(cfg, tiny_space, TABLE, data, tmp_path / "run")
+    with pytest.raises(TvmnasError, match="latency_ms differ"):
+        run_search(config(tiny_space_path, tiny_idx_dir, epochs=1, warmup_epochs=0, latency_ms=2.5),
+                   tiny_space, TABLE, data, tmp_path / "run", resume=True)
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TvmnasError, match="cannot read checkpoint"):
+        run_search(cfg, tiny_space, TABLE, data, tmp_path / "run", resume=True)
+    with pytest.raises(TvmnasError, match="already holds a search"):
+        run_search(cfg, tiny_space, TABLE, data, tmp_path / "run")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"latency_ms": 0}, "must be > 0"), ({"latency_ms": -1.0}, "must be > 0"),
+    ({"loss": "mul#lin"}, "unknown latency loss"), ({"warmup_epochs": 5}, "warmup"),
+])
+def test_bad_settings(tiny_space_path, tiny_idx_dir, changes, message):
+    with pytest.raises(TvmnasError, match=message):
+        config(tiny_space_path, tiny_idx_dir, **changes)
+
+
+def test_missing_and_corrupt_data(tiny_idx_dir, tmp_path):
+    with pytest.raises(TvmnasError, match="no data folder"):
+        load_search_data(tmp_path / "nowhere", 1, 8, 0.25, 0)
+    (tiny_idx_dir / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(TvmnasError, match="missing data file .*t10k-labels"):
+        load_search_data(tiny_idx_dir, 1, 8, 0.25, 0)
+    (tiny_idx_dir / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken gzip")
+    with pytest.raises(TvmnasError, match="corrupt data file .*train-images"):
+        load_search_data(tiny_idx_dir, 1, 8, 0.25, 0)
+
+
+def test_image_folder_data(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("train", 6), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((12, 10, 3), 40 * i, np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    data = load_search_data(tmp_path, 1, 8, 0.25, 0)
+    assert data.train.images.shape[1:] == (1, 8, 8) and data.train.classes == ("cat", "dog")
+    assert len(data.train) + len(data.valid) == 12 and len(data.test) == 4
+
+
+def test_split_is_seeded_and_disjoint(tiny_idx_dir):
+    a = load_search_data(tiny_idx_dir, 1, 8, 0.25, seed=7)
+    b = load_search_data(tiny_idx_dir, 1, 8, 0.25, seed=7)
+    assert (a.valid.labels == b.valid.labels).all() and (a.valid.images == b.valid.images).all()

@@ -1,0 +1,137 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tvmnas.arch import Arch
+from tvmnas.search.latency import LatencyTable, search_loss
+from tvmnas.search.supernet import (LayerPaths, Supernet, extract_subnet, rescale_two_paths, sample_single_paths,
+                                    sample_two_paths, two_path_alpha_grad)
+
+
+def count_calls(net: Supernet) -> dict:
+    """(layer, choice) -> forward calls, via hooks on every candidate module."""
+    calls = {}
+    for li, layer in enumerate(net.layers):
+        for ci, op in enumerate(layer.ops):
+            def hook(_m, _i, _o, key=(li, ci)):
+                calls[key] = calls.get(key, 0) + 1
+            op.register_forward_hook(hook)
+    return calls
+
+
+def table_for(space) -> LatencyTable:
+    # layer 0: mb_k3_e1, mb_k3_e2; layer 1: mb_k3_e1, mb_k3_e2, zero
+    return LatencyTable(fixed_ms=0.5, layer_ms=((1.0, 2.0), (0.3, 0.6, 0.0)))
+
+
+def test_only_sampled_paths_execute(tiny_space):
+    net = Supernet(tiny_space)
+    calls = count_calls(net)
+    x = torch.randn(4, 1, 8, 8)
+    net(x, [LayerPaths(1), LayerPaths(0)])
+    assert calls == {(0, 1): 1, (1, 0): 1}
+    calls.clear()
+    paths, gates = sample_two_paths(net, torch.Generator().manual_seed(0))
+    net(x, paths, gates)
+    expected = {(i, c): 1 for i, p in enumerate(paths) for c in (p.active, p.other)
+                if net.layers[i].choices[c] != "zero"}
+    assert calls == expected
+
+
+def test_weight_step_grads_reach_only_the_sampled_path(tiny_space):
+    net = Supernet(tiny_space)
+    y = torch.tensor([0, 1, 2, 0])
+    F.cross_entropy(net(torch.randn(4, 1, 8, 8), [LayerPaths(1), LayerPaths(0)]), y).backward()
+    layer0 = net.layers[0]
+    assert all(p.grad is not None for p in layer0.ops[1].parameters())
+    assert all(p.grad is None for p in layer0.ops[0].parameters())
+
+
+def test_gradients_reach_alpha_through_ce_and_latency(tiny_space):
+    net = Supernet(tiny_space)
+    table = table_for(tiny_space)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    paths, gates = sample_two_paths(net, torch.Generator().manual_seed(1))
+    ce = F.cross_entropy(net(x, paths, gates), y)
+    # CE alone: gates get gradients, which the two-path estimate turns into alpha gradients
+    ce.backward(retain_graph=True)
+    for alpha, p, g in zip(net.alphas(), paths, gates):
+        assert g.grad is not None and g.grad.abs().sum() > 0
+        grad = two_path_alpha_grad(alpha, p, g.grad)
+        assert grad[p.active] != 0 and grad[p.active] == pytest.approx(-float(grad[p.other]))
+        untouched = [i for i in range(len(alpha)) if i not in (p.active, p.other)]
+        assert all(grad[i] == 0 for i in untouched)
+    # latency term alone: autograd reaches every alpha
+    for alpha in net.alphas():
+        alpha.grad = None
+    search_loss(ce.detach(), table.expected_ms(net.probabilities()), 2.0, "add#linear").backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.alphas())
+
+
+def test_two_path_grad_matches_softmax_derivative():
+    """For L = c . softmax(alpha_pair) (a linear function of the gate probabilities), the estimate equals the
+    exact derivative when dL/dg = c."""
+    alpha = torch.tensor([0.3, -0.2, 0.5], requires_grad=True)
+    c = torch.tensor([2.0, -1.0])
+    pair = [2, 0]
+    (c * torch.softmax(alpha[pair], 0)).sum().backward()
+    grad = two_path_alpha_grad(alpha, LayerPaths(2, 0), c)
+    assert torch.allclose(grad, alpha.grad)
+
+
+def test_rescale_keeps_other_paths_probabilities():
+    alpha = torch.tensor([0.1, 0.4, -0.3, 0.2])
+    before = torch.softmax(alpha, 0).clone()
+    old = alpha[[1, 3]].clone()
+    alpha[1] += 0.5
+    alpha[3] -= 0.2
+    rescale_two_paths(alpha, LayerPaths(1, 3), old)
+    after = torch.softmax(alpha, 0)
+    assert torch.allclose(after[[0, 2]], before[[0, 2]], atol=1e-6)
+    assert float(after[1]) > float(before[1]) and float(after[3]) < float(before[3])
+
+
+def test_expected_latency_matches_hand_computation(tiny_space):
+    net = Supernet(tiny_space)
+    table = table_for(tiny_space)
+    with torch.no_grad():
+        net.layers[0].alpha.copy_(torch.tensor([0.0, 1.0]))
+        net.layers[1].alpha.copy_(torch.tensor([2.0, 0.0, -1.0]))
+    import math
+
+    p0 = [1 / (1 + math.e), math.e / (1 + math.e)]
+    z = math.e ** 2 + 1 + math.e ** -1
+    p1 = [math.e ** 2 / z, 1 / z, math.e ** -1 / z]
+    hand = 0.5 + (p0[0] * 1.0 + p0[1] * 2.0) + (p1[0] * 0.3 + p1[1] * 0.6 + p1[2] * 0.0)
+    with torch.no_grad():
+        assert float(table.expected_ms(net.probabilities())) == pytest.approx(hand, rel=1e-6)
+    assert table.min_ms == pytest.approx(0.5 + 1.0 + 0.0) and table.arch_ms([1, 1]) == pytest.approx(3.1)
+
+
+def test_losses():
+    ce, e = torch.tensor(2.0), torch.tensor(1.5)
+    assert float(search_loss(ce, e, 1.0, "add#linear", lam=0.1)) == pytest.approx(2.0 + 0.1 * 0.5)
+    import math
+
+    want = 2.0 * 0.2 * (math.log(1500) / math.log(1000)) ** 0.3
+    assert float(search_loss(ce, e, 1.0, "mul#log")) == pytest.approx(want)
+    assert float(search_loss(ce, e, 1.0, "none")) == 2.0
+
+
+def test_sampling_is_seeded(tiny_space):
+    net = Supernet(tiny_space)
+    a = sample_single_paths(net, torch.Generator().manual_seed(3), uniform=True)
+    b = sample_single_paths(net, torch.Generator().manual_seed(3), uniform=True)
+    assert a == b
+
+
+def test_extract_subnet_matches_supernet_path(tiny_space):
+    net = Supernet(tiny_space).eval()
+    arch = Arch("tiny", ("mb_k3_e2", "mb_k3_e1"))
+    sub = extract_subnet(net, arch).eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(sub(x), net(x, net.arch_paths(arch)), atol=1e-6)
+    skip = extract_subnet(net, Arch("tiny", ("mb_k3_e1", "zero"))).eval()
+    with torch.no_grad():
+        assert torch.allclose(skip(x), net(x, net.arch_paths(Arch("tiny", ("mb_k3_e1", "zero")))), atol=1e-6)

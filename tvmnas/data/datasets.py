@@ -1,0 +1,113 @@
+"""Labelled image arrays for the search: train (split into train/valid) and test, never mixed.
+
+Sources: a folder with the four Fashion-MNIST IDX files (Debian's dataset-fashion-mnist installs them in
+/usr/share/datasets/fashion-mnist), or an ImageFolder-style directory (`train/<class>/*.png`, optional
+`test/<class>/*`, or `<class>/*` directly), resized to the space's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tvmnas.data.idx import read_idx
+from tvmnas.errors import TvmnasError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: np.ndarray  # uint8, N x C x H x W
+    labels: np.ndarray  # int64, N
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index], self.classes)
+
+
+@dataclass(frozen=True)
+class SearchData:
+    train: ImageSet
+    valid: ImageSet  # carved from the training files; the architecture learns from it
+    test: ImageSet | None  # held out: the search never reads it
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (folder / name).exists():
+            return folder / name
+    raise TvmnasError(f"missing data file {folder / (stem + '.gz')}")
+
+
+def load_idx_folder(folder: Path, split: str) -> ImageSet:
+    images_path, labels_path = (_find(folder, s) for s in _IDX_FILES[split])
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise TvmnasError(f"corrupt data files {images_path} / {labels_path}: {images.shape} images, "
+                          f"{labels.shape} labels")
+    classes = tuple(str(c) for c in range(int(labels.max()) + 1))
+    return ImageSet(images[:, None, :, :], labels.astype(np.int64), classes)
+
+
+def load_image_folder(folder: Path, channels: int, size: int, classes: tuple[str, ...] | None = None) -> ImageSet:
+    from PIL import Image, UnidentifiedImageError
+
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    names = classes or tuple(p.name for p in class_dirs)
+    if not names:
+        raise TvmnasError(f"no class folders in {folder}")
+    images, labels = [], []
+    for label, name in enumerate(names):
+        for path in sorted((folder / name).glob("*")):
+            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as img:
+                    img = img.convert("L" if channels == 1 else "RGB").resize((size, size))
+                    array = np.asarray(img, dtype=np.uint8)
+            except (OSError, UnidentifiedImageError) as err:
+                raise TvmnasError(f"corrupt image {path}: {err}") from None
+            images.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise TvmnasError(f"no images under {folder}")
+    return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), names)
+
+
+def split_train_valid(train: ImageSet, valid_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """A seeded, class-agnostic split of the training set."""
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_valid = max(1, int(round(len(train) * valid_fraction)))
+    return train.subset(np.sort(order[n_valid:])), train.subset(np.sort(order[:n_valid]))
+
+
+def load_search_data(path: Path | None, channels: int, size: int, valid_fraction: float, seed: int,
+                     limit: int | None = None) -> SearchData:
+    """Train/valid/test from IDX files or an image folder; `limit` keeps the first N training images (tests)."""
+    folder = Path(path) if path is not None else FASHION_MNIST_DIR
+    if not folder.is_dir():
+        hint = " (install Debian's dataset-fashion-mnist, or give --data)" if path is None else ""
+        raise TvmnasError(f"no data folder at {folder}{hint}")
+    if any((folder / (s + ext)).exists() for s in _IDX_FILES["train"] for ext in ("", ".gz")):
+        train, test = load_idx_folder(folder, "train"), load_idx_folder(folder, "test")
+    else:
+        root = folder / "train" if (folder / "train").is_dir() else folder
+        train = load_image_folder(root, channels, size)
+        test = load_image_folder(folder / "test", channels, size, train.classes) \
+            if (folder / "test").is_dir() else None
+    if train.images.shape[1:] != (channels, size, size):
+        raise TvmnasError(f"data in {folder} has images of shape {train.images.shape[1:]}, "
+                          f"the space expects {(channels, size, size)}")
+    if limit is not None:
+        train = train.subset(np.arange(min(limit, len(train))))
+    train, valid = split_train_valid(train, valid_fraction, seed)
+    return SearchData(train, valid, test)

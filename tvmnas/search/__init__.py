@@ -1,0 +1,1 @@
+"""The ProxylessNAS search: a binarized single-path supernet driven by measured latency."""

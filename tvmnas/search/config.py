@@ -1,0 +1,59 @@
+"""The settings of one search run; saved with the run so that a resume rebuilds exactly the same search."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from tvmnas.errors import TvmnasError
+from tvmnas.search.latency import LOSSES
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str
+    target: str
+    latency_ms: float  # the latency goal T of the derived network
+    level: str = "tuned-8"  # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
+    measured_by: str = "local"  # the measuring device of those latencies (local, rpc:H:P, tracker-key:K)
+    loss: str = "mul#log"
+    loss_a: float = 0.2  # mul#log: CE * a * (log E / log T)^b
+    loss_b: float = 0.3
+    loss_lambda: float = 0.1  # add#linear: CE + lambda * (E - T) / T
+    epochs: int = 8
+    warmup_epochs: int = 2  # uniform path sampling, alpha frozen
+    batch_size: int = 64
+    weight_lr: float = 0.05  # SGD, cosine schedule over all steps
+    weight_momentum: float = 0.9
+    weight_decay: float = 4e-5
+    arch_lr: float = 1e-3  # Adam, betas (0, 0.999), as in ProxylessNAS
+    arch_beta2: float = 0.999
+    arch_every: int = 5  # one architecture step after every this many weight steps
+    valid_fraction: float = 1 / 12  # of the training set, for architecture steps (5k of Fashion-MNIST's 60k)
+    seed: int = 0
+    data: str | None = None  # IDX folder or ImageFolder root; None = the installed Fashion-MNIST
+    limit: int | None = None  # use only the first N training images (smoke tests)
+
+    def __post_init__(self) -> None:
+        if not self.latency_ms > 0:
+            raise TvmnasError(f"the latency goal must be > 0 ms, not {self.latency_ms}")
+        if self.loss not in LOSSES:
+            raise TvmnasError(f"unknown latency loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
+            raise TvmnasError(f"need epochs >= 1 and 0 <= warmup epochs <= epochs (got {self.epochs}, "
+                              f"{self.warmup_epochs})")
+        if not 0 < self.valid_fraction < 1:
+            raise TvmnasError(f"valid_fraction must be in (0, 1), not {self.valid_fraction}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, source: str) -> SearchConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TvmnasError(f"{source}: unknown search settings {', '.join(sorted(unknown))}")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise TvmnasError(f"{source}: {err}") from None

@@ -1,0 +1,75 @@
+"""Expected latency of the supernet from the latency database, and the ProxylessNAS latency losses.
+
+E[LAT] = fixed parts (stem, first block, head) + sum over layers of sum_i p_i * latency_i, with `zero` costing 0;
+it is differentiable in alpha through p = softmax(alpha).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from tvmnas.errors import TvmnasError
+from tvmnas.latency_db import LatencyDB
+from tvmnas.space import SearchSpace
+
+LOSSES = ("mul#log", "add#linear", "none")
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    fixed_ms: float
+    layer_ms: tuple[tuple[float, ...], ...]  # per searchable layer, per choice (in the layer's choice order)
+
+    def expected_ms(self, probabilities: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.tensor(self.fixed_ms)
+        for probs, lat in zip(probabilities, self.layer_ms):
+            total = total + (probs * torch.tensor(lat, dtype=probs.dtype)).sum()
+        return total
+
+    def arch_ms(self, choice_indices: list[int]) -> float:
+        return self.fixed_ms + sum(lat[i] for lat, i in zip(self.layer_ms, choice_indices))
+
+    @property
+    def min_ms(self) -> float:
+        return self.fixed_ms + sum(min(lat) for lat in self.layer_ms)
+
+    @property
+    def max_ms(self) -> float:
+        return self.fixed_ms + sum(max(lat) for lat in self.layer_ms)
+
+
+def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version: str, level: str) -> LatencyTable:
+    """The table for one target/level; names the candidates the database lacks, if any."""
+
+    def latency(cand) -> float | None:
+        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level)
+        return row.median_ms if row is not None and row.ok else None
+
+    missing = [c for c in space.candidates() if latency(c) is None]
+    if missing:
+        first = missing[0]
+        raise TvmnasError(f"the latency database lacks {len(missing)} of {len(space.candidates())} candidates of "
+                          f"{space.name!r} at level {level} (first: {first.key} {first.shape_text}); "
+                          "run `tvmnas profile` with the same --space, --target, --tune-trials and endpoint")
+    fixed = sum(latency(c) for c in space.fixed_candidates())
+    layers = tuple(tuple(0.0 if op == "zero" else latency(layer.candidate(op)) for op in layer.choices)
+                   for layer in space.layers())
+    return LatencyTable(fixed, layers)
+
+
+def search_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, kind: str,
+                a: float = 0.2, b: float = 0.3, lam: float = 0.1) -> torch.Tensor:
+    """`mul#log`: CE * a * (log E[LAT] / log T)^b; `add#linear`: CE + lam * (E[LAT] - T) / T; `none`: CE.
+
+    The log form is taken in microseconds: the kernels of small spaces run under 1 ms, where log(ms) changes sign.
+    """
+    if kind == "mul#log":
+        return ce * a * (torch.log(expected_ms * 1e3) / math.log(target_ms * 1e3)) ** b
+    if kind == "add#linear":
+        return ce + lam * (expected_ms - target_ms) / target_ms
+    if kind == "none":
+        return ce
+    raise TvmnasError(f"unknown latency loss {kind!r}; known: {', '.join(LOSSES)}")

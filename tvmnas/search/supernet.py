@@ -1,0 +1,158 @@
+"""A single-path supernet with binarized paths (ProxylessNAS).
+
+Each searchable layer is a `MixedLayer`: every candidate's weights plus architecture parameters `alpha`. Which
+paths run is passed in with each call (`LayerPaths`), never kept as hidden state. A weight step runs one path per
+layer. An architecture step samples two paths per layer; the active one runs with autograd, the other runs without
+a graph, and a binary gate vector g = (1, 0) on the two outputs gives dL/dg, from which `two_path_alpha_grad`
+estimates dL/dalpha for the two (the paper's "two" mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tvmnas.arch import Arch
+from tvmnas.model.blocks import ConvBNAct, Head, block_module
+from tvmnas.space import Layer, SearchSpace
+
+
+@dataclass(frozen=True)
+class LayerPaths:
+    active: int  # the path whose output flows on (and whose weights get gradients)
+    other: int | None = None  # architecture steps: the second sampled path, run without a graph
+
+
+class MixedLayer(nn.Module):
+    """All candidates of one layer; `zero` contributes nothing. The residual (where the layer may be skipped) is
+    added outside the candidates, as in ProxylessNAS."""
+
+    def __init__(self, layer: Layer):
+        super().__init__()
+        self.choices = layer.choices
+        self.skip = layer.stride == 1 and layer.in_channels == layer.out_channels
+        self.ops = nn.ModuleList([
+            nn.Identity() if op == "zero" else
+            block_module(op, layer.in_channels, layer.out_channels, layer.stride, residual=False)
+            for op in layer.choices])
+        self.alpha = nn.Parameter(torch.zeros(len(layer.choices)))
+
+    def branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self.choices[index] == "zero":
+            return torch.zeros_like(x)
+        return self.ops[index](x)
+
+    def forward(self, x: torch.Tensor, paths: LayerPaths, gates: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.branch(paths.active, x)
+        if paths.other is not None:
+            with torch.no_grad():
+                other = self.branch(paths.other, x)
+            out = gates[0] * out + gates[1] * other
+        return x + out if self.skip else out
+
+    def forward_all_paths(self, x: torch.Tensor) -> torch.Tensor:
+        """DARTS-style: every candidate runs, weighted by softmax(alpha) (for comparison only)."""
+        weights = torch.softmax(self.alpha, 0)
+        out = sum(w * self.branch(i, x) for i, w in enumerate(weights))
+        return x + out if self.skip else out
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.alpha, 0)
+
+
+class Supernet(nn.Module):
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        stem, first, head = space.stem(), space.first(), space.head()
+        self.stem = ConvBNAct(stem.in_channels, stem.out_channels, space.stem_kernel, stem.stride)
+        self.first = block_module(first.op, first.in_channels, first.out_channels, 1)
+        self.layers = nn.ModuleList([MixedLayer(layer) for layer in space.layers()])
+        self.head = Head(head.in_channels, space.head_channels, space.num_classes)
+
+    def forward(self, x: torch.Tensor, paths: list[LayerPaths], gates: list[torch.Tensor] | None = None):
+        x = self.first(self.stem(x))
+        for i, layer in enumerate(self.layers):
+            x = layer(x, paths[i], None if gates is None else gates[i])
+        return self.head(x)
+
+    def forward_all_paths(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first(self.stem(x))
+        for layer in self.layers:
+            x = layer.forward_all_paths(x)
+        return self.head(x)
+
+    def alphas(self) -> list[nn.Parameter]:
+        return [layer.alpha for layer in self.layers]
+
+    def weights(self) -> list[nn.Parameter]:
+        alpha_ids = {id(a) for a in self.alphas()}
+        return [p for p in self.parameters() if id(p) not in alpha_ids]
+
+    def probabilities(self) -> list[torch.Tensor]:
+        return [layer.probabilities() for layer in self.layers]
+
+    def derived_arch(self) -> Arch:
+        """Path-level pruning: each layer keeps its most probable path."""
+        return Arch(self.space.name, tuple(layer.choices[int(torch.argmax(layer.alpha))] for layer in self.layers))
+
+    def arch_paths(self, arch: Arch) -> list[LayerPaths]:
+        return [LayerPaths(layer.choices.index(op)) for layer, op in zip(self.layers, arch.ops)]
+
+
+def sample_single_paths(net: Supernet, generator: torch.Generator, uniform: bool) -> list[LayerPaths]:
+    """One path per layer, uniformly (warm-up) or from softmax(alpha)."""
+    paths = []
+    for probs in net.probabilities():
+        weights = torch.ones_like(probs) if uniform else probs.detach()
+        paths.append(LayerPaths(int(torch.multinomial(weights, 1, generator=generator))))
+    return paths
+
+
+def sample_two_paths(net: Supernet, generator: torch.Generator) -> tuple[list[LayerPaths], list[torch.Tensor]]:
+    """Two distinct paths per layer from softmax(alpha), one of them active by their renormalized probabilities;
+    the gates are leaf tensors (1, 0) whose gradients become the alpha gradient."""
+    paths, gates = [], []
+    for probs in net.probabilities():
+        pair = torch.multinomial(probs.detach(), 2, replacement=False, generator=generator)
+        pair_probs = probs.detach()[pair] / probs.detach()[pair].sum()
+        first_active = int(torch.multinomial(pair_probs, 1, generator=generator)) == 0
+        active, other = (pair[0], pair[1]) if first_active else (pair[1], pair[0])
+        paths.append(LayerPaths(int(active), int(other)))
+        gates.append(torch.tensor([1.0, 0.0], requires_grad=True))
+    return paths, gates
+
+
+def two_path_alpha_grad(alpha: torch.Tensor, paths: LayerPaths, gate_grad: torch.Tensor) -> torch.Tensor:
+    """dL/dalpha for the two sampled paths, from dL/dg: sum_j dL/dg_j * p_j * (delta_ij - p_i), with p the
+    softmax over the two alphas; zero for the other paths."""
+    pair = [paths.active, paths.other]
+    p = torch.softmax(alpha.detach()[pair], 0)
+    grad = torch.zeros_like(alpha)
+    for i in range(2):
+        grad[pair[i]] = sum(gate_grad[j] * p[j] * ((1.0 if i == j else 0.0) - p[i]) for j in range(2))
+    return grad
+
+
+def rescale_two_paths(alpha: torch.Tensor, paths: LayerPaths, old_pair: torch.Tensor) -> None:
+    """After an update, shift the two alphas so their total probability mass is unchanged (the rest keep theirs)."""
+    pair = [paths.active, paths.other]
+    with torch.no_grad():
+        offset = torch.logsumexp(alpha[pair], 0) - torch.logsumexp(old_pair, 0)
+        alpha[pair] -= offset
+
+
+def extract_subnet(net: Supernet, arch: Arch):
+    """A plain `Network` for the architecture, with the supernet's weights of the chosen paths."""
+    from tvmnas.model.network import Network
+
+    subnet = Network(net.space, arch)
+    subnet.stem.load_state_dict(net.stem.state_dict())
+    subnet.first.load_state_dict(net.first.state_dict())
+    subnet.head.load_state_dict(net.head.state_dict())
+    for i, (layer, op) in enumerate(zip(net.layers, arch.ops)):
+        if op != "zero":
+            subnet.layers[str(i)].load_state_dict(layer.ops[layer.choices.index(op)].state_dict())
+    return subnet
