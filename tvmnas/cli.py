@@ -8,24 +8,25 @@ import sys
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
-from tvmnas.search.config import SearchConfig
-from tvmnas.search.latency import LOSSES
+from tvmnas.search.config import LOSSES, SearchConfig
 
 DEFAULT_DB = Path(os.environ.get("TVMNAS_DB", Path.home() / ".cache" / "tvmnas" / "latency.db"))
 DEFAULT_TUNE_TRIALS = 8
 
 
-def _add_target_args(p: argparse.ArgumentParser, target_required: bool = True) -> None:
-    p.add_argument("--target", required=target_required,
+def _add_target_args(p: argparse.ArgumentParser, measures: bool = True) -> None:
+    """--target, --db, --tune-trials and the endpoint flags; for `search` they pick which measurements to use."""
+    verb = "measure" if measures else "use latencies measured"
+    p.add_argument("--target", required=measures,
                    help="target name (see `tvmnas targets`) or path to a target JSON")
     p.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help=f"latency database (SQLite); tuning records live beside it (default {DEFAULT_DB})")
     p.add_argument("--tune-trials", type=int, default=DEFAULT_TUNE_TRIALS,
-                   help="meta-schedule trials per fused kernel; 0 = TVM's default schedules "
-                        f"(default {DEFAULT_TUNE_TRIALS})")
+                   help=f"{verb} with meta-schedule tuning of this many trials per fused kernel; 0 = TVM's "
+                        f"default schedules (default {DEFAULT_TUNE_TRIALS})")
     remote = p.add_mutually_exclusive_group()
-    remote.add_argument("--rpc", metavar="HOST:PORT", help="measure on a TVM RPC server")
-    remote.add_argument("--tracker", metavar="HOST:PORT", help="measure through a TVM RPC tracker")
+    remote.add_argument("--rpc", metavar="HOST:PORT", help=f"{verb} on a TVM RPC server")
+    remote.add_argument("--tracker", metavar="HOST:PORT", help=f"{verb} through a TVM RPC tracker")
     p.add_argument("--key", help="RPC key to request from the tracker (default: the target's rpc_key)")
     p.add_argument("--rpc-timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for an RPC endpoint to answer (default 10)")
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("search", help="ProxylessNAS search for a latency goal, with latencies from the database")
     p.add_argument("--space", help="space name or path (required unless --resume)")
-    _add_target_args(p, target_required=False)
+    _add_target_args(p, measures=False)
     p.add_argument("--latency-ms", type=float, help="latency goal T of the searched network, in ms")
     p.add_argument("--loss", choices=LOSSES, default="mul#log",
                    help="latency loss: CE*a*(log E/log T)^b, CE+lambda*(E-T)/T, or none (default mul#log)")

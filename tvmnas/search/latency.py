@@ -13,10 +13,8 @@ import torch
 
 from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
+from tvmnas.search.config import LOSSES
 from tvmnas.space import SearchSpace
-
-LOSSES = ("mul#log", "add#linear", "none")
-
 
 @dataclass(frozen=True)
 class LatencyTable:
