@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=SearchConfig.epochs)
     parser.add_argument("--warmup-epochs", type=int, default=SearchConfig.warmup_epochs)
     parser.add_argument("--limit", type=int, help="training images to use (default: all)")
-    parser.add_argument("--loss", default="mul#log")
+    parser.add_argument("--loss", default=SearchConfig.loss)
     parser.add_argument("--out", type=Path, default=Path("bench/results/latency_control"))
     args = parser.parse_args()
 
@@ -71,7 +71,7 @@ def main() -> None:
     }
     summary = {"space": args.space, "target": args.target, "level": level, "epochs": args.epochs,
                "train_images": len(data.train), "reachable_ms": [table.min_ms, table.max_ms], "checks": checks,
-               "command": f"python bench/latency_control.py --epochs {args.epochs}"
+               "command": f"python bench/latency_control.py --epochs {args.epochs} --loss {args.loss}"
                           + (f" --limit {args.limit}" if args.limit else "")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")

@@ -54,11 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="space name or path (required unless --resume)")
     _add_target_args(p, measures=False)
     p.add_argument("--latency-ms", type=float, help="latency goal T of the searched network, in ms")
-    p.add_argument("--loss", choices=LOSSES, default="mul#log",
-                   help="latency loss: CE*a*(log E/log T)^b, CE+lambda*(E-T)/T, or none (default mul#log)")
+    p.add_argument("--loss", choices=LOSSES, default=SearchConfig.loss,
+                   help="latency loss: add#linear CE+0.1*(E-T)/T, mul#log CE*0.2*(log E/log T)^0.3 (the goal T "
+                        f"then only scales the loss), or none (default {SearchConfig.loss})")
     p.add_argument("--epochs", type=int, default=SearchConfig.epochs, help=f"default {SearchConfig.epochs}")
     p.add_argument("--warmup-epochs", type=int, default=SearchConfig.warmup_epochs,
                    help=f"epochs of uniform path sampling before alpha learns (default {SearchConfig.warmup_epochs})")
+    p.add_argument("--images-per-epoch", type=int, default=SearchConfig.images_per_epoch,
+                   help=f"training images sampled for each epoch, 0 = all (default {SearchConfig.images_per_epoch})")
     p.add_argument("--batch-size", type=int, default=SearchConfig.batch_size)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="Fashion-MNIST IDX folder or ImageFolder root (default: the installed "
@@ -242,7 +245,8 @@ def search_config_from_args(args) -> SearchConfig:
     return SearchConfig(space=args.space, target=args.target, latency_ms=args.latency_ms,
                         level=level_name(args.tune_trials), measured_by=endpoint.label if endpoint else "local",
                         loss=args.loss, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-                        batch_size=args.batch_size, seed=args.seed, data=args.data, limit=args.limit)
+                        images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,
+                        seed=args.seed, data=args.data, limit=args.limit)
 
 
 def cmd_search(args) -> int:

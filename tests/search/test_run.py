@@ -118,3 +118,24 @@ def test_split_is_seeded_and_disjoint(tiny_idx_dir):
     a = load_search_data(tiny_idx_dir, 1, 8, 0.25, seed=7)
     b = load_search_data(tiny_idx_dir, 1, 8, 0.25, seed=7)
     assert (a.valid.labels == b.valid.labels).all() and (a.valid.images == b.valid.images).all()
+
+
+@pytest.mark.parametrize("loss", ["add#linear", "mul#log", "none"])
+def test_every_loss_runs_architecture_steps(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path, loss):
+    cfg = config(tiny_space_path, tiny_idx_dir, loss=loss, epochs=1, warmup_epochs=0)
+    result = run_search(cfg, tiny_space, TABLE, data_for(cfg, tiny_space), tmp_path / "run")
+    assert result.log[0]["arch_steps"] > 0
+
+
+def test_goal_steers_add_linear_but_only_scales_mul_log(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):
+    """Under Adam, mul#log's goal multiplies the whole loss and cancels out; add#linear's does not."""
+    def alphas(loss, goal, name):
+        cfg = config(tiny_space_path, tiny_idx_dir, loss=loss, latency_ms=goal, epochs=2, warmup_epochs=1)
+        run_search(cfg, tiny_space, TABLE, data_for(cfg, tiny_space), tmp_path / name)
+        ckpt = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["supernet"]
+        return [v for k, v in ckpt.items() if k.endswith("alpha")]
+
+    mul_a, mul_b = alphas("mul#log", 1.0, "m1"), alphas("mul#log", 3.0, "m2")
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(mul_a, mul_b))
+    add_a, add_b = alphas("add#linear", 1.0, "a1"), alphas("add#linear", 3.0, "a2")
+    assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(add_a, add_b))

@@ -16,17 +16,21 @@ class SearchConfig:
     latency_ms: float  # the latency goal T of the derived network
     level: str = "tuned-8"  # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
     measured_by: str = "local"  # the measuring device of those latencies (local, rpc:H:P, tracker-key:K)
-    loss: str = "mul#log"
+    # add#linear by default: under Adam, mul#log ignores the goal (T only scales the loss; see README)
+    loss: str = "add#linear"
     loss_a: float = 0.2  # mul#log: CE * a * (log E / log T)^b
     loss_b: float = 0.3
     loss_lambda: float = 0.1  # add#linear: CE + lambda * (E - T) / T
-    epochs: int = 8
-    warmup_epochs: int = 2  # uniform path sampling, alpha frozen
+    epochs: int = 6
+    warmup_epochs: int = 1  # uniform path sampling, alpha frozen
+    images_per_epoch: int | None = 12800  # a fresh seeded sample of the training set each epoch; None = all
     batch_size: int = 64
     weight_lr: float = 0.05  # SGD, cosine schedule over all steps
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
-    arch_lr: float = 1e-3  # Adam, betas (0, 0.999), as in ProxylessNAS
+    # Adam with betas (0, 0.999) as in ProxylessNAS; its lr 1e-3 suits ~10^4 architecture steps, a search here
+    # makes a few hundred, so the step is larger
+    arch_lr: float = 0.02
     arch_beta2: float = 0.999
     arch_every: int = 5  # one architecture step after every this many weight steps
     valid_fraction: float = 1 / 12  # of the training set, for architecture steps (5k of Fashion-MNIST's 60k)
@@ -42,6 +46,8 @@ class SearchConfig:
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise TvmnasError(f"need epochs >= 1 and 0 <= warmup epochs <= epochs (got {self.epochs}, "
                               f"{self.warmup_epochs})")
+        if self.images_per_epoch is not None and self.images_per_epoch < self.batch_size:
+            raise TvmnasError(f"images_per_epoch must be at least the batch size ({self.batch_size})")
         if not 0 < self.valid_fraction < 1:
             raise TvmnasError(f"valid_fraction must be in (0, 1), not {self.valid_fraction}")
 

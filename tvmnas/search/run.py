@@ -42,25 +42,29 @@ class SearchState:
     epochs_done: int = 0
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return math.ceil(n_train / batch_size)
+def epoch_size(n_train: int, cfg: SearchConfig) -> int:
+    return n_train if cfg.images_per_epoch is None else min(n_train, cfg.images_per_epoch)
+
+
+def steps_per_epoch(n_train: int, cfg: SearchConfig) -> int:
+    return math.ceil(epoch_size(n_train, cfg) / cfg.batch_size)
 
 
 def make_state(space: SearchSpace, cfg: SearchConfig, n_train: int) -> SearchState:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        net = Supernet(space)
+        net = Supernet(space).to(memory_format=torch.channels_last)  # faster depthwise convs on CPU
     weight_opt = torch.optim.SGD(net.weights(), lr=cfg.weight_lr, momentum=cfg.weight_momentum,
                                  weight_decay=cfg.weight_decay, nesterov=True)
     arch_opt = torch.optim.Adam(net.alphas(), lr=cfg.arch_lr, betas=(0.0, cfg.arch_beta2), eps=1e-8)
-    total_steps = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch(n_train, cfg)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weight_opt, T_max=total_steps)
     return SearchState(net, weight_opt, arch_opt, schedule)
 
 
 def batch_tensors(images: ImageSet, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(images.images[index].astype(np.float32) / 255.0)
-    return (x - 0.5) / 0.5, torch.from_numpy(images.labels[index])
+    return ((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last), torch.from_numpy(images.labels[index])
 
 
 def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -76,11 +80,12 @@ def arch_step(state: SearchState, table: LatencyTable, cfg: SearchConfig, x, y, 
     ce = F.cross_entropy(net(x, paths, gates), y)
     loss = search_loss(ce, table.expected_ms(net.probabilities()), cfg.latency_ms, cfg.loss,
                        cfg.loss_a, cfg.loss_b, cfg.loss_lambda)
-    state.arch_opt.zero_grad(set_to_none=False)
-    loss.backward()  # alpha.grad now holds the latency term's gradient
+    state.arch_opt.zero_grad(set_to_none=True)
+    loss.backward()  # alpha.grad now holds the latency term's gradient (None without one)
     with torch.no_grad():
         for alpha, layer_paths, gate in zip(net.alphas(), paths, gates):
-            alpha.grad += two_path_alpha_grad(alpha, layer_paths, gate.grad)
+            gate_part = two_path_alpha_grad(alpha, layer_paths, gate.grad)
+            alpha.grad = gate_part if alpha.grad is None else alpha.grad + gate_part
     state.arch_opt.step()
     for alpha, layer_paths, old in zip(net.alphas(), paths, old_pairs):
         rescale_two_paths(alpha, layer_paths, old)
@@ -93,9 +98,10 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
     net = state.net
     net.train()
     rng, gen = epoch_generators(cfg.seed, epoch)
-    order, valid_order = rng.permutation(len(data.train)), rng.permutation(len(data.valid))
+    order = rng.permutation(len(data.train))[:epoch_size(len(data.train), cfg)]
+    valid_order = rng.permutation(len(data.valid))
     warm = epoch < cfg.warmup_epochs
-    n_steps = steps_per_epoch(len(data.train), cfg.batch_size)
+    n_steps = steps_per_epoch(len(data.train), cfg)
     loss_sum, correct, seen, arch_steps, valid_pos = 0.0, 0, 0, 0, 0
     for step in range(n_steps):
         x, y = batch_tensors(data.train, order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
@@ -231,7 +237,9 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
     predicted = table.arch_ms([l.choices.index(o) for l, o in zip(space.layers(), derived.ops)])
     if state.epochs_done == cfg.epochs:
         save_arch(derived, run_dir / "arch.json")
-        probs = [{op: float(p) for op, p in zip(l.choices, pr)} for l, pr in zip(space.layers(), state.net.probabilities())]
+        with torch.no_grad():
+            probs = [{op: float(p) for op, p in zip(layer.choices, layer_probs)}
+                     for layer, layer_probs in zip(space.layers(), state.net.probabilities())]
         (run_dir / "probabilities.json").write_text(json.dumps(probs, indent=1) + "\n")
         summary = {"arch": list(derived.ops), "predicted_latency_ms": predicted, "latency_goal_ms": cfg.latency_ms,
                    "valid_acc": log[-1]["valid_acc"] if log else None, "epochs": cfg.epochs,
