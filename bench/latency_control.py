@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=SearchConfig.warmup_epochs)
     parser.add_argument("--limit", type=int, help="training images to use (default: all)")
     parser.add_argument("--loss", default=SearchConfig.loss)
+    parser.add_argument("--loss-lambda", type=float, default=SearchConfig.loss_lambda)
     parser.add_argument("--out", type=Path, default=Path("bench/results/latency_control"))
     args = parser.parse_args()
 
@@ -51,7 +52,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, goal, loss in runs:
             cfg = SearchConfig(space=args.space, target=args.target, latency_ms=round(goal, 4), level=level,
-                               loss=loss, epochs=args.epochs, warmup_epochs=args.warmup_epochs, limit=args.limit)
+                               loss=loss, loss_lambda=args.loss_lambda, epochs=args.epochs,
+                               warmup_epochs=args.warmup_epochs, limit=args.limit)
             data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction,
                                     cfg.seed, cfg.limit)
             start = time.perf_counter()
@@ -71,12 +73,13 @@ def main() -> None:
     }
     summary = {"space": args.space, "target": args.target, "level": level, "epochs": args.epochs,
                "train_images": len(data.train), "reachable_ms": [table.min_ms, table.max_ms], "checks": checks,
-               "command": f"python bench/latency_control.py --epochs {args.epochs} --loss {args.loss}"
+               "command": f"python bench/latency_control.py --epochs {args.epochs} --loss {args.loss} "
+                          f"--loss-lambda {args.loss_lambda}"
                           + (f" --limit {args.limit}" if args.limit else "")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
-    lines = [f"## Latency control: {args.space} on {args.target} ({level}), {args.epochs} epochs, "
-             f"{len(data.train)} training images", "",
+    lines = [f"## Latency control: {args.space} on {args.target} ({level}), {args.epochs} epochs of "
+             f"{cfg.images_per_epoch or len(data.train)} images (from {len(data.train)})", "",
              f"Reachable predicted latency: {table.min_ms:.4f}-{table.max_ms:.4f} ms.", "",
              "| run | loss | goal ms | predicted ms | predicted/goal | valid acc | search s | architecture |",
              "|---|---|---:|---:|---:|---:|---:|---|"]

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default=SearchConfig.loss,
                    help="latency loss: add#linear CE+0.1*(E-T)/T, mul#log CE*0.2*(log E/log T)^0.3 (the goal T "
                         f"then only scales the loss), or none (default {SearchConfig.loss})")
+    p.add_argument("--loss-lambda", type=float, default=SearchConfig.loss_lambda,
+                   help=f"add#linear: weight of the latency term (default {SearchConfig.loss_lambda})")
+    p.add_argument("--loss-b", type=float, default=SearchConfig.loss_b,
+                   help=f"mul#log: exponent of the latency factor (default {SearchConfig.loss_b})")
     p.add_argument("--epochs", type=int, default=SearchConfig.epochs, help=f"default {SearchConfig.epochs}")
     p.add_argument("--warmup-epochs", type=int, default=SearchConfig.warmup_epochs,
                    help=f"epochs of uniform path sampling before alpha learns (default {SearchConfig.warmup_epochs})")
@@ -244,7 +248,8 @@ def search_config_from_args(args) -> SearchConfig:
     endpoint = endpoint_from_args(args, spec)
     return SearchConfig(space=args.space, target=args.target, latency_ms=args.latency_ms,
                         level=level_name(args.tune_trials), measured_by=endpoint.label if endpoint else "local",
-                        loss=args.loss, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+                        loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda,
+                        epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,
                         seed=args.seed, data=args.data, limit=args.limit)
 
