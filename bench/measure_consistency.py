@@ -66,7 +66,8 @@ def main() -> None:
     lines = [f"## Measurement consistency: {space.name} on {spec.name} ({settings.level})", "",
              f"Repeat within 10%: {summary['repeat_within_10pct']}/{len(entries)}; "
              f"loopback RPC within 20% of local: {summary['rpc_within_20pct']}/{len(entries)}.", "",
-             "| candidate | input | local ms | again ms | again/local | RPC ms | RPC/local |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| candidate | input | local ms | again ms | again/local | RPC ms | RPC/local |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for e in entries:
         rpc_ms = "n/a" if e["rpc_ms"] is None else f"{e['rpc_ms']:.4f}"
         rpc_ratio = "n/a" if e["rpc_ratio"] is None else f"{e['rpc_ratio']:.2f}"

@@ -164,6 +164,7 @@ def _profile(args, space, spec, tune_trials: int, label: str):
 
 
 def cmd_profile(args) -> int:
+    from tvmnas.latency_db import LatencyDB
     from tvmnas.space import load_space
     from tvmnas.targets import load_target
 
@@ -181,6 +182,12 @@ def cmd_profile(args) -> int:
               f"{sum(o.row.tasks_tuned for o in new)} kernels tuned")
     for o in failed:
         print(f"failed: {o.candidate.key} {o.candidate.shape_text}: {o.row.error}", file=sys.stderr)
+    if outcomes:
+        with LatencyDB(args.db) as db:
+            foreign = db.count_foreign(outcomes[0].row.target_fp, outcomes[0].row.tvm_version)
+        if foreign:
+            print(f"note: {foreign} other rows in the database (other targets, measuring devices or TVM "
+                  "versions) are kept and not used here")
     print(f"database: {args.db}")
     return 1 if failed else 0
 

@@ -135,7 +135,7 @@ class LatencyDB:
         return [LatencyRow(*r) for r in self._conn.execute(query + " ORDER BY block_key, input_shape, level", args)]
 
     def count_foreign(self, target_fp: str, tvm_version: str) -> int:
-        """Rows of the same target name space that another target fingerprint or TVM version produced."""
+        """Rows that another target fingerprint or TVM version produced (kept, never used for this one)."""
         (n,) = self._conn.execute("SELECT COUNT(*) FROM latency WHERE NOT (target_fp=? AND tvm_version=?)",
                                   (target_fp, tvm_version)).fetchone()
         return n

@@ -34,7 +34,8 @@ def test_tiny_search_end_to_end(tiny_space, tiny_space_path, tiny_idx_dir, tmp_p
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [0, 1, 2]
     assert log[0]["arch_steps"] == 0 and log[1]["arch_steps"] > 0  # alpha frozen during warm-up
-    for key in ("train_loss", "train_acc", "valid_loss", "valid_acc", "expected_latency_ms", "alpha_entropy", "seconds"):
+    for key in ("train_loss", "train_acc", "valid_loss", "valid_acc", "expected_latency_ms", "alpha_entropy",
+                "seconds"):
         assert key in log[-1]
     arch = load_arch(run / "arch.json")
     tiny_space.check_arch(arch)

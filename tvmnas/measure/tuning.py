@@ -103,7 +103,9 @@ def untuned_tasks(fused_mod, target, database, trials: int) -> tuple[list, int]:
     missing = []
     for task in tasks:
         kernel = task.dispatched[0]
-        if not database.has_workload(kernel) or len(database.get_top_k(database.commit_workload(kernel), trials)) < trials:
+        if not database.has_workload(kernel):
+            missing.append(task)
+        elif len(database.get_top_k(database.commit_workload(kernel), trials)) < trials:
             missing.append(task)
     return missing, len(tasks)
 
