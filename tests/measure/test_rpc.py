@@ -44,9 +44,10 @@ def test_rpc_runner_measures(rpc_farm, tiny_space, tmp_path, which):
     assert out[0].row.target_fp == cpu.fingerprint(endpoint.label) != cpu.fingerprint("local")
 
 
-def test_tuning_over_rpc_tracker(rpc_farm, tiny_space, tmp_path):
+@pytest.mark.parametrize("which", ["direct", "tracker"])
+def test_tuning_over_rpc(rpc_farm, tiny_space, tmp_path, which):
     cpu = load_target("x86-cpu")
-    runner = RpcRunner(rpc_farm["tracker"])
+    runner = RpcRunner(rpc_farm[which])
     row = measure_candidate(tiny_space.stem(), cpu, runner, ProfileSettings(tune_trials=2, timing=FAST),
                             tmp_path / "tuning")
     assert row.ok and row.tasks_tuned >= 1, row.error
