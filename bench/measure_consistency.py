@@ -1,7 +1,8 @@
 """How repeatable are tvmnas latency measurements, and does loopback RPC agree with local timing?
 
-Each candidate is compiled once (at the given level, tuning records taken from the local database), then timed
-locally twice and once through a TVM RPC server on 127.0.0.1 that this script starts and stops.
+Each candidate is compiled once (at the given level, tuning records taken from the local database). A measurement
+is what `tvmnas profile` stores: the fastest of its timing passes over the whole candidate list. Two local
+measurements and one through a TVM RPC server on 127.0.0.1 (started and stopped here) are compared.
 Goal: repeat within 10% of the first local run; loopback RPC within 20% of it.
 
     python bench/measure_consistency.py --db ~/.cache/tvmnas/latency.db --tune-trials 8
@@ -37,20 +38,25 @@ def main() -> None:
     server = start_server(endpoint.port)
     rpc = RpcRunner(endpoint)
     entries = []
+    candidates = space.candidates()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for cand in space.candidates():
-                built = build_candidate(cand, spec, settings, tuning_dir(args.db, spec, "local"), local, tmp)
-                runs = [local.measure(built.lib_path, "cpu", cand.input_shape, settings.timing) for _ in range(2)]
-                remote = rpc.measure(built.lib_path, "cpu", cand.input_shape, settings.timing)
-                first, second = runs[0].median_ms, runs[1].median_ms
-                entries.append({"candidate": cand.key, "input_shape": cand.shape_text, "local_ms": first,
-                                 "local_again_ms": second, "rpc_ms": remote.median_ms, "rpc_error": remote.error,
-                                 "repeat_ratio": second / first,
-                                 "rpc_ratio": remote.median_ms / first if remote.median_ms else None})
-                print(f"{cand.key:28s} local {first:.4f} again {second:.4f} rpc {remote.median_ms or float('nan'):.4f}")
+            libs = [build_candidate(c, spec, settings, tuning_dir(args.db, spec, "local"), local, tmp).lib_path
+                    for c in candidates]
+
+            def measurement(runner) -> list:
+                """What `tvmnas profile` stores: the fastest of `passes` passes over the whole list."""
+                passes = [[runner.measure(lib, "cpu", c.input_shape, settings.timing).median_ms
+                           for c, lib in zip(candidates, libs)] for _ in range(settings.passes)]
+                return [min((p for p in per_cand if p is not None), default=None) for per_cand in zip(*passes)]
+
+            first, second, remote = measurement(local), measurement(local), measurement(rpc)
     finally:
         stop(server)
+    for cand, a, b, r in zip(candidates, first, second, remote):
+        entries.append({"candidate": cand.key, "input_shape": cand.shape_text, "local_ms": a, "local_again_ms": b,
+                        "rpc_ms": r, "repeat_ratio": b / a, "rpc_ratio": r / a if r else None})
+        print(f"{cand.key:28s} local {a:.4f} again {b:.4f} rpc {r or float('nan'):.4f}")
 
     within = lambda key, tol: sum(1 for e in entries if e[key] is not None and abs(e[key] - 1) <= tol)
     summary = {"space": space.name, "target": spec.name, "level": settings.level, "tvm_version": tvm_version(),
@@ -59,7 +65,7 @@ def main() -> None:
                "worst_repeat_ratio": max(entries, key=lambda e: abs(e["repeat_ratio"] - 1))["repeat_ratio"],
                "worst_rpc_ratio": max((e for e in entries if e["rpc_ratio"]),
                                       key=lambda e: abs(e["rpc_ratio"] - 1))["rpc_ratio"],
-               "timing": vars(settings.timing),
+               "timing": vars(settings.timing), "passes": settings.passes,
                "command": f"python bench/measure_consistency.py --tune-trials {args.tune_trials}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "entries": entries}, indent=1) + "\n")

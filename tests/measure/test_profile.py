@@ -96,3 +96,29 @@ def test_tuned_level_tunes_each_kernel_once(tiny_space, cpu, tmp_path):
     assert (tune_dir / "database_tuning_record.json").stat().st_size > 0
     again = measure_candidate(layer.candidate("mb_k3_e2"), cpu, runner, settings, tune_dir)
     assert again.ok and again.tasks_tuned == 0
+
+
+class ScriptedRunner(LocalRunner):
+    """Times nothing: answers each library's n-th measurement from a script."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script, self.calls = script, {}
+
+    def measure(self, lib_path, device_kind, input_shape, timing):
+        n = self.calls.get(lib_path, 0)
+        self.calls[lib_path] = n + 1
+        return MeasureResult(self.script[n], 0.01, 10)
+
+
+def test_profile_keeps_the_fastest_pass(tiny_space, cpu, tmp_path):
+    db_path = tmp_path / "lat.db"
+    cands = tiny_space.candidates()[:2]
+    runner = ScriptedRunner([2.0, 1.5, 1.8])
+    with LatencyDB(db_path) as db:
+        out = profile_candidates(cands, cpu, runner, db, ProfileSettings(passes=3, timing=FAST),
+                                 tuning_dir(db_path, cpu, "local"))
+        assert [o.row.median_ms for o in out] == [1.5, 1.5] and out[0].row.repeats == 30
+        stored = db.get(out[0].row.target_fp, out[0].row.tvm_version, cands[0].key, cands[0].shape_text, "default")
+    assert stored.median_ms == 1.5
+    assert all(n == 3 for n in runner.calls.values())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +27,9 @@ class ProfileSettings:
     tune_trials: int = 0  # meta-schedule trials per kernel; 0 = TVM's default schedules
     force: bool = False
     timing: TimingSettings = field(default_factory=TimingSettings)
+    # timing passes over the whole candidate list; a candidate keeps its fastest pass. A candidate's passes lie
+    # apart by the whole list's work, so a slow phase of a shared machine (seconds) rarely spoils all of them
+    passes: int = 2
     seed: int = 0
 
     @property
@@ -60,6 +63,10 @@ class BuiltCandidate:
     tasks_tuned: int
 
 
+def library_path(cand: Candidate, out_dir: Path) -> Path:
+    return Path(out_dir) / f"{cand.key}_{cand.shape_text}.so"
+
+
 def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings, tune_dir: Path, runner: Runner,
                     out_dir: Path) -> BuiltCandidate:
     """Compile one candidate at the settings' level into a library under out_dir; when tuning, the kernels the
@@ -79,16 +86,17 @@ def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings
                             TuneSettings(settings.tune_trials, seed=settings.seed),
                             runner.meta_schedule_runner(spec.device))
         tune_s, tasks_tuned = report.seconds, report.tasks_tuned
-    lib = export_library(compile_fused(fused, target, database), Path(out_dir) / f"{cand.key}.so", spec)
+    lib = export_library(compile_fused(fused, target, database), library_path(cand, out_dir), spec)
     return BuiltCandidate(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned)
 
 
 def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
-                      tune_dir: Path) -> LatencyRow:
-    """Build and time one candidate; any failure is kept in the row's error."""
+                      tune_dir: Path, keep_dir: Path | None = None) -> LatencyRow:
+    """Build and time one candidate once; any failure is kept in the row's error. The library is kept in
+    keep_dir when one is given (at `library_path(cand, keep_dir)`)."""
     with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
         try:
-            built = build_candidate(cand, spec, settings, tune_dir, runner, tmp)
+            built = build_candidate(cand, spec, settings, tune_dir, runner, keep_dir or tmp)
         except Exception as err:  # one broken candidate must not stop the others
             return _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0,
                         f"{type(err).__name__}: {err}".splitlines()[0])
@@ -105,21 +113,44 @@ def _row(cand, spec, runner, settings, median_ms, stdev_ms, repeats, compile_s, 
                       tune_s=round(tune_s, 3), tasks_tuned=tasks_tuned, error=error)
 
 
+def faster_of(row: LatencyRow, again) -> LatencyRow:
+    """The row with the faster of its latency and another measurement of the same library (samples counted)."""
+    if again.error is not None:
+        return row
+    if again.median_ms >= row.median_ms:
+        return replace(row, repeats=row.repeats + again.repeats, measured_at="")
+    return replace(row, median_ms=again.median_ms, stdev_ms=again.stdev_ms, repeats=row.repeats + again.repeats,
+                   measured_at="")
+
+
 def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
                        settings: ProfileSettings, tune_dir: Path,
                        on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Measure what is missing (all, with `force`), writing each row before the next candidate starts."""
+    """Measure what is missing (all, with `force`), writing each row before the next candidate starts; then time
+    the new libraries again in further passes and keep each candidate's fastest."""
     fingerprint, version = spec.fingerprint(runner.device_label), tvm_version()
     outcomes = []
-    for cand in candidates:
-        cached = None if settings.force else db.get(fingerprint, version, cand.key, cand.shape_text, settings.level)
-        if cached is not None and cached.ok:
-            outcome = Outcome(cand, cached, True)
-        else:
-            row = measure_candidate(cand, spec, runner, settings, tune_dir)
-            db.put(row)
-            outcome = Outcome(cand, row, False)
-        outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
+    with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
+        for cand in candidates:
+            cached = None if settings.force else db.get(fingerprint, version, cand.key, cand.shape_text,
+                                                        settings.level)
+            if cached is not None and cached.ok:
+                outcome = Outcome(cand, cached, True)
+            else:
+                row = measure_candidate(cand, spec, runner, settings, tune_dir, keep_dir=Path(libs))
+                db.put(row)
+                outcome = Outcome(cand, row, False)
+            outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+        for _ in range(settings.passes - 1):
+            for i, outcome in enumerate(outcomes):
+                if outcome.cached or not outcome.row.ok:
+                    continue
+                cand = outcome.candidate
+                again = runner.measure(library_path(cand, Path(libs)), spec.device, cand.input_shape, settings.timing)
+                row = faster_of(outcome.row, again)
+                if row is not outcome.row:
+                    db.put(row)
+                    outcomes[i] = Outcome(cand, row, False)
     return outcomes
