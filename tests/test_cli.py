@@ -96,3 +96,16 @@ def test_console_script_exit_code():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "tvmnas: error: unknown search space 'nope'; known: fashion-mnist, proxyless-imagenet"
+
+
+def test_bench_kernels_needs_tuning(capsys, tmp_path):
+    code, _, err = run(capsys, "bench-kernels", "--target", "x86-cpu", "--tune-trials", "0",
+                       "--db", str(tmp_path / "lat.db"))
+    assert_one_line_error(code, err, "--tune-trials must be > 0")
+
+
+def test_db_export_without_database(capsys, tmp_path):
+    code, _, err = run(capsys, "db-export", str(tmp_path / "out.csv"), "--db", str(tmp_path / "none.db"))
+    assert_one_line_error(code, err, "no latency database at")
+    code, _, err = run(capsys, "db-export", str(tmp_path / "out.txt"), "--db", str(tmp_path / "none.db"))
+    assert code == 2

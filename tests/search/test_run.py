@@ -140,3 +140,8 @@ def test_goal_steers_add_linear_but_only_scales_mul_log(tiny_space, tiny_space_p
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(mul_a, mul_b))
     add_a, add_b = alphas("add#linear", 1.0, "a1"), alphas("add#linear", 3.0, "a2")
     assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(add_a, add_b))
+
+
+def test_epoch_smaller_than_a_batch_is_refused(tiny_space_path, tiny_idx_dir):
+    with pytest.raises(TvmnasError, match="images_per_epoch must be at least the batch size"):
+        config(tiny_space_path, tiny_idx_dir, images_per_epoch=8)

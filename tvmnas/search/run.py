@@ -186,6 +186,11 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def arch_latency_ms(table: LatencyTable, space: SearchSpace, ops: tuple[str, ...]) -> float:
+    """Predicted latency of the network with these ops (one per searchable layer)."""
+    return table.arch_ms([layer.choices.index(op) for layer, op in zip(space.layers(), ops)])
+
+
 @dataclass(frozen=True)
 class SearchResult:
     arch_ops: tuple[str, ...]
@@ -225,7 +230,7 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
             expected = float(table.expected_ms(state.net.probabilities()))
         entry = {"epoch": epoch, **stats, "valid_loss": valid_loss, "valid_acc": valid_acc,
                  "expected_latency_ms": expected,
-                 "derived_latency_ms": table.arch_ms([l.choices.index(o) for l, o in zip(space.layers(), derived.ops)]),
+                 "derived_latency_ms": arch_latency_ms(table, space, derived.ops),
                  "alpha_entropy": entropy(state.net), "arch": list(derived.ops),
                  "seconds": time.perf_counter() - start}
         with log_path.open("a") as handle:
@@ -234,7 +239,7 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
             on_epoch(entry)
     log = read_log(log_path)
     derived = state.net.derived_arch()
-    predicted = table.arch_ms([l.choices.index(o) for l, o in zip(space.layers(), derived.ops)])
+    predicted = arch_latency_ms(table, space, derived.ops)
     if state.epochs_done == cfg.epochs:
         save_arch(derived, run_dir / "arch.json")
         with torch.no_grad():
