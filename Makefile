@@ -8,8 +8,12 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CACHE ?= $(HOME)/.cache/tvmnas
 # The demo's latency goal for the searched network (ms, predicted from the measured kernels).
 LATENCY_MS ?= 0.5
+# Epochs of training the searched network (about 80 s each here on 2 cores; more epochs, more accuracy).
+TRAIN_EPOCHS ?= 2
+RUN := runs/demo
+RUNNER := build/native/tvmnas-run
 
-.PHONY: install dataset demo test bench-kernels
+.PHONY: install dataset toolchain runner demo test bench-kernels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,13 +27,30 @@ install: $(STAMP) dataset
 dataset:
 	@test -f $(FMNIST) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 
-# The main job on the embedded default: measure the space's candidates on this CPU (tuned), then search.
-demo: install
+# CMake and a C++ compiler for the native runner (installed when missing; needs root).
+toolchain:
+	@command -v cmake >/dev/null && command -v g++ >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++; }
+
+# The native runner of deploy bundles, built against the TVM runtime inside the installed wheels.
+runner: $(RUNNER)
+$(RUNNER): CMakeLists.txt native/tvmnas_run.cc native/sha256.h $(STAMP) | toolchain
+	cmake -S . -B build/native -DPYTHON=$(CURDIR)/$(BIN)/python >/dev/null
+	cmake --build build/native
+
+# The main job on the embedded default (Fashion-MNIST, this CPU): measure the space's candidates (tuned), search
+# for the latency goal, train the winner, export it as a tuned TVM bundle, run it natively, report.
+# A rerun reuses the measurements, tuning records, search and training.
+demo: install runner
 	$(BIN)/tvmnas profile --space fashion-mnist --target x86-cpu --db $(CACHE)/latency.db
 	$(BIN)/tvmnas search --space fashion-mnist --target x86-cpu --latency-ms $(LATENCY_MS) --db $(CACHE)/latency.db \
-		--out runs/demo $(if $(wildcard runs/demo/checkpoint.pt),--resume runs/demo,)
+		--out $(RUN) $(if $(wildcard $(RUN)/checkpoint.pt),--resume $(RUN),)
+	test -f $(RUN)/train/summary.json || $(BIN)/tvmnas train --run $(RUN) --epochs $(TRAIN_EPOCHS)
+	$(BIN)/tvmnas export --run $(RUN) --target x86-cpu --db $(CACHE)/latency.db
+	$(RUNNER) $(RUN)/bundle-x86-cpu $(RUN)/bundle-x86-cpu/sample_input.npy
+	$(BIN)/tvmnas report --run $(RUN)
 
-test: install
+test: install toolchain
 	$(BIN)/python -m pytest -q
 
 bench-kernels: install

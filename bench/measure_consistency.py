@@ -35,7 +35,7 @@ def main() -> None:
     settings = ProfileSettings(tune_trials=args.tune_trials)
     local = LocalRunner()
     endpoint = RpcEndpoint("127.0.0.1", free_port())
-    server = start_server(endpoint.port)
+    server = start_server(endpoint.port, threads=spec.runtime_threads)
     rpc = RpcRunner(endpoint)
     entries = []
     candidates = space.candidates()
@@ -46,7 +46,8 @@ def main() -> None:
 
             def measurement(runner) -> list:
                 """What `tvmnas profile` stores: the fastest of `passes` passes over the whole list."""
-                passes = [[runner.measure(lib, "cpu", c.input_shape, settings.timing).median_ms
+                passes = [[runner.measure(lib, "cpu", c.input_shape, settings.timing,
+                                           spec.runtime_threads).median_ms
                            for c, lib in zip(candidates, libs)] for _ in range(settings.passes)]
                 return [min((p for p in per_cand if p is not None), default=None) for per_cand in zip(*passes)]
 
@@ -65,7 +66,7 @@ def main() -> None:
                "worst_repeat_ratio": max(entries, key=lambda e: abs(e["repeat_ratio"] - 1))["repeat_ratio"],
                "worst_rpc_ratio": max((e for e in entries if e["rpc_ratio"]),
                                       key=lambda e: abs(e["rpc_ratio"] - 1))["rpc_ratio"],
-               "timing": vars(settings.timing), "passes": settings.passes,
+               "timing": vars(settings.timing), "threads": spec.runtime_threads, "passes": settings.passes,
                "command": f"python bench/measure_consistency.py --tune-trials {args.tune_trials}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "entries": entries}, indent=1) + "\n")

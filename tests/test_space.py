@@ -4,7 +4,7 @@ import pytest
 
 from tvmnas.arch import Arch
 from tvmnas.errors import TvmnasError
-from tvmnas.space import list_spaces, load_space
+from tvmnas.space import list_spaces, load_space, space_from_json, space_to_json
 
 BLOCK_OPS = {f"mb_k{k}_e{e}" for k in (3, 5, 7) for e in (3, 6)}
 
@@ -75,3 +75,9 @@ def test_malformed_space_names_file_and_field(tiny_space_path, write_json, patch
     with pytest.raises(TvmnasError) as err:
         load_space(str(path))
     assert str(path) in str(err.value) and field in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "proxyless-imagenet"])
+def test_space_json_round_trip(name):
+    space = load_space(name)
+    assert space_from_json(space_to_json(space), "round trip") == space

@@ -195,6 +195,18 @@ def space_from_json(data: dict, source: str) -> SearchSpace:
     )
 
 
+def space_to_json(space: SearchSpace) -> dict:
+    """The space file of a space (`space_from_json` reads it back to an equal space)."""
+    return {"schema_version": SPACE_SCHEMA_VERSION, "name": space.name, "description": space.description,
+            "input": {"channels": space.input_channels, "size": space.input_size},
+            "num_classes": space.num_classes,
+            "stem": {"channels": space.stem_channels, "kernel": space.stem_kernel, "stride": space.stem_stride},
+            "first_block": {"op": space.first_op, "channels": space.first_channels},
+            "candidates": {"kernels": list(space.kernels), "expands": list(space.expands), "zero": space.allow_zero},
+            "stages": [{"channels": s.channels, "layers": s.layers, "stride": s.stride} for s in space.stages],
+            "head": {"channels": space.head_channels}}
+
+
 def list_spaces() -> list[str]:
     return sorted(list_entries(_DIR, _ENV))
 

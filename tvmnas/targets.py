@@ -45,6 +45,13 @@ class TargetSpec:
             target["num-cores"] = os.cpu_count() or 1  # meta-schedule requires it on CPU targets
         return target
 
+    @property
+    def runtime_threads(self) -> int:
+        """CPU threads a module runs with when measured, tuned or deployed: the target's num-cores (0 = TVM's
+        default, for GPU targets)."""
+        target = self.resolved()
+        return int(target["num-cores"]) if target.get("kind") == "llvm" else 0
+
     def tvm(self):
         """The `tvm.target.Target` to compile for."""
         import tvm
@@ -54,8 +61,9 @@ class TargetSpec:
         return tvm.target.Target(self.resolved(), host=self.tvm_host)
 
     def fingerprint(self, device_label: str = "local") -> str:
-        """Identifies where a latency was measured: resolved target, host target and measuring device."""
-        blob = json.dumps([self.resolved(), self.tvm_host, self.device, device_label], sort_keys=True)
+        """Identifies where a latency was measured: resolved target, host target, measuring device and threads."""
+        blob = json.dumps([self.resolved(), self.tvm_host, self.device, device_label, self.runtime_threads],
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def missing_tools(self) -> list[str]:

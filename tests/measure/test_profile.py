@@ -64,11 +64,11 @@ class FlakyRunner(LocalRunner):
         super().__init__()
         self.calls = 0
 
-    def measure(self, lib_path, device_kind, input_shape, timing):
+    def measure(self, lib_path, device_kind, input_shape, timing, threads=0):
         self.calls += 1
         if self.calls == 1:
             return MeasureResult.failed("RPCError: board went away")
-        return super().measure(lib_path, device_kind, input_shape, timing)
+        return super().measure(lib_path, device_kind, input_shape, timing, threads)
 
 
 def test_failure_is_recorded_and_others_go_on_then_retried(tiny_space, cpu, tmp_path):
@@ -105,7 +105,7 @@ class ScriptedRunner(LocalRunner):
         super().__init__()
         self.script, self.calls = script, {}
 
-    def measure(self, lib_path, device_kind, input_shape, timing):
+    def measure(self, lib_path, device_kind, input_shape, timing, threads=0):
         n = self.calls.get(lib_path, 0)
         self.calls[lib_path] = n + 1
         return MeasureResult(self.script[n], 0.01, 10)

@@ -83,6 +83,23 @@ def load_image_folder(folder: Path, channels: int, size: int, classes: tuple[str
     return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), names)
 
 
+# How pixels become network inputs, everywhere: training, export checks, and the deployed model's callers.
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.5  # on pixels scaled to [0, 1]
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 N x C x H x W -> float32 network input."""
+    return (images.astype(np.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD
+
+
+def batch_tensors(images: ImageSet, index: np.ndarray):
+    """A batch as (input, labels) tensors; channels-last input (faster depthwise convolutions on CPU)."""
+    import torch
+
+    x = torch.from_numpy(normalize(images.images[index]))
+    return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(images.labels[index])
+
+
 def split_train_valid(train: ImageSet, valid_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """A seeded, class-agnostic split of the training set."""
     order = np.random.default_rng(seed).permutation(len(train))

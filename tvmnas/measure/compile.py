@@ -8,7 +8,10 @@ comes from the compilation that deploys.
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -59,7 +62,11 @@ def compile_fused(fused_mod, target, database=None):
     if database is not None:
         with target, database:
             fused_mod = relax.transform.MetaScheduleApplyDatabase()(fused_mod)
-    return tvm.compile(fused_mod, target=target)
+    if target.kind.name == "cuda":
+        # embed GPU code compiled by nvcc (TVM's default, NVRTC, needs the cuda-bindings package at run time)
+        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+    with target:
+        return tvm.compile(fused_mod, target=target)
 
 
 def export_library(executable, path: Path, spec: TargetSpec) -> Path:
@@ -72,3 +79,32 @@ def export_library(executable, path: Path, spec: TargetSpec) -> Path:
     else:
         executable.export_library(str(path))
     return path
+
+
+@dataclass(frozen=True)
+class BuiltModule:
+    lib_path: Path
+    compile_s: float  # import, fusion, compilation and export, without tuning
+    tune_s: float
+    tasks_tuned: int
+    tasks: int  # distinct kernels of the module
+
+
+def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, runner, lib_path: Path,
+                 seed: int = 0, started: float | None = None) -> BuiltModule:
+    """Fuse, tune (kernels the target's database lacks, timed by `runner`'s device), compile and export a Relax
+    module at level `level_name(tune_trials)`. `started` (perf_counter) counts earlier steps, such as the
+    import, in compile_s."""
+    from tvmnas.measure.tuning import TuneSettings, open_database, tune_fused
+
+    start = time.perf_counter() if started is None else started
+    target = spec.tvm()
+    fused = fuse(relax_mod, target)
+    database, tune_s, tasks_tuned, tasks = None, 0.0, 0, 0
+    if tune_trials > 0:
+        database = open_database(tune_dir)
+        report = tune_fused(fused, spec, target, database, tune_dir, TuneSettings(tune_trials, seed=seed),
+                            runner.meta_schedule_runner(spec.device, spec.runtime_threads))
+        tune_s, tasks_tuned, tasks = report.seconds, report.tasks_tuned, report.tasks_total
+    lib = export_library(compile_fused(fused, target, database), lib_path, spec)
+    return BuiltModule(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned, tasks)

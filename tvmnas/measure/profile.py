@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from tvmnas.latency_db import LatencyDB, LatencyRow
-from tvmnas.measure.compile import compile_fused, export_library, fuse, import_torch, level_name
+from tvmnas.measure.compile import BuiltModule, build_module, import_torch, level_name
 from tvmnas.measure.runner.base import Runner, TimingSettings
 from tvmnas.model.blocks import candidate_module
 from tvmnas.space import Candidate
@@ -55,39 +55,19 @@ def tuning_dir(db_path: Path, spec: TargetSpec, device_label: str) -> Path:
     return Path(db_path).resolve().parent / "tuning" / f"{spec.name}-{spec.fingerprint(device_label)}"
 
 
-@dataclass(frozen=True)
-class BuiltCandidate:
-    lib_path: Path
-    compile_s: float  # PyTorch export, Relax import, fusion, compilation and export, without tuning
-    tune_s: float
-    tasks_tuned: int
-
-
 def library_path(cand: Candidate, out_dir: Path) -> Path:
     return Path(out_dir) / f"{cand.key}_{cand.shape_text}.so"
 
 
 def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings, tune_dir: Path, runner: Runner,
-                    out_dir: Path) -> BuiltCandidate:
-    """Compile one candidate at the settings' level into a library under out_dir; when tuning, the kernels the
-    database lacks are tuned first, timed by the runner's device."""
-    from tvmnas.measure.tuning import TuneSettings, open_database, tune_fused
-
+                    out_dir: Path) -> BuiltModule:
+    """Compile one candidate at the settings' level into a library under out_dir (see `build_module`)."""
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         module = candidate_module(cand).eval()
-    target = spec.tvm()
-    fused = fuse(import_torch(module, cand.input_shape), target)
-    database, tune_s, tasks_tuned = None, 0.0, 0
-    if settings.tune_trials > 0:
-        database = open_database(tune_dir)
-        report = tune_fused(fused, spec, target, database, tune_dir,
-                            TuneSettings(settings.tune_trials, seed=settings.seed),
-                            runner.meta_schedule_runner(spec.device))
-        tune_s, tasks_tuned = report.seconds, report.tasks_tuned
-    lib = export_library(compile_fused(fused, target, database), library_path(cand, out_dir), spec)
-    return BuiltCandidate(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned)
+    return build_module(import_torch(module, cand.input_shape), spec, settings.tune_trials, tune_dir, runner,
+                        library_path(cand, out_dir), settings.seed, started=start)
 
 
 def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
@@ -100,7 +80,8 @@ def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, setting
         except Exception as err:  # one broken candidate must not stop the others
             return _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0,
                         f"{type(err).__name__}: {err}".splitlines()[0])
-        result = runner.measure(built.lib_path, spec.device, cand.input_shape, settings.timing)
+        result = runner.measure(built.lib_path, spec.device, cand.input_shape, settings.timing,
+                                spec.runtime_threads)
     return _row(cand, spec, runner, settings, result.median_ms, result.stdev_ms, result.repeats,
                 built.compile_s, built.tune_s, built.tasks_tuned, result.error)
 
@@ -148,7 +129,8 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
                 if outcome.cached or not outcome.row.ok:
                     continue
                 cand = outcome.candidate
-                again = runner.measure(library_path(cand, Path(libs)), spec.device, cand.input_shape, settings.timing)
+                again = runner.measure(library_path(cand, Path(libs)), spec.device, cand.input_shape, settings.timing,
+                                       spec.runtime_threads)
                 row = faster_of(outcome.row, again)
                 if row is not outcome.row:
                     db.put(row)

@@ -26,7 +26,10 @@ _INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
 @dataclass(frozen=True)
 class TuneSettings:
     trials_per_task: int
-    population: int = 64  # evolutionary search population; meta-schedule's 512 costs seconds per round here
+    # Evolutionary search population. With a few trials per kernel, all of them are picked in the first round,
+    # before the cost model has learnt anything, so a large population only costs time (meta-schedule's 512
+    # costs seconds per kernel here); None = max(16, 2 x trials), at most 512.
+    population: int | None = None
     seed: int = 0
 
 
@@ -37,7 +40,15 @@ class TuneReport:
     seconds: float
 
 
-def load_tensor_intrinsics(device: str) -> None:
+def intrinsic_modules(spec: TargetSpec) -> tuple[str, ...]:
+    """The tensor-intrinsic modules of `tvm.s_tir.tensor_intrin` that the target's kernels can use."""
+    if spec.device == "cuda":
+        return ("cuda",)
+    triple = str(spec.tvm_target.get("mtriple", ""))
+    return ("arm_cpu",) if triple.startswith(("aarch64", "arm")) else ("x86",)
+
+
+def load_tensor_intrinsics(modules: tuple[str, ...]) -> None:
     """Register only the tensor intrinsics the target can use before meta-schedule asks for all of them.
 
     `TuneContext` imports `tvm.s_tir.tensor_intrin`, whose package init registers every backend's intrinsics
@@ -53,7 +64,7 @@ def load_tensor_intrinsics(device: str) -> None:
         package.__package__ = _INTRIN_PACKAGE
         sys.modules[_INTRIN_PACKAGE] = package
         tvm.s_tir.tensor_intrin = package
-    for name in ("cuda",) if device == "cuda" else ("x86", "arm_cpu"):
+    for name in modules:
         importlib.import_module(f"{_INTRIN_PACKAGE}.{name}")
 
 
@@ -115,17 +126,18 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
     """Tune the kernels of `fused_mod` that the database lacks, committing records to it."""
     from tvm.s_tir import meta_schedule as ms
 
-    load_tensor_intrinsics(spec.device)
+    load_tensor_intrinsics(intrinsic_modules(spec))
     quiet_meta_schedule()
     start = time.perf_counter()
     missing, total = untuned_tasks(fused_mod, target, database, settings.trials_per_task)
     if missing:
+        population = settings.population or min(512, max(16, 2 * settings.trials_per_task))
         contexts = [
             ms.TuneContext(
                 mod=task.dispatched[0], target=task.target,
                 space_generator="post-order-apply",
                 search_strategy=ms.search_strategy.EvolutionarySearch(
-                    population_size=settings.population, init_min_unmeasured=settings.population // 4),
+                    population_size=population, init_min_unmeasured=population // 4),
                 task_name=task.task_name, rand_state=settings.seed, num_threads="physical",
                 logger=logging.getLogger("tvm.s_tir.meta_schedule"),
             ).clone()

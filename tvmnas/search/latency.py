@@ -58,6 +58,21 @@ def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version
     return LatencyTable(fixed, layers)
 
 
+def predicted_latency_ms(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, target_fp: str,
+                         tvm_version: str, level: str) -> float | None:
+    """What the latency database predicts for one network: the sum of its blocks' measured latencies (fixed
+    parts and chosen ops; zero costs nothing). None when the database lacks one of them."""
+    total = 0.0
+    blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
+                                         if op != "zero"]
+    for cand in blocks:
+        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level)
+        if row is None or not row.ok:
+            return None
+        total += row.median_ms
+    return total
+
+
 def search_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, kind: str,
                 a: float = 0.2, b: float = 0.3, lam: float = 0.1) -> torch.Tensor:
     """`mul#log`: CE * a * (log E[LAT] / log T)^b; `add#linear`: CE + lam * (E[LAT] - T) / T; `none`: CE.

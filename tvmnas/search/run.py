@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from tvmnas.arch import save_arch
-from tvmnas.data.datasets import ImageSet, SearchData
+from tvmnas.data.datasets import SearchData, batch_tensors
 from tvmnas.errors import TvmnasError
+from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 from tvmnas.search.config import SearchConfig
 from tvmnas.search.latency import LatencyTable, search_loss
-from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_two_paths, sample_single_paths,
+from tvmnas.search.supernet import (Supernet, rescale_two_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
 
@@ -60,11 +61,6 @@ def make_state(space: SearchSpace, cfg: SearchConfig, n_train: int) -> SearchSta
     total_steps = cfg.epochs * steps_per_epoch(n_train, cfg)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weight_opt, T_max=total_steps)
     return SearchState(net, weight_opt, arch_opt, schedule)
-
-
-def batch_tensors(images: ImageSet, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(images.images[index].astype(np.float32) / 255.0)
-    return ((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last), torch.from_numpy(images.labels[index])
 
 
 def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -124,18 +120,6 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
         if on_step:
             on_step(step + 1, n_steps)
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "arch_steps": arch_steps}
-
-
-@torch.no_grad()
-def evaluate(net: Supernet, images: ImageSet, paths: list[LayerPaths], batch_size: int = 256) -> tuple[float, float]:
-    net.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(images), batch_size):
-        x, y = batch_tensors(images, np.arange(start, min(start + batch_size, len(images))))
-        logits = net(x, paths)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-    return loss_sum / len(images), correct / len(images)
 
 
 @torch.no_grad()
@@ -223,7 +207,9 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
         start = time.perf_counter()
         stats = train_epoch(state, data, table, cfg, epoch, on_step)
         derived = state.net.derived_arch()
-        valid_loss, valid_acc = evaluate(state.net, data.valid, state.net.arch_paths(derived))
+        paths = state.net.arch_paths(derived)
+        recalibrate_batchnorm(lambda x: state.net(x, paths), state.net, data.train)
+        valid_loss, valid_acc = evaluate(lambda x: state.net(x, paths), data.valid)
         state.epochs_done = epoch + 1
         save_checkpoint(ckpt_path, state, cfg)
         with torch.no_grad():

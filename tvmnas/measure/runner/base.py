@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -37,6 +38,32 @@ class MeasureResult:
         return cls(None, None, 0, error)
 
 
+def set_threads(threads: int) -> None:
+    """Run this process's TVM CPU thread pool with `threads` threads (0 leaves TVM's default: half the cores on
+    x86).
+
+    Tuned CPU schedules are parallel over the target's `num-cores`; measuring, tuning and deploying all use that
+    many threads so that a latency means the same everywhere. The threads share every core this process may
+    use (TVM's "big cores" mode would keep its halved default count on x86).
+    """
+    if threads > 0:
+        import tvm
+
+        cpus = [str(c) for c in sorted(os.sched_getaffinity(0))]
+        tvm.get_global_func("runtime.config_threadpool")(THREADS_SHARE_CORES, threads, cpus)
+
+
+def set_remote_threads(session, threads: int) -> None:
+    """The same on an RPC server, where no CPU list can be passed: TVM's "big cores" mode, which reaches
+    `threads` on ARM boards; x86 servers need TVM_NUM_THREADS set when they start (see loopback.start_server)."""
+    if threads > 0:
+        session.get_function("runtime.config_threadpool")(THREADS_BIG_CORES, threads)
+
+
+THREADS_SHARE_CORES = -3  # TVM's affinity mode kSpecifyThreadShareAllCore: each thread may use every listed core
+THREADS_BIG_CORES = 1
+
+
 def time_loaded_module(lib, device, input_shape: tuple[int, ...], timing: TimingSettings) -> MeasureResult:
     """Warm up, then time `main` of a Relax VM module on `device` (a local or a remote device)."""
     import tvm
@@ -57,6 +84,16 @@ def time_loaded_module(lib, device, input_shape: tuple[int, ...], timing: Timing
     return MeasureResult(statistics.median(fastest), stdev, sum(len(r) for r in rounds))
 
 
+def run_loaded_module(lib, device, data: np.ndarray) -> np.ndarray:
+    """One call of `main` of a Relax VM module on `device`; the first output, copied back as numpy."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(lib, device)
+    out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(data, dtype=np.float32), device=device))
+    return (out if hasattr(out, "numpy") else out[0]).numpy()  # torch-imported modules return a tuple
+
+
 class Runner(ABC):
     """Times compiled candidate libraries on one device, and gives meta-schedule a runner for the same device."""
 
@@ -65,12 +102,17 @@ class Runner(ABC):
 
     @abstractmethod
     def measure(self, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
-                timing: TimingSettings) -> MeasureResult:
-        """Time one exported library; errors come back in the result, not as exceptions."""
+                timing: TimingSettings, threads: int = 0) -> MeasureResult:
+        """Time one exported library with `threads` CPU threads (see `set_threads`); errors come back in the
+        result, not as exceptions."""
 
     @abstractmethod
-    def meta_schedule_runner(self, device_kind: str):
-        """A meta-schedule runner that times tuning candidates on the same device."""
+    def outputs(self, lib_path: Path, device_kind: str, data: np.ndarray) -> np.ndarray:
+        """Run the library once on `data` and return its output (raises on failure)."""
+
+    @abstractmethod
+    def meta_schedule_runner(self, device_kind: str, threads: int = 0):
+        """A meta-schedule runner that times tuning candidates on the same device, with the same threads."""
 
     def close(self) -> None:
         """Release sessions and worker processes."""

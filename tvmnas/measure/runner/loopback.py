@@ -22,8 +22,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], start_new_session=True,
+def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], start_new_session=True, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -59,14 +59,16 @@ def start_tracker(port: int) -> subprocess.Popen:
     return proc
 
 
-def start_server(port: int, tracker: RpcEndpoint | None = None) -> subprocess.Popen:
-    """An rpc_server on 127.0.0.1:port, registered with the tracker under its key when one is given."""
+def start_server(port: int, tracker: RpcEndpoint | None = None, threads: int = 0) -> subprocess.Popen:
+    """An rpc_server on 127.0.0.1:port, registered with the tracker under its key when one is given. `threads`
+    sets TVM_NUM_THREADS for its workers (what meta-schedule's RPC runner times with)."""
     args = ["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads)) if threads > 0 else None
     if tracker is not None:
         before = count_servers(tracker)
-        proc = _start(*args, "--tracker", f"{tracker.host}:{tracker.port}", "--key", tracker.key)
+        proc = _start(*args, "--tracker", f"{tracker.host}:{tracker.port}", "--key", tracker.key, env=env)
         wait_until(lambda: count_servers(tracker) > before, what="RPC server")
     else:
-        proc = _start(*args)
+        proc = _start(*args, env=env)
         wait_until(lambda: _port_open(port), what="RPC server")
     return proc

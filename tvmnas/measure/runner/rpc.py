@@ -11,8 +11,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.runner.base import MeasureResult, Runner, TimingSettings, time_loaded_module
+from tvmnas.measure.runner.base import (MeasureResult, Runner, TimingSettings, run_loaded_module,
+                                        set_remote_threads, time_loaded_module)
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,11 @@ class RpcRunner(Runner):
         return self._session
 
     def measure(self, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
-                timing: TimingSettings) -> MeasureResult:
+                timing: TimingSettings, threads: int = 0) -> MeasureResult:
         remote_name = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
         try:
             session = self._get_session()
+            set_remote_threads(session, threads)
             session.upload(str(lib_path), remote_name)
             lib = session.load_module(remote_name)
             result = time_loaded_module(lib, remote_device(session, device_kind), input_shape, timing)
@@ -110,7 +114,18 @@ class RpcRunner(Runner):
             self._session = None
             return MeasureResult.failed(f"{type(err).__name__}: {err}".splitlines()[0])
 
-    def meta_schedule_runner(self, device_kind: str):
+    def outputs(self, lib_path: Path, device_kind: str, data) -> np.ndarray:
+        session = self._get_session()
+        remote_name = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
+        session.upload(str(lib_path), remote_name)
+        try:
+            return run_loaded_module(session.load_module(remote_name), remote_device(session, device_kind), data)
+        finally:
+            session.remove(remote_name)
+
+    def meta_schedule_runner(self, device_kind: str, threads: int = 0):
+        """Meta-schedule's RPC runner; it cannot set the board's threads: start the server with
+        TVM_NUM_THREADS set to the target's num-cores (`loopback.start_server` does)."""
         from tvm.s_tir import meta_schedule as ms
 
         if self._ms_runner is None:

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from tvmnas.cli import deploy
 from tvmnas.errors import TvmnasError
 from tvmnas.search.config import LOSSES, SearchConfig
 
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N training images (quick trials)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<space>-<target>-<goal>ms)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
+
+    deploy.add_parsers(verbs, _add_target_args)
 
     p = verbs.add_parser("db-export", help="write the latency database as JSON or CSV")
     p.add_argument("out", type=Path, help="output file, .json or .csv")
@@ -314,7 +317,8 @@ def cmd_search(args) -> int:
 
 
 COMMANDS = {"targets": cmd_targets, "spaces": cmd_spaces, "profile": cmd_profile,
-            "bench-kernels": cmd_bench_kernels, "search": cmd_search, "db-export": cmd_db_export}
+            "bench-kernels": cmd_bench_kernels, "search": cmd_search, "db-export": cmd_db_export,
+            **deploy.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +331,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tvmnas: interrupted; every measurement written so far is kept", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Run on the GPU machine: time every bundle of a pack made by `bench/cuda_kernels.py pack` with the native runner
+(no Python TVM there), and write the results as one JSON file. Needs only Python 3 and the pack.
+
+    python3 bench/cuda_device_run.py PACK_DIR OUT.json [--warmup 100] [--repeat 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pack", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=1000)
+    args = parser.parse_args()
+
+    index = json.loads((args.pack / "index.json").read_text())
+    runner = args.pack / "bin" / "tvmnas-run"
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+    env = dict(os.environ, LD_LIBRARY_PATH=str((args.pack / "bin").resolve()))
+    results = []
+    for entry in index["entries"]:
+        folder = args.pack / entry["dir"]
+        proc = subprocess.run([str(runner), str(folder), str(folder / entry["input"]), "--warmup",
+                               str(args.warmup), "--repeat", str(args.repeat), "--json"],
+                              capture_output=True, text=True, env=env)
+        result = dict(entry)
+        if proc.returncode == 0:
+            result.update(json.loads(proc.stdout))
+        else:
+            result["error"] = (proc.stderr.strip() or f"exit {proc.returncode}").splitlines()[-1]
+        results.append(result)
+        print(entry["dir"], result.get("median_ms"), result.get("error", ""), flush=True)
+    args.out.write_text(json.dumps({"gpu": gpu, "space": index["space"], "target": index["target"],
+                                    "tvm_version": index["tvm_version"], "warmup": args.warmup,
+                                    "repeat": args.repeat, "entries": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Export a trained network to a bundle and run it with the native runner (built here with CMake)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tvmnas.arch import Arch
+from tvmnas.deploy.bundle import read_manifest
+from tvmnas.deploy.export import ExportSettings, export_bundle
+from tvmnas.measure.runner.base import TimingSettings
+from tvmnas.measure.runner.local import LocalRunner
+from tvmnas.model.network import Network
+from tvmnas.space import load_space
+from tvmnas.targets import load_target
+from tvmnas.train.network_file import load_network, save_network
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    space = load_space(str(REPO / "tests" / "data" / "tiny-space.json"))
+    arch = Arch("tiny", ("mb_k3_e2", "mb_k3_e1"))
+    torch.manual_seed(0)
+    net = Network(space, arch)
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding is exercised
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    save_network(tmp / "network.pt", space, arch, net.eval(), {"classes": ["a", "b", "c"], "test_acc": 0.5})
+    sample = np.random.default_rng(1).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    manifest = export_bundle(load_network(tmp / "network.pt"), tmp / "network.pt", load_target("x86-cpu"),
+                             LocalRunner(), tmp / "tuning", tmp / "bundle", ExportSettings(tune_trials=0, timing=FAST),
+                             sample, predicted_latency_ms=0.123)
+    with torch.no_grad():
+        logits = net.eval()(torch.from_numpy(sample)).numpy()
+    return tmp / "bundle", manifest, logits
+
+
+def test_bundle_contents(bundle):
+    folder, manifest, _ = bundle
+    assert read_manifest(folder) == manifest
+    assert set(manifest["files"]) == {"model.so", "model.onnx", "network.pt", "sample_input.npy"}
+    onnx.checker.check_model(onnx.load(str(folder / "model.onnx")))
+    assert manifest["input"]["shape"] == [1, 1, 8, 8] and manifest["classes"] == ["a", "b", "c"]
+    assert manifest["level"] == "default" and manifest["threads"] >= 1
+    assert manifest["latency"]["measured_ms"] > 0 and manifest["latency"]["predicted_ms"] == 0.123
+    assert manifest["checks"]["tvm_max_abs_diff"] < 1e-3 and manifest["checks"]["onnx_max_abs_diff"] < 1e-3
+    assert manifest["accuracy"]["test"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def native_runner(tmp_path_factory):
+    build = tmp_path_factory.mktemp("native")
+    subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DPYTHON={sys.executable}"], check=True,
+                   capture_output=True)
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
+    return build / "tvmnas-run"
+
+
+def run_native(runner, *args):
+    return subprocess.run([str(runner), *map(str, args)], capture_output=True, text=True)
+
+
+def test_native_runner_matches_pytorch(bundle, native_runner):
+    folder, _, logits = bundle
+    proc = run_native(native_runner, folder, folder / "sample_input.npy", "--repeat", "5", "--warmup", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["top_class"] == int(np.argmax(logits))
+    assert result["top_name"] == "abc"[result["top_class"]]
+    assert result["score"] == pytest.approx(float(logits.max()), rel=1e-3, abs=1e-3)
+    assert 0 < result["min_ms"] <= result["median_ms"]
+
+
+def test_native_runner_refuses_bad_input(bundle, native_runner, tmp_path):
+    folder, _, _ = bundle
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 8, 8), dtype=np.float32))
+    proc = run_native(native_runner, folder, tmp_path / "wrong.npy")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"tvmnas-run: error: input {tmp_path / 'wrong.npy'} has shape 1x8x8, "
+                                   "the model expects 1x1x8x8")
+    np.save(tmp_path / "ints.npy", np.zeros((1, 1, 8, 8), dtype=np.int64))
+    proc = run_native(native_runner, folder, tmp_path / "ints.npy")
+    assert proc.returncode == 2 and "float32" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_native_runner_refuses_altered_bundle(bundle, native_runner, tmp_path):
+    folder, _, _ = bundle
+    copy = tmp_path / "bundle"
+    subprocess.run(["cp", "-r", str(folder), str(copy)], check=True)
+    with open(copy / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    proc = run_native(native_runner, copy, copy / "sample_input.npy")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert "model.onnx does not match its sha256" in proc.stderr
+    other = tmp_path / "other"
+    subprocess.run(["cp", "-r", str(folder), str(other)], check=True)
+    (other / "model.so").unlink()
+    proc = run_native(native_runner, other, other / "sample_input.npy")
+    assert proc.returncode == 2 and "model.so is missing" in proc.stderr

@@ -1,0 +1,5 @@
+import sys
+
+from tvmnas.cli import main
+
+sys.exit(main())

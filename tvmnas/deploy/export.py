@@ -1,0 +1,126 @@
+"""Export a trained network as a deploy bundle for a target.
+
+ONNX model (checked with onnx.checker and against PyTorch in onnxruntime), the TVM module compiled the same way
+the candidates were profiled (fused kernels tuned with meta-schedule, records reused from the target's database,
+cross-linked for boards), checked against PyTorch and timed on the target's device, and the manifest.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
+from tvmnas.deploy.bundle import write_manifest
+from tvmnas.errors import TvmnasError
+from tvmnas.measure.compile import build_module, import_torch, level_name
+from tvmnas.measure.profile import tvm_version
+from tvmnas.measure.runner.base import MeasureResult, Runner, TimingSettings
+from tvmnas.model.blocks import fold_batchnorm
+from tvmnas.targets import TargetSpec
+from tvmnas.train.network_file import TrainedNetwork
+
+MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE = "model.so", "model.onnx", "network.pt", "sample_input.npy"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    tune_trials: int = 8
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    rtol: float = 1e-3  # compiled / ONNX outputs against PyTorch's
+    atol: float = 1e-3
+    seed: int = 0
+
+
+def export_onnx(net: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+    """ONNX (opset 17) of the network in deploy form (BatchNorm folded), input `input`, output `logits`."""
+    import onnx
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter; no onnxscript needed
+        torch.onnx.export(fold_batchnorm(net), (torch.zeros(input_shape),), str(path), dynamo=False,
+                          input_names=["input"], output_names=["logits"], opset_version=17)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def onnx_outputs(path: Path, data: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: data})[0]
+
+
+def check_close(name: str, got: np.ndarray, want: np.ndarray, settings: ExportSettings) -> float:
+    diff = float(np.max(np.abs(got - want)))
+    if got.shape != want.shape or not np.allclose(got, want, rtol=settings.rtol, atol=settings.atol):
+        raise TvmnasError(f"the {name} output differs from PyTorch's by up to {diff:.3g} "
+                          f"(tolerance atol {settings.atol:g}, rtol {settings.rtol:g})")
+    return diff
+
+
+def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec, runner: Runner | None,
+                  tune_dir: Path, out_dir: Path, settings: ExportSettings, sample: np.ndarray | None = None,
+                  predicted_latency_ms: float | None = None) -> dict:
+    """Write the bundle into out_dir (emptied first) and return its manifest. `sample` is one preprocessed input
+    (for the runner's example command); a seeded random one when not given. Without a runner (no device here)
+    the module is compiled at the default level only, and neither checked nor timed (the manifest says so)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    space, net = trained.space, trained.net.eval()
+    shape = (1, space.input_channels, space.input_size, space.input_size)
+    if sample is None:
+        sample = np.random.default_rng(settings.seed).standard_normal(shape).astype(np.float32)
+    sample = np.ascontiguousarray(sample.reshape(shape), dtype=np.float32)
+    np.save(out_dir / SAMPLE_FILE, sample)
+    shutil.copyfile(network_file, out_dir / NETWORK_FILE)
+    with torch.no_grad():
+        want = net(torch.from_numpy(sample)).numpy()
+
+    export_onnx(net, shape, out_dir / ONNX_FILE)
+    onnx_diff = check_close("ONNX (onnxruntime)", onnx_outputs(out_dir / ONNX_FILE, sample), want, settings)
+
+    if runner is None and settings.tune_trials > 0:
+        raise TvmnasError("tuning needs the target's device: give a runner, or export at --tune-trials 0")
+    start = time.perf_counter()
+    built = build_module(import_torch(net, shape), spec, settings.tune_trials, tune_dir, runner,
+                         out_dir / MODULE_FILE, settings.seed, started=start)
+    tvm_diff, timed = None, MeasureResult(None, None, 0, "compile-only export: no device to run on")
+    if runner is not None:
+        tvm_diff = check_close("compiled TVM module", runner.outputs(built.lib_path, spec.device, sample), want,
+                               settings)
+        timed = runner.measure(built.lib_path, spec.device, shape, settings.timing, spec.runtime_threads)
+        if timed.error:
+            raise TvmnasError(f"timing the compiled module failed: {timed.error}")
+
+    fields = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "module": MODULE_FILE, "onnx": ONNX_FILE, "network": NETWORK_FILE, "sample_input": SAMPLE_FILE,
+        "input": {"name": "input", "shape": list(shape), "dtype": "float32",
+                  "preprocessing": f"pixels / 255, then (x - {PIXEL_MEAN}) / {PIXEL_STD}; NCHW"},
+        "output": {"name": "logits", "shape": list(want.shape), "dtype": "float32"},
+        "classes": list(trained.info.get("classes") or [str(i) for i in range(space.num_classes)]),
+        "space": space.name, "arch": list(trained.arch.ops),
+        "target": {"name": spec.name, "tvm": spec.resolved(), "host": spec.tvm_host},
+        "device": spec.device, "threads": spec.runtime_threads,
+        "tvm_version": tvm_version(), "level": level_name(settings.tune_trials),
+        "accuracy": {"test": trained.info.get("test_acc"), "test_images": trained.info.get("test_images"),
+                     "valid": trained.info.get("valid_acc")},
+        "latency": {"predicted_ms": predicted_latency_ms, "measured_ms": timed.median_ms,
+                    "measured_stdev_ms": timed.stdev_ms, "measured_by": runner.device_label if runner else None},
+        "expected_output": {"top_class": int(np.argmax(want)), "score": float(np.max(want))},
+        "checks": {"onnx_max_abs_diff": onnx_diff, "tvm_max_abs_diff": tvm_diff},
+        "seconds": {"tune": round(built.tune_s, 2), "compile": round(built.compile_s, 2),
+                    "kernels": built.tasks, "kernels_tuned": built.tasks_tuned},
+    }
+    return write_manifest(out_dir, fields, [MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE])

@@ -1,0 +1,43 @@
+"""The short report at the end of the pipeline: what was chosen, how accurate, how fast, where it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tvmnas.deploy.bundle import read_manifest
+from tvmnas.errors import TvmnasError
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_report(run_dir: Path) -> str:
+    run_dir = Path(run_dir)
+    search = _read(run_dir / "summary.json")
+    if search is None:
+        raise TvmnasError(f"{run_dir} holds no finished search (no summary.json)")
+    train = _read(run_dir / "train" / "summary.json")
+    lines = [f"run {run_dir}: {search['target']} ({search['level']}), latency goal {search['latency_goal_ms']:g} ms",
+             f"  blocks: {' '.join(search['arch'])}",
+             f"  search: {search['epochs']} epochs in {search['search_seconds']:.0f} s, supernet valid accuracy "
+             f"{search['valid_acc']:.4f}, predicted latency {search['predicted_latency_ms']:.4f} ms"]
+    if train is None:
+        lines.append(f"  not trained yet: tvmnas train --run {run_dir}")
+    else:
+        test = "n/a" if train["test_acc"] is None else f"{train['test_acc']:.4f} on {train['test_images']} images"
+        lines.append(f"  trained: {train['epochs']} epochs from {train['init']} in {train['train_seconds']:.0f} s, "
+                     f"test accuracy {test}")
+    bundles = sorted(p.parent for p in run_dir.glob("bundle-*/manifest.json"))
+    if not bundles:
+        lines.append(f"  not exported yet: tvmnas export --run {run_dir} --target {search['target']}")
+    for bundle in bundles:
+        m = read_manifest(bundle)
+        lat = m["latency"]
+        pred = "n/a" if lat["predicted_ms"] is None else f"{lat['predicted_ms']:.4f} ms"
+        lines += [f"  bundle {bundle} ({m['target']['name']}, {m['level']}): measured {lat['measured_ms']:.4f} ms "
+                  f"by {lat['measured_by']}, predicted {pred}",
+                  f"    run it: build/native/tvmnas-run {bundle} {bundle / m['sample_input']}"
+                  f"   (build: make runner)"]
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""Compile and time any ONNX model on a target, the way tvmnas compiles searched networks (`tvmnas bench-model`).
+
+Users compare the network they have with a searched one on the same device, compilation level and timing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from tvmnas.errors import TvmnasError
+from tvmnas.measure.compile import build_module, level_name
+from tvmnas.measure.runner.base import Runner, TimingSettings
+from tvmnas.targets import TargetSpec
+
+
+def load_onnx(path: Path):
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except FileNotFoundError:
+        raise TvmnasError(f"no ONNX model at {path}") from None
+    except Exception as err:
+        raise TvmnasError(f"{path} is not a valid ONNX model: {str(err).splitlines()[0]}") from None
+    return model
+
+
+def graph_input(model, shape: tuple[int, ...] | None) -> tuple[str, tuple[int, ...]]:
+    """The model's one real input (initializers excluded) and its static shape (or `shape` when given)."""
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        raise TvmnasError(f"bench-model handles models with one input; this one has {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if shape is not None:
+        if len(shape) != len(dims):
+            raise TvmnasError(f"--input-shape has {len(shape)} dims, the model's input {inputs[0].name!r} has "
+                              f"{len(dims)}")
+        return inputs[0].name, shape
+    if any(not d.HasField("dim_value") for d in dims):
+        raise TvmnasError(f"the model's input {inputs[0].name!r} has dynamic dims: give --input-shape")
+    return inputs[0].name, tuple(int(d.dim_value) for d in dims)
+
+
+def bench_onnx(path: Path, spec: TargetSpec, runner: Runner, tune_dir: Path, tune_trials: int,
+               input_shape: tuple[int, ...] | None = None, timing: TimingSettings | None = None) -> dict:
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = load_onnx(path)
+    name, shape = graph_input(model, input_shape)
+    start = time.perf_counter()
+    try:
+        mod = from_onnx(model, shape_dict={name: list(shape)})
+    except Exception as err:
+        raise TvmnasError(f"TVM cannot import {path}: {str(err).splitlines()[0]}") from None
+    with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
+        built = build_module(mod, spec, tune_trials, tune_dir, runner, Path(tmp) / "model.so", started=start)
+        result = runner.measure(built.lib_path, spec.device, shape, timing or TimingSettings(), spec.runtime_threads)
+    if result.error:
+        raise TvmnasError(f"timing {path} failed: {result.error}")
+    return {"model": str(path), "input_shape": "x".join(map(str, shape)), "target": spec.name,
+            "level": level_name(tune_trials), "measured_by": runner.device_label, "median_ms": result.median_ms,
+            "stdev_ms": result.stdev_ms, "repeats": result.repeats, "kernels": built.tasks,
+            "kernels_tuned": built.tasks_tuned, "tune_s": built.tune_s, "compile_s": built.compile_s}
