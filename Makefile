@@ -13,7 +13,7 @@ TRAIN_EPOCHS ?= 2
 RUN := runs/demo
 RUNNER := build/native/tvmnas-run
 
-.PHONY: install dataset toolchain runner demo test bench-kernels
+.PHONY: install dataset toolchain runner runner-aarch64 demo test bench-kernels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,19 @@ runner: $(RUNNER)
 $(RUNNER): CMakeLists.txt native/tvmnas_run.cc native/sha256.h $(STAMP) | toolchain
 	cmake -S . -B build/native -DPYTHON=$(CURDIR)/$(BIN)/python >/dev/null
 	cmake --build build/native
+
+# The same runner cross-built for 64-bit ARM boards (Debian's cross compiler, the aarch64 wheels' runtime).
+ARM_TVM := build/aarch64-tvm
+runner-aarch64: build/native-aarch64/tvmnas-run
+$(ARM_TVM)/.unpacked: constraints.txt native/fetch-aarch64-runtime.sh $(STAMP)
+	native/fetch-aarch64-runtime.sh $(BIN)/pip $(ARM_TVM)
+	touch $@
+build/native-aarch64/tvmnas-run: CMakeLists.txt native/tvmnas_run.cc native/sha256.h $(ARM_TVM)/.unpacked | toolchain
+	@command -v aarch64-linux-gnu-g++ >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu; }
+	cmake -S . -B build/native-aarch64 -DCMAKE_TOOLCHAIN_FILE=native/aarch64-linux-gnu.cmake \
+		-DTVM_ROOT=$(CURDIR)/$(ARM_TVM)/tvm -DTVM_FFI_ROOT=$(CURDIR)/$(ARM_TVM)/tvm_ffi >/dev/null
+	cmake --build build/native-aarch64
 
 # The main job on the embedded default (Fashion-MNIST, this CPU): measure the space's candidates (tuned), search
 # for the latency goal, train the winner, export it as a tuned TVM bundle, run it natively, report.

@@ -1,6 +1,5 @@
 """`bench_onnx`: any ONNX model compiled and timed the tvmnas way; bad models are refused clearly."""
 
-import onnx
 import pytest
 import torch
 

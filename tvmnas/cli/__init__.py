@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tvmnas.cli import deploy
+from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.search.config import LOSSES, SearchConfig
 
@@ -265,8 +266,6 @@ def search_config_from_args(args) -> SearchConfig:
 
 
 def cmd_search(args) -> int:
-    from tqdm import tqdm
-
     from tvmnas.data.datasets import load_search_data
     from tvmnas.latency_db import LatencyDB
     from tvmnas.measure.profile import tvm_version
@@ -291,25 +290,15 @@ def cmd_search(args) -> int:
     print(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms, "
           f"reachable {table.min_ms:.4f}-{table.max_ms:.4f} ms; {len(data.train)} train / {len(data.valid)} valid "
           f"images; run dir {run_dir}")
-    bar = tqdm(total=0, unit="step", file=sys.stderr, leave=False)
+    def summary(e: dict) -> str:
+        return (f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
+                f" | valid loss {e['valid_loss']:.3f} acc {e['valid_acc']:.3f} | E[LAT] "
+                f"{e['expected_latency_ms']:.4f} ms, derived {e['derived_latency_ms']:.4f} ms | entropy "
+                f"{e['alpha_entropy']:.3f} | {e['seconds']:.0f} s")
 
-    def on_step(step: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.update(1)
-
-    def on_epoch(e: dict) -> None:
-        bar.reset()
-        tqdm.write(f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
-                   f" | valid loss {e['valid_loss']:.3f} acc {e['valid_acc']:.3f} | E[LAT] "
-                   f"{e['expected_latency_ms']:.4f} ms, derived {e['derived_latency_ms']:.4f} ms | entropy "
-                   f"{e['alpha_entropy']:.3f} | {e['seconds']:.0f} s", file=sys.stdout)
-
-    try:
+    with epoch_progress(summary) as (on_step, on_epoch):
         result = run_search(cfg, space, table, data, run_dir, resume=args.resume is not None,
                             on_step=on_step, on_epoch=on_epoch)
-    finally:
-        bar.close()
     print(f"architecture: {' '.join(result.arch_ops)}")
     print(f"predicted latency {result.predicted_latency_ms:.4f} ms (goal {cfg.latency_ms:g} ms), valid accuracy "
           f"{result.valid_acc:.3f}; results in {run_dir}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.train.config import INITS, TrainConfig
 
@@ -68,8 +68,6 @@ def train_source(args):
 
 
 def cmd_train(args) -> int:
-    from tqdm import tqdm
-
     from tvmnas.data.datasets import load_search_data
     from tvmnas.train.run import network_from_search, train_network
 
@@ -86,29 +84,18 @@ def cmd_train(args) -> int:
     init = network_from_search(checkpoint, space, arch) if cfg.init == "supernet" else None
     print(f"training {' '.join(arch.ops)} ({space.name}, init {cfg.init}) for {cfg.epochs} epochs on "
           f"{len(data.train)} images; output {out}")
-    bar = tqdm(total=0, unit="step", file=sys.stderr, leave=False)
+    def summary(e: dict) -> str:
+        return (f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
+                f" | valid loss {e['valid_loss']:.3f} acc {e['valid_acc']:.3f} | {e['seconds']:.0f} s")
 
-    def on_step(step: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.update(1)
-
-    def on_epoch(e: dict) -> None:
-        bar.reset()
-        tqdm.write(f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
-                   f" | valid loss {e['valid_loss']:.3f} acc {e['valid_acc']:.3f} | {e['seconds']:.0f} s",
-                   file=sys.stdout)
-
-    try:
+    with epoch_progress(summary) as (on_step, on_epoch):
         result = train_network(cfg, space, arch, data, out, init, on_step, on_epoch)
-    finally:
-        bar.close()
     test = "no test set" if result.test_acc is None else f"test accuracy {result.test_acc:.4f}"
     print(f"{test} (valid {result.valid_acc:.4f}); network in {out / 'network.pt'}")
     return 0
 
 
-def _sample_input(info: dict, space) -> "np.ndarray | None":
+def _sample_input(info: dict, space):
     """The first test image of the network's data, preprocessed (the bundle's example input), if readable."""
     import numpy as np
 
