@@ -13,6 +13,17 @@ import subprocess
 from pathlib import Path
 
 
+def cuda_runtime_dirs() -> list[str]:
+    """Folders that may hold libcudart.so.13 (which libtvm_runtime_cuda.so needs): the CUDA toolkit's, and the
+    nvidia-cuda-runtime wheel's of the Python installations there."""
+    import glob
+    import sys
+
+    patterns = ["/usr/local/cuda*/lib64", "/usr/local/cuda*/targets/*/lib",
+                f"{sys.prefix}/lib/python3*/site-packages/nvidia/*/lib", "/opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib"]
+    return sorted({str(Path(f).parent) for pattern in patterns for f in glob.glob(f"{pattern}/libcudart.so*")})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pack", type=Path)
@@ -25,7 +36,7 @@ def main() -> None:
     runner = args.pack / "bin" / "tvmnas-run"
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip()
-    env = dict(os.environ, LD_LIBRARY_PATH=str((args.pack / "bin").resolve()))
+    env = dict(os.environ, LD_LIBRARY_PATH=":".join([str((args.pack / "bin").resolve()), *cuda_runtime_dirs()]))
     results = []
     for entry in index["entries"]:
         folder = args.pack / entry["dir"]

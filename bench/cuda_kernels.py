@@ -27,7 +27,7 @@ import torch
 from tvmnas.deploy.bundle import write_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.compile import build_module, import_torch
+from tvmnas.measure.compile import build_module, gpu_binary_paths, import_torch
 from tvmnas.measure.profile import tvm_version
 from tvmnas.model.blocks import candidate_module
 from tvmnas.space import load_space
@@ -60,8 +60,9 @@ def pack(args) -> None:
             built = build_module(import_torch(module, cand.input_shape), spec, 0, Path(tmp), None,
                                  folder / "model.so")
         np.save(folder / "input.npy", np.random.default_rng(0).standard_normal(cand.input_shape, dtype=np.float32))
-        write_manifest(folder, {"module": "model.so", "device": spec.device, "threads": 0,
-                                "input": {"shape": list(cand.input_shape)}, "classes": []}, ["model.so"])
+        gpu = [p.name for p in gpu_binary_paths(built.lib_path)]
+        write_manifest(folder, {"module": "model.so", "device": spec.device, "threads": 0, "gpu_binaries": gpu,
+                                "input": {"shape": list(cand.input_shape)}, "classes": []}, ["model.so", *gpu])
         index.append({"kind": "block", "name": cand.key, "input_shape": cand.shape_text, "dir": str(folder.relative_to(out)),
                       "input": "input.npy", "compile_s": built.compile_s})
         print(f"{cand.key} {cand.shape_text}: {built.compile_s:.1f} s")
@@ -76,7 +77,7 @@ def pack(args) -> None:
                       "expected_score": manifest["expected_output"]["score"]})
         (folder / "network.pt").unlink()  # the device needs the module, not the weights (kept small)
         write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("format", "version", "files")},
-                       [manifest["module"], manifest["onnx"], manifest["sample_input"]])
+                       [manifest["module"], manifest["onnx"], manifest["sample_input"], *manifest["gpu_binaries"]])
     shutil.rmtree(out / "unused-tuning", ignore_errors=True)
     (out / "index.json").write_text(json.dumps({"space": space.name, "target": spec.name, "tvm_version": tvm_version(),
                                                 "entries": index}, indent=1) + "\n")

@@ -39,7 +39,7 @@ def tvm_call(lib_path: Path, data: np.ndarray):
 
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
     x = tvm.runtime.tensor(data, device=tvm.cpu())
-    return lambda: vm["main"](x).numpy()
+    return lambda: vm["main"](x)[0].numpy()  # torch-imported modules return a tuple
 
 
 def ort_call(onnx_path: Path, data: np.ndarray, threads: int):

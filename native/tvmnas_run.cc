@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -94,6 +95,7 @@ Npy ReadNpy(const std::string& path) {
 
 struct Manifest {
   std::string module_file;
+  std::vector<std::string> gpu_binaries;  // <module>.<source key>.fatbin: compiled GPU code, by CUDA source
   std::string device;
   std::vector<int64_t> input_shape;
   int64_t threads = 0;
@@ -126,10 +128,36 @@ Manifest LoadBundle(const std::string& dir) {
     auto input = (*obj)["input"].cast<ffi::Map<ffi::String, ffi::Any>>();
     for (const auto& d : input["shape"].cast<ffi::Array<ffi::Any>>()) m.input_shape.push_back(d.cast<int64_t>());
     for (const auto& c : (*obj)["classes"].cast<ffi::Array<ffi::Any>>()) m.classes.push_back(std::string(c.cast<ffi::String>()));
+    if (obj->count("gpu_binaries")) {
+      for (const auto& b : (*obj)["gpu_binaries"].cast<ffi::Array<ffi::Any>>()) {
+        m.gpu_binaries.push_back(std::string(b.cast<ffi::String>()));
+      }
+    }
     return m;
   } catch (const ffi::Error& err) {
     Fail(path + " lacks a field or has one of the wrong type: " + std::string(err.message()));
   }
+}
+
+// TVM's CUDA runtime keeps this build's GPU code as source and asks `tvm_callback_cuda_compile` to compile it
+// when the module loads. Answer with the bundle's fatbin compiled at export for that source (keyed by the
+// first 16 hex digits of the source's sha256), so the GPU machine needs no CUDA compiler.
+void RegisterGpuBinaries(const std::string& dir, const Manifest& m) {
+  auto binaries = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  for (const auto& name : m.gpu_binaries) {
+    const size_t end = name.rfind(".fatbin"), start = name.rfind('.', end - 1);
+    binaries->emplace_back(name.substr(start + 1, end - start - 1), ReadFile(dir + "/" + name, "bundle file"));
+  }
+  ffi::Function::SetGlobal(
+      "tvm_callback_cuda_compile",
+      ffi::Function::FromTyped([binaries](ffi::String source) -> ffi::Bytes {
+        const std::string key = tvmnas::Sha256Hex(std::string(source)).substr(0, 16);
+        for (const auto& [k, data] : *binaries) {
+          if (k == key) return ffi::Bytes(data);
+        }
+        Fail("the bundle holds no compiled GPU code for a CUDA module of its model (source key " + key + ")");
+      }),
+      true);
 }
 
 int ParseCount(const char* flag, const char* value) {
@@ -170,8 +198,11 @@ int main(int argc, char** argv) {
   DLDevice dev{manifest.device == "cuda" ? kDLCUDA : kDLCPU, 0};
   // The CUDA part of the runtime is a library of its own that needs the CUDA driver; load it only when asked
   // (found through the executable's run path: the wheel's lib folder, or beside the executable).
-  if (dev.device_type == kDLCUDA && !dlopen("libtvm_runtime_cuda.so", RTLD_NOW | RTLD_GLOBAL)) {
-    Fail(std::string("cannot load the TVM CUDA runtime: ") + dlerror());
+  if (dev.device_type == kDLCUDA) {
+    if (!dlopen("libtvm_runtime_cuda.so", RTLD_NOW | RTLD_GLOBAL)) {
+      Fail(std::string("cannot load the TVM CUDA runtime: ") + dlerror());
+    }
+    RegisterGpuBinaries(positional[0], manifest);
   }
   try {
     ffi::Module lib = ffi::Module::LoadFromFile(positional[0] + "/" + manifest.module_file);

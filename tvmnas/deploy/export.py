@@ -20,7 +20,7 @@ import torch
 from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
 from tvmnas.deploy.bundle import write_manifest
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.compile import build_module, import_torch, level_name
+from tvmnas.measure.compile import build_module, gpu_binary_paths, import_torch, level_name
 from tvmnas.measure.profile import tvm_version
 from tvmnas.measure.runner.base import MeasureResult, Runner, TimingSettings
 from tvmnas.model.blocks import fold_batchnorm
@@ -123,4 +123,7 @@ def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
         "seconds": {"tune": round(built.tune_s, 2), "compile": round(built.compile_s, 2),
                     "kernels": built.tasks, "kernels_tuned": built.tasks_tuned},
     }
-    return write_manifest(out_dir, fields, [MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE])
+    gpu_binaries = [p.name for p in gpu_binary_paths(built.lib_path)]
+    if gpu_binaries:
+        fields["gpu_binaries"] = gpu_binaries
+    return write_manifest(out_dir, fields, [MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE, *gpu_binaries])

@@ -8,7 +8,7 @@ comes from the compilation that deploys.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -62,15 +62,13 @@ def compile_fused(fused_mod, target, database=None):
     if database is not None:
         with target, database:
             fused_mod = relax.transform.MetaScheduleApplyDatabase()(fused_mod)
-    if target.kind.name == "cuda":
-        # embed GPU code compiled by nvcc (TVM's default, NVRTC, needs the cuda-bindings package at run time)
-        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
     with target:
         return tvm.compile(fused_mod, target=target)
 
 
 def export_library(executable, path: Path, spec: TargetSpec) -> Path:
-    """Write a shared library that the target's machine can load (cross-linked when the target says so)."""
+    """Write a shared library that the target's machine can load (cross-linked when the target says so), and for
+    GPU targets the compiled GPU code beside it (see `write_gpu_binaries`)."""
     path = Path(path)
     if spec.cross_compiler:
         from tvm.support.cc import cross_compiler
@@ -78,7 +76,47 @@ def export_library(executable, path: Path, spec: TargetSpec) -> Path:
         executable.export_library(str(path), fcompile=cross_compiler(spec.cross_compiler))
     else:
         executable.export_library(str(path))
+    if spec.device == "cuda":
+        write_gpu_binaries(executable, path, spec)
     return path
+
+
+def gpu_source_key(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def gpu_binary_paths(lib_path: Path) -> list[Path]:
+    """The compiled GPU code written beside a library: `<library>.<source key>.fatbin`."""
+    lib_path = Path(lib_path)
+    return sorted(lib_path.parent.glob(f"{lib_path.name}.*.fatbin"))
+
+
+def write_gpu_binaries(executable, lib_path: Path, spec: TargetSpec) -> list[Path]:
+    """Compile each CUDA module of the library with nvcc into a fatbin named by the hash of its source.
+
+    This TVM build's compiler keeps CUDA modules as source; loading one makes the runtime call
+    `tvm_callback_cuda_compile(source)`, which Python TVM answers with NVRTC or nvcc on the GPU machine. The
+    native runner answers it with these files instead, so a GPU machine needs neither Python TVM nor a CUDA
+    compiler.
+    """
+    from tvm.support.nvcc import compile_cuda
+
+    paths = []
+    for module in _modules_of_kind(executable.mod, "cuda"):
+        source = str(module.inspect_source(""))
+        with spec.tvm():  # nvcc's -arch comes from the current target
+            binary = compile_cuda(source, target_format="fatbin", compiler="nvcc")
+        path = Path(f"{lib_path}.{gpu_source_key(source)}.fatbin")
+        path.write_bytes(bytes(binary))
+        paths.append(path)
+    return paths
+
+
+def _modules_of_kind(module, kind: str) -> list:
+    found = [module] if module.kind == kind else []
+    for child in module.imports:
+        found += _modules_of_kind(child, kind)
+    return found
 
 
 @dataclass(frozen=True)
