@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +55,6 @@ def test_bundle_contents(bundle):
     assert manifest["latency"]["measured_ms"] > 0 and manifest["latency"]["predicted_ms"] == 0.123
     assert manifest["checks"]["tvm_max_abs_diff"] < 1e-3 and manifest["checks"]["onnx_max_abs_diff"] < 1e-3
     assert manifest["accuracy"]["test"] == 0.5
-
-
-@pytest.fixture(scope="module")
-def native_runner(tmp_path_factory):
-    build = tmp_path_factory.mktemp("native")
-    subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DPYTHON={sys.executable}"], check=True,
-                   capture_output=True)
-    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
-    return build / "tvmnas-run"
 
 
 def run_native(runner, *args):

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.deploy.test_export import REPO, native_runner  # noqa: F401  (the CMake-built runner fixture)
+from tests.deploy.conftest import REPO
 from tvmnas.arch import Arch
 from tvmnas.deploy.bundle import read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
@@ -50,7 +50,7 @@ def test_tuning_needs_a_device(tmp_path, cuda_bundle):
                       tmp_path / "tuning", tmp_path / "b", ExportSettings(tune_trials=2))
 
 
-def test_native_runner_on_cuda_bundle(cuda_bundle, native_runner):  # noqa: F811
+def test_native_runner_on_cuda_bundle(cuda_bundle, native_runner):
     folder, manifest = cuda_bundle
     proc = subprocess.run([str(native_runner), str(folder), str(folder / "sample_input.npy"), "--repeat", "5",
                            "--json"], capture_output=True, text=True)

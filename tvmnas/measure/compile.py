@@ -57,13 +57,40 @@ def fuse(mod, target):
 def compile_fused(fused_mod, target, database=None):
     """Compile a fused module; with a meta-schedule database, its best records are applied first."""
     import tvm
-    from tvm import relax
 
     if database is not None:
-        with target, database:
-            fused_mod = relax.transform.MetaScheduleApplyDatabase()(fused_mod)
+        fused_mod = apply_tuning_records(fused_mod, database)
     with target:
         return tvm.compile(fused_mod, target=target)
+
+
+def apply_tuning_records(fused_mod, database, top_k: int = 8):
+    """Schedule each kernel that the database knows with the fastest of its records that replays.
+
+    The database matches kernels by structure, but a trace names blocks, so a trace is replayed on the database's
+    own copy of the kernel (same structure, maybe other block names) and the scheduled copy takes the kernel's
+    place. (Relax's MetaScheduleApplyDatabase replays on the module's kernel and fails the whole compilation
+    when names differ.) A kernel without a usable record keeps its default schedule.
+    """
+    import tvm
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+    from tvm.s_tir.schedule import Schedule
+
+    fused_mod = tvm.IRModule(dict(fused_mod.functions_items()), attrs=fused_mod.attrs)
+    for gvar, func in list(fused_mod.functions_items()):
+        if not isinstance(func, tvm.tirx.PrimFunc) or not database.has_workload(_normalize_mod(func)):
+            continue
+        workload = database.commit_workload(_normalize_mod(func))
+        for record in database.get_top_k(workload, top_k):
+            sch = Schedule(workload.mod)
+            try:
+                record.trace.apply_to_schedule(sch, remove_postproc=False)
+            except Exception:  # noqa: BLE001 - try the next record
+                continue
+            scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
+            fused_mod.update_func(gvar, scheduled.with_attr("tir.is_scheduled", True))
+            break
+    return fused_mod
 
 
 def export_library(executable, path: Path, spec: TargetSpec) -> Path:

@@ -9,6 +9,9 @@ fresh worker processes for every batch, and each re-imports every backend's tens
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import shutil
 import importlib.util
 import logging
 import sys
@@ -72,14 +75,56 @@ def quiet_meta_schedule() -> None:
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
 
 
+WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
 def open_database(work_dir: Path):
-    """The per-target meta-schedule JSON database (created when missing; records are appended)."""
+    """The per-target meta-schedule JSON database (created when missing; records are appended). A database that
+    meta-schedule cannot load is repaired first (see `repair_database`)."""
     from tvm.s_tir import meta_schedule as ms
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
-                                    path_tuning_record=str(work_dir / "database_tuning_record.json"))
+    load = lambda: ms.database.JSONDatabase(path_workload=str(work_dir / WORKLOADS),
+                                            path_tuning_record=str(work_dir / RECORDS))
+    try:
+        return load()
+    except Exception:  # noqa: BLE001 - a record that does not replay on its workload stops the whole load
+        repair_database(work_dir)
+        return load()
+
+
+def repair_database(work_dir: Path) -> int:
+    """Drop the tuning records that do not load (a trace that does not replay on its workload's kernel, as
+    tuning a structurally equal kernel with other block names used to write). The original records file is kept
+    as `database_tuning_record.json.bak-<unix time>`. Returns the number of records dropped."""
+    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+
+    work_dir = Path(work_dir)
+    workloads = [Workload.from_json(json.loads(line))
+                 for line in (work_dir / WORKLOADS).read_text().splitlines() if line.strip()]
+    lines = [line for line in (work_dir / RECORDS).read_text().splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            data = json.loads(line)
+            TuningRecord.from_json(data[1], workloads[data[0]])
+        except Exception:  # noqa: BLE001 - any record that does not load is dropped
+            continue
+        kept.append(line)
+    shutil.copyfile(work_dir / RECORDS, work_dir / f"{RECORDS}.bak-{int(time.time())}")
+    tmp = work_dir / (RECORDS + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, work_dir / RECORDS)
+    return len(lines) - len(kept)
+
+
+def canonical_kernel(database, kernel):
+    """The database's own copy of a kernel (same structure, maybe other block names), so that a trace tuned or
+    applied on it names the blocks the database knows. A new kernel is added as it is."""
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    return database.commit_workload(_normalize_mod(kernel)).mod
 
 
 def make_builder(spec: TargetSpec):
@@ -134,7 +179,7 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
         population = settings.population or min(512, max(16, 2 * settings.trials_per_task))
         contexts = [
             ms.TuneContext(
-                mod=task.dispatched[0], target=task.target,
+                mod=canonical_kernel(database, task.dispatched[0]), target=task.target,
                 space_generator="post-order-apply",
                 search_strategy=ms.search_strategy.EvolutionarySearch(
                     population_size=population, init_min_unmeasured=population // 4),

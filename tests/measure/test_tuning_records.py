@@ -1,0 +1,46 @@
+"""The meta-schedule database: records are applied by structure whatever the block names, and a database that
+meta-schedule cannot load is repaired without losing the records that load."""
+
+import json
+
+from tvmnas.arch import Arch
+from tvmnas.measure.compile import apply_tuning_records, fuse, import_torch
+from tvmnas.measure.profile import ProfileSettings, measure_candidate
+from tvmnas.measure.runner.base import TimingSettings
+from tvmnas.measure.runner.local import LocalRunner
+from tvmnas.measure.tuning import RECORDS, open_database
+from tvmnas.model.network import Network
+from tvmnas.targets import load_target
+
+FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
+
+
+def scheduled_kernels(mod) -> int:
+    import tvm
+
+    return sum(1 for _, f in mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and "tir.is_scheduled" in f.attrs)
+
+
+def test_records_of_a_block_schedule_the_network_and_a_broken_database_is_repaired(tiny_space, tmp_path):
+    cpu = load_target("x86-cpu")
+    tune_dir = tmp_path / "tuning"
+    row = measure_candidate(tiny_space.layers()[0].candidate("mb_k3_e2"), cpu, LocalRunner(),
+                            ProfileSettings(tune_trials=1, timing=FAST), tune_dir)
+    assert row.ok, row.error
+
+    # The network's copies of the block's kernels carry other block names (numbered by position in the
+    # network); the records tuned on the lone block still schedule them.
+    net = Network(tiny_space, Arch("tiny", ("mb_k3_e2", "zero"))).eval()
+    fused = fuse(import_torch(net, (1, 1, 8, 8)), cpu.tvm())
+    assert scheduled_kernels(apply_tuning_records(fused, open_database(tune_dir))) >= row.tasks_tuned
+
+    # A record whose trace belongs to another kernel makes meta-schedule's loader fail; it is dropped on open.
+    records = (tune_dir / RECORDS).read_text().splitlines()
+    first, other = json.loads(records[0]), next(json.loads(r) for r in records if json.loads(r)[0] != 0)
+    (tune_dir / RECORDS).write_text("\n".join(records + [json.dumps([first[0], other[1]])]) + "\n")
+    db = open_database(tune_dir)
+    assert len(db) == len(records)
+    assert (tune_dir / RECORDS).read_text().splitlines() == records
+    backups = list(tune_dir.glob(RECORDS + ".bak-*"))
+    assert len(backups) == 1 and len(backups[0].read_text().splitlines()) == len(records) + 1
