@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,3 +16,24 @@ def native_runner(tmp_path_factory):
                    capture_output=True)
     subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
     return build / "tvmnas-run"
+
+
+def save_tiny_network(path: Path, ops: tuple[str, ...], info: dict) -> Path:
+    """A tiny-space network with seeded weights and BatchNorm statistics that are not the identity (so that
+    folding is exercised), saved as a network file."""
+    from tvmnas.arch import Arch
+    from tvmnas.model.network import Network
+    from tvmnas.space import load_space
+    from tvmnas.train.network_file import save_network
+
+    space = load_space(str(REPO / "tests" / "data" / "tiny-space.json"))
+    arch = Arch("tiny", ops)
+    torch.manual_seed(0)
+    net = Network(space, arch)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    save_network(path, space, arch, net.eval(), info)
+    return path

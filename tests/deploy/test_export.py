@@ -2,46 +2,34 @@
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from tvmnas.arch import Arch
 from tvmnas.deploy.bundle import read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.measure.runner.base import TimingSettings
 from tvmnas.measure.runner.local import LocalRunner
-from tvmnas.model.network import Network
-from tvmnas.space import load_space
 from tvmnas.targets import load_target
-from tvmnas.train.network_file import load_network, save_network
+from tvmnas.train.network_file import load_network
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.deploy.conftest import save_tiny_network
+
 FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
-    space = load_space(str(REPO / "tests" / "data" / "tiny-space.json"))
-    arch = Arch("tiny", ("mb_k3_e2", "mb_k3_e1"))
-    torch.manual_seed(0)
-    net = Network(space, arch)
-    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding is exercised
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    save_network(tmp / "network.pt", space, arch, net.eval(), {"classes": ["a", "b", "c"], "test_acc": 0.5})
+    save_tiny_network(tmp / "network.pt", ("mb_k3_e2", "mb_k3_e1"), {"classes": ["a", "b", "c"], "test_acc": 0.5})
     sample = np.random.default_rng(1).standard_normal((1, 1, 8, 8)).astype(np.float32)
     manifest = export_bundle(load_network(tmp / "network.pt"), tmp / "network.pt", load_target("x86-cpu"),
                              LocalRunner(), tmp / "tuning", tmp / "bundle", ExportSettings(tune_trials=0, timing=FAST),
                              sample, predicted_latency_ms=0.123)
     with torch.no_grad():
-        logits = net.eval()(torch.from_numpy(sample)).numpy()
+        logits = load_network(tmp / "network.pt").net(torch.from_numpy(sample)).numpy()
     return tmp / "bundle", manifest, logits
 
 

@@ -5,17 +5,13 @@ import shutil
 import subprocess
 
 import pytest
-import torch
 
-from tests.deploy.conftest import REPO
-from tvmnas.arch import Arch
+from tests.deploy.conftest import save_tiny_network
 from tvmnas.deploy.bundle import read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.errors import TvmnasError
-from tvmnas.model.network import Network
-from tvmnas.space import load_space
 from tvmnas.targets import load_target
-from tvmnas.train.network_file import load_network, save_network
+from tvmnas.train.network_file import load_network
 
 FATBIN_MAGIC = bytes.fromhex("50ed55ba")  # 0xBA55ED50, little-endian
 
@@ -25,10 +21,7 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc
 @pytest.fixture(scope="module")
 def cuda_bundle(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cuda")
-    space = load_space(str(REPO / "tests" / "data" / "tiny-space.json"))
-    arch = Arch("tiny", ("mb_k3_e2", "zero"))
-    torch.manual_seed(0)
-    save_network(tmp / "network.pt", space, arch, Network(space, arch).eval(), {"classes": ["a", "b", "c"]})
+    save_tiny_network(tmp / "network.pt", ("mb_k3_e2", "zero"), {"classes": ["a", "b", "c"]})
     manifest = export_bundle(load_network(tmp / "network.pt"), tmp / "network.pt", load_target("cuda-sm90"), None,
                              tmp / "tuning", tmp / "bundle", ExportSettings(tune_trials=0))
     return tmp / "bundle", manifest

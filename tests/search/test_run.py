@@ -75,7 +75,7 @@ def test_incompatible_checkpoint_on_resume(tiny_space, tiny_space_path, tiny_idx
         run_search(config(tiny_space_path, tiny_idx_dir, epochs=1, warmup_epochs=0, latency_ms=2.5),
                    tiny_space, TABLE, data, tmp_path / "run", resume=True)
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(TvmnasError, match="cannot read checkpoint"):
+    with pytest.raises(TvmnasError, match="cannot read search checkpoint"):
         run_search(cfg, tiny_space, TABLE, data, tmp_path / "run", resume=True)
     with pytest.raises(TvmnasError, match="already holds a search"):
         run_search(cfg, tiny_space, TABLE, data, tmp_path / "run")

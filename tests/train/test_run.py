@@ -2,10 +2,12 @@
 
 import json
 
+import pytest
 import torch
 
 from tvmnas.arch import Arch
 from tvmnas.data.datasets import load_search_data
+from tvmnas.errors import TvmnasError
 from tvmnas.search.supernet import Supernet, extract_subnet
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import load_network
@@ -42,3 +44,12 @@ def test_supernet_init_takes_the_chosen_paths(tiny_space, tmp_path):
     want = extract_subnet(supernet, arch).eval()
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(net(x), want(x))
+
+
+def test_network_file_refuses_other_files(tmp_path):
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(TvmnasError, match="is not a tvmnas network file"):
+        load_network(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(TvmnasError, match="cannot read network file"):
+        load_network(tmp_path / "junk.pt")

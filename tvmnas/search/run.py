@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tvmnas.search.latency import LatencyTable, search_loss
 from tvmnas.search.supernet import (Supernet, rescale_two_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
+from tvmnas.torch_file import load_tagged, save_tagged
 
 CHECKPOINT_FORMAT = "tvmnas-search-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -130,26 +130,14 @@ def entropy(net: Supernet) -> float:
 
 
 def save_checkpoint(path: Path, state: SearchState, cfg: SearchConfig) -> None:
-    """Written to a temporary file and renamed, so a kill never leaves a half-written checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.to_json(),
-                "epochs_done": state.epochs_done, "supernet": state.net.state_dict(),
-                "weight_opt": state.weight_opt.state_dict(), "arch_opt": state.arch_opt.state_dict(),
-                "schedule": state.schedule.state_dict()}, tmp)
-    os.replace(tmp, path)
+    save_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                {"config": cfg.to_json(), "epochs_done": state.epochs_done, "supernet": state.net.state_dict(),
+                 "weight_opt": state.weight_opt.state_dict(), "arch_opt": state.arch_opt.state_dict(),
+                 "schedule": state.schedule.state_dict()})
 
 
 def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig) -> None:
-    try:
-        ckpt = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise TvmnasError(f"no checkpoint at {path}") from None
-    except Exception as err:
-        raise TvmnasError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TvmnasError(f"{path} is not a tvmnas search checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise TvmnasError(f"{path}: checkpoint version {ckpt.get('version')} is not {CHECKPOINT_VERSION}")
+    ckpt = load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
     if ckpt.get("config") != cfg.to_json():
         saved = ckpt.get("config") or {}
         diff = sorted(k for k in cfg.to_json() if saved.get(k) != cfg.to_json()[k])
