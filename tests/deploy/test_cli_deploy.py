@@ -53,3 +53,27 @@ def test_arch_that_does_not_fit_its_space(capsys, write_json):
 def test_bad_input_is_one_line(capsys, argv, message):
     code, _, err = run(capsys, *argv)
     assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_unfinished_run_is_refused(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"space": "fashion-mnist"}))
+    code, _, err = run(capsys, "train", "--run", run_dir)
+    assert code == 2 and len(err.splitlines()) == 1 and "has no arch.json: the search has not finished" in err
+    code, _, err = run(capsys, "export", "--run", run_dir, "--target", "x86-cpu")
+    assert code == 2 and len(err.splitlines()) == 1 and "has no trained network" in err
+
+
+def test_supernet_init_needs_a_run(capsys, write_json):
+    arch = write_json("arch.json", {"schema_version": 1, "space": "fashion-mnist", "ops": ["mb_k3_e3"] * 6})
+    code, _, err = run(capsys, "train", "--arch", arch, "--init", "supernet")
+    assert code == 2 and len(err.splitlines()) == 1 and "--init supernet needs --run" in err
+
+
+def test_bench_model_dynamic_input_needs_a_shape(capsys, tmp_path):
+    from tests.measure.test_model_bench import small_onnx
+
+    code, _, err = run(capsys, "bench-model", small_onnx(tmp_path / "m.onnx", dynamic=True), "--target", "x86-cpu",
+                       "--db", tmp_path / "lat.db")
+    assert code == 2 and len(err.splitlines()) == 1 and "dynamic dims: give --input-shape" in err
