@@ -8,7 +8,9 @@ import torch
 from tvmnas.arch import Arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.errors import TvmnasError
+from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tvmnas.search.supernet import Supernet, extract_subnet
+from tvmnas.torch_file import save_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import load_network
 from tvmnas.train.run import network_from_search, train_network
@@ -38,7 +40,7 @@ def test_train_saves_a_rebuildable_network(tiny_space, tiny_idx_dir, tmp_path):
 def test_supernet_init_takes_the_chosen_paths(tiny_space, tmp_path):
     torch.manual_seed(3)
     supernet = Supernet(tiny_space)
-    torch.save({"supernet": supernet.state_dict()}, tmp_path / "checkpoint.pt")
+    save_tagged(tmp_path / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {"supernet": supernet.state_dict()})
     arch = Arch("tiny", ("mb_k3_e1", "mb_k3_e2"))
     net = network_from_search(tmp_path / "checkpoint.pt", tiny_space, arch).eval()
     want = extract_subnet(supernet, arch).eval()

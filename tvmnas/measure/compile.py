@@ -169,7 +169,7 @@ def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, 
     if tune_trials > 0:
         database = open_database(tune_dir)
         report = tune_fused(fused, spec, target, database, tune_dir, TuneSettings(tune_trials, seed=seed),
-                            runner.meta_schedule_runner(spec.device, spec.runtime_threads))
+                            lambda: runner.meta_schedule_runner(spec.device, spec.runtime_threads))
         tune_s, tasks_tuned, tasks = report.seconds, report.tasks_tuned, report.tasks_total
     lib = export_library(compile_fused(fused, target, database), lib_path, spec)
     return BuiltModule(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned, tasks)

@@ -167,8 +167,9 @@ def untuned_tasks(fused_mod, target, database, trials: int) -> tuple[list, int]:
 
 
 def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, settings: TuneSettings,
-               ms_runner) -> TuneReport:
-    """Tune the kernels of `fused_mod` that the database lacks, committing records to it."""
+               make_ms_runner) -> TuneReport:
+    """Tune the kernels of `fused_mod` that the database lacks, committing records to it. `make_ms_runner` gives
+    the meta-schedule runner; it is called only when something is to be tuned (it starts worker processes)."""
     from tvm.s_tir import meta_schedule as ms
 
     load_tensor_intrinsics(intrinsic_modules(spec))
@@ -191,6 +192,6 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
         trials = settings.trials_per_task
         ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
                       max_trials_global=trials * len(contexts), max_trials_per_task=trials,
-                      num_trials_per_iter=min(trials, 64), builder=make_builder(spec), runner=ms_runner,
+                      num_trials_per_iter=min(trials, 64), builder=make_builder(spec), runner=make_ms_runner(),
                       database=database, cost_model="xgb", task_scheduler="round-robin")
     return TuneReport(total, len(missing), time.perf_counter() - start)

@@ -23,6 +23,7 @@ from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate
 from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
+from tvmnas.torch_file import load_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import save_network
 
@@ -37,16 +38,15 @@ class TrainResult:
 
 def network_from_search(checkpoint: Path, space: SearchSpace, arch: Arch) -> Network:
     """The architecture's network with the supernet's weights of the chosen paths (a search checkpoint)."""
+    from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
     from tvmnas.search.supernet import Supernet, extract_subnet
 
+    ckpt = load_tagged(checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+    supernet = Supernet(space)
     try:
-        ckpt = torch.load(checkpoint, weights_only=True)
-        supernet = Supernet(space)
         supernet.load_state_dict(ckpt["supernet"])
-    except FileNotFoundError:
-        raise TvmnasError(f"no search checkpoint at {checkpoint}") from None
-    except Exception as err:
-        raise TvmnasError(f"cannot take weights from {checkpoint}: {str(err).splitlines()[0]}") from None
+    except (KeyError, RuntimeError) as err:
+        raise TvmnasError(f"{checkpoint} does not fit space {space.name!r}: {str(err).splitlines()[0]}") from None
     return extract_subnet(supernet, arch)
 
 
