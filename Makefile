@@ -13,7 +13,7 @@ TRAIN_EPOCHS ?= 2
 RUN := runs/demo
 RUNNER := build/native/tvmnas-run
 
-.PHONY: install dataset toolchain runner runner-aarch64 demo test bench-kernels
+.PHONY: install dataset toolchain board-tools runner runner-aarch64 demo test bench-kernels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,15 @@ dataset:
 toolchain:
 	@command -v cmake >/dev/null && command -v g++ >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++; }
+
+# What emulated aarch64 boards need (`tvmnas board up`, the integration tests): mmdebstrap, qemu-user, binfmt
+# and the aarch64 cross compiler. Installed when missing (needs root); where that fails the integration tests
+# say why and skip.
+board-tools:
+	@command -v mmdebstrap >/dev/null && test -e /usr/bin/qemu-aarch64-static && command -v update-binfmts >/dev/null \
+		&& command -v aarch64-linux-gnu-g++ >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap qemu-user-static \
+			binfmt-support g++-aarch64-linux-gnu; } || echo "note: could not install the emulated-board tools"
 
 # The native runner of deploy bundles, built against the TVM runtime inside the installed wheels.
 runner: $(RUNNER)
@@ -63,7 +72,8 @@ demo: install runner
 	$(RUNNER) $(RUN)/bundle-x86-cpu $(RUN)/bundle-x86-cpu/sample_input.npy
 	$(BIN)/tvmnas report --run $(RUN)
 
-test: install toolchain
+# Every test, the integration tier included (its first run creates the boards' root filesystem: about 6 min).
+test: install toolchain board-tools
 	$(BIN)/python -m pytest -q
 
 bench-kernels: install

@@ -79,3 +79,18 @@ def test_export_json_and_csv(tmp_path):
         assert [r["median_ms"] for r in csv.DictReader(handle)] == ["0.5", ""]
     with pytest.raises(TvmnasError, match="use a .json or .csv"):
         export_rows(rows, tmp_path / "out.txt")
+
+
+def test_version_1_file_is_upgraded_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "lat.db"
+    with LatencyDB(path) as db:
+        db.put(row())
+    conn = sqlite3.connect(path)  # turn it back into a version-1 file: no flag column
+    with conn:
+        conn.execute("ALTER TABLE latency DROP COLUMN flag")
+        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.close()
+    with LatencyDB(path) as db:
+        assert db.get("fp1", "0.27", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default").median_ms == 0.5
+        db.put(row(block_key="other", flag="noisy"))
+        assert db.get("fp1", "0.27", "other", "1x4x8x8", "default").flag == "noisy"

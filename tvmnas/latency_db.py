@@ -17,7 +17,7 @@ from pathlib import Path
 from tvmnas.errors import TvmnasError
 
 DB_APP = "tvmnas-latency"
-DB_SCHEMA_VERSION = 1
+DB_SCHEMA_VERSION = 2  # 2 added `flag`; version-1 files are upgraded in place on open
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS latency (
     tasks_tuned INTEGER NOT NULL,
     error TEXT,
     measured_at TEXT NOT NULL,
+    flag TEXT,
     PRIMARY KEY (target_fp, tvm_version, block_key, input_shape, level)
 );
 """
@@ -59,6 +60,7 @@ class LatencyRow:
     tasks_tuned: int
     error: str | None
     measured_at: str = ""
+    flag: str | None = None  # kept but doubtful (e.g. its repeats disagreed even when measured again)
 
     @property
     def ok(self) -> bool:
@@ -90,6 +92,12 @@ class LatencyDB:
             meta = dict(self._conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
             if meta.get("app") != DB_APP or "latency" not in tables:
                 raise TvmnasError(f"{self.path} is a SQLite file but not a tvmnas latency database")
+            if meta.get("schema_version") == "1":  # add the flag column; every row is kept
+                with self._conn:
+                    self._conn.execute("ALTER TABLE latency ADD COLUMN flag TEXT")
+                    self._conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                                       (str(DB_SCHEMA_VERSION),))
+                meta["schema_version"] = str(DB_SCHEMA_VERSION)
             if meta.get("schema_version") != str(DB_SCHEMA_VERSION):
                 raise TvmnasError(f"{self.path} has latency schema version {meta.get('schema_version')}, "
                                   f"this tvmnas reads {DB_SCHEMA_VERSION}")

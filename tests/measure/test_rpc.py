@@ -68,3 +68,19 @@ def test_tracker_without_server_for_key(rpc_farm):
 def test_bad_host_port(text):
     with pytest.raises(TvmnasError, match="expected HOST:PORT"):
         parse_host_port(text, "--rpc")
+
+
+def test_outputs_over_rpc_equal_local_ones(rpc_farm, tiny_space, tmp_path):
+    import numpy as np
+
+    from tvmnas.measure.profile import library_path
+    from tvmnas.measure.runner.local import LocalRunner
+
+    cpu, cand = load_target("x86-cpu"), tiny_space.stem()
+    row = measure_candidate(cand, cpu, LocalRunner(), ProfileSettings(timing=FAST), tmp_path / "tuning",
+                            keep_dir=tmp_path)
+    assert row.ok, row.error
+    data = np.random.default_rng(0).standard_normal(cand.input_shape).astype(np.float32)
+    lib = library_path(cand, tmp_path)
+    remote = RpcRunner(rpc_farm["tracker"]).outputs(lib, "cpu", data)
+    np.testing.assert_allclose(remote, LocalRunner().outputs(lib, "cpu", data), rtol=1e-6)

@@ -44,3 +44,28 @@ def test_records_of_a_block_schedule_the_network_and_a_broken_database_is_repair
     assert (tune_dir / RECORDS).read_text().splitlines() == records
     backups = list(tune_dir.glob(RECORDS + ".bak-*"))
     assert len(backups) == 1 and len(backups[0].read_text().splitlines()) == len(records) + 1
+
+
+def test_a_budget_keeps_only_each_kernels_first_trials(tiny_space, tmp_path):
+    from tvmnas.measure.tuning import WORKLOADS, budget_database
+
+    cpu = load_target("x86-cpu")
+    tune_dir = tmp_path / "tuning"
+    cand = tiny_space.layers()[0].candidate("mb_k3_e2")
+    for trials in (1, 3):  # the second budget adds records to the same kernels
+        row = measure_candidate(cand, cpu, LocalRunner(), ProfileSettings(tune_trials=trials, timing=FAST),
+                                tune_dir)
+        assert row.ok, row.error
+    records = [json.loads(r) for r in (tune_dir / RECORDS).read_text().splitlines()]
+    kernels = len((tune_dir / WORKLOADS).read_text().splitlines())
+    per_kernel = {i: sum(1 for r in records if r[0] == i) for i in range(kernels)}
+    assert max(per_kernel.values()) >= 2  # the larger budget did add records
+    one = budget_database(tune_dir, 1)
+    assert len(one) == sum(1 for n in per_kernel.values() if n)  # one record per tuned kernel
+    first = {}
+    for index, record in records:
+        first.setdefault(index, record)
+    # the record kept for each kernel is its first one: same measured run times
+    kept = sorted(tuple(float(t) for t in r.run_secs) for r in one.get_all_tuning_records())
+    want = sorted(tuple(float(t) for t in rec[1]) for rec in first.values())
+    assert kept == want

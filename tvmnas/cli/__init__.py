@@ -7,9 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from tvmnas.cli import deploy
+from tvmnas.cli import board, deploy
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
+from tvmnas.measure.farm import FarmPolicy
 from tvmnas.search.config import LOSSES, SearchConfig
 
 DEFAULT_DB = Path(os.environ.get("TVMNAS_DB", Path.home() / ".cache" / "tvmnas" / "latency.db"))
@@ -34,6 +35,23 @@ def _add_target_args(p: argparse.ArgumentParser, measures: bool = True) -> None:
                    help="seconds to wait for an RPC endpoint to answer (default 10)")
 
 
+def _add_farm_args(p: argparse.ArgumentParser) -> None:
+    """How `profile --tracker` spreads timing over the servers under the key, and survives their faults."""
+    d = FarmPolicy()
+    p.add_argument("--max-attempts", type=int, default=d.max_attempts,
+                   help=f"with --tracker: tries of one candidate's timing, each on a server that has not failed "
+                        f"it (default {d.max_attempts})")
+    p.add_argument("--measure-timeout", type=float, default=d.measure_timeout_s, metavar="S",
+                   help=f"with --tracker: seconds one timing may take before its server counts as hung "
+                        f"(default {d.measure_timeout_s:g})")
+    p.add_argument("--request-timeout", type=float, default=d.request_timeout_s, metavar="S",
+                   help=f"with --tracker: seconds to wait for the tracker to hand out a server before a worker "
+                        f"gives up (default {d.request_timeout_s:g})")
+    p.add_argument("--max-spread", type=float, default=d.max_spread,
+                   help="with --tracker: a timing whose samples' stdev exceeds this share of the median is "
+                        f"measured again, and flagged when it still does (default {d.max_spread:g})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvmnas", description="Hardware-aware NAS with latencies measured by TVM.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -45,12 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", required=True, help="space name (see `tvmnas spaces`) or path to a space JSON")
     _add_target_args(p)
     p.add_argument("--force", action="store_true", help="measure again what the database already holds")
+    _add_farm_args(p)
 
     p = verbs.add_parser("bench-kernels",
                          help="latency of every candidate by stage, default vs tuned; writes JSON, Markdown, PNG")
     p.add_argument("--space", default="fashion-mnist", help="space to take the candidates from")
     _add_target_args(p)
     p.add_argument("--out", type=Path, help="output prefix (default bench/results/kernel_choices_<target>)")
+    _add_farm_args(p)
 
     p = verbs.add_parser("search", help="ProxylessNAS search for a latency goal, with latencies from the database")
     p.add_argument("--space", help="space name or path (required unless --resume)")
@@ -77,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
 
     deploy.add_parsers(verbs, _add_target_args)
+    board.add_parsers(verbs)
 
     p = verbs.add_parser("db-export", help="write the latency database as JSON or CSV")
     p.add_argument("out", type=Path, help="output file, .json or .csv")
@@ -136,6 +157,15 @@ def make_runner(args, spec):
     return LocalRunner()
 
 
+def farm_policy(args) -> FarmPolicy:
+    policy = FarmPolicy(max_attempts=args.max_attempts, measure_timeout_s=args.measure_timeout,
+                        request_timeout_s=args.request_timeout, max_spread=args.max_spread)
+    if policy.max_attempts < 1 or min(policy.measure_timeout_s, policy.request_timeout_s, policy.max_spread) <= 0:
+        raise TvmnasError("--max-attempts must be >= 1 and --measure-timeout, --request-timeout and --max-spread "
+                          "above 0")
+    return policy
+
+
 def _profile(args, space, spec, tune_trials: int, label: str):
     """Profile the space's candidates at one level with a progress bar; returns the outcomes."""
     from tqdm import tqdm
@@ -150,6 +180,8 @@ def _profile(args, space, spec, tune_trials: int, label: str):
         raise TvmnasError(f"target {spec.name!r} needs {', '.join(missing)}, which is not installed")
     runner = make_runner(args, spec)
     settings = ProfileSettings(tune_trials=tune_trials, force=getattr(args, "force", False))
+    farm = farm_policy(args) if getattr(runner, "endpoint", None) is not None and runner.endpoint.via_tracker \
+        else None
     candidates = space.candidates()
     with LatencyDB(args.db) as db:
         bar = tqdm(total=len(candidates), desc=f"{label} {settings.level}", unit="cand", file=sys.stderr)
@@ -160,7 +192,7 @@ def _profile(args, space, spec, tune_trials: int, label: str):
 
         try:
             outcomes = profile_candidates(candidates, spec, runner, db, settings,
-                                          tuning_dir(args.db, spec, runner.device_label), step)
+                                          tuning_dir(args.db, spec, runner.device_label), step, farm)
         finally:
             bar.close()
             runner.close()
@@ -307,7 +339,7 @@ def cmd_search(args) -> int:
 
 COMMANDS = {"targets": cmd_targets, "spaces": cmd_spaces, "profile": cmd_profile,
             "bench-kernels": cmd_bench_kernels, "search": cmd_search, "db-export": cmd_db_export,
-            **deploy.COMMANDS}
+            "board": board.cmd_board, **deploy.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

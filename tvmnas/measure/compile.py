@@ -160,7 +160,7 @@ def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, 
     """Fuse, tune (kernels the target's database lacks, timed by `runner`'s device), compile and export a Relax
     module at level `level_name(tune_trials)`. `started` (perf_counter) counts earlier steps, such as the
     import, in compile_s."""
-    from tvmnas.measure.tuning import TuneSettings, open_database, tune_fused
+    from tvmnas.measure.tuning import TuneSettings, budget_database, open_database, tune_fused
 
     start = time.perf_counter() if started is None else started
     target = spec.tvm()
@@ -171,5 +171,6 @@ def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, 
         report = tune_fused(fused, spec, target, database, tune_dir, TuneSettings(tune_trials, seed=seed),
                             lambda: runner.meta_schedule_runner(spec.device, spec.runtime_threads))
         tune_s, tasks_tuned, tasks = report.seconds, report.tasks_tuned, report.tasks_total
+        database = budget_database(tune_dir, tune_trials)  # what tune_trials trials found, not a larger budget
     lib = export_library(compile_fused(fused, target, database), lib_path, spec)
     return BuiltModule(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned, tasks)

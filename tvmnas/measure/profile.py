@@ -16,6 +16,7 @@ import torch
 
 from tvmnas.latency_db import LatencyDB, LatencyRow
 from tvmnas.measure.compile import BuiltModule, build_module, import_torch, level_name
+from tvmnas.measure.farm import Farm, FarmPolicy, Job, JobResult
 from tvmnas.measure.runner.base import Runner, TimingSettings
 from tvmnas.model.blocks import candidate_module
 from tvmnas.space import Candidate
@@ -104,18 +105,29 @@ def faster_of(row: LatencyRow, again) -> LatencyRow:
                    measured_at="")
 
 
+def cached_row(db: LatencyDB, cand: Candidate, spec: TargetSpec, runner: Runner,
+               settings: ProfileSettings) -> LatencyRow | None:
+    """The database's usable row for the candidate at the settings' level (None with `force`)."""
+    if settings.force:
+        return None
+    row = db.get(spec.fingerprint(runner.device_label), tvm_version(), cand.key, cand.shape_text, settings.level)
+    return row if row is not None and row.ok else None
+
+
 def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
                        settings: ProfileSettings, tune_dir: Path,
-                       on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                       on_outcome: Callable[[Outcome], None] | None = None,
+                       farm: FarmPolicy | None = None) -> list[Outcome]:
     """Measure what is missing (all, with `force`), writing each row before the next candidate starts; then time
-    the new libraries again in further passes and keep each candidate's fastest."""
-    fingerprint, version = spec.fingerprint(runner.device_label), tvm_version()
+    the new libraries again in further passes and keep each candidate's fastest. Through a tracker, `farm`
+    spreads the timing over every server under the key (see `profile_on_farm`)."""
+    if farm is not None:
+        return profile_on_farm(candidates, spec, runner, db, settings, tune_dir, farm, on_outcome)
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
         for cand in candidates:
-            cached = None if settings.force else db.get(fingerprint, version, cand.key, cand.shape_text,
-                                                        settings.level)
-            if cached is not None and cached.ok:
+            cached = cached_row(db, cand, spec, runner, settings)
+            if cached is not None:
                 outcome = Outcome(cand, cached, True)
             else:
                 row = measure_candidate(cand, spec, runner, settings, tune_dir, keep_dir=Path(libs))
@@ -135,4 +147,50 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
                 if row is not outcome.row:
                     db.put(row)
                     outcomes[i] = Outcome(cand, row, False)
+    return outcomes
+
+
+def profile_on_farm(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
+                    settings: ProfileSettings, tune_dir: Path, policy: FarmPolicy,
+                    on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Compile here, one candidate after another, while the servers under the runner's tracker key time the
+    libraries already built, each server a candidate at a time. Every row is written as soon as it is known; a
+    server that fails hands its candidate to another (see `tvmnas.measure.farm`), and when none is left the
+    error comes after the rows already measured are written. Each candidate is timed once (`passes` is for a
+    local CPU shared with the compiler); a noisy timing is taken again, and flagged when it stays noisy."""
+    outcomes: list[Outcome | None] = [None] * len(candidates)
+    built_rows: dict[int, LatencyRow] = {}
+
+    def record(i: int, row: LatencyRow, cached: bool = False) -> None:
+        if not cached:
+            db.put(row)
+        outcomes[i] = Outcome(candidates[i], row, cached)
+        if on_outcome:
+            on_outcome(outcomes[i])
+
+    def take(done: JobResult) -> None:
+        res = done.result
+        record(done.job.id, replace(built_rows.pop(done.job.id), median_ms=res.median_ms, stdev_ms=res.stdev_ms,
+                                    repeats=res.repeats, error=res.error, flag=done.flag))
+
+    with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs, Farm(runner.endpoint, policy) as farm:
+        for i, cand in enumerate(candidates):
+            cached = cached_row(db, cand, spec, runner, settings)
+            if cached is not None:
+                record(i, cached, cached=True)
+                continue
+            try:
+                built = build_candidate(cand, spec, settings, tune_dir, runner, Path(libs))
+            except Exception as err:  # one broken candidate must not stop the others
+                record(i, _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0,
+                               f"{type(err).__name__}: {err}".splitlines()[0]))
+                continue
+            built_rows[i] = _row(cand, spec, runner, settings, None, None, 0, built.compile_s, built.tune_s,
+                                 built.tasks_tuned, None)
+            farm.submit(Job(i, built.lib_path, spec.device, cand.input_shape, settings.timing,
+                            spec.runtime_threads))
+            for done in farm.poll():
+                take(done)
+        for done in farm.results():
+            take(done)
     return outcomes

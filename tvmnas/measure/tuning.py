@@ -119,6 +119,34 @@ def repair_database(work_dir: Path) -> int:
     return len(lines) - len(kept)
 
 
+def budget_database(work_dir: Path, trials: int):
+    """An in-memory database with, for each kernel, only the records of its first `trials` tuning trials (in the
+    order they were committed to the JSON database in work_dir). Compiling at level tuned-N with it gives every
+    kernel what N trials found, even after a larger budget added records, so a tuned-N latency stays what a
+    tuned-N module measures."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+
+    work_dir = Path(work_dir)
+    memory = ms.database.MemoryDatabase()
+    if not (work_dir / RECORDS).exists():
+        return memory
+    lines = [line for line in (work_dir / WORKLOADS).read_text().splitlines() if line.strip()]
+    committed: dict[int, object] = {}
+    taken: dict[int, int] = {}
+    for line in (work_dir / RECORDS).read_text().splitlines():
+        if not line.strip():
+            continue
+        index, record = json.loads(line)
+        if taken.get(index, 0) >= trials:
+            continue
+        if index not in committed:
+            committed[index] = memory.commit_workload(Workload.from_json(json.loads(lines[index])).mod)
+        memory.commit_tuning_record(TuningRecord.from_json(record, committed[index]))
+        taken[index] = taken.get(index, 0) + 1
+    return memory
+
+
 def canonical_kernel(database, kernel):
     """The database's own copy of a kernel (same structure, maybe other block names), so that a trace tuned or
     applied on it names the blocks the database knows. A new kernel is added as it is."""

@@ -84,14 +84,17 @@ def time_loaded_module(lib, device, input_shape: tuple[int, ...], timing: Timing
     return MeasureResult(statistics.median(fastest), stdev, sum(len(r) for r in rounds))
 
 
-def run_loaded_module(lib, device, data: np.ndarray) -> np.ndarray:
-    """One call of `main` of a Relax VM module on `device`; the first output, copied back as numpy."""
+def run_loaded_module(lib, device, data: np.ndarray, get_item=None) -> np.ndarray:
+    """One call of `main` of a Relax VM module on `device`; the first output, copied back as numpy.
+    `get_item(tuple, i)` indexes a result tuple (over RPC it is a remote object: the session's ffi.ArrayGetItem)."""
     import tvm
     from tvm import relax
 
     vm = relax.VirtualMachine(lib, device)
     out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(data, dtype=np.float32), device=device))
-    return (out if hasattr(out, "numpy") else out[0]).numpy()  # torch-imported modules return a tuple
+    if not hasattr(out, "numpy"):  # torch-imported modules return a tuple
+        out = get_item(out, 0) if get_item is not None else out[0]
+    return out.numpy()
 
 
 class Runner(ABC):

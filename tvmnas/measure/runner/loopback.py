@@ -48,14 +48,14 @@ def wait_until(check, timeout_s: float = 60.0, what: str = "RPC process") -> Non
     raise TimeoutError(f"{what} did not come up within {timeout_s:g} s")
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     socket.create_connection(("127.0.0.1", port), timeout=1).close()
     return True
 
 
 def start_tracker(port: int) -> subprocess.Popen:
     proc = _start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
-    wait_until(lambda: _port_open(port), what="RPC tracker")
+    wait_until(lambda: port_open(port), what="RPC tracker")
     return proc
 
 
@@ -70,5 +70,5 @@ def start_server(port: int, tracker: RpcEndpoint | None = None, threads: int = 0
         wait_until(lambda: count_servers(tracker) > before, what="RPC server")
     else:
         proc = _start(*args, env=env)
-        wait_until(lambda: _port_open(port), what="RPC server")
+        wait_until(lambda: port_open(port), what="RPC server")
     return proc

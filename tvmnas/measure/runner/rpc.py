@@ -119,13 +119,15 @@ class RpcRunner(Runner):
         remote_name = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
         session.upload(str(lib_path), remote_name)
         try:
-            return run_loaded_module(session.load_module(remote_name), remote_device(session, device_kind), data)
+            return run_loaded_module(session.load_module(remote_name), remote_device(session, device_kind), data,
+                                     session.get_function("ffi.ArrayGetItem"))
         finally:
             session.remove(remote_name)
 
     def meta_schedule_runner(self, device_kind: str, threads: int = 0):
-        """Meta-schedule's RPC runner; it cannot set the board's threads: start the server with
-        TVM_NUM_THREADS set to the target's num-cores (`loopback.start_server` does)."""
+        """Meta-schedule's RPC runner, timing on as many servers at once as the tracker has under the key. It
+        cannot set the board's threads: start the server with TVM_NUM_THREADS set to the target's num-cores
+        (`loopback.start_server` does). A server that fails or times out only fails the trials it held."""
         from tvm.s_tir import meta_schedule as ms
 
         if self._ms_runner is None:
@@ -135,7 +137,8 @@ class RpcRunner(Runner):
             self._ms_runner = ms.runner.RPCRunner(
                 rpc_config=config,
                 evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
-                f_create_session=None if self.endpoint.via_tracker else direct_session)
+                f_create_session=None if self.endpoint.via_tracker else direct_session,
+                max_workers=max(1, count_servers(self.endpoint)) if self.endpoint.via_tracker else 1)
         return self._ms_runner
 
     def close(self) -> None:

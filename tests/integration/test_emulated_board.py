@@ -1,0 +1,94 @@
+"""Integration tier: two emulated aarch64 boards under a tracker (the root filesystem is created on the first
+run and cached). Profiling survives a board killed in the middle, an ARM bundle exported through the tracker
+runs on a board with the cross-built native runner, and `board down` leaves nothing running.
+
+Skipped, with the reason, only where this machine cannot emulate aarch64 (no root, no binfmt_misc)."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tvmnas.errors import TvmnasError
+from tvmnas.latency_db import LatencyDB
+from tvmnas.measure.farm import FarmPolicy
+from tvmnas.measure.profile import ProfileSettings, profile_candidates, tuning_dir
+from tvmnas.measure.runner import TimingSettings
+from tvmnas.measure.runner.rpc import RpcRunner
+from tvmnas.targets import load_target
+from tests.deploy.conftest import REPO, save_tiny_network
+
+pytestmark = pytest.mark.integration
+FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=5)
+
+
+@pytest.fixture(scope="module")
+def boards(tmp_path_factory):
+    from tvmnas.board import farm, rootfs
+
+    try:
+        rootfs.check_tools()
+    except TvmnasError as err:
+        pytest.skip(f"no aarch64 emulation here: {err}")
+    root = rootfs.create_rootfs(log=lambda s: print(s, flush=True))
+    state_file = tmp_path_factory.mktemp("farm") / "farm.json"
+    state = farm.up(root, farm.FarmSettings(count=2, key=f"tvmnas-it-{os.getpid()}"), state_file)
+    try:
+        yield root, state, state_file
+    finally:
+        farm.down(root, state_file)
+        assert not any(farm.is_ours(pid, "rpc_server") for pid in state.server_pids)
+
+
+def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_path):
+    from tvmnas.board.farm import stop_process
+
+    _root, state, _ = boards
+    arm = load_target("arm-aarch64")
+    runner = RpcRunner(state.endpoint())
+    cands = tiny_space.candidates()[:4]
+    seen = []
+
+    def kill_one_after_first(outcome):
+        seen.append(outcome)
+        if len(seen) == 1:
+            assert stop_process(state.server_pids[1], "rpc_server")
+
+    db_path = tmp_path / "lat.db"
+    policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300, max_spread=10.0)
+    with LatencyDB(db_path) as db:
+        out = profile_candidates(cands, arm, runner, db, ProfileSettings(timing=FAST),
+                                 tuning_dir(db_path, arm, runner.device_label), kill_one_after_first, policy)
+    assert all(o.row.ok for o in out), [o.row.error for o in out]
+    with LatencyDB(db_path) as db:
+        assert len([r for r in db.rows() if r.ok]) == len(cands)
+
+
+@pytest.fixture(scope="module")
+def arm_runner():
+    subprocess.run(["make", "-C", str(REPO), "runner-aarch64"], check=True, capture_output=True)
+    return REPO / "build" / "native-aarch64" / "tvmnas-run"
+
+
+def test_arm_bundle_exported_through_the_tracker_runs_on_a_board(boards, arm_runner, tmp_path):
+    from tvmnas.cli import main
+
+    root, state, _ = boards
+    network = save_tiny_network(tmp_path / "network.pt", ("mb_k3_e2", "mb_k3_e1"), {"test_acc": 0.5})
+    host, port = state.tracker
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--network", str(network), "--target", "arm-aarch64", "--tracker", f"{host}:{port}",
+                 "--key", state.key, "--tune-trials", "0", "--db", str(tmp_path / "lat.db"),
+                 "--out", str(bundle)]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["latency"]["measured_ms"] > 0 and manifest["checks"]["tvm_max_abs_diff"] < 1e-3
+    assert "aarch64" in subprocess.run(["file", str(bundle / "model.so")], capture_output=True, text=True).stdout
+
+    from tvmnas.board.farm import run_native
+
+    proc = run_native(root, arm_runner, bundle, bundle / "sample_input.npy", ["--json", "--repeat", "3"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["top_class"] == manifest["expected_output"]["top_class"]

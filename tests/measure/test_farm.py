@@ -1,0 +1,118 @@
+"""The farm's scheduling, retries and fault handling, with fake servers (no TVM, no sockets)."""
+
+import threading
+import time
+
+import pytest
+
+from tvmnas.errors import TvmnasError
+from tvmnas.measure.farm import Farm, FarmPolicy, Job
+from tvmnas.measure.runner.base import MeasureResult, TimingSettings
+from tvmnas.measure.runner.rpc import RpcEndpoint
+
+ENDPOINT = RpcEndpoint("127.0.0.1", 9, "board")
+
+
+class FakeTracker:
+    """Hands out servers by name; `behaviour[name]` is 'ok', 'dies-after-N', 'hangs', 'noisy', 'noisy-once'."""
+
+    def __init__(self, behaviour: dict[str, str]) -> None:
+        self.behaviour = dict(behaviour)
+        self.free = list(behaviour)
+        self.dead: set[str] = set()
+        self.done: dict[str, int] = {name: 0 for name in behaviour}
+        self.lock = threading.Lock()
+
+    def connect(self, _endpoint):
+        while True:  # like a tracker request: waits until a live server is free
+            with self.lock:
+                live = [s for s in self.free if s not in self.dead]
+                if live:
+                    self.free.remove(live[0])
+                    return live[0]
+            time.sleep(0.01)
+
+    def measure(self, server: str, job: Job) -> MeasureResult:
+        kind = self.behaviour[server]
+        with self.lock:
+            self.done[server] += 1
+            count = self.done[server]
+        if kind.startswith("dies-after-") and count > int(kind.rsplit("-", 1)[1]):
+            self.dead.add(server)
+            raise ConnectionError(f"{server} closed the connection")
+        if kind == "hangs":
+            time.sleep(5)
+        time.sleep(0.02)  # a measurement takes a while, so every server gets work
+        if kind == "noisy" or (kind == "noisy-once" and count == 1):
+            return MeasureResult(1.0, 0.5, 10)
+        return MeasureResult(1.0 + job.id / 100, 0.01, 10)
+
+
+def jobs(n: int) -> list[Job]:
+    return [Job(i, f"/tmp/lib{i}.so", "cpu", (1, 3, 8, 8), TimingSettings()) for i in range(n)]
+
+
+def run(tracker: FakeTracker, n: int, **policy) -> tuple[list, Farm]:
+    policy = {"workers": len(tracker.behaviour), "request_timeout_s": 0.5, "measure_timeout_s": 2.0, **policy}
+    with Farm(ENDPOINT, FarmPolicy(**policy), connect=tracker.connect, measure=tracker.measure) as farm:
+        for job in jobs(n):
+            farm.submit(job)
+        return list(farm.results()), farm
+
+
+def test_jobs_spread_over_every_server():
+    tracker = FakeTracker({"a": "ok", "b": "ok"})
+    results, _ = run(tracker, 12)
+    assert sorted(r.job.id for r in results) == list(range(12))
+    assert all(r.result.median_ms == pytest.approx(1.0 + r.job.id / 100) for r in results)
+    assert tracker.done["a"] > 0 and tracker.done["b"] > 0
+
+
+def test_a_server_that_dies_hands_its_job_to_another():
+    tracker = FakeTracker({"a": "ok", "b": "dies-after-2"})
+    results, farm = run(tracker, 10)
+    assert sorted(r.job.id for r in results) == list(range(10))
+    assert all(r.result.error is None for r in results)
+    assert any("closed the connection" in f for f in farm.failures)
+
+
+def test_a_hung_server_times_out_and_another_measures():
+    tracker = FakeTracker({"a": "ok", "b": "hangs"})
+    start = time.monotonic()
+    results, farm = run(tracker, 4, measure_timeout_s=0.3)
+    assert sorted(r.job.id for r in results) == list(range(4))
+    assert all(r.result.error is None for r in results)
+    assert any("no answer within 0.3 s" in f for f in farm.failures)
+    assert time.monotonic() - start < 4  # the hung call was abandoned, not waited for
+
+
+def test_no_server_left_stops_with_one_line_after_handing_out_what_is_done():
+    tracker = FakeTracker({"a": "dies-after-2"})
+    got = []
+    with pytest.raises(TvmnasError, match=r"no RPC server left under key 'board'.*3 measurement\(s\) not done"):
+        with Farm(ENDPOINT, FarmPolicy(workers=1, request_timeout_s=0.3), connect=tracker.connect,
+                  measure=tracker.measure) as farm:
+            for job in jobs(5):
+                farm.submit(job)
+            got.extend(farm.results())
+    assert sorted(r.job.id for r in got) == [0, 1]
+
+
+def test_a_job_that_fails_everywhere_ends_as_an_error_after_the_allowed_tries():
+    tracker = FakeTracker({"a": "ok"})
+
+    def broken(server, job):
+        raise RuntimeError("the module does not load")
+
+    with Farm(ENDPOINT, FarmPolicy(workers=1, max_attempts=2), connect=tracker.connect, measure=broken) as farm:
+        farm.submit(jobs(1)[0])
+        tracker.free = ["a"] * 5  # each retry asks the tracker again
+        (result,) = list(farm.results())
+    assert result.result.error == "RuntimeError: the module does not load (after 2 tries)"
+
+
+def test_noisy_results_are_measured_again_and_flagged_when_still_noisy():
+    results, _ = run(FakeTracker({"a": "noisy"}), 2)
+    assert all(r.flag and r.flag.startswith("noisy") and r.result.repeats == 20 for r in results)
+    results, _ = run(FakeTracker({"a": "noisy-once"}), 1)
+    assert results[0].flag is None and results[0].result.stdev_ms == 0.01 and results[0].result.repeats == 20

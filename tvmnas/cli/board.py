@@ -1,0 +1,125 @@
+"""`tvmnas board up | status | down | run`: emulated aarch64 boards behind a TVM RPC tracker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tvmnas.errors import TvmnasError
+
+
+def add_parsers(verbs) -> None:
+    from tvmnas.board.farm import FarmSettings
+    from tvmnas.board.rootfs import default_rootfs
+
+    d = FarmSettings()
+    board = verbs.add_parser("board", help="emulated aarch64 boards (RPC servers under a tracker)")
+    actions = board.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def rootfs_arg(p) -> None:
+        p.add_argument("--rootfs", type=Path, default=default_rootfs(),
+                       help=f"the boards' arm64 root filesystem, created when missing (default {default_rootfs()})")
+
+    p = actions.add_parser("up", help="create the root filesystem (once), start a tracker and N RPC servers")
+    p.add_argument("--emulated", choices=["aarch64"], required=True, help="the emulated architecture")
+    p.add_argument("--count", type=int, default=d.count, help=f"servers to start (default {d.count})")
+    p.add_argument("--tracker", metavar="HOST:PORT", help="register with this tracker instead of starting one")
+    p.add_argument("--key", default=d.key, help=f"key the servers register under (default {d.key})")
+    p.add_argument("--host", default=d.host,
+                   help=f"address the tracker and servers listen on (default {d.host}: this machine only)")
+    p.add_argument("--threads", type=int,
+                   help="TVM_NUM_THREADS of each server, what meta-schedule's tuning trials run with (default: the "
+                        "arm-aarch64 target's num-cores, which profile timings use too)")
+    p.add_argument("--mirror", help="Debian mirror for creating the root filesystem (default mmdebstrap's)")
+    rootfs_arg(p)
+    p = actions.add_parser("status", help="what the tracker sees, and which started processes still run")
+    rootfs_arg(p)
+    p = actions.add_parser("down", help="stop every server and the tracker that `board up` started")
+    rootfs_arg(p)
+    p = actions.add_parser("run", help="run a bundle with the aarch64 native runner on an emulated board")
+    p.add_argument("bundle", type=Path, help="bundle folder (tvmnas export --target arm-aarch64)")
+    p.add_argument("--input", type=Path, help="input .npy (default the bundle's sample_input.npy)")
+    p.add_argument("--runner", type=Path, default=Path("build/native-aarch64/tvmnas-run"),
+                   help="the cross-built runner (make runner-aarch64; default build/native-aarch64/tvmnas-run)")
+    p.add_argument("--json", action="store_true", help="the runner's JSON output")
+    rootfs_arg(p)
+
+
+def cmd_board(args) -> int:
+    return {"up": _up, "status": _status, "down": _down, "run": _run}[args.action](args)
+
+
+def _up(args) -> int:
+    from tvmnas.board.farm import FarmSettings, up
+    from tvmnas.board.rootfs import RootfsSettings, create_rootfs, ensure_emulation, is_ready
+    from tvmnas.measure.runner.rpc import parse_host_port
+
+    from tvmnas.targets import load_target
+
+    tracker = parse_host_port(args.tracker, "--tracker") if args.tracker else None
+    threads = args.threads if args.threads is not None else load_target("arm-aarch64").runtime_threads
+    if threads < 1:
+        raise TvmnasError(f"--threads must be >= 1, not {threads}")
+    if not is_ready(args.rootfs):
+        print(f"creating the arm64 root filesystem at {args.rootfs} (once; several minutes)")
+    rootfs = create_rootfs(args.rootfs, RootfsSettings(mirror=args.mirror), log=lambda s: print(f"  {s}"))
+    ensure_emulation()
+    state = up(rootfs, FarmSettings(count=args.count, key=args.key, tracker=tracker, host=args.host,
+                                    threads=threads))
+    host, port = state.tracker
+    print(f"{len(state.server_pids)} emulated aarch64 server(s) under key {state.key!r} at tracker {host}:{port}"
+          + ("" if state.tracker_pid is None else " (started here)"))
+    print(f"profile through them:  tvmnas profile --space fashion-mnist --target arm-aarch64 "
+          f"--tracker {host}:{port} --key {state.key}")
+    print("stop them:             tvmnas board down")
+    return 0
+
+
+def _status(args) -> int:
+    from tvmnas.board.farm import is_ours, load_state, state_path, tracker_summary
+
+    state = load_state(state_path(args.rootfs))
+    if state is None:
+        print("no farm is up (tvmnas board up --emulated aarch64)")
+        return 0
+    host, port = state.tracker
+    running = sum(is_ours(pid, "rpc_server") for pid in state.server_pids)
+    print(f"tracker {host}:{port}" + ("" if state.tracker_pid is None else
+                                      f" (started here, {'running' if is_ours(state.tracker_pid, 'rpc_tracker') else 'gone'})"))
+    print(f"servers started here: {running} of {len(state.server_pids)} running, key {state.key!r}")
+    try:
+        keys = tracker_summary(state.endpoint())
+    except Exception as err:  # noqa: BLE001 - the tracker is gone: say so in one line
+        raise TvmnasError(f"cannot reach the tracker at {host}:{port}: {err}".splitlines()[0]) from None
+    for key, (total, free) in sorted(keys.items()) or [("(none)", (0, 0))]:
+        print(f"  key {key}: {total} registered, {free} free")
+    return 0
+
+
+def _down(args) -> int:
+    from tvmnas.board.farm import down
+
+    servers, tracker = down(args.rootfs)
+    print(f"stopped {servers} server(s)" + (" and the tracker" if tracker else ""))
+    return 0
+
+
+def _run(args) -> int:
+    import sys
+
+    from tvmnas.board.farm import run_native
+    from tvmnas.board.rootfs import ensure_emulation, is_ready
+
+    if not is_ready(args.rootfs):
+        raise TvmnasError(f"no board root filesystem at {args.rootfs}: run `tvmnas board up --emulated aarch64`")
+    if not args.runner.is_file():
+        raise TvmnasError(f"no aarch64 runner at {args.runner}: run `make runner-aarch64`")
+    if not (args.bundle / "manifest.json").is_file():
+        raise TvmnasError(f"{args.bundle} is not a bundle (no manifest.json)")
+    data = args.input or args.bundle / "sample_input.npy"
+    if not data.is_file():
+        raise TvmnasError(f"no input file {data}")
+    ensure_emulation()
+    proc = run_native(args.rootfs, args.runner, args.bundle, data, ["--json"] if args.json else [])
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return proc.returncode

@@ -1,0 +1,219 @@
+"""Measure on every server registered under a tracker key at once, surviving servers that die or hang.
+
+One worker thread per server holds a session from the tracker and takes jobs (compiled libraries to time) from a
+shared queue. A job whose session fails or does not answer within `measure_timeout_s` goes back to the queue
+for another server (at most `max_attempts` tries); the worker drops that session and asks the tracker for another
+one before it takes a job again, and stops when none comes within `request_timeout_s`. When every worker has stopped with jobs left, `results`
+raises, after handing out every result already done. A result whose samples disagree by more than `max_spread`
+(stdev / median) is measured once more and flagged when it still does.
+
+The steps (`connect`, `measure_on_session`) are plain functions so tests and other transports can replace them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from tvmnas.errors import TvmnasError
+from tvmnas.measure.runner.base import MeasureResult, TimingSettings, set_remote_threads, time_loaded_module
+from tvmnas.measure.runner.rpc import RpcEndpoint, connect_session, count_servers, remote_device
+
+
+@dataclass(frozen=True)
+class FarmPolicy:
+    workers: int = 0  # sessions held at once; 0 = one per server registered under the key
+    max_attempts: int = 3  # tries of one job, each after a failure on some server
+    measure_timeout_s: float = 600.0  # one job (upload, load, warm-up, timing); longer = the server hangs
+    request_timeout_s: float = 60.0  # waiting for the tracker to hand out a server
+    max_spread: float = 0.25  # stdev / median of the kept samples above which a result is measured again
+
+
+@dataclass(frozen=True)
+class Job:
+    id: object  # the caller's name for it
+    lib_path: Path
+    device_kind: str
+    input_shape: tuple[int, ...]
+    timing: TimingSettings
+    threads: int = 0
+    attempts: int = 0  # failed tries so far
+    first_try: MeasureResult | None = None  # set when a noisy result is being measured again
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: Job
+    result: MeasureResult
+    worker: str  # the worker (one session at a time) that produced it; "" for a job that failed everywhere
+    flag: str | None = None
+
+
+def measure_on_session(session, job: Job) -> MeasureResult:
+    """Upload the library, time it on the session's device and remove it (raises on any failure)."""
+    remote_name = f"tvmnas-{threading.get_ident()}-{Path(job.lib_path).name}"
+    set_remote_threads(session, job.threads)
+    session.upload(str(job.lib_path), remote_name)
+    result = time_loaded_module(session.load_module(remote_name), remote_device(session, job.device_kind),
+                                job.input_shape, job.timing)
+    session.remove(remote_name)
+    return result
+
+
+def call_with_timeout(fn: Callable, timeout_s: float):
+    """fn() in a daemon thread; TimeoutError when it has not returned in time (the thread is abandoned: a call
+    blocked on a hung server's socket cannot be interrupted)."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            box["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def spread(result: MeasureResult) -> float:
+    return (result.stdev_ms or 0.0) / result.median_ms if result.median_ms else 0.0
+
+
+class Farm:
+    """Submit jobs, then iterate `results()`; use as a context manager (workers stop on exit)."""
+
+    def __init__(self, endpoint: RpcEndpoint, policy: FarmPolicy = FarmPolicy(), connect=connect_session,
+                 measure=measure_on_session) -> None:
+        if not endpoint.via_tracker:
+            raise TvmnasError("a farm is reached through a tracker: give --tracker HOST:PORT and --key")
+        self.endpoint, self.policy = endpoint, policy
+        self._connect, self._measure = connect, measure
+        self._jobs: queue.Queue[Job] = queue.Queue()
+        self._done: queue.Queue[JobResult | None] = queue.Queue()  # None: a worker stopped
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._closing = False
+        self.workers = policy.workers or max(1, count_servers(endpoint))
+        self._alive = self.workers
+        self.failures: list[str] = []  # why sessions were dropped ("worker: error")
+        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"farm-{i}")
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def __enter__(self) -> Farm:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._closing = True
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._outstanding += 1
+        self._jobs.put(job)
+
+    def _finish(self, result: JobResult) -> None:
+        self._done.put(result)  # before the count drops, so a caller who sees 0 finds every result queued
+        with self._lock:
+            self._outstanding -= 1
+
+    def _retry_or_fail(self, job: Job, error: str) -> None:
+        job = replace(job, attempts=job.attempts + 1)
+        if job.attempts >= self.policy.max_attempts:
+            self._finish(JobResult(job, MeasureResult.failed(f"{error} (after {job.attempts} tries)"), ""))
+        else:
+            self._jobs.put(job)
+
+    def _next_job(self) -> Job | None:
+        while True:
+            try:
+                return self._jobs.get(timeout=0.2)
+            except queue.Empty:
+                with self._lock:
+                    if self._closing:
+                        return None
+
+    def _work(self) -> None:
+        """Get a server first, then a job: a worker that no server answers never holds a job back."""
+        name, session = threading.current_thread().name, None
+        try:
+            while True:
+                if session is None:
+                    try:
+                        session = call_with_timeout(lambda: self._connect(self.endpoint),
+                                                    self.policy.request_timeout_s)
+                    except Exception as err:  # noqa: BLE001 - no server for this worker: it stops
+                        self.failures.append(f"{name}: tracker gave no server: {type(err).__name__}: {err}")
+                        return
+                job = self._next_job()
+                if job is None:
+                    return
+                try:
+                    result = call_with_timeout(lambda: self._measure(session, job), self.policy.measure_timeout_s)
+                except Exception as err:  # noqa: BLE001 - the server died, hung or failed: another one tries
+                    text = f"{type(err).__name__}: {err}".splitlines()[0]
+                    self.failures.append(f"{name}: {text}")
+                    session = None
+                    self._retry_or_fail(job, text)
+                    continue
+                self._accept(job, result, name)
+        finally:
+            with self._lock:
+                self._alive -= 1
+            self._done.put(None)
+
+    def _accept(self, job: Job, result: MeasureResult, worker: str) -> None:
+        first = job.first_try
+        if first is None and spread(result) > self.policy.max_spread:
+            self._jobs.put(replace(job, first_try=result))  # measure once more, maybe on another server
+            return
+        flag = None
+        if first is not None:  # keep the quieter try; flag when both were noisy
+            kept = min((first, result), key=spread)
+            if spread(kept) > self.policy.max_spread:
+                flag = (f"noisy: samples spread {spread(first):.0%} and {spread(result):.0%} of the median "
+                        f"in two tries, over {self.policy.max_spread:.0%}")
+            result = replace(kept, repeats=first.repeats + result.repeats)
+        self._finish(JobResult(job, result, worker, flag))
+
+    def poll(self) -> list[JobResult]:
+        """Results that are done now (does not wait)."""
+        out = []
+        while True:
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                return out
+            if item is not None:
+                out.append(item)
+
+    def results(self) -> Iterator[JobResult]:
+        """Wait for every submitted job; raises TvmnasError when no server is left for the jobs that remain
+        (after handing out every result that is done)."""
+        while True:
+            try:
+                item = self._done.get(timeout=0.2)
+            except queue.Empty:
+                with self._lock:
+                    left, alive = self._outstanding, self._alive
+                if left == 0 or alive == 0:
+                    break
+                continue
+            if item is not None:
+                yield item
+        yield from self.poll()
+        if left:
+            last = self.failures[-1] if self.failures else "none registered"
+            raise TvmnasError(f"no RPC server left under key {self.endpoint.key!r} at tracker "
+                              f"{self.endpoint.host}:{self.endpoint.port}; {left} measurement(s) not done "
+                              f"(last failure: {last})")
