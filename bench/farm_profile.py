@@ -88,7 +88,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     lines = [f"# Farm profile: `{args.space}` on emulated aarch64 boards ({args.tune_trials} tuning trials)", "",
-             "| boards | fault | wall (s) | vs 1 board | compile + tune here (s) | rows ok / written | flagged | exit |",
+             "| boards | fault | wall (s) | vs 1 board | compile + tune here (s) | rows ok / written | flagged "
+             "| exit |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         fault = f"one board killed at {r['killed_board_after_s']:g} s" if r["killed_board_after_s"] else "-"

@@ -7,7 +7,6 @@ Skipped, with the reason, only where this machine cannot emulate aarch64 (no roo
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -13,6 +13,17 @@ from tvmnas.measure.runner.rpc import RpcEndpoint
 ENDPOINT = RpcEndpoint("127.0.0.1", 9, "board")
 
 
+class FakeSession:
+    """Gives its server back to the tracker when dropped, as a closed RPC session does."""
+
+    def __init__(self, server: str, tracker) -> None:
+        self.server, self.tracker = server, tracker
+
+    def __del__(self) -> None:
+        with self.tracker.lock:
+            self.tracker.free.append(self.server)
+
+
 class FakeTracker:
     """Hands out servers by name; `behaviour[name]` is 'ok', 'dies-after-N', 'hangs', 'noisy', 'noisy-once'."""
 
@@ -29,10 +40,11 @@ class FakeTracker:
                 live = [s for s in self.free if s not in self.dead]
                 if live:
                     self.free.remove(live[0])
-                    return live[0]
+                    return FakeSession(live[0], self)
             time.sleep(0.01)
 
-    def measure(self, server: str, job: Job) -> MeasureResult:
+    def measure(self, session: FakeSession, job: Job) -> MeasureResult:
+        server = session.server
         kind = self.behaviour[server]
         with self.lock:
             self.done[server] += 1
@@ -106,7 +118,6 @@ def test_a_job_that_fails_everywhere_ends_as_an_error_after_the_allowed_tries():
 
     with Farm(ENDPOINT, FarmPolicy(workers=1, max_attempts=2), connect=tracker.connect, measure=broken) as farm:
         farm.submit(jobs(1)[0])
-        tracker.free = ["a"] * 5  # each retry asks the tracker again
         (result,) = list(farm.results())
     assert result.result.error == "RuntimeError: the module does not load (after 2 tries)"
 

@@ -95,3 +95,17 @@ def test_a_hung_server_is_given_up_and_another_measures(two_servers, tiny_space,
     finally:
         os.killpg(servers[1].pid, signal.SIGCONT)
     assert all(o.row.ok for o in out), [o.row.error for o in out]
+
+
+def test_tuning_and_timing_share_the_servers(two_servers, tiny_space, tmp_path):
+    """Meta-schedule's runner asks the same tracker for servers while the farm times: neither may starve."""
+    tracker, _ = two_servers
+    cpu = load_target("x86-cpu")
+    runner = RpcRunner(tracker)
+    db_path = tmp_path / "lat.db"
+    with LatencyDB(db_path) as db:
+        out = profile_candidates(tiny_space.candidates()[:3], cpu, runner, db,
+                                 ProfileSettings(tune_trials=2, timing=FAST),
+                                 tuning_dir(db_path, cpu, runner.device_label), None, POLICY)
+    assert all(o.row.ok and o.row.level == "tuned-2" for o in out), [o.row.error for o in out]
+    assert sum(o.row.tasks_tuned for o in out) >= 3

@@ -99,8 +99,8 @@ def download_wheels(dest: Path, settings: RootfsSettings, log: Callable[[str], N
     platforms = [arg for tag in ("manylinux_2_28", "manylinux_2_27", "manylinux_2_24", "manylinux_2_17",
                                  "manylinux2014") for arg in ("--platform", f"{tag}_aarch64")]
     _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-          "--implementation", "cp", "--python-version", settings.python_tag, "--abi", abi, "--abi", "abi3", "--abi", "none",
-          *platforms, "--platform", "any", "-d", str(dest), *wanted],
+          "--implementation", "cp", "--python-version", settings.python_tag,
+          "--abi", abi, "--abi", "abi3", "--abi", "none", *platforms, "--platform", "any", "-d", str(dest), *wanted],
          f"download {', '.join(wanted)} for aarch64", log)
     return sorted(dest.glob("*.whl"))
 

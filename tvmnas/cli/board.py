@@ -57,8 +57,8 @@ def _up(args) -> int:
 
     tracker = parse_host_port(args.tracker, "--tracker") if args.tracker else None
     threads = args.threads if args.threads is not None else load_target("arm-aarch64").runtime_threads
-    if threads < 1:
-        raise TvmnasError(f"--threads must be >= 1, not {threads}")
+    if threads < 1 or args.count < 1:
+        raise TvmnasError(f"--count and --threads must be >= 1, not {args.count} and {threads}")
     if not is_ready(args.rootfs):
         print(f"creating the arm64 root filesystem at {args.rootfs} (once; several minutes)")
     rootfs = create_rootfs(args.rootfs, RootfsSettings(mirror=args.mirror), log=lambda s: print(f"  {s}"))
@@ -83,8 +83,11 @@ def _status(args) -> int:
         return 0
     host, port = state.tracker
     running = sum(is_ours(pid, "rpc_server") for pid in state.server_pids)
-    print(f"tracker {host}:{port}" + ("" if state.tracker_pid is None else
-                                      f" (started here, {'running' if is_ours(state.tracker_pid, 'rpc_tracker') else 'gone'})"))
+    if state.tracker_pid is None:
+        print(f"tracker {host}:{port}")
+    else:
+        print(f"tracker {host}:{port} (started here, "
+              f"{'running' if is_ours(state.tracker_pid, 'rpc_tracker') else 'gone'})")
     print(f"servers started here: {running} of {len(state.server_pids)} running, key {state.key!r}")
     try:
         keys = tracker_summary(state.endpoint())

@@ -1,11 +1,11 @@
 """Measure on every server registered under a tracker key at once, surviving servers that die or hang.
 
-One worker thread per server holds a session from the tracker and takes jobs (compiled libraries to time) from a
-shared queue. A job whose session fails or does not answer within `measure_timeout_s` goes back to the queue
-for another server (at most `max_attempts` tries); the worker drops that session and asks the tracker for another
-one before it takes a job again, and stops when none comes within `request_timeout_s`. When every worker has stopped with jobs left, `results`
-raises, after handing out every result already done. A result whose samples disagree by more than `max_spread`
-(stdev / median) is measured once more and flagged when it still does.
+One worker thread per server takes jobs (compiled libraries to time) from a shared queue. A job whose session
+fails or does not answer within `measure_timeout_s` goes back to the queue for another server (at most
+`max_attempts` tries). A worker holds a session for one job at a time (tuning asks the same tracker for servers in
+between), and stops when the tracker gives it none within `request_timeout_s`. When every worker has stopped with
+jobs left, `results` raises, after handing out every result already done. A result whose samples disagree by
+more than `max_spread` (stdev / median) is measured once more and flagged when it still does.
 
 The steps (`connect`, `measure_on_session`) are plain functions so tests and other transports can replace them.
 """
@@ -28,7 +28,7 @@ class FarmPolicy:
     workers: int = 0  # sessions held at once; 0 = one per server registered under the key
     max_attempts: int = 3  # tries of one job, each after a failure on some server
     measure_timeout_s: float = 600.0  # one job (upload, load, warm-up, timing); longer = the server hangs
-    request_timeout_s: float = 60.0  # waiting for the tracker to hand out a server
+    request_timeout_s: float = 120.0  # waiting for the tracker to hand out a server (others may hold them a job long)
     max_spread: float = 0.25  # stdev / median of the kept samples above which a result is measured again
 
 
@@ -63,14 +63,14 @@ def measure_on_session(session, job: Job) -> MeasureResult:
     return result
 
 
-def call_with_timeout(fn: Callable, timeout_s: float):
-    """fn() in a daemon thread; TimeoutError when it has not returned in time (the thread is abandoned: a call
-    blocked on a hung server's socket cannot be interrupted)."""
+def call_with_timeout(fn: Callable, timeout_s: float, *args):
+    """fn(*args) in a daemon thread; TimeoutError when it has not returned in time (the thread is abandoned: a
+    call blocked on a hung server's socket cannot be interrupted)."""
     box: dict = {}
 
     def target():
         try:
-            box["value"] = fn()
+            box["value"] = fn(*args)
         except BaseException as err:  # noqa: BLE001 - handed to the caller
             box["error"] = err
 
@@ -80,7 +80,7 @@ def call_with_timeout(fn: Callable, timeout_s: float):
     if thread.is_alive():
         raise TimeoutError(f"no answer within {timeout_s:g} s")
     if "error" in box:
-        raise box["error"]
+        raise box.pop("error")  # popped: the box must not keep the error's frames (and the session) alive
     return box["value"]
 
 
@@ -144,28 +144,29 @@ class Farm:
                         return None
 
     def _work(self) -> None:
-        """Get a server first, then a job: a worker that no server answers never holds a job back."""
-        name, session = threading.current_thread().name, None
+        """Take a job, get a server from the tracker for it, give the server back after it. Holding no server
+        between jobs lets meta-schedule's tuning runner, which asks the same tracker, have its turn."""
+        name = threading.current_thread().name
         try:
             while True:
-                if session is None:
-                    try:
-                        session = call_with_timeout(lambda: self._connect(self.endpoint),
-                                                    self.policy.request_timeout_s)
-                    except Exception as err:  # noqa: BLE001 - no server for this worker: it stops
-                        self.failures.append(f"{name}: tracker gave no server: {type(err).__name__}: {err}")
-                        return
                 job = self._next_job()
                 if job is None:
                     return
                 try:
-                    result = call_with_timeout(lambda: self._measure(session, job), self.policy.measure_timeout_s)
+                    session = call_with_timeout(self._connect, self.policy.request_timeout_s, self.endpoint)
+                except Exception as err:  # noqa: BLE001 - no server for this worker: it stops, the job stays
+                    self._jobs.put(job)
+                    self.failures.append(f"{name}: tracker gave no server: {type(err).__name__}: {err}")
+                    return
+                try:
+                    result = call_with_timeout(self._measure, self.policy.measure_timeout_s, session, job)
                 except Exception as err:  # noqa: BLE001 - the server died, hung or failed: another one tries
                     text = f"{type(err).__name__}: {err}".splitlines()[0]
                     self.failures.append(f"{name}: {text}")
-                    session = None
                     self._retry_or_fail(job, text)
                     continue
+                finally:
+                    del session  # closes the session (a hung one stays with its abandoned thread)
                 self._accept(job, result, name)
         finally:
             with self._lock:
