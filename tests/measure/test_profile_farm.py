@@ -109,3 +109,25 @@ def test_tuning_and_timing_share_the_servers(two_servers, tiny_space, tmp_path):
                                  tuning_dir(db_path, cpu, runner.device_label), None, POLICY)
     assert all(o.row.ok and o.row.level == "tuned-2" for o in out), [o.row.error for o in out]
     assert sum(o.row.tasks_tuned for o in out) >= 3
+
+
+def test_tuning_and_timing_get_past_a_hung_server(two_servers, tiny_space, tmp_path):
+    """A server that is registered but frozen: the trials and timings sent to it time out, the other server
+    does the work, and every row is written."""
+    import os
+    import signal
+
+    tracker, servers = two_servers
+    os.killpg(servers[1].pid, signal.SIGSTOP)
+    cpu = load_target("x86-cpu")
+    runner = RpcRunner(tracker)
+    db_path = tmp_path / "lat.db"
+    policy = FarmPolicy(request_timeout_s=60, measure_timeout_s=8, max_spread=10.0)
+    try:
+        with LatencyDB(db_path) as db:
+            out = profile_candidates(tiny_space.candidates()[:2], cpu, runner, db,
+                                     ProfileSettings(tune_trials=2, timing=FAST),
+                                     tuning_dir(db_path, cpu, runner.device_label), None, policy)
+    finally:
+        os.killpg(servers[1].pid, signal.SIGCONT)
+    assert all(o.row.ok for o in out), [o.row.error for o in out]

@@ -127,18 +127,23 @@ class RpcRunner(Runner):
     def meta_schedule_runner(self, device_kind: str, threads: int = 0):
         """Meta-schedule's RPC runner, timing on as many servers at once as the tracker has under the key. It
         cannot set the board's threads: start the server with TVM_NUM_THREADS set to the target's num-cores
-        (`loopback.start_server` does). A server that fails or times out only fails the trials it held."""
+        (`loopback.start_server` and `tvmnas board up` do). A trial whose server fails or does not answer within
+        the session timeout fails alone; the others go on."""
         from tvm.s_tir import meta_schedule as ms
+        from tvm.support.popen_pool import PopenPoolExecutor
 
         if self._ms_runner is None:
+            workers = max(1, count_servers(self.endpoint)) if self.endpoint.via_tracker else 1
             config = ms.runner.RPCConfig(tracker_host=self.endpoint.host, tracker_port=self.endpoint.port,
                                          tracker_key=self.endpoint.key or "direct",
                                          session_timeout_sec=int(max(self.endpoint.timeout_s, 30)))
-            self._ms_runner = ms.runner.RPCRunner(
+            runner = ms.runner.RPCRunner(
                 rpc_config=config,
                 evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
-                f_create_session=None if self.endpoint.via_tracker else direct_session,
-                max_workers=max(1, count_servers(self.endpoint)) if self.endpoint.via_tracker else 1)
+                f_create_session=None if self.endpoint.via_tracker else direct_session, max_workers=workers)
+            # its own pool has no deadline and waits forever on a server that stops answering
+            runner.pool = PopenPoolExecutor(max_workers=workers, timeout=config.session_timeout_sec)
+            self._ms_runner = runner
         return self._ms_runner
 
     def close(self) -> None:
