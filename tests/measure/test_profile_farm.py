@@ -37,16 +37,22 @@ def profile(tiny_space, endpoint, db_path, on_outcome=None):
                                   tuning_dir(db_path, cpu, runner.device_label), on_outcome, POLICY)
 
 
-def test_a_server_killed_mid_run_loses_no_row(two_servers, tiny_space, tmp_path):
-    tracker, servers = two_servers
+def after_first(action):
+    """An on_outcome callback that runs `action` once the first row is in, and the list of every outcome."""
     seen = []
 
-    def kill_after_first(outcome):
+    def callback(outcome):
         seen.append(outcome)
         if len(seen) == 1:
-            stop(servers[1])
+            action()
 
-    out = profile(tiny_space, tracker, tmp_path / "lat.db", kill_after_first)
+    return callback, seen
+
+
+def test_a_server_killed_mid_run_loses_no_row(two_servers, tiny_space, tmp_path):
+    tracker, servers = two_servers
+    kill_one, seen = after_first(lambda: stop(servers[1]))
+    out = profile(tiny_space, tracker, tmp_path / "lat.db", kill_one)
     assert len(out) == len(tiny_space.candidates()) == len(seen)
     assert all(o.row.ok and not o.cached for o in out), [o.row.error for o in out]
     with LatencyDB(tmp_path / "lat.db") as db:
@@ -57,16 +63,9 @@ def test_a_server_killed_mid_run_loses_no_row(two_servers, tiny_space, tmp_path)
 
 def test_no_server_left_stops_with_one_line_and_keeps_what_was_measured(two_servers, tiny_space, tmp_path):
     tracker, servers = two_servers
-    seen = []
-
-    def kill_all_after_first(outcome):
-        seen.append(outcome)
-        if len(seen) == 1:
-            for proc in servers:
-                stop(proc)
-
+    kill_all, seen = after_first(lambda: [stop(proc) for proc in servers])
     with pytest.raises(TvmnasError, match="no RPC server left under key 'x86-farm'"):
-        profile(tiny_space, tracker, tmp_path / "lat.db", kill_all_after_first)
+        profile(tiny_space, tracker, tmp_path / "lat.db", kill_all)
     with LatencyDB(tmp_path / "lat.db") as db:
         kept = [r for r in db.rows() if r.ok]
     assert len(kept) == len(seen) >= 1
@@ -77,13 +76,8 @@ def test_a_hung_server_is_given_up_and_another_measures(two_servers, tiny_space,
     import signal
 
     tracker, servers = two_servers
-    seen = []
-
-    def hang_one_after_first(outcome):
-        seen.append(outcome)
-        if len(seen) == 1:
-            os.killpg(servers[1].pid, signal.SIGSTOP)  # the server and its worker stop answering
-
+    # the server and its worker stop answering
+    hang_one, _ = after_first(lambda: os.killpg(servers[1].pid, signal.SIGSTOP))
     cpu = load_target("x86-cpu")
     runner = RpcRunner(tracker)
     policy = FarmPolicy(request_timeout_s=5, measure_timeout_s=8, max_spread=10.0)
@@ -91,7 +85,7 @@ def test_a_hung_server_is_given_up_and_another_measures(two_servers, tiny_space,
         with LatencyDB(tmp_path / "lat.db") as db:
             out = profile_candidates(tiny_space.candidates(), cpu, runner, db, ProfileSettings(timing=FAST),
                                      tuning_dir(tmp_path / "lat.db", cpu, runner.device_label),
-                                     hang_one_after_first, policy)
+                                     hang_one, policy)
     finally:
         os.killpg(servers[1].pid, signal.SIGCONT)
     assert all(o.row.ok for o in out), [o.row.error for o in out]
