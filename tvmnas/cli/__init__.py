@@ -39,8 +39,8 @@ def _add_farm_args(p: argparse.ArgumentParser) -> None:
     """How `profile --tracker` spreads timing over the servers under the key, and survives their faults."""
     d = FarmPolicy()
     p.add_argument("--max-attempts", type=int, default=d.max_attempts,
-                   help=f"with --tracker: tries of one candidate's timing, each on a server that has not failed "
-                        f"it (default {d.max_attempts})")
+                   help=f"with --tracker: tries of one candidate's timing before it is stored as failed; each try "
+                        f"asks the tracker for a server again (default {d.max_attempts})")
     p.add_argument("--measure-timeout", type=float, default=d.measure_timeout_s, metavar="S",
                    help=f"with --tracker: seconds one timing may take before its server counts as hung "
                         f"(default {d.measure_timeout_s:g})")
