@@ -37,6 +37,10 @@ def test_targets_and_spaces_list(capsys):
     (["profile", "--space", "fashion-mnist", "--target", "x86-cpu", "--tune-trials", "-1"], ["--tune-trials"]),
     (["profile", "--space", "fashion-mnist", "--target", "x86-cpu", "--rpc", "nohost"], ["expected HOST:PORT"]),
     (["profile", "--space", "fashion-mnist", "--target", "cuda-sm90"], ["CUDA GPU"]),
+    (["profile", "--space", "fashion-mnist", "--target", "x86-cpu", "--tracker", "127.0.0.1:1", "--max-attempts",
+      "0"], ["--max-attempts must be >= 1"]),
+    (["profile", "--space", "fashion-mnist", "--target", "x86-cpu", "--tracker", "127.0.0.1:1", "--max-spread",
+      "0"], ["--max-spread", "above 0"]),
 ])
 def test_bad_input(capsys, tmp_path, argv, fragments):
     code, _, err = run(capsys, *argv, "--db", str(tmp_path / "lat.db"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tvmnas.board.rootfs import PYTHON, extra_runtime_library, in_root, runtime_env
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.runner.loopback import free_port, port_open, wait_until
+from tvmnas.measure.runner.loopback import free_port, port_open, spawn, wait_until
 from tvmnas.measure.runner.rpc import RpcEndpoint, count_servers
 
 MOUNTS = (("proc", "proc", "proc"), ("tmpfs", "dev/shm", "tmpfs"))  # (type, path in the rootfs, source)
@@ -89,11 +89,6 @@ def _unmount(points: list[str]) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-def _spawn(cmd: list[str]) -> int:
-    return subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL).pid
-
-
 def server_command(rootfs: Path, settings: FarmSettings, tracker: tuple[str, int], port: int) -> list[str]:
     return in_root(rootfs, PYTHON, "-m", "tvm.exec.rpc_server", "--host", settings.host, "--port", str(port),
                    "--port-end", str(port + 1), "--tracker", f"{tracker[0]}:{tracker[1]}", "--key", settings.key,
@@ -105,7 +100,7 @@ def start_servers(state: FarmState, state_file: Path, settings: FarmSettings, co
     endpoint = state.endpoint()
     before = count_servers(endpoint)
     for _ in range(count):
-        state.server_pids.append(_spawn(server_command(Path(state.rootfs), settings, state.tracker, free_port())))
+        state.server_pids.append(spawn(server_command(Path(state.rootfs), settings, state.tracker, free_port())).pid)
         save_state(state_file, state)
     wait_until(lambda: count_servers(endpoint) >= before + count, settings.start_timeout_s,
                what=f"{count} emulated RPC server(s)")
@@ -129,10 +124,10 @@ def up(rootfs: Path, settings: FarmSettings, state_file: Path | None = None) -> 
         if settings.tracker is None:
             port = free_port()
             state.tracker = (settings.host, port)
-            state.tracker_pid = _spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", settings.host,
-                                        "--port", str(port), "--port-end", str(port + 1)])
+            state.tracker_pid = spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", settings.host,
+                                       "--port", str(port), "--port-end", str(port + 1)]).pid
             save_state(state_file, state)
-            wait_until(lambda: port_open(port), 30, what="RPC tracker")
+            wait_until(lambda: port_open(port, settings.host), 30, what="RPC tracker")
         start_servers(state, state_file, settings, settings.count)
     except (OSError, TimeoutError, subprocess.CalledProcessError) as err:
         down(rootfs, state_file)

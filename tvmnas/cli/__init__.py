@@ -178,10 +178,10 @@ def _profile(args, space, spec, tune_trials: int, label: str):
     missing = spec.missing_tools()
     if missing:
         raise TvmnasError(f"target {spec.name!r} needs {', '.join(missing)}, which is not installed")
+    policy = farm_policy(args)  # checked before any endpoint is contacted
     runner = make_runner(args, spec)
     settings = ProfileSettings(tune_trials=tune_trials, force=getattr(args, "force", False))
-    farm = farm_policy(args) if getattr(runner, "endpoint", None) is not None and runner.endpoint.via_tracker \
-        else None
+    farm = policy if getattr(runner, "endpoint", None) is not None and runner.endpoint.via_tracker else None
     candidates = space.candidates()
     with LatencyDB(args.db) as db:
         bar = tqdm(total=len(candidates), desc=f"{label} {settings.level}", unit="cand", file=sys.stderr)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tvmnas.errors import TvmnasError
-from tvmnas.measure.runner.base import MeasureResult, TimingSettings, set_remote_threads, time_loaded_module
-from tvmnas.measure.runner.rpc import RpcEndpoint, connect_session, count_servers, remote_device
+from tvmnas.errors import TvmnasError, error_line
+from tvmnas.measure.runner.base import MeasureResult, TimingSettings
+from tvmnas.measure.runner.rpc import RpcEndpoint, connect_session, count_servers, time_on_session
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,8 @@ class JobResult:
 
 
 def measure_on_session(session, job: Job) -> MeasureResult:
-    """Upload the library, time it on the session's device and remove it (raises on any failure)."""
-    remote_name = f"tvmnas-{threading.get_ident()}-{Path(job.lib_path).name}"
-    set_remote_threads(session, job.threads)
-    session.upload(str(job.lib_path), remote_name)
-    result = time_loaded_module(session.load_module(remote_name), remote_device(session, job.device_kind),
-                                job.input_shape, job.timing)
-    session.remove(remote_name)
-    return result
+    """Time the job's library on the session's device (raises on any failure)."""
+    return time_on_session(session, job.lib_path, job.device_kind, job.input_shape, job.timing, job.threads)
 
 
 def call_with_timeout(fn: Callable, timeout_s: float, *args):
@@ -156,12 +150,12 @@ class Farm:
                     session = call_with_timeout(self._connect, self.policy.request_timeout_s, self.endpoint)
                 except Exception as err:  # noqa: BLE001 - no server for this worker: it stops, the job stays
                     self._jobs.put(job)
-                    self.failures.append(f"{name}: tracker gave no server: {type(err).__name__}: {err}")
+                    self.failures.append(f"{name}: tracker gave no server: {error_line(err)}")
                     return
                 try:
                     result = call_with_timeout(self._measure, self.policy.measure_timeout_s, session, job)
                 except Exception as err:  # noqa: BLE001 - the server died, hung or failed: another one tries
-                    text = f"{type(err).__name__}: {err}".splitlines()[0]
+                    text = error_line(err)
                     self.failures.append(f"{name}: {text}")
                     self._retry_or_fail(job, text)
                     continue

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from tvmnas.errors import error_line
 from tvmnas.latency_db import LatencyDB, LatencyRow
 from tvmnas.measure.compile import BuiltModule, build_module, import_torch, level_name
 from tvmnas.measure.farm import Farm, FarmPolicy, Job, JobResult
@@ -79,12 +80,16 @@ def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, setting
         try:
             built = build_candidate(cand, spec, settings, tune_dir, runner, keep_dir or tmp)
         except Exception as err:  # one broken candidate must not stop the others
-            return _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0,
-                        f"{type(err).__name__}: {err}".splitlines()[0])
+            return failed_row(cand, spec, runner, settings, err)
         result = runner.measure(built.lib_path, spec.device, cand.input_shape, settings.timing,
                                 spec.runtime_threads)
     return _row(cand, spec, runner, settings, result.median_ms, result.stdev_ms, result.repeats,
                 built.compile_s, built.tune_s, built.tasks_tuned, result.error)
+
+
+def failed_row(cand, spec, runner, settings, err: Exception) -> LatencyRow:
+    """The row of a candidate that did not compile."""
+    return _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0, error_line(err))
 
 
 def _row(cand, spec, runner, settings, median_ms, stdev_ms, repeats, compile_s, tune_s, tasks_tuned, error):
@@ -182,8 +187,7 @@ def profile_on_farm(candidates: list[Candidate], spec: TargetSpec, runner: Runne
             try:
                 built = build_candidate(cand, spec, settings, tune_dir, runner, Path(libs))
             except Exception as err:  # one broken candidate must not stop the others
-                record(i, _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0,
-                               f"{type(err).__name__}: {err}".splitlines()[0]))
+                record(i, failed_row(cand, spec, runner, settings, err))
                 continue
             built_rows[i] = _row(cand, spec, runner, settings, None, None, 0, built.compile_s, built.tune_s,
                                  built.tasks_tuned, None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tvmnas.errors import error_line
 from tvmnas.measure.runner.base import (MeasureResult, Runner, TimingSettings, run_loaded_module, set_threads,
                                         time_loaded_module)
 
@@ -34,7 +35,7 @@ class LocalRunner(Runner):
                 return MeasureResult.failed(f"no {device_kind} device on this machine")
             return time_loaded_module(tvm.runtime.load_module(str(lib_path)), device, input_shape, timing)
         except Exception as err:  # recorded with the candidate; the others go on
-            return MeasureResult.failed(f"{type(err).__name__}: {err}".splitlines()[0])
+            return MeasureResult.failed(error_line(err))
 
     def outputs(self, lib_path: Path, device_kind: str, data) -> np.ndarray:
         import tvm

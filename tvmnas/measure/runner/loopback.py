@@ -22,9 +22,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], start_new_session=True, env=env,
+def spawn(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    """Start a command in a session of its own (so `stop` also stops what it forks), quiet."""
+    return subprocess.Popen(cmd, start_new_session=True, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return spawn([sys.executable, "-m", *args], env)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -48,8 +53,8 @@ def wait_until(check, timeout_s: float = 60.0, what: str = "RPC process") -> Non
     raise TimeoutError(f"{what} did not come up within {timeout_s:g} s")
 
 
-def port_open(port: int) -> bool:
-    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    socket.create_connection((host, port), timeout=1).close()
     return True
 
 

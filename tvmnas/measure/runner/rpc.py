@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvmnas.errors import TvmnasError
+from tvmnas.errors import TvmnasError, error_line
 from tvmnas.measure.runner.base import (MeasureResult, Runner, TimingSettings, run_loaded_module,
                                         set_remote_threads, time_loaded_module)
 
@@ -86,6 +86,18 @@ def remote_device(session, device_kind: str):
     return session.cuda(0) if device_kind == "cuda" else session.cpu(0)
 
 
+def time_on_session(session, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
+                    timing: TimingSettings, threads: int = 0) -> MeasureResult:
+    """Upload a library, time it on the session's device with `threads` threads, remove it (raises on failure)."""
+    remote_name = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
+    set_remote_threads(session, threads)
+    session.upload(str(lib_path), remote_name)
+    result = time_loaded_module(session.load_module(remote_name), remote_device(session, device_kind),
+                                input_shape, timing)
+    session.remove(remote_name)
+    return result
+
+
 class RpcRunner(Runner):
     def __init__(self, endpoint: RpcEndpoint, connect=connect_session) -> None:
         self.endpoint = endpoint
@@ -101,18 +113,11 @@ class RpcRunner(Runner):
 
     def measure(self, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
                 timing: TimingSettings, threads: int = 0) -> MeasureResult:
-        remote_name = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
         try:
-            session = self._get_session()
-            set_remote_threads(session, threads)
-            session.upload(str(lib_path), remote_name)
-            lib = session.load_module(remote_name)
-            result = time_loaded_module(lib, remote_device(session, device_kind), input_shape, timing)
-            session.remove(remote_name)
-            return result
+            return time_on_session(self._get_session(), lib_path, device_kind, input_shape, timing, threads)
         except Exception as err:  # a broken session is dropped; the next measurement reconnects
             self._session = None
-            return MeasureResult.failed(f"{type(err).__name__}: {err}".splitlines()[0])
+            return MeasureResult.failed(error_line(err))
 
     def outputs(self, lib_path: Path, device_kind: str, data) -> np.ndarray:
         session = self._get_session()
