@@ -1,10 +1,14 @@
 // tvmnas-run: run a tvmnas deploy bundle (manifest.json + compiled TVM module) without Python.
 //
-//   tvmnas-run BUNDLE_DIR INPUT.npy [--warmup N] [--repeat N] [--json]
+//   tvmnas-run BUNDLE_DIR INPUT.npy [--span-s S] [--windows N] [--json]
 //
 // Checks every bundle file against the manifest's sha256, loads the module into the Relax VM, runs the input
-// (a float32 .npy of the manifest's input shape), prints the top class and the latency: N warm-up runs first,
-// then the median and minimum of the repeated runs. Bad input: one line on stderr, exit status 2.
+// (a float32 .npy of the manifest's input shape), prints the top class and the latency. The latency is taken
+// with tvmnas's measurement protocol (tvmnas/measure/protocol.py), with the settings the manifest records:
+// windows of the model alternate with windows of the bundle's reference module over at least the protocol's
+// span; windows beside an unusually slow reference window are dropped (and measured again); the estimate is a
+// low quantile of the kept windows, scaled by the reference's speed against the latency database's anchor.
+// --span-s and --windows override the manifest's span and window count. Bad input: one line on stderr, exit 2.
 
 // Only tvm-ffi headers are used (the apache-tvm wheel's runtime headers are incomplete); the runtime's own
 // functions are reached through its global function registry.
@@ -21,8 +25,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -93,8 +100,25 @@ Npy ReadNpy(const std::string& path) {
   return npy;
 }
 
+// The measurement protocol's settings, as the manifest records them (see tvmnas/measure/protocol.py).
+struct Protocol {
+  double sample_ms = 2.0;
+  int64_t samples_per_window = 5;
+  int64_t windows = 100;
+  double min_span_s = 10.0;
+  double slow_factor = 1.15;
+  double min_kept = 0.25;
+  double max_extra_rounds = 0.25;
+  double quantile = 0.05;
+  double max_dispersion = 0.1;
+  double warmup_ms = 100.0;
+};
+
 struct Manifest {
   std::string module_file;
+  std::string reference_file;  // empty for bundles made before the protocol had a reference module
+  double anchor_ms = 0.0;      // 0: no anchor (speed 1)
+  Protocol protocol;
   std::vector<std::string> gpu_binaries;  // <module>.<source key>.fatbin: compiled GPU code, by CUDA source
   std::string device;
   std::vector<int64_t> input_shape;
@@ -128,6 +152,24 @@ Manifest LoadBundle(const std::string& dir) {
     auto input = (*obj)["input"].cast<ffi::Map<ffi::String, ffi::Any>>();
     for (const auto& d : input["shape"].cast<ffi::Array<ffi::Any>>()) m.input_shape.push_back(d.cast<int64_t>());
     for (const auto& c : (*obj)["classes"].cast<ffi::Array<ffi::Any>>()) m.classes.push_back(std::string(c.cast<ffi::String>()));
+    auto latency = (*obj)["latency"].cast<ffi::Map<ffi::String, ffi::Any>>();
+    if (latency.count("protocol")) {
+      auto p = latency["protocol"].cast<ffi::Map<ffi::String, ffi::Any>>();
+      Protocol& q = m.protocol;
+      q.sample_ms = p["sample_ms"].cast<double>();
+      q.samples_per_window = p["samples_per_window"].cast<int64_t>();
+      q.windows = p["windows"].cast<int64_t>();
+      q.min_span_s = p["min_span_s"].cast<double>();
+      q.slow_factor = p["slow_factor"].cast<double>();
+      q.min_kept = p["min_kept"].cast<double>();
+      q.max_extra_rounds = p["max_extra_rounds"].cast<double>();
+      q.quantile = p["quantile"].cast<double>();
+      q.max_dispersion = p["max_dispersion"].cast<double>();
+      q.warmup_ms = p["warmup_ms"].cast<double>();
+      auto ref = latency["reference"].cast<ffi::Map<ffi::String, ffi::Any>>();
+      m.reference_file = std::string(ref["file"].cast<ffi::String>());
+      if (ref["anchor_ms"] != nullptr) m.anchor_ms = ref["anchor_ms"].cast<double>();
+    }
     if (obj->count("gpu_binaries")) {
       for (const auto& b : (*obj)["gpu_binaries"].cast<ffi::Array<ffi::Any>>()) {
         m.gpu_binaries.push_back(std::string(b.cast<ffi::String>()));
@@ -160,32 +202,187 @@ void RegisterGpuBinaries(const std::string& dir, const Manifest& m) {
       true);
 }
 
-int ParseCount(const char* flag, const char* value) {
+double ParseNumber(const char* flag, const char* value, double minimum) {
   char* end = nullptr;
-  long n = value ? std::strtol(value, &end, 10) : -1;
-  if (!value || *end != '\0' || n < 0) Fail(std::string(flag) + " needs a non-negative integer");
-  return static_cast<int>(n);
+  double x = value ? std::strtod(value, &end) : -1;
+  if (!value || *end != '\0' || !(x >= minimum)) {
+    Fail(std::string(flag) + " needs a number >= " + std::to_string(static_cast<int>(minimum)));
+  }
+  return x;
+}
+
+// Linear-interpolated quantile of a non-empty vector (numpy's default method), like the Python protocol's.
+double Quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * (v.size() - 1);
+  const size_t low = static_cast<size_t>(pos), high = std::min(low + 1, v.size() - 1);
+  return v[low] + (v[high] - v[low]) * (pos - low);
+}
+
+// A module loaded into the Relax VM with its inputs; times windows of back-to-back calls.
+struct Timed {
+  std::function<void()> call;
+  int64_t calls = 1;
+
+  // Runs the module untimed for about ms milliseconds; returns milliseconds per call.
+  double WarmUp(double ms) {
+    int64_t n = 0;
+    const auto start = std::chrono::steady_clock::now();
+    double elapsed = 0;
+    do {
+      call();
+      ++n;
+      elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    } while (elapsed < ms);
+    return elapsed / n;
+  }
+  // The median over `samples` samples of the milliseconds per call of `calls` back-to-back calls.
+  double Window(int64_t samples) {
+    std::vector<double> per_call;
+    for (int64_t s = 0; s < samples; ++s) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < calls; ++i) call();
+      per_call.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / calls);
+    }
+    return Quantile(per_call, 0.5);
+  }
+};
+
+struct Result {
+  double latency_ms, raw_ms, dispersion, speed, seconds;
+  int64_t windows, dropped;
+  std::string flag;
+};
+
+// The single-network protocol: the model's windows alternate with the reference's (ref, model, ref, model, ...,
+// ref); a model window beside a reference window above slow_factor x the reference's median is dropped, and
+// dropped windows are measured again in extra rounds while too few are kept. Mirrors measure_interleaved.
+Result Measure(Timed& model, Timed* reference, const Protocol& p, double anchor_ms) {
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  model.calls = std::max<int64_t>(1, std::llround(p.sample_ms / std::max(model.WarmUp(p.warmup_ms), 1e-6)));
+  if (reference) {
+    reference->calls = std::max<int64_t>(1, std::llround(p.sample_ms / std::max(reference->WarmUp(p.warmup_ms), 1e-6)));
+  }
+  std::vector<std::pair<bool, double>> log;  // (is the reference, window value) in time order
+  auto round = [&] {
+    if (reference && log.empty()) log.emplace_back(true, reference->Window(p.samples_per_window));
+    log.emplace_back(false, model.Window(p.samples_per_window));
+    if (reference) log.emplace_back(true, reference->Window(p.samples_per_window));
+  };
+  // (position, value, slow) of the model's windows; the reference's values; their quantile
+  struct Win { size_t pos; double value; bool slow; };
+  std::vector<Win> wins;
+  std::vector<std::pair<size_t, double>> refs;
+  double ref_ms = 0;
+  auto classify = [&] {
+    wins.clear();
+    refs.clear();
+    for (size_t k = 0; k < log.size(); ++k) {
+      if (log[k].first) refs.emplace_back(k, log[k].second);
+    }
+    std::vector<double> ref_values;
+    for (auto& r : refs) ref_values.push_back(r.second);
+    const double limit = refs.empty() ? 0 : Quantile(ref_values, 0.5) * p.slow_factor;
+    ref_ms = refs.empty() ? 0 : Quantile(ref_values, p.quantile);
+    for (size_t k = 0; k < log.size(); ++k) {
+      if (log[k].first) continue;
+      bool slow = false;
+      if (!refs.empty()) {
+        if (k > 0 && log[k - 1].first && log[k - 1].second > limit) slow = true;
+        if (k + 1 < log.size() && log[k + 1].first && log[k + 1].second > limit) slow = true;
+      }
+      wins.push_back({k, log[k].second, slow});
+    }
+  };
+  int64_t rounds = 0;
+  while (rounds < p.windows || seconds() < p.min_span_s) {
+    round();
+    ++rounds;
+  }
+  classify();
+  const int64_t needed = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(p.min_kept * p.windows)));
+  auto kept_count = [&] { return std::count_if(wins.begin(), wins.end(), [](const Win& w) { return !w.slow; }); };
+  for (int64_t extra = 0; reference && extra < std::ceil(p.max_extra_rounds * p.windows) && kept_count() < needed;
+       ++extra) {
+    round();
+    classify();
+  }
+  Result r{};
+  std::vector<std::pair<size_t, double>> kept;
+  for (auto& w : wins) {
+    if (!w.slow) kept.emplace_back(w.pos, w.value);
+  }
+  r.dropped = static_cast<int64_t>(wins.size() - kept.size());
+  if (static_cast<int64_t>(kept.size()) < needed) {
+    r.flag = "noisy: only " + std::to_string(kept.size()) + " of " + std::to_string(wins.size()) +
+             " windows fell outside slow phases of the reference; the estimate uses every window";
+    kept.clear();
+    for (auto& w : wins) kept.emplace_back(w.pos, w.value);
+  }
+  std::vector<double> values;
+  for (auto& k : kept) values.push_back(k.second);
+  r.raw_ms = Quantile(values, p.quantile);
+  // dispersion: half the range of the same estimate over the run's quarters (each scaled by its reference)
+  std::vector<double> quarters;
+  if (kept.size() >= 8) {
+    for (int q = 0; q < 4; ++q) {
+      const size_t from = std::lround(q * kept.size() / 4.0), to = std::lround((q + 1) * kept.size() / 4.0);
+      std::vector<double> chunk, near;
+      for (size_t i = from; i < to; ++i) chunk.push_back(kept[i].second);
+      for (auto& ref : refs) {
+        if (ref.first + 1 >= kept[from].first && ref.first <= kept[to - 1].first + 1) near.push_back(ref.second);
+      }
+      const double scale = (!near.empty() && ref_ms > 0) ? ref_ms / Quantile(near, p.quantile) : 1.0;
+      quarters.push_back(Quantile(chunk, p.quantile) * scale);
+    }
+  }
+  r.dispersion = quarters.empty() ? 0.0
+      : (*std::max_element(quarters.begin(), quarters.end()) - *std::min_element(quarters.begin(), quarters.end())) /
+            2 / r.raw_ms;
+  if (r.flag.empty() && r.dispersion > p.max_dispersion) {
+    r.flag = "noisy: the estimate moves by +/-" + std::to_string(static_cast<int>(r.dispersion * 100)) +
+             "% between quarters of the run";
+  }
+  r.speed = (anchor_ms > 0 && ref_ms > 0) ? ref_ms / anchor_ms : 1.0;
+  r.latency_ms = r.raw_ms / r.speed;
+  r.windows = static_cast<int64_t>(kept.size());
+  r.seconds = seconds();
+  return r;
+}
+
+// A JSON string literal.
+std::string Quoted(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  const char* usage = "usage: tvmnas-run BUNDLE_DIR INPUT.npy [--span-s S] [--windows N] [--json]";
   std::vector<std::string> positional;
-  int warmup = 10, repeat = 100;
+  double span_s = -1, windows = -1;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--warmup") warmup = ParseCount("--warmup", i + 1 < argc ? argv[++i] : nullptr);
-    else if (arg == "--repeat") repeat = ParseCount("--repeat", i + 1 < argc ? argv[++i] : nullptr);
+    if (arg == "--span-s") span_s = ParseNumber("--span-s", i + 1 < argc ? argv[++i] : nullptr, 0);
+    else if (arg == "--windows") windows = ParseNumber("--windows", i + 1 < argc ? argv[++i] : nullptr, 1);
     else if (arg == "--json") json = true;
     else if (arg == "-h" || arg == "--help") {
-      std::cout << "usage: tvmnas-run BUNDLE_DIR INPUT.npy [--warmup N] [--repeat N] [--json]\n";
+      std::cout << usage << "\n";
       return 0;
     } else positional.push_back(arg);
   }
-  if (positional.size() != 2) Fail("usage: tvmnas-run BUNDLE_DIR INPUT.npy [--warmup N] [--repeat N] [--json]");
-  if (repeat < 1) Fail("--repeat must be at least 1");
-  const Manifest manifest = LoadBundle(positional[0]);
+  if (positional.size() != 2) Fail(usage);
+  Manifest manifest = LoadBundle(positional[0]);
+  if (span_s >= 0) manifest.protocol.min_span_s = span_s;
+  if (windows >= 1) manifest.protocol.windows = static_cast<int64_t>(windows);
   const Npy input = ReadNpy(positional[1]);
   if (input.shape != manifest.input_shape) {
     Fail("input " + positional[1] + " has shape " + ShapeText(input.shape) + ", the model expects " +
@@ -205,20 +402,28 @@ int main(int argc, char** argv) {
     RegisterGpuBinaries(positional[0], manifest);
   }
   try {
-    ffi::Module lib = ffi::Module::LoadFromFile(positional[0] + "/" + manifest.module_file);
-    ffi::Module vm = (*lib->GetFunction("vm_load_executable"))().cast<ffi::Module>();
-    const int pooled = 2;
-    if (dev.device_type == kDLCPU) (*vm->GetFunction("vm_initialization"))(dev.device_type, 0, pooled);
-    else (*vm->GetFunction("vm_initialization"))(dev.device_type, 0, pooled, kDLCPU, 0, pooled);
-    ffi::Function main_fn = *vm->GetFunction("main");
-
     auto alloc = ffi::Function::GetGlobalRequired("runtime.TVMTensorAllocWithScope");
     auto copy_from = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyFromBytes");
     auto copy_to = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyToBytes");
     auto sync = ffi::Function::GetGlobalRequired("runtime.Device_StreamSync");
-    ffi::Tensor data = alloc(ffi::Shape(input.shape), DLDataType{kDLFloat, 32, 1}, dev, ffi::Optional<ffi::String>())
-                           .cast<ffi::Tensor>();
-    copy_from(data, static_cast<void*>(const_cast<char*>(input.data.data())), input.data.size());
+    auto tensor = [&](const std::vector<int64_t>& shape, const void* data, size_t bytes) {
+      ffi::Tensor t = alloc(ffi::Shape(shape), DLDataType{kDLFloat, 32, 1}, dev, ffi::Optional<ffi::String>())
+                          .cast<ffi::Tensor>();
+      copy_from(t, const_cast<void*>(data), bytes);
+      return t;
+    };
+    // `main` of a module file, loaded into the Relax VM on the device
+    auto load_main = [&](const std::string& file) {
+      ffi::Module lib = ffi::Module::LoadFromFile(positional[0] + "/" + file);
+      ffi::Module vm = (*lib->GetFunction("vm_load_executable"))().cast<ffi::Module>();
+      const int pooled = 2;
+      if (dev.device_type == kDLCPU) (*vm->GetFunction("vm_initialization"))(dev.device_type, 0, pooled);
+      else (*vm->GetFunction("vm_initialization"))(dev.device_type, 0, pooled, kDLCPU, 0, pooled);
+      return std::make_pair(lib, vm);
+    };
+    auto model_vm = load_main(manifest.module_file);
+    ffi::Function main_fn = *model_vm.second->GetFunction("main");
+    ffi::Tensor data = tensor(input.shape, input.data.data(), input.data.size());
     auto run = [&]() {
       ffi::Any out = main_fn(data);
       if (auto arr = out.try_cast<ffi::Array<ffi::Any>>()) out = (*arr)[0];
@@ -226,29 +431,43 @@ int main(int argc, char** argv) {
       sync(dev, static_cast<int64_t>(0));  // the default stream
       return result;
     };
-    for (int i = 0; i < warmup; ++i) run();
-    std::vector<double> ms;
-    ffi::Tensor logits;
-    for (int i = 0; i < repeat; ++i) {
-      auto start = std::chrono::steady_clock::now();
-      logits = run();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    ffi::Tensor logits = run();
+    Timed model{[&] { run(); }};
+    std::unique_ptr<Timed> reference;
+    std::optional<std::pair<ffi::Module, ffi::Module>> ref_vm;
+    std::optional<ffi::Tensor> ref_a, ref_b;
+    if (!manifest.reference_file.empty()) {  // the reference's inputs: fixed pseudo-random values
+      ref_vm = load_main(manifest.reference_file);
+      std::vector<float> values(64 * 128);
+      for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.f;
+      ref_a = tensor({64, 128}, values.data(), values.size() * 4);
+      ref_b = tensor({128, 64}, values.data(), values.size() * 4);
+      ffi::Function ref_fn = *ref_vm->second->GetFunction("main");
+      reference = std::make_unique<Timed>(Timed{[&, ref_fn] {
+        ref_fn(*ref_a, *ref_b);
+        sync(dev, static_cast<int64_t>(0));
+      }});
     }
+    const Result r = Measure(model, reference.get(), manifest.protocol, manifest.anchor_ms);
     std::vector<float> scores(logits.shape()[logits.ndim() - 1]);
     copy_to(logits, static_cast<void*>(scores.data()), scores.size() * sizeof(float));
     const size_t top = std::max_element(scores.begin(), scores.end()) - scores.begin();
-    std::sort(ms.begin(), ms.end());
-    const double median = ms[ms.size() / 2], fastest = ms.front();
     const std::string name = top < manifest.classes.size() ? manifest.classes[top] : std::to_string(top);
     if (json) {
-      std::printf("{\"top_class\": %zu, \"top_name\": \"%s\", \"score\": %.6g, \"median_ms\": %.6f, "
-                  "\"min_ms\": %.6f, \"repeat\": %d, \"warmup\": %d}\n",
-                  top, name.c_str(), scores[top], median, fastest, repeat, warmup);
+      std::printf("{\"top_class\": %zu, \"top_name\": %s, \"score\": %.6g, \"latency_ms\": %.6f, \"raw_ms\": %.6f, "
+                  "\"dispersion\": %.4f, \"windows\": %lld, \"dropped_windows\": %lld, \"speed\": %.4f, "
+                  "\"seconds\": %.2f, \"flag\": %s}\n",
+                  top, Quoted(name).c_str(), scores[top], r.latency_ms, r.raw_ms, r.dispersion,
+                  static_cast<long long>(r.windows), static_cast<long long>(r.dropped), r.speed, r.seconds,
+                  r.flag.empty() ? "null" : Quoted(r.flag).c_str());
     } else {
       std::printf("top class: %zu (%s), score %.4g\n", top, name.c_str(), scores[top]);
-      std::printf("latency: median %.4f ms, min %.4f ms over %d runs after %d warm-up runs (%s, %lld threads)\n",
-                  median, fastest, repeat, warmup, manifest.device.c_str(),
+      std::printf("latency: %.4f ms +/-%.0f%% (%lld windows over %.1f s, %lld dropped in slow phases; device at "
+                  "%.2fx the speed of its profile; %s, %lld threads)\n",
+                  r.latency_ms, r.dispersion * 100, static_cast<long long>(r.windows), r.seconds,
+                  static_cast<long long>(r.dropped), r.speed, manifest.device.c_str(),
                   static_cast<long long>(manifest.threads));
+      if (!r.flag.empty()) std::printf("flagged: %s\n", r.flag.c_str());
     }
   } catch (const ffi::Error& err) {
     Fail("running the module failed: " + std::string(err.message()));

@@ -5,13 +5,16 @@ import sqlite3
 import pytest
 
 from tvmnas.errors import TvmnasError
-from tvmnas.latency_db import LatencyDB, LatencyRow, export_rows
+from tvmnas.latency_db import LEGACY_METHOD, LatencyDB, LatencyRow, export_rows
+
+KEY = ("fp1", "0.27", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default", "m2")
 
 
 def row(**changes) -> LatencyRow:
     base = dict(target_fp="fp1", tvm_version="0.27", block_key="mb_k3_e3_i4_o8_s2", input_shape="1x4x8x8",
-                level="default", target_name="x86-cpu", device="local", median_ms=0.5, stdev_ms=0.01,
-                repeats=15, compile_s=1.0, tune_s=0.0, tasks_tuned=0, error=None)
+                level="default", method="m2", target_name="x86-cpu", device="local", latency_ms=0.5, raw_ms=0.55,
+                dispersion=0.01, windows=120, dropped_windows=4, speed=1.1, compile_s=1.0, tune_s=0.0,
+                tasks_tuned=0, error=None)
     return LatencyRow(**{**base, **changes})
 
 
@@ -20,26 +23,27 @@ def test_write_read_and_survive_reopen(tmp_path):
     with LatencyDB(path) as db:
         db.put(row())
     with LatencyDB(path) as db:
-        got = db.get("fp1", "0.27", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default")
-    assert got.median_ms == 0.5 and got.ok and got.measured_at
+        got = db.get(*KEY)
+    assert got.latency_ms == 0.5 and got.raw_ms == 0.55 and got.windows == 120 and got.ok and got.measured_at
 
 
-def test_rows_are_isolated_by_version_target_and_level(tmp_path):
+def test_rows_are_isolated_by_version_target_level_and_method(tmp_path):
     with LatencyDB(tmp_path / "lat.db") as db:
         db.put(row())
-        db.put(row(tvm_version="0.26", median_ms=9.0))
-        db.put(row(target_fp="fp2", median_ms=8.0))
-        db.put(row(level="tuned-8", median_ms=0.1))
-        assert db.get("fp1", "0.27", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default").median_ms == 0.5
-        assert db.get("fp1", "0.28", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default") is None
-        assert [r.median_ms for r in db.rows("fp1", "0.27")] == [0.5, 0.1]
-        assert db.count_foreign("fp1", "0.27") == 2
+        db.put(row(tvm_version="0.26", latency_ms=9.0))
+        db.put(row(target_fp="fp2", latency_ms=8.0))
+        db.put(row(level="tuned-8", latency_ms=0.1))
+        db.put(row(method="m1", latency_ms=7.0))
+        assert db.get(*KEY).latency_ms == 0.5
+        assert db.get("fp1", "0.28", *KEY[2:]) is None
+        assert [r.latency_ms for r in db.rows("fp1", "0.27", "m2")] == [0.5, 0.1]
+        assert db.count_foreign("fp1", "0.27", "m2") == 3
 
 
 def test_failed_row_keeps_error(tmp_path):
     with LatencyDB(tmp_path / "lat.db") as db:
-        db.put(row(median_ms=None, stdev_ms=None, repeats=0, error="TVMError: boom"))
-        got = db.get("fp1", "0.27", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default")
+        db.put(row(latency_ms=None, raw_ms=None, dispersion=None, windows=0, error="TVMError: boom"))
+        got = db.get(*KEY)
     assert not got.ok and got.error == "TVMError: boom"
 
 
@@ -69,28 +73,59 @@ def test_foreign_sqlite_file_is_refused_and_left_alone(tmp_path):
 def test_export_json_and_csv(tmp_path):
     with LatencyDB(tmp_path / "lat.db") as db:
         db.put(row())
-        db.put(row(block_key="mb_k5_e6_i4_o8_s2", median_ms=None, error="x"))
+        db.put(row(block_key="mb_k5_e6_i4_o8_s2", latency_ms=None, error="x"))
         rows = db.rows()
     export_rows(rows, tmp_path / "out.json")
     export_rows(rows, tmp_path / "out.csv")
     assert [r["block_key"] for r in json.loads((tmp_path / "out.json").read_text())] == \
         ["mb_k3_e3_i4_o8_s2", "mb_k5_e6_i4_o8_s2"]
     with (tmp_path / "out.csv").open() as handle:
-        assert [r["median_ms"] for r in csv.DictReader(handle)] == ["0.5", ""]
+        assert [r["latency_ms"] for r in csv.DictReader(handle)] == ["0.5", ""]
     with pytest.raises(TvmnasError, match="use a .json or .csv"):
         export_rows(rows, tmp_path / "out.txt")
 
 
-def test_version_1_file_is_upgraded_and_keeps_its_rows(tmp_path):
-    path = tmp_path / "lat.db"
-    with LatencyDB(path) as db:
-        db.put(row())
-    conn = sqlite3.connect(path)  # turn it back into a version-1 file: no flag column
+OLD_TABLE = """CREATE TABLE latency (target_fp TEXT NOT NULL, tvm_version TEXT NOT NULL, block_key TEXT NOT NULL,
+    input_shape TEXT NOT NULL, level TEXT NOT NULL, target_name TEXT NOT NULL, device TEXT NOT NULL, median_ms REAL,
+    stdev_ms REAL, repeats INTEGER NOT NULL, compile_s REAL NOT NULL, tune_s REAL NOT NULL,
+    tasks_tuned INTEGER NOT NULL, error TEXT, measured_at TEXT NOT NULL, {flag}
+    PRIMARY KEY (target_fp, tvm_version, block_key, input_shape, level))"""
+
+
+def old_database(path, version: int) -> None:
+    """A latency database as tvmnas wrote it with schema version 1 (no flag) or 2."""
+    conn = sqlite3.connect(path)
     with conn:
-        conn.execute("ALTER TABLE latency DROP COLUMN flag")
-        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", "tvmnas-latency"), ("schema_version", str(version))])
+        conn.execute(OLD_TABLE.format(flag="flag TEXT," if version == 2 else ""))
+        values = ["fp1", "0.27", "mb_k3", "1x4x8x8", "tuned-8", "x86-cpu", "local", 0.5, 0.05, 25, 1.0, 2.0, 3, None,
+                  "2026-11-27T10:00:00+00:00"] + (["noisy"] if version == 2 else [])
+        conn.execute(f"INSERT INTO latency VALUES ({', '.join('?' for _ in values)})", values)
     conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_old_file_is_upgraded_its_rows_kept_and_never_used(tmp_path, version):
+    path = tmp_path / "lat.db"
+    old_database(path, version)
+    before = path.read_bytes()
     with LatencyDB(path) as db:
-        assert db.get("fp1", "0.27", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default").median_ms == 0.5
-        db.put(row(block_key="other", flag="noisy"))
-        assert db.get("fp1", "0.27", "other", "1x4x8x8", "default").flag == "noisy"
+        assert db.get("fp1", "0.27", "mb_k3", "1x4x8x8", "tuned-8", "m2") is None  # measured again, not mixed
+        kept = db.get("fp1", "0.27", "mb_k3", "1x4x8x8", "tuned-8", LEGACY_METHOD)
+        assert (kept.latency_ms, kept.windows, kept.tune_s, kept.tasks_tuned, kept.measured_at) == \
+            (0.5, 25, 2.0, 3, "2026-11-27T10:00:00+00:00")
+        assert kept.dispersion == pytest.approx(0.1) and kept.flag == ("noisy" if version == 2 else None)
+        assert db.count_foreign("fp1", "0.27", "m2") == 1
+        db.put(row())
+        assert db.get(*KEY).latency_ms == 0.5
+    assert (tmp_path / f"lat.db.schema{version}.bak").read_bytes() == before  # the old file, as it was
+
+
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "lat.db"
+    old_database(path, 9)
+    before = path.read_bytes()
+    with pytest.raises(TvmnasError, match="latency schema version 9, this tvmnas reads 3"):
+        LatencyDB(path)
+    assert path.read_bytes() == before

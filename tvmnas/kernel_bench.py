@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tvmnas.latency_db import LatencyRow
 from tvmnas.space import SearchSpace
+from tvmnas.targets import TargetSpec
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,24 @@ def kernel_table(space: SearchSpace, rows_by_level: dict[str, dict[tuple[str, st
 
             def latency(level: str) -> float | None:
                 row = rows_by_level.get(level, {}).get((cand.key, cand.shape_text))
-                return row.median_ms if row is not None and row.ok else None
+                return row.latency_ms if row is not None and row.ok else None
 
             kernel, expand = (int(p[1:]) for p in op.split("_")[1:])
             entries.append(KernelEntry(cand.stage_label, op, kernel, expand,
                                        latency(default_level), latency(tuned_level)))
     return entries
+
+
+def bench_meta(space: SearchSpace, spec: TargetSpec, rows_by_level: dict[str, dict], levels: list[str],
+               command: str) -> dict:
+    """What the results record beside the table: target, levels, cost per candidate, versions, command."""
+    from tvmnas.versions import tvm_version
+
+    cost = {level: {f"mean_{k}": round(sum(getattr(r, k) for r in rows.values()) / len(rows), 2)
+                    for k in ("compile_s", "tune_s")} for level, rows in rows_by_level.items()}
+    return {"target": spec.name, "tvm_target": spec.resolved(), "space": space.name, "tvm_version": tvm_version(),
+            "default_level": levels[0], "tuned_level": levels[1], "seconds_per_candidate_when_measured": cost,
+            "command": command}
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

@@ -1,14 +1,16 @@
 """The latency database: one SQLite file (WAL, one transaction per measurement).
 
-Rows are keyed by target fingerprint, TVM version, block key, input shape and compilation level, so a row
-measured on another target or with another TVM version is never returned for this one. A failed candidate keeps
-its error text (and no latency) and is measured again on the next run.
+Rows are keyed by target fingerprint, TVM version, block key, input shape, compilation level and method (the
+measurement protocol and compile pipeline versions), so a row measured on another target, with another TVM
+version or by another method is never returned for this one. A failed candidate keeps its error text (and no
+latency) and is measured again on the next run.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sqlite3
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -17,29 +19,36 @@ from pathlib import Path
 from tvmnas.errors import TvmnasError
 
 DB_APP = "tvmnas-latency"
-DB_SCHEMA_VERSION = 2  # 2 added `flag`; version-1 files are upgraded in place on open
+# 2 added `flag`; 3 added `method` to the key and the protocol's columns (latency_ms, dispersion, windows,
+# dropped_windows, speed). Older files are upgraded on open: their rows are kept under method "legacy" (never used
+# again) and a copy of the old file is left beside it.
+DB_SCHEMA_VERSION = 3
+LEGACY_METHOD = "legacy"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS latency (
+_LATENCY_TABLE = """
+CREATE TABLE {name} (
     target_fp TEXT NOT NULL,
     tvm_version TEXT NOT NULL,
     block_key TEXT NOT NULL,
     input_shape TEXT NOT NULL,
     level TEXT NOT NULL,
+    method TEXT NOT NULL,
     target_name TEXT NOT NULL,
     device TEXT NOT NULL,
-    median_ms REAL,
-    stdev_ms REAL,
-    repeats INTEGER NOT NULL,
+    latency_ms REAL,
+    raw_ms REAL,
+    dispersion REAL,
+    windows INTEGER NOT NULL,
+    dropped_windows INTEGER NOT NULL,
+    speed REAL,
     compile_s REAL NOT NULL,
     tune_s REAL NOT NULL,
     tasks_tuned INTEGER NOT NULL,
     error TEXT,
     measured_at TEXT NOT NULL,
     flag TEXT,
-    PRIMARY KEY (target_fp, tvm_version, block_key, input_shape, level)
-);
+    PRIMARY KEY (target_fp, tvm_version, block_key, input_shape, level, method)
+)
 """
 
 
@@ -50,21 +59,25 @@ class LatencyRow:
     block_key: str
     input_shape: str
     level: str
+    method: str  # see `tvmnas.measure.method`: measurement protocol and compile pipeline
     target_name: str
     device: str
-    median_ms: float | None
-    stdev_ms: float | None
-    repeats: int
+    latency_ms: float | None  # the protocol's estimate, at the speed of the database's reference anchor
+    raw_ms: float | None  # the same before that normalization (latency_ms x speed)
+    dispersion: float | None  # interquartile range / median of the windows behind it
+    windows: int
+    dropped_windows: int  # windows taken in slow phases of the device, measured again
+    speed: float | None  # the device's speed in that run: reference latency then / the anchor's
     compile_s: float
     tune_s: float
     tasks_tuned: int
     error: str | None
     measured_at: str = ""
-    flag: str | None = None  # kept but doubtful (e.g. its repeats disagreed even when measured again)
+    flag: str | None = None  # kept but doubtful (its windows stayed noisy)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.median_ms is not None
+        return self.error is None and self.latency_ms is not None
 
 
 _COLUMNS = [f.name for f in fields(LatencyRow)]
@@ -88,26 +101,44 @@ class LatencyDB:
 
     def _check_or_create(self) -> None:
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables:
-            meta = dict(self._conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
-            if meta.get("app") != DB_APP or "latency" not in tables:
-                raise TvmnasError(f"{self.path} is a SQLite file but not a tvmnas latency database")
-            if meta.get("schema_version") == "1":  # add the flag column; every row is kept
-                with self._conn:
-                    self._conn.execute("ALTER TABLE latency ADD COLUMN flag TEXT")
-                    self._conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
-                                       (str(DB_SCHEMA_VERSION),))
-                meta["schema_version"] = str(DB_SCHEMA_VERSION)
-            if meta.get("schema_version") != str(DB_SCHEMA_VERSION):
-                raise TvmnasError(f"{self.path} has latency schema version {meta.get('schema_version')}, "
-                                  f"this tvmnas reads {DB_SCHEMA_VERSION}")
+        if not tables:
             self._conn.execute("PRAGMA journal_mode=WAL")
+            with self._conn:
+                self._conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                self._conn.execute(_LATENCY_TABLE.format(name="latency"))
+                self._conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                                       [("app", DB_APP), ("schema_version", str(DB_SCHEMA_VERSION))])
             return
+        meta = dict(self._conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("app") != DB_APP or "latency" not in tables:
+            raise TvmnasError(f"{self.path} is a SQLite file but not a tvmnas latency database")
+        version = meta.get("schema_version")
+        if version in ("1", "2"):
+            self._upgrade(version)
+        elif version != str(DB_SCHEMA_VERSION):
+            raise TvmnasError(f"{self.path} has latency schema version {version}, this tvmnas reads "
+                              f"{DB_SCHEMA_VERSION}")
         self._conn.execute("PRAGMA journal_mode=WAL")
+
+    def _upgrade(self, version: str) -> None:
+        """Version 1 or 2 -> 3 in one transaction, after copying the file to `<name>.schema<version>.bak`. The old
+        rows stay, under method "legacy": their latencies were measured by the first protocol and are never mixed
+        with new ones (a profile measures again)."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        backup = self.path.with_name(f"{self.path.name}.schema{version}.bak")
+        if not backup.exists():
+            shutil.copyfile(self.path, backup)
+        flag = "flag" if version == "2" else "NULL"
         with self._conn:
-            self._conn.executescript(_SCHEMA)
-            self._conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                   [("app", DB_APP), ("schema_version", str(DB_SCHEMA_VERSION))])
+            self._conn.execute(_LATENCY_TABLE.format(name="latency_v3"))
+            self._conn.execute(
+                f"INSERT INTO latency_v3 ({', '.join(_COLUMNS)}) SELECT target_fp, tvm_version, block_key, "
+                f"input_shape, level, '{LEGACY_METHOD}', target_name, device, median_ms, median_ms, "
+                f"stdev_ms / median_ms, repeats, 0, NULL, compile_s, tune_s, tasks_tuned, error, measured_at, "
+                f"{flag} FROM latency")
+            self._conn.execute("DROP TABLE latency")
+            self._conn.execute("ALTER TABLE latency_v3 RENAME TO latency")
+            self._conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(DB_SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._conn.close()
@@ -127,25 +158,29 @@ class LatencyDB:
             self._conn.execute(f"INSERT OR REPLACE INTO latency ({', '.join(_COLUMNS)}) VALUES ({marks})",
                                [getattr(row, c) for c in _COLUMNS])
 
-    def get(self, target_fp: str, tvm_version: str, block_key: str, input_shape: str, level: str) -> LatencyRow | None:
+    def get(self, target_fp: str, tvm_version: str, block_key: str, input_shape: str, level: str,
+            method: str) -> LatencyRow | None:
         cur = self._conn.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM latency WHERE target_fp=? AND tvm_version=? AND block_key=? "
-            "AND input_shape=? AND level=?", (target_fp, tvm_version, block_key, input_shape, level))
+            "AND input_shape=? AND level=? AND method=?", (target_fp, tvm_version, block_key, input_shape, level,
+                                                           method))
         found = cur.fetchone()
         return LatencyRow(*found) if found else None
 
-    def rows(self, target_fp: str | None = None, tvm_version: str | None = None) -> list[LatencyRow]:
-        """All rows, or those of one target fingerprint and TVM version."""
+    def rows(self, target_fp: str | None = None, tvm_version: str | None = None,
+             method: str | None = None) -> list[LatencyRow]:
+        """All rows, or those of one target fingerprint, TVM version and method."""
         query, args = f"SELECT {', '.join(_COLUMNS)} FROM latency", []
         if target_fp is not None:
-            query += " WHERE target_fp=? AND tvm_version=?"
-            args = [target_fp, tvm_version]
+            query += " WHERE target_fp=? AND tvm_version=? AND method=?"
+            args = [target_fp, tvm_version, method]
         return [LatencyRow(*r) for r in self._conn.execute(query + " ORDER BY block_key, input_shape, level", args)]
 
-    def count_foreign(self, target_fp: str, tvm_version: str) -> int:
-        """Rows that another target fingerprint or TVM version produced (kept, never used for this one)."""
-        (n,) = self._conn.execute("SELECT COUNT(*) FROM latency WHERE NOT (target_fp=? AND tvm_version=?)",
-                                  (target_fp, tvm_version)).fetchone()
+    def count_foreign(self, target_fp: str, tvm_version: str, method: str) -> int:
+        """Rows that another target fingerprint, TVM version or method produced (kept, never used for this one)."""
+        (n,) = self._conn.execute(
+            "SELECT COUNT(*) FROM latency WHERE NOT (target_fp=? AND tvm_version=? AND method=?)",
+            (target_fp, tvm_version, method)).fetchone()
         return n
 
 

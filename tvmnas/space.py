@@ -141,6 +141,46 @@ class SearchSpace:
                     unique.setdefault(cand.key + cand.shape_text, cand)
         return list(unique.values())
 
+    def size(self) -> SpaceSize:
+        """Estimated sizes, to refuse a space that would not fit this machine before anything runs."""
+        stem, first, head = self.stem(), self.first(), self.head()
+        fixed = [(stem.in_channels * stem.out_channels * self.stem_kernel ** 2,
+                  stem.out_channels * conv_out_size(stem.in_size, stem.stride) ** 2, "stem.channels"),
+                 (*_mbconv_size(first.in_channels, first.out_channels, parse_op(first.op), first.in_size),
+                  "first_block.channels"),
+                 (head.in_channels * self.head_channels + self.head_channels * self.num_classes,
+                  self.head_channels * head.in_size ** 2, "head.channels")]
+        stage_of = [i for i, stage in enumerate(self.stages) for _ in range(stage.layers)]
+        per_candidate = list(fixed)
+        supernet_params, step_activations = sum(f[0] for f in fixed), sum(f[1] for f in fixed)
+        for layer, stage in zip(self.layers(), stage_of):
+            sizes = [_mbconv_size(layer.in_channels, layer.out_channels, parse_op(op), layer.in_size)
+                     for op in layer.choices if op != "zero"]
+            supernet_params += sum(p for p, _ in sizes)
+            step_activations += max(a for _, a in sizes)
+            per_candidate += [(p, a, f"stages[{stage}].channels") for p, a in sizes]
+        biggest = max(per_candidate, key=lambda c: c[0] + c[1])
+        return SpaceSize(supernet_params, step_activations, biggest[0], biggest[1], biggest[2])
+
+    def check_size(self, batch_size: int = 1) -> None:
+        """Refuse, in one line naming the number and the field or flag, a space too big to handle here: the
+        supernet's parameters, one candidate's weights and activations (what compiling it holds), and the
+        activations of a training step at `batch_size`."""
+        size = self.size()
+        where = f"space {self.name!r}"
+        if size.supernet_params > MAX_SUPERNET_PARAMS:
+            raise TvmnasError(f"{where}: its supernet would hold {size.supernet_params:.3g} parameters, over the "
+                              f"bound of {MAX_SUPERNET_PARAMS:.3g} (largest part: {size.largest_field})")
+        if max(size.candidate_params, size.candidate_activations) > MAX_CANDIDATE_VALUES:
+            raise TvmnasError(f"{where}: one candidate would hold {size.candidate_params:.3g} weights and "
+                              f"{size.candidate_activations:.3g} activation values, over the bound of "
+                              f"{MAX_CANDIDATE_VALUES:.3g} ({size.largest_field})")
+        step_bytes = size.step_activations * batch_size * 4 * ACTIVATIONS_KEPT
+        if step_bytes > MAX_STEP_BYTES:
+            raise TvmnasError(f"{where}: a training step at --batch-size {batch_size} would hold about "
+                              f"{step_bytes / 2**30:.1f} GiB of activations, over the bound of "
+                              f"{MAX_STEP_BYTES / 2**30:.0f} GiB (lower --batch-size, or the space's input size)")
+
     def check_arch(self, arch: Arch) -> None:
         """Raise a TvmnasError naming the first layer whose op the space does not allow."""
         if arch.space != self.name:
@@ -151,6 +191,31 @@ class SearchSpace:
         for layer, op in zip(layers, arch.ops):
             if op not in layer.choices:
                 raise TvmnasError(f"layer {layer.index}: {op!r} is not one of {', '.join(layer.choices)}")
+
+
+# Bounds that keep a typo in a space file from taking the machine down (24 GiB here): the supernet's weights with
+# their gradients and optimizer state, a candidate that TVM compiles with its weights as constants, a step's
+# activations kept for the backward pass (expand, depthwise and project outputs of every layer).
+MAX_SUPERNET_PARAMS = 2e8
+MAX_CANDIDATE_VALUES = 6.4e7
+MAX_STEP_BYTES = 12 * 2**30
+ACTIVATIONS_KEPT = 3
+
+
+@dataclass(frozen=True)
+class SpaceSize:
+    supernet_params: float
+    step_activations: float  # values per image of the largest path, all layers
+    candidate_params: float  # of the largest candidate
+    candidate_activations: float  # its largest activation, per image
+    largest_field: str  # the space-file field behind the largest candidate
+
+
+def _mbconv_size(in_ch: int, out_ch: int, block, in_size: int) -> tuple[float, float]:
+    """(weights, largest activation per image) of an MBConv block."""
+    hidden = in_ch * block.expand
+    params = (in_ch * hidden if block.expand != 1 else 0) + hidden * block.kernel ** 2 + hidden * out_ch
+    return float(params), float(hidden * in_size * in_size)
 
 
 def space_from_json(data: dict, source: str) -> SearchSpace:
@@ -212,6 +277,9 @@ def list_spaces() -> list[str]:
 
 
 def load_space(name: str) -> SearchSpace:
-    """A space by registered name or by path to a JSON file."""
+    """A space by registered name or by path to a JSON file; refused when too big for this machine (see
+    `SearchSpace.check_size`)."""
     path = find_entry(name, _DIR, _ENV, "search space")
-    return space_from_json(read_json_object(path, "space"), str(path))
+    space = space_from_json(read_json_object(path, "space"), str(path))
+    space.check_size()
+    return space

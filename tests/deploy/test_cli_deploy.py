@@ -47,7 +47,7 @@ def test_arch_that_does_not_fit_its_space(capsys, write_json):
 @pytest.mark.parametrize("argv, message", [
     (["export", "--network", "nowhere.pt", "--target", "x86-cpu"], "no network file at nowhere.pt"),
     (["train", "--arch", "nowhere.json"], "cannot read architecture file nowhere.json"),
-    (["bench-model", "m.onnx", "--target", "x86-cpu", "--input-shape", "1xax3"], "--input-shape must look like"),
+    (["bench-model", "m.onnx", "--target", "x86-cpu", "--input-shape", "1xax3"], "--input-shape: must look like"),
     (["report", "--run", "nowhere"], "nowhere holds no finished search"),
 ])
 def test_bad_input_is_one_line(capsys, argv, message):

@@ -10,14 +10,13 @@ import torch
 
 from tvmnas.deploy.bundle import read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
-from tvmnas.measure.runner.base import TimingSettings
 from tvmnas.measure.runner.local import LocalRunner
+from tvmnas.search.latency import Prediction
 from tvmnas.targets import load_target
 from tvmnas.train.network_file import load_network
 
 from tests.deploy.conftest import save_tiny_network
-
-FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
+from tests.helpers import FAST
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,8 @@ def bundle(tmp_path_factory):
     save_tiny_network(tmp / "network.pt", ("mb_k3_e2", "mb_k3_e1"), {"classes": ["a", "b", "c"], "test_acc": 0.5})
     sample = np.random.default_rng(1).standard_normal((1, 1, 8, 8)).astype(np.float32)
     manifest = export_bundle(load_network(tmp / "network.pt"), tmp / "network.pt", load_target("x86-cpu"),
-                             LocalRunner(), tmp / "tuning", tmp / "bundle", ExportSettings(tune_trials=0, timing=FAST),
-                             sample, predicted_latency_ms=0.123)
+                             LocalRunner(), tmp / "tuning", tmp / "bundle", ExportSettings(tune_trials=0, protocol=FAST),
+                             sample, Prediction(0.123, 0.01), anchor_ms=None)
     with torch.no_grad():
         logits = load_network(tmp / "network.pt").net(torch.from_numpy(sample)).numpy()
     return tmp / "bundle", manifest, logits
@@ -36,11 +35,17 @@ def bundle(tmp_path_factory):
 def test_bundle_contents(bundle):
     folder, manifest, _ = bundle
     assert read_manifest(folder) == manifest
-    assert set(manifest["files"]) == {"model.so", "model.onnx", "network.pt", "sample_input.npy"}
+    assert set(manifest["files"]) == {"model.so", "model.onnx", "network.pt", "sample_input.npy", "reference.so"}
     onnx.checker.check_model(onnx.load(str(folder / "model.onnx")))
     assert manifest["input"]["shape"] == [1, 1, 8, 8] and manifest["classes"] == ["a", "b", "c"]
     assert manifest["level"] == "default" and manifest["threads"] >= 1
-    assert manifest["latency"]["measured_ms"] > 0 and manifest["latency"]["predicted_ms"] == 0.123
+    latency = manifest["latency"]
+    assert latency["predicted_ms"] == 0.123 and latency["predicted_dispersion"] == 0.01
+    assert latency["measured_ms"] > 0 and latency["windows"] >= 3 and latency["protocol"] == FAST.to_json()
+    assert latency["speed"] == 1.0 and latency["measured_raw_ms"] == latency["measured_ms"]  # no anchor yet
+    want = (latency["measured_ms"] - 0.123) / 0.123
+    assert latency["agreement"]["error"] == pytest.approx(want)
+    assert latency["agreement"]["within_band"] == (abs(want) <= latency["agreement"]["band"])
     assert manifest["checks"]["tvm_max_abs_diff"] < 1e-3 and manifest["checks"]["onnx_max_abs_diff"] < 1e-3
     assert manifest["accuracy"]["test"] == 0.5
 
@@ -51,13 +56,15 @@ def run_native(runner, *args):
 
 def test_native_runner_matches_pytorch(bundle, native_runner):
     folder, _, logits = bundle
-    proc = run_native(native_runner, folder, folder / "sample_input.npy", "--repeat", "5", "--warmup", "1", "--json")
+    proc = run_native(native_runner, folder, folder / "sample_input.npy", "--span-s", "0.5", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["top_class"] == int(np.argmax(logits))
     assert result["top_name"] == "abc"[result["top_class"]]
     assert result["score"] == pytest.approx(float(logits.max()), rel=1e-3, abs=1e-3)
-    assert 0 < result["min_ms"] <= result["median_ms"]
+    # the bundle's protocol (3 windows) with the span given here; no anchor: speed 1
+    assert result["latency_ms"] > 0 and result["windows"] + result["dropped_windows"] >= 3
+    assert result["seconds"] >= 0.5 and result["speed"] == 1.0 and result["latency_ms"] == result["raw_ms"]
 
 
 def test_native_runner_refuses_bad_input(bundle, native_runner, tmp_path):

@@ -32,8 +32,9 @@ def test_compile_only_export_holds_gpu_code(cuda_bundle):
     assert read_manifest(folder) == manifest
     assert manifest["device"] == "cuda" and manifest["level"] == "default" and manifest["threads"] == 0
     assert manifest["latency"]["measured_ms"] is None and manifest["checks"]["tvm_max_abs_diff"] is None
-    assert len(manifest["gpu_binaries"]) == 1 and manifest["gpu_binaries"][0] in manifest["files"]
-    assert (folder / manifest["gpu_binaries"][0]).read_bytes()[:4] == FATBIN_MAGIC
+    binaries = manifest["gpu_binaries"]  # the model's GPU code and the reference module's
+    assert [b.split(".")[0] for b in binaries] == ["model", "reference"] and set(binaries) <= set(manifest["files"])
+    assert all((folder / b).read_bytes()[:4] == FATBIN_MAGIC for b in binaries)
 
 
 def test_tuning_needs_a_device(tmp_path, cuda_bundle):
@@ -45,8 +46,8 @@ def test_tuning_needs_a_device(tmp_path, cuda_bundle):
 
 def test_native_runner_on_cuda_bundle(cuda_bundle, native_runner):
     folder, manifest = cuda_bundle
-    proc = subprocess.run([str(native_runner), str(folder), str(folder / "sample_input.npy"), "--repeat", "5",
-                           "--json"], capture_output=True, text=True)
+    proc = subprocess.run([str(native_runner), str(folder), str(folder / "sample_input.npy"), "--windows", "5",
+                           "--span-s", "1", "--json"], capture_output=True, text=True)
     if shutil.which("nvidia-smi") is None:  # no GPU: a clear refusal, not a crash
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
         assert "cannot load the TVM CUDA runtime" in proc.stderr

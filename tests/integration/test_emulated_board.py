@@ -13,14 +13,18 @@ import pytest
 from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.farm import FarmPolicy
-from tvmnas.measure.profile import ProfileSettings, profile_candidates, tuning_dir
-from tvmnas.measure.runner import TimingSettings
+from tvmnas.measure.profile import ProfileSettings, profile_candidates
+from tvmnas.measure.protocol import Protocol
 from tvmnas.measure.runner.rpc import RpcRunner
+from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
 from tests.deploy.conftest import REPO, save_tiny_network
+from tests.helpers import FAST
 
 pytestmark = pytest.mark.integration
-FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=5)
+# each job takes a few seconds, so the board killed after the first row is in the middle of one
+SLOW_JOBS = ProfileSettings(protocol=FAST, farm_protocol=Protocol(windows=3, samples_per_window=2, sample_ms=0.5,
+                                                                   warmup_ms=1.0, reference_every=1, min_span_s=4.0))
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +54,19 @@ def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_
     cands = tiny_space.candidates()[:4]
     seen = []
 
-    def kill_one_after_first(outcome):
-        seen.append(outcome)
-        if len(seen) == 1:
-            assert stop_process(state.server_pids[1], "rpc_server")
+    def kill_one_after_first(phase, done, total, what):
+        if phase == "measure":
+            seen.append(what)
+            if len(seen) == 1:
+                assert stop_process(state.server_pids[1], "rpc_server")
 
     db_path = tmp_path / "lat.db"
-    policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300, max_spread=10.0)
+    policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300)
     with LatencyDB(db_path) as db:
-        out = profile_candidates(cands, arm, runner, db, ProfileSettings(timing=FAST),
-                                 tuning_dir(db_path, arm, runner.device_label), kill_one_after_first, policy)
-    assert all(o.row.ok for o in out), [o.row.error for o in out]
+        report = profile_candidates(cands, arm, runner, db, SLOW_JOBS, tuning_dir(db_path, arm, runner.device_label),
+                                    kill_one_after_first, policy)
+    assert all(o.row.ok for o in report.outcomes), [o.row.error for o in report.outcomes]
+    assert report.dropped_sessions  # the killed board held a job, and another board measured it
     with LatencyDB(db_path) as db:
         assert len([r for r in db.rows() if r.ok]) == len(cands)
 
@@ -88,7 +94,8 @@ def test_arm_bundle_exported_through_the_tracker_runs_on_a_board(boards, arm_run
 
     from tvmnas.board.farm import run_native
 
-    proc = run_native(root, arm_runner, bundle, bundle / "sample_input.npy", ["--json", "--repeat", "3"])
+    proc = run_native(root, arm_runner, bundle, bundle / "sample_input.npy", ["--json", "--windows", "3",
+                                                                               "--span-s", "1"])
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["top_class"] == manifest["expected_output"]["top_class"]

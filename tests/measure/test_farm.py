@@ -7,7 +7,8 @@ import pytest
 
 from tvmnas.errors import TvmnasError
 from tvmnas.measure.farm import Farm, FarmPolicy, Job
-from tvmnas.measure.runner.base import MeasureResult, TimingSettings
+from tvmnas.measure.protocol import Estimate, Protocol
+from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.rpc import RpcEndpoint
 
 ENDPOINT = RpcEndpoint("127.0.0.1", 9, "board")
@@ -25,7 +26,7 @@ class FakeSession:
 
 
 class FakeTracker:
-    """Hands out servers by name; `behaviour[name]` is 'ok', 'dies-after-N', 'hangs', 'noisy', 'noisy-once'."""
+    """Hands out servers by name; `behaviour[name]` is 'ok', 'dies-after-N' or 'hangs'."""
 
     def __init__(self, behaviour: dict[str, str]) -> None:
         self.behaviour = dict(behaviour)
@@ -33,6 +34,7 @@ class FakeTracker:
         self.dead: set[str] = set()
         self.done: dict[str, int] = {name: 0 for name in behaviour}
         self.lock = threading.Lock()
+        self.hangs_ended = 0  # hung calls that came back (the farm must not wait for them)
 
     def connect(self, _endpoint):
         while True:  # like a tracker request: waits until a live server is free
@@ -43,7 +45,7 @@ class FakeTracker:
                     return FakeSession(live[0], self)
             time.sleep(0.01)
 
-    def measure(self, session: FakeSession, job: Job) -> MeasureResult:
+    def measure(self, session: FakeSession, job: Job) -> Estimate:
         server = session.server
         kind = self.behaviour[server]
         with self.lock:
@@ -54,14 +56,15 @@ class FakeTracker:
             raise ConnectionError(f"{server} closed the connection")
         if kind == "hangs":
             time.sleep(5)
+            with self.lock:
+                self.hangs_ended += 1
         time.sleep(0.02)  # a measurement takes a while, so every server gets work
-        if kind == "noisy" or (kind == "noisy-once" and count == 1):
-            return MeasureResult(1.0, 0.5, 10)
-        return MeasureResult(1.0 + job.id / 100, 0.01, 10)
+        latency = 1.0 + job.id / 100
+        return Estimate(latency, latency, 0.01, 10, 0)
 
 
 def jobs(n: int) -> list[Job]:
-    return [Job(i, f"/tmp/lib{i}.so", "cpu", (1, 3, 8, 8), TimingSettings()) for i in range(n)]
+    return [Job(i, Batch((f"/tmp/lib{i}.so",), ((1, 3, 8, 8),), "cpu"), Protocol()) for i in range(n)]
 
 
 def run(tracker: FakeTracker, n: int, **policy) -> tuple[list, Farm]:
@@ -76,7 +79,7 @@ def test_jobs_spread_over_every_server():
     tracker = FakeTracker({"a": "ok", "b": "ok"})
     results, _ = run(tracker, 12)
     assert sorted(r.job.id for r in results) == list(range(12))
-    assert all(r.result.median_ms == pytest.approx(1.0 + r.job.id / 100) for r in results)
+    assert all(r.result.latency_ms == pytest.approx(1.0 + r.job.id / 100) for r in results)
     assert tracker.done["a"] > 0 and tracker.done["b"] > 0
 
 
@@ -90,12 +93,11 @@ def test_a_server_that_dies_hands_its_job_to_another():
 
 def test_a_hung_server_times_out_and_another_measures():
     tracker = FakeTracker({"a": "ok", "b": "hangs"})
-    start = time.monotonic()
     results, farm = run(tracker, 4, measure_timeout_s=0.3)
     assert sorted(r.job.id for r in results) == list(range(4))
     assert all(r.result.error is None for r in results)
     assert any("no answer within 0.3 s" in f for f in farm.failures)
-    assert time.monotonic() - start < 4  # the hung call was abandoned, not waited for
+    assert tracker.hangs_ended == 0  # every result was in while the hung call still hung: it was abandoned
 
 
 def test_no_server_left_stops_with_one_line_after_handing_out_what_is_done():
@@ -120,10 +122,3 @@ def test_a_job_that_fails_everywhere_ends_as_an_error_after_the_allowed_tries():
         farm.submit(jobs(1)[0])
         (result,) = list(farm.results())
     assert result.result.error == "RuntimeError: the module does not load (after 2 tries)"
-
-
-def test_noisy_results_are_measured_again_and_flagged_when_still_noisy():
-    results, _ = run(FakeTracker({"a": "noisy"}), 2)
-    assert all(r.flag and r.flag.startswith("noisy") and r.result.repeats == 20 for r in results)
-    results, _ = run(FakeTracker({"a": "noisy-once"}), 1)
-    assert results[0].flag is None and results[0].result.stdev_ms == 0.01 and results[0].result.repeats == 20

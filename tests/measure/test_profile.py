@@ -6,13 +6,17 @@ import torch
 
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.compile import compile_fused, fuse, import_torch
-from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates, tuning_dir
-from tvmnas.measure.runner import MeasureResult, TimingSettings
+from tvmnas.measure.method import METHOD
+from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates
+from tvmnas.measure.protocol import Estimate, Interleaved
+from tvmnas.measure.reference import read_anchor
 from tvmnas.measure.runner.local import LocalRunner
+from tvmnas.measure.tuning import tuning_dir
 from tvmnas.model.blocks import candidate_module
 from tvmnas.targets import load_target
+from tvmnas.versions import tvm_version
 
-FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
+from tests.helpers import FAST
 
 
 @pytest.fixture(scope="module")
@@ -41,53 +45,60 @@ def test_compiled_candidate_matches_pytorch(tiny_space, cpu):
 
 def test_profile_measures_then_resumes(tiny_space, cpu, tmp_path):
     db_path = tmp_path / "lat.db"
-    runner, settings = LocalRunner(), ProfileSettings(tune_trials=0, timing=FAST)
+    runner, settings = LocalRunner(), ProfileSettings(tune_trials=0, protocol=FAST)
     cands = tiny_space.candidates()
     with LatencyDB(db_path) as db:
-        first = profile_candidates(cands, cpu, runner, db, settings, tuning_dir(db_path, cpu, "local"))
+        first = profile_candidates(cands, cpu, runner, db, settings, tuning_dir(db_path, cpu, "local")).outcomes
     assert [o.cached for o in first] == [False] * len(cands)
-    assert all(o.row.ok and o.row.median_ms > 0 and o.row.level == "default" for o in first), \
-        [o.row.error for o in first]
+    assert all(o.row.ok and o.row.latency_ms > 0 and o.row.level == "default" and o.row.method == METHOD
+               and o.row.windows >= FAST.windows // 2 for o in first), [o.row.error for o in first]
     assert all(o.row.compile_s > 0 for o in first)
     with LatencyDB(db_path) as db:  # a rerun (new process, same file) measures nothing
-        again = profile_candidates(cands, cpu, runner, db, settings, tuning_dir(db_path, cpu, "local"))
+        assert read_anchor(db, cpu.fingerprint("local"), tvm_version(), METHOD) > 0
+        again = profile_candidates(cands, cpu, runner, db, settings, tuning_dir(db_path, cpu, "local")).outcomes
         assert all(o.cached for o in again)
-        forced = profile_candidates(cands[:1], cpu, runner, db, ProfileSettings(force=True, timing=FAST),
-                                    tuning_dir(db_path, cpu, "local"))
+        forced = profile_candidates(cands[:1], cpu, runner, db, ProfileSettings(force=True, protocol=FAST),
+                                    tuning_dir(db_path, cpu, "local")).outcomes
         assert not forced[0].cached
 
 
-class FlakyRunner(LocalRunner):
-    """Fails the first candidate it is asked to time, then works."""
+class ScriptedRunner(LocalRunner):
+    """Times nothing: answers every batch with scripted estimates, and keeps the batches it was given."""
 
-    def __init__(self):
+    def __init__(self, speed=1.0, fail_first=False):
         super().__init__()
-        self.calls = 0
+        self.speed, self.fail_first, self.batches = speed, fail_first, []
 
-    def measure(self, lib_path, device_kind, input_shape, timing, threads=0):
-        self.calls += 1
-        if self.calls == 1:
-            return MeasureResult.failed("RPCError: board went away")
-        return super().measure(lib_path, device_kind, input_shape, timing, threads)
+    def measure(self, batch, protocol, on_round=None):
+        self.batches.append(batch)
+        estimates = [Estimate(i + 1.0, (i + 1.0) * self.speed, 0.02, 40, 3) for i in range(len(batch.libs))]
+        if self.fail_first and len(self.batches) == 1:
+            estimates[0] = Estimate.failed("RPCError: board went away")
+        return Interleaved(estimates, Estimate(0.05, 0.05 * self.speed, 0.0, 200, 0), self.speed, 1.0, 40)
 
 
-def test_failure_is_recorded_and_others_go_on_then_retried(tiny_space, cpu, tmp_path):
+def test_rows_carry_the_estimate_and_later_runs_use_the_anchor(tiny_space, cpu, tmp_path):
     db_path = tmp_path / "lat.db"
     cands = tiny_space.candidates()[:3]
-    settings = ProfileSettings(timing=FAST)
+    first = ScriptedRunner(fail_first=True)
     with LatencyDB(db_path) as db:
-        out = profile_candidates(cands, cpu, FlakyRunner(), db, settings, tuning_dir(db_path, cpu, "local"))
-        assert out[0].row.error == "RPCError: board went away" and out[0].row.median_ms is None
-        assert out[1].row.ok and out[2].row.ok
-        rerun = profile_candidates(cands, cpu, LocalRunner(), db, settings, tuning_dir(db_path, cpu, "local"))
-    assert [o.cached for o in rerun] == [False, True, True]
-    assert rerun[0].row.ok
+        out = profile_candidates(cands, cpu, first, db, ProfileSettings(), tuning_dir(db_path, cpu, "local")).outcomes
+        assert out[0].row.error == "RPCError: board went away" and out[0].row.latency_ms is None  # fails alone
+        assert [(o.row.latency_ms, o.row.dispersion, o.row.windows, o.row.dropped_windows) for o in out[1:]] == \
+            [(2.0, 0.02, 40, 3), (3.0, 0.02, 40, 3)]
+        assert first.batches[0].anchor_ms is None  # the first profile of the target sets the anchor
+        assert read_anchor(db, cpu.fingerprint("local"), tvm_version(), METHOD) == 0.05
+        second = ScriptedRunner(speed=1.5)
+        rerun = profile_candidates(cands, cpu, second, db, ProfileSettings(), tuning_dir(db_path, cpu, "local"))
+    assert [o.cached for o in rerun.outcomes] == [False, True, True]  # only the failed one again
+    assert second.batches[0].anchor_ms == 0.05 and len(second.batches[0].libs) == 1
+    assert rerun.outcomes[0].row.speed == 1.5 and rerun.outcomes[0].row.raw_ms == 1.5
 
 
 def test_tuned_level_tunes_each_kernel_once(tiny_space, cpu, tmp_path):
     """Meta-schedule tuning through the per-target database: a second candidate sharing kernels reuses them."""
     tune_dir = tmp_path / "tuning"
-    settings = ProfileSettings(tune_trials=2, timing=FAST)
+    settings = ProfileSettings(tune_trials=2, protocol=FAST)
     runner = LocalRunner()
     layer = tiny_space.layers()[0]
     first = measure_candidate(layer.candidate("mb_k3_e2"), cpu, runner, settings, tune_dir)
@@ -96,29 +107,3 @@ def test_tuned_level_tunes_each_kernel_once(tiny_space, cpu, tmp_path):
     assert (tune_dir / "database_tuning_record.json").stat().st_size > 0
     again = measure_candidate(layer.candidate("mb_k3_e2"), cpu, runner, settings, tune_dir)
     assert again.ok and again.tasks_tuned == 0
-
-
-class ScriptedRunner(LocalRunner):
-    """Times nothing: answers each library's n-th measurement from a script."""
-
-    def __init__(self, script):
-        super().__init__()
-        self.script, self.calls = script, {}
-
-    def measure(self, lib_path, device_kind, input_shape, timing, threads=0):
-        n = self.calls.get(lib_path, 0)
-        self.calls[lib_path] = n + 1
-        return MeasureResult(self.script[n], 0.01, 10)
-
-
-def test_profile_keeps_the_fastest_pass(tiny_space, cpu, tmp_path):
-    db_path = tmp_path / "lat.db"
-    cands = tiny_space.candidates()[:2]
-    runner = ScriptedRunner([2.0, 1.5, 1.8])
-    with LatencyDB(db_path) as db:
-        out = profile_candidates(cands, cpu, runner, db, ProfileSettings(passes=3, timing=FAST),
-                                 tuning_dir(db_path, cpu, "local"))
-        assert [o.row.median_ms for o in out] == [1.5, 1.5] and out[0].row.repeats == 30
-        stored = db.get(out[0].row.target_fp, out[0].row.tvm_version, cands[0].key, cands[0].shape_text, "default")
-    assert stored.median_ms == 1.5
-    assert all(n == 3 for n in runner.calls.values())

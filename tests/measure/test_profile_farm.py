@@ -3,18 +3,22 @@ in the middle of the run."""
 
 import pytest
 
-from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.farm import FarmPolicy
-from tvmnas.measure.profile import ProfileSettings, profile_candidates, tuning_dir
-from tvmnas.measure.runner import TimingSettings
+from tvmnas.measure.profile import FarmExhausted, ProfileSettings, profile_candidates
+from tvmnas.measure.protocol import Protocol
 from tvmnas.measure.runner.loopback import free_port, start_server, start_tracker, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
+from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
 
+from tests.helpers import FAST
+
 pytestmark = pytest.mark.rpc
-FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=5)
-POLICY = FarmPolicy(request_timeout_s=5, measure_timeout_s=60, max_spread=10.0)
+POLICY = FarmPolicy(request_timeout_s=5, measure_timeout_s=60)
+# each job takes a second and a half, so a server killed or frozen after the first row is in the middle of one
+SLOW_JOBS = ProfileSettings(protocol=FAST, farm_protocol=Protocol(windows=3, samples_per_window=2, sample_ms=0.5,
+                                                                   warmup_ms=1.0, reference_every=1, min_span_s=1.5))
 
 
 @pytest.fixture
@@ -29,22 +33,23 @@ def two_servers():
             stop(proc)
 
 
-def profile(tiny_space, endpoint, db_path, on_outcome=None):
+def profile(tiny_space, endpoint, db_path, progress=None, policy=POLICY):
     cpu = load_target("x86-cpu")
     runner = RpcRunner(endpoint)
     with LatencyDB(db_path) as db:
-        return profile_candidates(tiny_space.candidates(), cpu, runner, db, ProfileSettings(timing=FAST),
-                                  tuning_dir(db_path, cpu, runner.device_label), on_outcome, POLICY)
+        return profile_candidates(tiny_space.candidates(), cpu, runner, db, SLOW_JOBS,
+                                  tuning_dir(db_path, cpu, runner.device_label), progress, policy)
 
 
 def after_first(action):
-    """An on_outcome callback that runs `action` once the first row is in, and the list of every outcome."""
+    """A progress callback that runs `action` once the first row is measured, and the list of rows measured."""
     seen = []
 
-    def callback(outcome):
-        seen.append(outcome)
-        if len(seen) == 1:
-            action()
+    def callback(phase, done, total, what):
+        if phase == "measure":
+            seen.append(what)
+            if len(seen) == 1:
+                action()
 
     return callback, seen
 
@@ -52,20 +57,23 @@ def after_first(action):
 def test_a_server_killed_mid_run_loses_no_row(two_servers, tiny_space, tmp_path):
     tracker, servers = two_servers
     kill_one, seen = after_first(lambda: stop(servers[1]))
-    out = profile(tiny_space, tracker, tmp_path / "lat.db", kill_one)
+    report = profile(tiny_space, tracker, tmp_path / "lat.db", kill_one)
+    out = report.outcomes
     assert len(out) == len(tiny_space.candidates()) == len(seen)
     assert all(o.row.ok and not o.cached for o in out), [o.row.error for o in out]
+    assert report.dropped_sessions  # the killed server held a job, which another server measured again
     with LatencyDB(tmp_path / "lat.db") as db:
         assert len(db.rows()) == len(out)
-    again = profile(tiny_space, tracker, tmp_path / "lat.db")
+    again = profile(tiny_space, tracker, tmp_path / "lat.db").outcomes
     assert all(o.cached for o in again)
 
 
 def test_no_server_left_stops_with_one_line_and_keeps_what_was_measured(two_servers, tiny_space, tmp_path):
     tracker, servers = two_servers
     kill_all, seen = after_first(lambda: [stop(proc) for proc in servers])
-    with pytest.raises(TvmnasError, match="no RPC server left under key 'x86-farm'"):
+    with pytest.raises(FarmExhausted, match="no RPC server left under key 'x86-farm'") as raised:
         profile(tiny_space, tracker, tmp_path / "lat.db", kill_all)
+    assert raised.value.dropped_sessions
     with LatencyDB(tmp_path / "lat.db") as db:
         kept = [r for r in db.rows() if r.ok]
     assert len(kept) == len(seen) >= 1
@@ -78,17 +86,13 @@ def test_a_hung_server_is_given_up_and_another_measures(two_servers, tiny_space,
     tracker, servers = two_servers
     # the server and its worker stop answering
     hang_one, _ = after_first(lambda: os.killpg(servers[1].pid, signal.SIGSTOP))
-    cpu = load_target("x86-cpu")
-    runner = RpcRunner(tracker)
-    policy = FarmPolicy(request_timeout_s=5, measure_timeout_s=8, max_spread=10.0)
     try:
-        with LatencyDB(tmp_path / "lat.db") as db:
-            out = profile_candidates(tiny_space.candidates(), cpu, runner, db, ProfileSettings(timing=FAST),
-                                     tuning_dir(tmp_path / "lat.db", cpu, runner.device_label),
-                                     hang_one, policy)
+        report = profile(tiny_space, tracker, tmp_path / "lat.db", hang_one,
+                         FarmPolicy(request_timeout_s=5, measure_timeout_s=8))
     finally:
         os.killpg(servers[1].pid, signal.SIGCONT)
-    assert all(o.row.ok for o in out), [o.row.error for o in out]
+    assert all(o.row.ok for o in report.outcomes), [o.row.error for o in report.outcomes]
+    assert any("no answer within 8 s" in why for why in report.dropped_sessions)
 
 
 def test_tuning_and_timing_share_the_servers(two_servers, tiny_space, tmp_path):
@@ -99,8 +103,8 @@ def test_tuning_and_timing_share_the_servers(two_servers, tiny_space, tmp_path):
     db_path = tmp_path / "lat.db"
     with LatencyDB(db_path) as db:
         out = profile_candidates(tiny_space.candidates()[:3], cpu, runner, db,
-                                 ProfileSettings(tune_trials=2, timing=FAST),
-                                 tuning_dir(db_path, cpu, runner.device_label), None, POLICY)
+                                 ProfileSettings(tune_trials=2, protocol=FAST, farm_protocol=FAST),
+                                 tuning_dir(db_path, cpu, runner.device_label), None, POLICY).outcomes
     assert all(o.row.ok and o.row.level == "tuned-2" for o in out), [o.row.error for o in out]
     assert sum(o.row.tasks_tuned for o in out) >= 3
 
@@ -116,12 +120,12 @@ def test_tuning_and_timing_get_past_a_hung_server(two_servers, tiny_space, tmp_p
     cpu = load_target("x86-cpu")
     runner = RpcRunner(tracker)
     db_path = tmp_path / "lat.db"
-    policy = FarmPolicy(request_timeout_s=60, measure_timeout_s=8, max_spread=10.0)
+    policy = FarmPolicy(request_timeout_s=60, measure_timeout_s=8)
     try:
         with LatencyDB(db_path) as db:
             out = profile_candidates(tiny_space.candidates()[:2], cpu, runner, db,
-                                     ProfileSettings(tune_trials=2, timing=FAST),
-                                     tuning_dir(db_path, cpu, runner.device_label), None, policy)
+                                     ProfileSettings(tune_trials=2, protocol=FAST, farm_protocol=FAST),
+                                     tuning_dir(db_path, cpu, runner.device_label), None, policy).outcomes
     finally:
         os.killpg(servers[1].pid, signal.SIGCONT)
     assert all(o.row.ok for o in out), [o.row.error for o in out]

@@ -4,14 +4,15 @@ import pytest
 
 from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates, tuning_dir
-from tvmnas.measure.runner import TimingSettings
+from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates
 from tvmnas.measure.runner.loopback import free_port, start_server, start_tracker, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, check_reachable, parse_host_port
+from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
 
+from tests.helpers import FAST
+
 pytestmark = pytest.mark.rpc
-FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,9 @@ def test_rpc_runner_measures(rpc_farm, tiny_space, tmp_path, which):
     runner = RpcRunner(endpoint)
     db_path = tmp_path / "lat.db"
     with LatencyDB(db_path) as db:
-        out = profile_candidates(tiny_space.candidates()[:2], cpu, runner, db, ProfileSettings(timing=FAST),
-                                 tuning_dir(db_path, cpu, runner.device_label))
-    assert all(o.row.ok and o.row.median_ms > 0 for o in out), [o.row.error for o in out]
+        out = profile_candidates(tiny_space.candidates()[:2], cpu, runner, db, ProfileSettings(protocol=FAST),
+                                 tuning_dir(db_path, cpu, runner.device_label)).outcomes
+    assert all(o.row.ok and o.row.latency_ms > 0 for o in out), [o.row.error for o in out]
     assert out[0].row.device == endpoint.label
     assert out[0].row.target_fp == cpu.fingerprint(endpoint.label) != cpu.fingerprint("local")
 
@@ -48,7 +49,7 @@ def test_rpc_runner_measures(rpc_farm, tiny_space, tmp_path, which):
 def test_tuning_over_rpc(rpc_farm, tiny_space, tmp_path, which):
     cpu = load_target("x86-cpu")
     runner = RpcRunner(rpc_farm[which])
-    row = measure_candidate(tiny_space.stem(), cpu, runner, ProfileSettings(tune_trials=2, timing=FAST),
+    row = measure_candidate(tiny_space.stem(), cpu, runner, ProfileSettings(tune_trials=2, protocol=FAST),
                             tmp_path / "tuning")
     assert row.ok and row.tasks_tuned >= 1, row.error
 
@@ -77,7 +78,7 @@ def test_outputs_over_rpc_equal_local_ones(rpc_farm, tiny_space, tmp_path):
     from tvmnas.measure.runner.local import LocalRunner
 
     cpu, cand = load_target("x86-cpu"), tiny_space.stem()
-    row = measure_candidate(cand, cpu, LocalRunner(), ProfileSettings(timing=FAST), tmp_path / "tuning",
+    row = measure_candidate(cand, cpu, LocalRunner(), ProfileSettings(protocol=FAST), tmp_path / "tuning",
                             keep_dir=tmp_path)
     assert row.ok, row.error
     data = np.random.default_rng(0).standard_normal(cand.input_shape).astype(np.float32)

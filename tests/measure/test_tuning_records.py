@@ -6,27 +6,26 @@ import json
 from tvmnas.arch import Arch
 from tvmnas.measure.compile import apply_tuning_records, fuse, import_torch
 from tvmnas.measure.profile import ProfileSettings, measure_candidate
-from tvmnas.measure.runner.base import TimingSettings
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.tuning import RECORDS, open_database
 from tvmnas.model.network import Network
 from tvmnas.targets import load_target
 
-FAST = TimingSettings(warmup_runs=1, warmup_ms=0, rounds=2, repeat=3, min_repeat_ms=1)
+from tests.helpers import FAST
 
 
 def scheduled_kernels(mod) -> int:
     import tvm
 
     return sum(1 for _, f in mod.functions_items()
-               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and "tir.is_scheduled" in f.attrs)
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and "tirx.is_scheduled" in f.attrs)
 
 
 def test_records_of_a_block_schedule_the_network_and_a_broken_database_is_repaired(tiny_space, tmp_path):
     cpu = load_target("x86-cpu")
     tune_dir = tmp_path / "tuning"
     row = measure_candidate(tiny_space.layers()[0].candidate("mb_k3_e2"), cpu, LocalRunner(),
-                            ProfileSettings(tune_trials=1, timing=FAST), tune_dir)
+                            ProfileSettings(tune_trials=1, protocol=FAST), tune_dir)
     assert row.ok, row.error
 
     # The network's copies of the block's kernels carry other block names (numbered by position in the
@@ -53,7 +52,7 @@ def test_a_budget_keeps_only_each_kernels_first_trials(tiny_space, tmp_path):
     tune_dir = tmp_path / "tuning"
     cand = tiny_space.layers()[0].candidate("mb_k3_e2")
     for trials in (1, 3):  # the second budget adds records to the same kernels
-        row = measure_candidate(cand, cpu, LocalRunner(), ProfileSettings(tune_trials=trials, timing=FAST),
+        row = measure_candidate(cand, cpu, LocalRunner(), ProfileSettings(tune_trials=trials, protocol=FAST),
                                 tune_dir)
         assert row.ok, row.error
     records = [json.loads(r) for r in (tune_dir / RECORDS).read_text().splitlines()]

@@ -5,22 +5,14 @@ import json
 import pytest
 
 from tvmnas.cli import main
-from tvmnas.latency_db import LatencyDB, LatencyRow
-from tvmnas.measure.profile import tvm_version
-from tvmnas.targets import load_target
+
+from tests import helpers
 
 LATENCY_MS = {"stem": 0.1, "first": 0.2, "head": 0.2, "mb_k3_e1": 0.3, "mb_k3_e2": 0.5}
 
 
 def fill_db(path, space, skip: str | None = None):
-    fp = load_target("x86-cpu").fingerprint("local")
-    with LatencyDB(path) as db:
-        for cand in space.candidates():
-            if cand.key == skip:
-                continue
-            ms = LATENCY_MS.get(cand.part) if cand.part != "layer" else LATENCY_MS[cand.op]
-            db.put(LatencyRow(fp, tvm_version(), cand.key, cand.shape_text, "tuned-8", "x86-cpu", "local",
-                              ms, 0.0, 25, 1.0, 1.0, 1, None))
+    helpers.fill_db(path, space, LATENCY_MS, skip=skip)
 
 
 def search(capsys, *argv):
@@ -50,7 +42,7 @@ def test_search_and_resume(capsys, args, tmp_path):
 
 
 @pytest.mark.parametrize("goal, message", [
-    ("0", "must be > 0 ms"), ("-3", "must be > 0 ms"),
+    ("0", "argument --latency-ms: must be > 0, not 0"), ("-3", "argument --latency-ms: must be > 0, not -3"),
     ("0.5", "below the smallest reachable latency of tiny on x86-cpu: 0.8000 ms"),
 ])
 def test_bad_latency_goal(capsys, args, goal, message):

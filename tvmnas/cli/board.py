@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tvmnas.cli.common import count
 from tvmnas.errors import TvmnasError
 
 
-def add_parsers(verbs) -> None:
+def register(verbs) -> None:
     from tvmnas.board.farm import FarmSettings
     from tvmnas.board.rootfs import default_rootfs
 
@@ -21,12 +22,12 @@ def add_parsers(verbs) -> None:
 
     p = actions.add_parser("up", help="create the root filesystem (once), start a tracker and N RPC servers")
     p.add_argument("--emulated", choices=["aarch64"], required=True, help="the emulated architecture")
-    p.add_argument("--count", type=int, default=d.count, help=f"servers to start (default {d.count})")
+    p.add_argument("--count", type=count(1), default=d.count, help=f"servers to start (default {d.count})")
     p.add_argument("--tracker", metavar="HOST:PORT", help="register with this tracker instead of starting one")
     p.add_argument("--key", default=d.key, help=f"key the servers register under (default {d.key})")
     p.add_argument("--host", default=d.host,
                    help=f"address the tracker and servers listen on (default {d.host}: this machine only)")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--threads", type=count(1),
                    help="TVM_NUM_THREADS of each server, what meta-schedule's tuning trials run with (default: the "
                         "arm-aarch64 target's num-cores, which profile timings use too)")
     p.add_argument("--mirror", help="Debian mirror for creating the root filesystem (default mmdebstrap's)")
@@ -42,6 +43,7 @@ def add_parsers(verbs) -> None:
                    help="the cross-built runner (make runner-aarch64; default build/native-aarch64/tvmnas-run)")
     p.add_argument("--json", action="store_true", help="the runner's JSON output")
     rootfs_arg(p)
+    board.set_defaults(func=cmd_board)
 
 
 def cmd_board(args) -> int:
@@ -57,8 +59,6 @@ def _up(args) -> int:
 
     tracker = parse_host_port(args.tracker, "--tracker") if args.tracker else None
     threads = args.threads if args.threads is not None else load_target("arm-aarch64").runtime_threads
-    if threads < 1 or args.count < 1:
-        raise TvmnasError(f"--count and --threads must be >= 1, not {args.count} and {threads}")
     if not is_ready(args.rootfs):
         print(f"creating the arm64 root filesystem at {args.rootfs} (once; several minutes)")
     rootfs = create_rootfs(args.rootfs, RootfsSettings(mirror=args.mirror), log=lambda s: print(f"  {s}"))

@@ -11,6 +11,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,12 +21,17 @@ import torch
 from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
 from tvmnas.deploy.bundle import write_manifest
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.compile import build_module, gpu_binary_paths, import_torch, level_name
-from tvmnas.measure.profile import tvm_version
-from tvmnas.measure.runner.base import MeasureResult, Runner, TimingSettings
+from tvmnas.measure.build import build_module
+from tvmnas.measure.compile import gpu_binary_paths, import_torch, level_name
+from tvmnas.measure.protocol import SINGLE, Protocol
+from tvmnas.measure.reference import REFERENCE_FILE, build_reference
+from tvmnas.measure.runner.base import Runner
+from tvmnas.measure.single import time_network
 from tvmnas.model.blocks import fold_batchnorm
+from tvmnas.search.latency import Prediction
 from tvmnas.targets import TargetSpec
 from tvmnas.train.network_file import TrainedNetwork
+from tvmnas.versions import tvm_version
 
 MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE = "model.so", "model.onnx", "network.pt", "sample_input.npy"
 
@@ -33,10 +39,23 @@ MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE = "model.so", "model.onnx", "n
 @dataclass(frozen=True)
 class ExportSettings:
     tune_trials: int = 8
-    timing: TimingSettings = field(default_factory=TimingSettings)
+    protocol: Protocol = field(default_factory=lambda: SINGLE)
     rtol: float = 1e-3  # compiled / ONNX outputs against PyTorch's
     atol: float = 1e-3
     seed: int = 0
+
+
+def sample_input(trained: TrainedNetwork) -> np.ndarray | None:
+    """The first test image of the network's data, preprocessed (the bundle's example input), when readable."""
+    from tvmnas.data.datasets import load_search_data, normalize
+
+    space = trained.space
+    try:
+        data = load_search_data(trained.info.get("train_config", {}).get("data"), space.input_channels,
+                                space.input_size, 0.5, 0, limit=2)
+    except TvmnasError:
+        return None
+    return None if data.test is None else normalize(data.test.images[:1]).astype(np.float32)
 
 
 def export_onnx(net: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
@@ -69,10 +88,13 @@ def check_close(name: str, got: np.ndarray, want: np.ndarray, settings: ExportSe
 
 def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec, runner: Runner | None,
                   tune_dir: Path, out_dir: Path, settings: ExportSettings, sample: np.ndarray | None = None,
-                  predicted_latency_ms: float | None = None) -> dict:
+                  predicted: Prediction | None = None, anchor_ms: float | None = None,
+                  on_round: Callable[[int, int], None] | None = None) -> dict:
     """Write the bundle into out_dir (emptied first) and return its manifest. `sample` is one preprocessed input
-    (for the runner's example command); a seeded random one when not given. Without a runner (no device here)
-    the module is compiled at the default level only, and neither checked nor timed (the manifest says so)."""
+    (for the runner's example command); a seeded random one when not given. The module is timed with the
+    measurement protocol against the reference module (kept in the bundle for the native runner), scaled to the
+    latency database's `anchor_ms` like the predicted latency's blocks. Without a runner (no device here) the
+    module is compiled at the default level only, and neither checked nor timed (the manifest says so)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -95,13 +117,13 @@ def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
     start = time.perf_counter()
     built = build_module(import_torch(net, shape), spec, settings.tune_trials, tune_dir, runner,
                          out_dir / MODULE_FILE, settings.seed, started=start)
-    tvm_diff, timed = None, MeasureResult(None, None, 0, "compile-only export: no device to run on")
+    reference = build_reference(spec, out_dir / REFERENCE_FILE)
+    tvm_diff, latency = None, {"measured_ms": None, "note": "compile-only export: no device to run on"}
     if runner is not None:
         tvm_diff = check_close("compiled TVM module", runner.outputs(built.lib_path, spec.device, sample), want,
                                settings)
-        timed = runner.measure(built.lib_path, spec.device, shape, settings.timing, spec.runtime_threads)
-        if timed.error:
-            raise TvmnasError(f"timing the compiled module failed: {timed.error}")
+        latency = time_network(runner, spec, built.lib_path, shape, reference, anchor_ms, settings.protocol,
+                               on_round)
 
     fields = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -116,14 +138,37 @@ def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
         "tvm_version": tvm_version(), "level": level_name(settings.tune_trials),
         "accuracy": {"test": trained.info.get("test_acc"), "test_images": trained.info.get("test_images"),
                      "valid": trained.info.get("valid_acc")},
-        "latency": {"predicted_ms": predicted_latency_ms, "measured_ms": timed.median_ms,
-                    "measured_stdev_ms": timed.stdev_ms, "measured_by": runner.device_label if runner else None},
+        "latency": with_prediction(latency, predicted),
         "expected_output": {"top_class": int(np.argmax(want)), "score": float(np.max(want))},
         "checks": {"onnx_max_abs_diff": onnx_diff, "tvm_max_abs_diff": tvm_diff},
         "seconds": {"tune": round(built.tune_s, 2), "compile": round(built.compile_s, 2),
                     "kernels": built.tasks, "kernels_tuned": built.tasks_tuned},
     }
-    gpu_binaries = [p.name for p in gpu_binary_paths(built.lib_path)]
+    gpu_binaries = [p.name for p in gpu_binary_paths(built.lib_path) + gpu_binary_paths(reference)]
     if gpu_binaries:
         fields["gpu_binaries"] = gpu_binaries
-    return write_manifest(out_dir, fields, [MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE, *gpu_binaries])
+    return write_manifest(out_dir, fields, [MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE, REFERENCE_FILE,
+                                            *gpu_binaries])
+
+
+def with_prediction(latency: dict, predicted: Prediction | None) -> dict:
+    """The manifest's latency: what was measured (see `time_network`), the database's prediction (the sum of the
+    blocks' latencies) and whether the two agree within the noise band."""
+    latency = {"predicted_ms": predicted.latency_ms if predicted else None,
+               "predicted_dispersion": predicted.dispersion if predicted else None, **latency}
+    latency["agreement"] = agreement(latency)
+    return latency
+
+
+def agreement(latency: dict) -> dict | None:
+    """Predicted vs measured: their relative difference, and the noise band it is judged against (the sum of the
+    two dispersions: how much each estimate moved between quarters of its run, with a floor of 2%)."""
+    pred, meas = latency.get("predicted_ms"), latency.get("measured_ms")
+    if pred is None or meas is None:
+        return None
+    band = max(NOISE_FLOOR, (latency.get("predicted_dispersion") or 0.0) + (latency.get("measured_dispersion") or 0.0))
+    error = (meas - pred) / pred
+    return {"error": error, "band": band, "within_band": abs(error) <= band}
+
+
+NOISE_FLOOR = 0.02

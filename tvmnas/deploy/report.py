@@ -34,10 +34,25 @@ def run_report(run_dir: Path) -> str:
         lines.append(f"  not exported yet: tvmnas export --run {run_dir} --target {search['target']}")
     for bundle in bundles:
         m = read_manifest(bundle)
-        lat = m["latency"]
-        pred = "n/a" if lat["predicted_ms"] is None else f"{lat['predicted_ms']:.4f} ms"
-        lines += [f"  bundle {bundle} ({m['target']['name']}, {m['level']}): measured {lat['measured_ms']:.4f} ms "
-                  f"by {lat['measured_by']}, predicted {pred}",
+        lines += [f"  bundle {bundle} ({m['target']['name']}, {m['level']}): {latency_text(m['latency'])}",
                   f"    run it: build/native/tvmnas-run {bundle} {bundle / m['sample_input']}"
                   f"   (build: make runner)"]
     return "\n".join(lines)
+
+
+def latency_text(lat: dict) -> str:
+    """Predicted vs measured, and whether they agree within the noise band."""
+    if lat.get("measured_ms") is None:
+        return "compiled only, not measured"
+    measured = (f"measured {lat['measured_ms']:.4f} ms +/-{lat['measured_dispersion']:.0%} by "
+                f"{lat['measured_by']}" + (f" (flagged: {lat['flag']})" if lat.get("flag") else ""))
+    if lat.get("predicted_ms") is None:
+        return f"{measured}, no prediction (profile the space first)"
+    return (f"{measured}, predicted {lat['predicted_ms']:.4f} ms +/-{lat['predicted_dispersion']:.0%}: "
+            f"{agreement_text(lat['agreement'])}")
+
+
+def agreement_text(agreement: dict) -> str:
+    verdict = "agree" if agreement["within_band"] else "disagree"
+    return (f"measured {agreement['error']:+.1%} from predicted, {verdict} within the noise band "
+            f"+/-{agreement['band']:.1%}")

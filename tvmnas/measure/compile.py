@@ -9,9 +9,7 @@ comes from the compilation that deploys.
 from __future__ import annotations
 
 import hashlib
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +18,10 @@ from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.targets import TargetSpec
 
 DEFAULT_LEVEL = "default"
+DEFAULT_TUNE_TRIALS = 8  # meta-schedule trials per fused kernel unless the user says otherwise
+# Bumped whenever what a candidate compiles to changes (passes, layouts, schedules): its latencies are then
+# measured again (see `tvmnas.measure.method`).
+PIPELINE_VERSION = 1
 
 
 def level_name(tune_trials: int) -> str:
@@ -88,7 +90,7 @@ def apply_tuning_records(fused_mod, database, top_k: int = 8):
             except Exception:  # noqa: BLE001 - try the next record
                 continue
             scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
-            fused_mod.update_func(gvar, scheduled.with_attr("tir.is_scheduled", True))
+            fused_mod.update_func(gvar, scheduled.with_attr("tirx.is_scheduled", True))
             break
     return fused_mod
 
@@ -144,33 +146,3 @@ def _modules_of_kind(module, kind: str) -> list:
     for child in module.imports:
         found += _modules_of_kind(child, kind)
     return found
-
-
-@dataclass(frozen=True)
-class BuiltModule:
-    lib_path: Path
-    compile_s: float  # import, fusion, compilation and export, without tuning
-    tune_s: float
-    tasks_tuned: int
-    tasks: int  # distinct kernels of the module
-
-
-def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, runner, lib_path: Path,
-                 seed: int = 0, started: float | None = None) -> BuiltModule:
-    """Fuse, tune (kernels the target's database lacks, timed by `runner`'s device), compile and export a Relax
-    module at level `level_name(tune_trials)`. `started` (perf_counter) counts earlier steps, such as the
-    import, in compile_s."""
-    from tvmnas.measure.tuning import TuneSettings, budget_database, open_database, tune_fused
-
-    start = time.perf_counter() if started is None else started
-    target = spec.tvm()
-    fused = fuse(relax_mod, target)
-    database, tune_s, tasks_tuned, tasks = None, 0.0, 0, 0
-    if tune_trials > 0:
-        database = open_database(tune_dir)
-        report = tune_fused(fused, spec, target, database, tune_dir, TuneSettings(tune_trials, seed=seed),
-                            lambda: runner.meta_schedule_runner(spec.device, spec.runtime_threads))
-        tune_s, tasks_tuned, tasks = report.seconds, report.tasks_tuned, report.tasks_total
-        database = budget_database(tune_dir, tune_trials)  # what tune_trials trials found, not a larger budget
-    lib = export_library(compile_fused(fused, target, database), lib_path, spec)
-    return BuiltModule(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned, tasks)

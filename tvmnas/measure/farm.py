@@ -4,8 +4,9 @@ One worker thread per server takes jobs (compiled libraries to time) from a shar
 fails or does not answer within `measure_timeout_s` goes back to the queue for another server (at most
 `max_attempts` tries). A worker holds a session for one job at a time (tuning asks the same tracker for servers in
 between), and stops when the tracker gives it none within `request_timeout_s`. When every worker has stopped with
-jobs left, `results` raises, after handing out every result already done. A result whose samples disagree by
-more than `max_spread` (stdev / median) is measured once more and flagged when it still does.
+jobs left, `results` raises, after handing out every result already done. Each job is timed with the
+measurement protocol (the candidate interleaved with the reference module on that server), which drops windows of
+slow phases and flags an estimate that stays noisy.
 
 The steps (`connect`, `measure_on_session`) are plain functions so tests and other transports can replace them.
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tvmnas.errors import TvmnasError, error_line
-from tvmnas.measure.runner.base import MeasureResult, TimingSettings
+from tvmnas.measure.protocol import Estimate, Protocol
+from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.rpc import RpcEndpoint, connect_session, count_servers, time_on_session
 
 
@@ -29,32 +31,29 @@ class FarmPolicy:
     max_attempts: int = 3  # tries of one job, each after a failure on some server
     measure_timeout_s: float = 600.0  # one job (upload, load, warm-up, timing); longer = the server hangs
     request_timeout_s: float = 120.0  # waiting for the tracker to hand out a server (others may hold them a job long)
-    max_spread: float = 0.25  # stdev / median of the kept samples above which a result is measured again
 
 
 @dataclass(frozen=True)
 class Job:
     id: object  # the caller's name for it
-    lib_path: Path
-    device_kind: str
-    input_shape: tuple[int, ...]
-    timing: TimingSettings
-    threads: int = 0
+    batch: Batch  # one library (and the reference module)
+    protocol: Protocol
     attempts: int = 0  # failed tries so far
-    first_try: MeasureResult | None = None  # set when a noisy result is being measured again
 
 
 @dataclass(frozen=True)
 class JobResult:
     job: Job
-    result: MeasureResult
+    result: Estimate
     worker: str  # the worker (one session at a time) that produced it; "" for a job that failed everywhere
-    flag: str | None = None
 
 
-def measure_on_session(session, job: Job) -> MeasureResult:
+def measure_on_session(session, job: Job) -> Estimate:
     """Time the job's library on the session's device (raises on any failure)."""
-    return time_on_session(session, job.lib_path, job.device_kind, job.input_shape, job.timing, job.threads)
+    estimate = time_on_session(session, job.batch, job.protocol).estimates[0]
+    if estimate.error is not None:
+        raise RuntimeError(estimate.error)
+    return estimate
 
 
 def call_with_timeout(fn: Callable, timeout_s: float, *args):
@@ -76,10 +75,6 @@ def call_with_timeout(fn: Callable, timeout_s: float, *args):
     if "error" in box:
         raise box.pop("error")  # popped: the box must not keep the error's frames (and the session) alive
     return box["value"]
-
-
-def spread(result: MeasureResult) -> float:
-    return (result.stdev_ms or 0.0) / result.median_ms if result.median_ms else 0.0
 
 
 class Farm:
@@ -124,7 +119,7 @@ class Farm:
     def _retry_or_fail(self, job: Job, error: str) -> None:
         job = replace(job, attempts=job.attempts + 1)
         if job.attempts >= self.policy.max_attempts:
-            self._finish(JobResult(job, MeasureResult.failed(f"{error} (after {job.attempts} tries)"), ""))
+            self._finish(JobResult(job, Estimate.failed(f"{error} (after {job.attempts} tries)"), ""))
         else:
             self._jobs.put(job)
 
@@ -161,25 +156,11 @@ class Farm:
                     continue
                 finally:
                     del session  # closes the session (a hung one stays with its abandoned thread)
-                self._accept(job, result, name)
+                self._finish(JobResult(job, result, name))
         finally:
             with self._lock:
                 self._alive -= 1
             self._done.put(None)
-
-    def _accept(self, job: Job, result: MeasureResult, worker: str) -> None:
-        first = job.first_try
-        if first is None and spread(result) > self.policy.max_spread:
-            self._jobs.put(replace(job, first_try=result))  # measure once more, maybe on another server
-            return
-        flag = None
-        if first is not None:  # keep the quieter try; flag when both were noisy
-            kept = min((first, result), key=spread)
-            if spread(kept) > self.policy.max_spread:
-                flag = (f"noisy: samples spread {spread(first):.0%} and {spread(result):.0%} of the median "
-                        f"in two tries, over {self.policy.max_spread:.0%}")
-            result = replace(kept, repeats=first.repeats + result.repeats)
-        self._finish(JobResult(job, result, worker, flag))
 
     def poll(self) -> list[JobResult]:
         """Results that are done now (does not wait)."""

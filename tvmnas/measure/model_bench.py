@@ -8,11 +8,18 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.compile import build_module, level_name
-from tvmnas.measure.runner.base import Runner, TimingSettings
+from tvmnas.measure.build import build_module
+from tvmnas.measure.compile import level_name
+from tvmnas.measure.protocol import SINGLE, Protocol
+from tvmnas.measure.reference import REFERENCE_FILE, build_reference
+from tvmnas.measure.runner.base import Runner
+from tvmnas.measure.single import time_network
 from tvmnas.targets import TargetSpec
+
+Progress = Callable[[str, int, int, str], None]
 
 
 def load_onnx(path: Path):
@@ -46,7 +53,10 @@ def graph_input(model, shape: tuple[int, ...] | None) -> tuple[str, tuple[int, .
 
 
 def bench_onnx(path: Path, spec: TargetSpec, runner: Runner, tune_dir: Path, tune_trials: int,
-               input_shape: tuple[int, ...] | None = None, timing: TimingSettings | None = None) -> dict:
+               input_shape: tuple[int, ...] | None = None, anchor_ms: float | None = None,
+               progress: Progress | None = None, protocol: Protocol = SINGLE) -> dict:
+    """Import, build (tuning what the target's database lacks) and time the model with the single-network
+    protocol; `progress(phase, done, total, detail)` hears of tuning and timing."""
     from tvm.relax.frontend.onnx import from_onnx
 
     model = load_onnx(path)
@@ -57,11 +67,16 @@ def bench_onnx(path: Path, spec: TargetSpec, runner: Runner, tune_dir: Path, tun
     except Exception as err:
         raise TvmnasError(f"TVM cannot import {path}: {str(err).splitlines()[0]}") from None
     with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
-        built = build_module(mod, spec, tune_trials, tune_dir, runner, Path(tmp) / "model.so", started=start)
-        result = runner.measure(built.lib_path, spec.device, shape, timing or TimingSettings(), spec.runtime_threads)
-    if result.error:
-        raise TvmnasError(f"timing {path} failed: {result.error}")
+        if progress:
+            progress("compile", 0, 1, "fusing and compiling")
+        built = build_module(mod, spec, tune_trials, tune_dir, runner, Path(tmp) / "model.so", started=start,
+                             progress=progress)
+        if progress:
+            progress("compile", 1, 1, "")
+        reference = build_reference(spec, Path(tmp) / REFERENCE_FILE)
+        latency = time_network(runner, spec, built.lib_path, shape, reference, anchor_ms, protocol,
+                               on_round=(lambda d, t: progress("measure", d, t, "")) if progress else None)
     return {"model": str(path), "input_shape": "x".join(map(str, shape)), "target": spec.name,
-            "level": level_name(tune_trials), "measured_by": runner.device_label, "median_ms": result.median_ms,
-            "stdev_ms": result.stdev_ms, "repeats": result.repeats, "kernels": built.tasks,
-            "kernels_tuned": built.tasks_tuned, "tune_s": built.tune_s, "compile_s": built.compile_s}
+            "level": level_name(tune_trials), "measured_by": runner.device_label, "latency": latency,
+            "kernels": built.tasks, "kernels_tuned": built.tasks_tuned, "tune_s": built.tune_s,
+            "compile_s": built.compile_s}

@@ -1,7 +1,11 @@
-"""Profile a search space: compile and measure every unique candidate, writing each result as it comes.
+"""Profile a search space: compile every unique candidate the database lacks, then time them all interleaved.
 
-A rerun measures only what the latency database lacks (or what failed before); `force` measures everything again.
-Each row records the compilation level that produced it and the seconds spent tuning and compiling it.
+Compiling comes first, one candidate after another (a candidate that does not compile gets its failed row at
+once); then the measurement protocol times every built candidate together with the reference module, so each
+candidate's windows spread over the whole measuring run, and the rows are written. Through a tracker the timing
+is spread over every server under the key instead (see `profile_on_farm`). A rerun measures only what the
+database lacks (or what failed before); `force` measures everything again. Each row records the compilation level
+and method that produced it and the seconds spent tuning and compiling it.
 """
 
 from __future__ import annotations
@@ -14,24 +18,30 @@ from typing import Callable
 
 import torch
 
-from tvmnas.errors import error_line
+from tvmnas.errors import TvmnasError, error_line
 from tvmnas.latency_db import LatencyDB, LatencyRow
-from tvmnas.measure.compile import BuiltModule, build_module, import_torch, level_name
+from tvmnas.measure.build import BuiltModule, build_module
+from tvmnas.measure.compile import import_torch, level_name
 from tvmnas.measure.farm import Farm, FarmPolicy, Job, JobResult
-from tvmnas.measure.runner.base import Runner, TimingSettings
+from tvmnas.measure.method import METHOD
+from tvmnas.measure.protocol import PROFILE, Estimate, Protocol
+from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_anchor, write_anchor
+from tvmnas.measure.runner.base import Batch, Runner
 from tvmnas.model.blocks import candidate_module
 from tvmnas.space import Candidate
 from tvmnas.targets import TargetSpec
+from tvmnas.versions import tvm_version
+
+# A farm job times one candidate against the reference on one server, for a few seconds.
+FARM_PROTOCOL = Protocol(windows=40, reference_every=1, min_span_s=3.0)
 
 
 @dataclass(frozen=True)
 class ProfileSettings:
     tune_trials: int = 0  # meta-schedule trials per kernel; 0 = TVM's default schedules
     force: bool = False
-    timing: TimingSettings = field(default_factory=TimingSettings)
-    # timing passes over the whole candidate list; a candidate keeps its fastest pass. A candidate's passes lie
-    # apart by the whole list's work, so a slow phase of a shared machine (seconds) rarely spoils all of them
-    passes: int = 2
+    protocol: Protocol = field(default_factory=lambda: PROFILE)
+    farm_protocol: Protocol = field(default_factory=lambda: FARM_PROTOCOL)
     seed: int = 0
 
     @property
@@ -46,15 +56,16 @@ class Outcome:
     cached: bool
 
 
-def tvm_version() -> str:
-    import tvm
+@dataclass(frozen=True)
+class ProfileReport:
+    outcomes: list[Outcome]
+    measure_s: float  # seconds spent timing (compiling and tuning excluded)
+    speed: float  # the device's speed in this run against the database's anchor (see the protocol)
+    dropped_sessions: tuple[str, ...] = ()  # through a tracker: why servers' sessions were dropped (then retried)
 
-    return tvm.__version__
 
-
-def tuning_dir(db_path: Path, spec: TargetSpec, device_label: str) -> Path:
-    """The meta-schedule database of one target (and measuring device), kept beside the latency database."""
-    return Path(db_path).resolve().parent / "tuning" / f"{spec.name}-{spec.fingerprint(device_label)}"
+#: progress callback: (phase "compile" or "measure", done, total, what)
+Progress = Callable[[str, int, int, str], None]
 
 
 def library_path(cand: Candidate, out_dir: Path) -> Path:
@@ -74,127 +85,144 @@ def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings
 
 def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
                       tune_dir: Path, keep_dir: Path | None = None) -> LatencyRow:
-    """Build and time one candidate once; any failure is kept in the row's error. The library is kept in
-    keep_dir when one is given (at `library_path(cand, keep_dir)`)."""
+    """Build and time one candidate alone (against the reference, no anchor); any failure is kept in the row's
+    error. The library is kept in keep_dir when one is given (at `library_path(cand, keep_dir)`)."""
     with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
+        out = Path(keep_dir or tmp)
         try:
-            built = build_candidate(cand, spec, settings, tune_dir, runner, keep_dir or tmp)
-        except Exception as err:  # one broken candidate must not stop the others
-            return failed_row(cand, spec, runner, settings, err)
-        result = runner.measure(built.lib_path, spec.device, cand.input_shape, settings.timing,
-                                spec.runtime_threads)
-    return _row(cand, spec, runner, settings, result.median_ms, result.stdev_ms, result.repeats,
-                built.compile_s, built.tune_s, built.tasks_tuned, result.error)
+            built = build_candidate(cand, spec, settings, tune_dir, runner, out)
+        except Exception as err:  # noqa: BLE001 - the row carries it
+            return candidate_row(cand, spec, runner, settings, Estimate.failed(error_line(err)), None, None)
+        batch = Batch((built.lib_path,), (cand.input_shape,), spec.device, spec.runtime_threads,
+                      build_reference(spec, Path(tmp) / REFERENCE_FILE))
+        timed = runner.measure(batch, settings.protocol)
+    return candidate_row(cand, spec, runner, settings, timed.estimates[0], built, timed.speed)
 
 
-def failed_row(cand, spec, runner, settings, err: Exception) -> LatencyRow:
-    """The row of a candidate that did not compile."""
-    return _row(cand, spec, runner, settings, None, None, 0, 0.0, 0.0, 0, error_line(err))
-
-
-def _row(cand, spec, runner, settings, median_ms, stdev_ms, repeats, compile_s, tune_s, tasks_tuned, error):
+def candidate_row(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
+                  estimate: Estimate, built: BuiltModule | None, speed: float | None) -> LatencyRow:
+    """The row of one candidate: its estimate (or error) and what building it cost."""
     return LatencyRow(target_fp=spec.fingerprint(runner.device_label), tvm_version=tvm_version(),
-                      block_key=cand.key, input_shape=cand.shape_text, level=settings.level,
-                      target_name=spec.name, device=runner.device_label, median_ms=median_ms,
-                      stdev_ms=stdev_ms, repeats=repeats, compile_s=round(compile_s, 3),
-                      tune_s=round(tune_s, 3), tasks_tuned=tasks_tuned, error=error)
-
-
-def faster_of(row: LatencyRow, again) -> LatencyRow:
-    """The row with the faster of its latency and another measurement of the same library (samples counted)."""
-    if again.error is not None:
-        return row
-    if again.median_ms >= row.median_ms:
-        return replace(row, repeats=row.repeats + again.repeats, measured_at="")
-    return replace(row, median_ms=again.median_ms, stdev_ms=again.stdev_ms, repeats=row.repeats + again.repeats,
-                   measured_at="")
+                      block_key=cand.key, input_shape=cand.shape_text, level=settings.level, method=METHOD,
+                      target_name=spec.name, device=runner.device_label, latency_ms=estimate.latency_ms,
+                      raw_ms=estimate.raw_ms, dispersion=estimate.dispersion, windows=estimate.windows,
+                      dropped_windows=estimate.dropped, speed=speed if estimate.ok else None,
+                      compile_s=round(built.compile_s, 3) if built else 0.0,
+                      tune_s=round(built.tune_s, 3) if built else 0.0,
+                      tasks_tuned=built.tasks_tuned if built else 0, error=estimate.error, flag=estimate.flag)
 
 
 def cached_row(db: LatencyDB, cand: Candidate, spec: TargetSpec, runner: Runner,
                settings: ProfileSettings) -> LatencyRow | None:
-    """The database's usable row for the candidate at the settings' level (None with `force`)."""
+    """The database's usable row for the candidate at the settings' level and method (None with `force`)."""
     if settings.force:
         return None
-    row = db.get(spec.fingerprint(runner.device_label), tvm_version(), cand.key, cand.shape_text, settings.level)
+    row = db.get(spec.fingerprint(runner.device_label), tvm_version(), cand.key, cand.shape_text, settings.level,
+                 METHOD)
     return row if row is not None and row.ok else None
 
 
-def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
-                       settings: ProfileSettings, tune_dir: Path,
-                       on_outcome: Callable[[Outcome], None] | None = None,
-                       farm: FarmPolicy | None = None) -> list[Outcome]:
-    """Measure what is missing (all, with `force`), writing each row before the next candidate starts; then time
-    the new libraries again in further passes and keep each candidate's fastest. Through a tracker, `farm`
-    spreads the timing over every server under the key (see `profile_on_farm`)."""
-    if farm is not None:
-        return profile_on_farm(candidates, spec, runner, db, settings, tune_dir, farm, on_outcome)
-    outcomes = []
-    with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
-        for cand in candidates:
-            cached = cached_row(db, cand, spec, runner, settings)
-            if cached is not None:
-                outcome = Outcome(cand, cached, True)
-            else:
-                row = measure_candidate(cand, spec, runner, settings, tune_dir, keep_dir=Path(libs))
+def _build_missing(candidates, spec, runner, db, settings, tune_dir, libs: Path, progress: Progress | None,
+                   on_built: Callable[[int, BuiltModule], None] | None = None):
+    """Compile what the database lacks; failed compilations get their rows at once. Returns (outcomes so far,
+    {index: built module})."""
+    outcomes: list[Outcome | None] = [None] * len(candidates)
+    built: dict[int, BuiltModule] = {}
+    for i, cand in enumerate(candidates):
+        cached = cached_row(db, cand, spec, runner, settings)
+        if cached is not None:
+            outcomes[i] = Outcome(cand, cached, True)
+        else:
+            try:
+                built[i] = build_candidate(cand, spec, settings, tune_dir, runner, libs)
+            except Exception as err:  # one broken candidate must not stop the others
+                row = candidate_row(cand, spec, runner, settings, Estimate.failed(error_line(err)), None, None)
                 db.put(row)
-                outcome = Outcome(cand, row, False)
-            outcomes.append(outcome)
-            if on_outcome:
-                on_outcome(outcome)
-        for _ in range(settings.passes - 1):
-            for i, outcome in enumerate(outcomes):
-                if outcome.cached or not outcome.row.ok:
-                    continue
-                cand = outcome.candidate
-                again = runner.measure(library_path(cand, Path(libs)), spec.device, cand.input_shape, settings.timing,
-                                       spec.runtime_threads)
-                row = faster_of(outcome.row, again)
-                if row is not outcome.row:
-                    db.put(row)
-                    outcomes[i] = Outcome(cand, row, False)
-    return outcomes
+                outcomes[i] = Outcome(cand, row, False)
+            else:
+                if on_built:
+                    on_built(i, built[i])
+        if progress:
+            progress("compile", i + 1, len(candidates), cand.key)
+    return outcomes, built
+
+
+def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
+                       settings: ProfileSettings, tune_dir: Path, progress: Progress | None = None,
+                       farm: FarmPolicy | None = None) -> ProfileReport:
+    """Measure what is missing (all, with `force`): compile, then time every built candidate interleaved with the
+    reference, writing the rows. Through a tracker, `farm` spreads the timing over every server under the key."""
+    if farm is not None:
+        return profile_on_farm(candidates, spec, runner, db, settings, tune_dir, farm, progress)
+    fingerprint = spec.fingerprint(runner.device_label)
+    with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
+        outcomes, built = _build_missing(candidates, spec, runner, db, settings, tune_dir, Path(libs), progress)
+        if not built:
+            return ProfileReport(outcomes, 0.0, 1.0)
+        order = sorted(built)
+        anchor = read_anchor(db, fingerprint, tvm_version(), METHOD)  # kept for good, `force` or not
+        batch = Batch(tuple(built[i].lib_path for i in order), tuple(candidates[i].input_shape for i in order),
+                      spec.device, spec.runtime_threads, build_reference(spec, Path(libs) / REFERENCE_FILE),
+                      anchor)
+        timed = runner.measure(batch, settings.protocol,
+                               on_round=(lambda done, total: progress("measure", done, total, ""))
+                               if progress else None)
+        for i, estimate in zip(order, timed.estimates):
+            row = candidate_row(candidates[i], spec, runner, settings, estimate, built[i], timed.speed)
+            db.put(row)
+            outcomes[i] = Outcome(candidates[i], row, False)
+        if timed.reference is not None and anchor is None:
+            write_anchor(db, spec, runner.device_label, tvm_version(), METHOD, timed.reference)
+    return ProfileReport(outcomes, timed.seconds, timed.speed)
 
 
 def profile_on_farm(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
                     settings: ProfileSettings, tune_dir: Path, policy: FarmPolicy,
-                    on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                    progress: Progress | None = None) -> ProfileReport:
     """Compile here, one candidate after another, while the servers under the runner's tracker key time the
-    libraries already built, each server a candidate at a time. Every row is written as soon as it is known; a
-    server that fails hands its candidate to another (see `tvmnas.measure.farm`), and when none is left the
-    error comes after the rows already measured are written. Each candidate is timed once (`passes` is for a
-    local CPU shared with the compiler); a noisy timing is taken again, and flagged when it stays noisy."""
+    libraries already built, each server one candidate at a time against the reference module. Every row is
+    written as soon as it is known; a server that fails hands its candidate to another (see
+    `tvmnas.measure.farm`), and when none is left the error comes after the rows already measured are written.
+    The farm's runs are not normalized by an anchor (each server is a device of its own)."""
     outcomes: list[Outcome | None] = [None] * len(candidates)
-    built_rows: dict[int, LatencyRow] = {}
-
-    def record(i: int, row: LatencyRow, cached: bool = False) -> None:
-        if not cached:
-            db.put(row)
-        outcomes[i] = Outcome(candidates[i], row, cached)
-        if on_outcome:
-            on_outcome(outcomes[i])
+    built_modules: dict[int, BuiltModule] = {}
+    measured = [0]
+    start = time.perf_counter()
 
     def take(done: JobResult) -> None:
-        res = done.result
-        record(done.job.id, replace(built_rows.pop(done.job.id), median_ms=res.median_ms, stdev_ms=res.stdev_ms,
-                                    repeats=res.repeats, error=res.error, flag=done.flag))
+        i = done.job.id
+        row = candidate_row(candidates[i], spec, runner, settings, done.result, built_modules.pop(i), 1.0)
+        db.put(row)
+        outcomes[i] = Outcome(candidates[i], row, False)
+        measured[0] += 1
+        if progress:
+            progress("measure", measured[0], len(candidates), candidates[i].key)
 
     with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs, Farm(runner.endpoint, policy) as farm:
-        for i, cand in enumerate(candidates):
-            cached = cached_row(db, cand, spec, runner, settings)
-            if cached is not None:
-                record(i, cached, cached=True)
-                continue
-            try:
-                built = build_candidate(cand, spec, settings, tune_dir, runner, Path(libs))
-            except Exception as err:  # one broken candidate must not stop the others
-                record(i, failed_row(cand, spec, runner, settings, err))
-                continue
-            built_rows[i] = _row(cand, spec, runner, settings, None, None, 0, built.compile_s, built.tune_s,
-                                 built.tasks_tuned, None)
-            farm.submit(Job(i, built.lib_path, spec.device, cand.input_shape, settings.timing,
-                            spec.runtime_threads))
+        reference = build_reference(spec, Path(libs) / REFERENCE_FILE)
+
+        def submit(i: int, module: BuiltModule) -> None:
+            built_modules[i] = module
+            farm.submit(Job(i, Batch((module.lib_path,), (candidates[i].input_shape,), spec.device,
+                                     spec.runtime_threads, reference), settings.farm_protocol))
             for done in farm.poll():
                 take(done)
-        for done in farm.results():
-            take(done)
-    return outcomes
+
+        found, _ = _build_missing(candidates, spec, runner, db, settings, tune_dir, Path(libs), progress, submit)
+        for i, outcome in enumerate(found):
+            if outcome is not None:
+                outcomes[i] = outcome
+        try:
+            for done in farm.results():
+                take(done)
+        except TvmnasError as err:
+            raise FarmExhausted(str(err), tuple(farm.failures)) from None
+    return ProfileReport(outcomes, time.perf_counter() - start, 1.0, tuple(farm.failures))
+
+
+class FarmExhausted(TvmnasError):
+    """No server was left for the measurements that remain (every row already measured is written)."""
+
+    def __init__(self, message: str, dropped_sessions: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.dropped_sessions = dropped_sessions

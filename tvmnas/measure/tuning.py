@@ -21,6 +21,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
 
 _INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
@@ -76,6 +77,11 @@ def quiet_meta_schedule() -> None:
 
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
+def tuning_dir(db_path: Path, spec: TargetSpec, device_label: str) -> Path:
+    """The meta-schedule database of one target (and measuring device), kept beside the latency database."""
+    return Path(db_path).resolve().parent / "tuning" / f"{spec.name}-{spec.fingerprint(device_label)}"
 
 
 def open_database(work_dir: Path):
@@ -161,8 +167,6 @@ def make_builder(spec: TargetSpec):
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
 
-    from tvmnas.measure.compile import export_library
-
     @derived_object
     class InProcessBuilder(PyBuilder):
         def build(self, build_inputs):
@@ -194,10 +198,28 @@ def untuned_tasks(fused_mod, target, database, trials: int) -> tuple[list, int]:
     return missing, len(tasks)
 
 
+def progress_callback(progress, total_trials: int):
+    """A meta-schedule measure callback that reports the trials measured so far as progress ("tune" phase)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class TrialProgress(PyMeasureCallback):
+        def __init__(self) -> None:
+            self.done = 0
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+            self.done += len(measure_candidates)
+            progress("tune", min(self.done, total_trials), total_trials, f"kernel {task_id + 1}")
+
+    return TrialProgress()
+
+
 def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, settings: TuneSettings,
-               make_ms_runner) -> TuneReport:
+               make_ms_runner, progress=None) -> TuneReport:
     """Tune the kernels of `fused_mod` that the database lacks, committing records to it. `make_ms_runner` gives
-    the meta-schedule runner; it is called only when something is to be tuned (it starts worker processes)."""
+    the meta-schedule runner; it is called only when something is to be tuned (it starts worker processes).
+    `progress(phase, done, total, detail)` hears of each batch of trials."""
     from tvm.s_tir import meta_schedule as ms
 
     load_tensor_intrinsics(intrinsic_modules(spec))
@@ -218,8 +240,12 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
             for task in missing
         ]
         trials = settings.trials_per_task
+        callbacks = ms.MeasureCallback.create("default")
+        if progress is not None:
+            callbacks = list(callbacks) + [progress_callback(progress, trials * len(contexts))]
         ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
                       max_trials_global=trials * len(contexts), max_trials_per_task=trials,
                       num_trials_per_iter=min(trials, 64), builder=make_builder(spec), runner=make_ms_runner(),
-                      database=database, cost_model="xgb", task_scheduler="round-robin")
+                      database=database, cost_model="xgb", task_scheduler="round-robin",
+                      measure_callbacks=callbacks)
     return TuneReport(total, len(missing), time.perf_counter() - start)

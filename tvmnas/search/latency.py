@@ -13,8 +13,10 @@ import torch
 
 from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
+from tvmnas.measure.method import METHOD
 from tvmnas.search.config import LOSSES
 from tvmnas.space import SearchSpace
+
 
 @dataclass(frozen=True)
 class LatencyTable:
@@ -39,12 +41,13 @@ class LatencyTable:
         return self.fixed_ms + sum(max(lat) for lat in self.layer_ms)
 
 
-def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version: str, level: str) -> LatencyTable:
+def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version: str, level: str,
+                  method: str = METHOD) -> LatencyTable:
     """The table for one target/level; names the candidates the database lacks, if any."""
 
     def latency(cand) -> float | None:
-        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level)
-        return row.median_ms if row is not None and row.ok else None
+        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level, method)
+        return row.latency_ms if row is not None and row.ok else None
 
     missing = [c for c in space.candidates() if latency(c) is None]
     if missing:
@@ -58,19 +61,29 @@ def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version
     return LatencyTable(fixed, layers)
 
 
-def predicted_latency_ms(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, target_fp: str,
-                         tvm_version: str, level: str) -> float | None:
-    """What the latency database predicts for one network: the sum of its blocks' measured latencies (fixed
-    parts and chosen ops; zero costs nothing). None when the database lacks one of them."""
-    total = 0.0
+@dataclass(frozen=True)
+class Prediction:
+    """What the latency database predicts for a network: the sum of its blocks' latencies, and how much that sum
+    moved between quarters of the profile's run (the blocks' dispersions, weighted by their latencies)."""
+
+    latency_ms: float
+    dispersion: float
+
+
+def predict(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, target_fp: str, tvm_version: str,
+            level: str, method: str = METHOD) -> Prediction | None:
+    """The prediction for one network from its blocks' rows (fixed parts and chosen ops; zero costs nothing).
+    None when the database lacks one of them."""
+    total, spread = 0.0, 0.0
     blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
                                          if op != "zero"]
     for cand in blocks:
-        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level)
+        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level, method)
         if row is None or not row.ok:
             return None
-        total += row.median_ms
-    return total
+        total += row.latency_ms
+        spread += row.latency_ms * (row.dispersion or 0.0)
+    return Prediction(total, spread / total)
 
 
 def search_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, kind: str,

@@ -1,5 +1,5 @@
-"""Runners time a compiled module on the target's device: `local.py` in this process, `rpc.py` over TVM RPC."""
+"""Runners time compiled modules on the target's device: `local.py` in this process, `rpc.py` over TVM RPC."""
 
-from tvmnas.measure.runner.base import MeasureResult, Runner, TimingSettings
+from tvmnas.measure.runner.base import Batch, Runner
 
-__all__ = ["MeasureResult", "Runner", "TimingSettings"]
+__all__ = ["Batch", "Runner"]

@@ -1,41 +1,34 @@
-"""The runner interface, the timing settings and the timing of a loaded module (shared by every runner)."""
+"""The runner interface, and the timing of loaded modules that every runner shares.
+
+A runner loads a batch of compiled libraries (and the reference module) on its device and times them with the
+measurement protocol (`tvmnas.measure.protocol`), interleaved; local and RPC runners differ only in where the
+libraries are loaded.
+"""
 
 from __future__ import annotations
 
 import os
-import statistics
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class TimingSettings:
-    """How a module is timed. Samples come in rounds; the latency is the median of the fastest round.
-
-    On these shared machines the speed of a small kernel drifts in phases that last about a second, so the
-    median of one long run depends on when it ran; rounds spread over time and the fastest one repeats well.
-    """
-
-    warmup_runs: int = 3  # plain calls before timing starts
-    warmup_ms: float = 200.0  # then the module loops this long untimed (caches, thread pool, clocks settle)
-    rounds: int = 5
-    repeat: int = 5  # timed samples per round
-    min_repeat_ms: float = 25.0  # each sample loops the module until it lasts at least this long
+from tvmnas.measure.protocol import Interleaved, Protocol, measure_interleaved
+from tvmnas.measure.reference import REFERENCE_SHAPES
 
 
 @dataclass(frozen=True)
-class MeasureResult:
-    median_ms: float | None  # median of the fastest round
-    stdev_ms: float | None  # spread of the samples in that round
-    repeats: int  # samples taken in all rounds
-    error: str | None = None
+class Batch:
+    """Libraries to time together on one device, with `threads` CPU threads (see `set_threads`)."""
 
-    @classmethod
-    def failed(cls, error: str) -> MeasureResult:
-        return cls(None, None, 0, error)
+    libs: tuple[Path, ...]
+    input_shapes: tuple[tuple[int, ...], ...]  # one per library (each module's `main` takes one float32 input)
+    device_kind: str
+    threads: int = 0
+    reference: Path | None = None  # the reference module's library (see `tvmnas.measure.reference`)
+    anchor_ms: float | None = None  # the reference's anchor latency in the database, when it has one
 
 
 def set_threads(threads: int) -> None:
@@ -64,24 +57,50 @@ THREADS_SHARE_CORES = -3  # TVM's affinity mode kSpecifyThreadShareAllCore: each
 THREADS_BIG_CORES = 1
 
 
-def time_loaded_module(lib, device, input_shape: tuple[int, ...], timing: TimingSettings) -> MeasureResult:
-    """Warm up, then time `main` of a Relax VM module on `device` (a local or a remote device)."""
-    import tvm
-    from tvm import relax
+class VmTimer:
+    """A `WindowTimer` over `main` of a Relax VM module on a (local or remote) device, with seeded random inputs."""
 
-    vm = relax.VirtualMachine(lib, device)
-    rng = np.random.default_rng(0)
-    data = tvm.runtime.tensor(rng.standard_normal(input_shape, dtype=np.float32), device=device)
-    for _ in range(timing.warmup_runs):
-        vm["main"](data)
-    if timing.warmup_ms > 0:
-        vm.time_evaluator("main", device, number=1, repeat=1, min_repeat_ms=int(timing.warmup_ms))(data)
-    evaluator = vm.time_evaluator("main", device, number=1, repeat=timing.repeat,
-                                  min_repeat_ms=int(timing.min_repeat_ms))
-    rounds = [[s * 1e3 for s in evaluator(data).results] for _ in range(timing.rounds)]
-    fastest = min(rounds, key=statistics.median)
-    stdev = statistics.stdev(fastest) if len(fastest) > 1 else 0.0
-    return MeasureResult(statistics.median(fastest), stdev, sum(len(r) for r in rounds))
+    def __init__(self, lib, device, input_shapes: tuple[tuple[int, ...], ...]) -> None:
+        import tvm
+        from tvm import relax
+
+        self._vm, self._device = relax.VirtualMachine(lib, device), device
+        rng = np.random.default_rng(0)
+        self._args = [tvm.runtime.tensor(rng.standard_normal(shape, dtype=np.float32), device=device)
+                      for shape in input_shapes]
+        self._evaluators: dict[tuple[int, int], Callable] = {}
+
+    def warm_up(self, warmup_ms: float) -> float:
+        self._vm["main"](*self._args)
+        result = self._vm.time_evaluator("main", self._device, number=1, repeat=1,
+                                         min_repeat_ms=max(1, int(warmup_ms)))(*self._args)
+        return result.mean * 1e3
+
+    def window(self, calls: int, samples: int) -> list[float]:
+        if (calls, samples) not in self._evaluators:
+            self._evaluators[calls, samples] = self._vm.time_evaluator("main", self._device, number=calls,
+                                                                       repeat=samples)
+        return [s * 1e3 for s in self._evaluators[calls, samples](*self._args).results]
+
+
+def time_loaded(modules: list, reference, device, batch: Batch, protocol: Protocol,
+                on_round: Callable[[int, int], None] | None = None) -> Interleaved:
+    """Time loaded modules (one per library of the batch, None where loading failed) with the protocol."""
+    timers = [_Failed("the library did not load") if m is None else VmTimer(m, device, (shape,))
+              for m, shape in zip(modules, batch.input_shapes)]
+    ref = None if reference is None else VmTimer(reference, device, REFERENCE_SHAPES)
+    return measure_interleaved(timers, ref, protocol, batch.anchor_ms, on_round=on_round)
+
+
+class _Failed:
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def warm_up(self, warmup_ms: float) -> float:
+        raise RuntimeError(self.error)
+
+    def window(self, calls: int, samples: int) -> list[float]:
+        raise RuntimeError(self.error)
 
 
 def run_loaded_module(lib, device, data: np.ndarray, get_item=None) -> np.ndarray:
@@ -98,16 +117,16 @@ def run_loaded_module(lib, device, data: np.ndarray, get_item=None) -> np.ndarra
 
 
 class Runner(ABC):
-    """Times compiled candidate libraries on one device, and gives meta-schedule a runner for the same device."""
+    """Times compiled libraries on one device, and gives meta-schedule a runner for the same device."""
 
     #: names the measuring device in the latency database's target fingerprint
     device_label: str
 
     @abstractmethod
-    def measure(self, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
-                timing: TimingSettings, threads: int = 0) -> MeasureResult:
-        """Time one exported library with `threads` CPU threads (see `set_threads`); errors come back in the
-        result, not as exceptions."""
+    def measure(self, batch: Batch, protocol: Protocol,
+                on_round: Callable[[int, int], None] | None = None) -> Interleaved:
+        """Time the batch's libraries interleaved, with the protocol. Errors come back in the estimates: a
+        library that fails to load or run fails alone; a device that cannot be reached fails them all."""
 
     @abstractmethod
     def outputs(self, lib_path: Path, device_kind: str, data: np.ndarray) -> np.ndarray:

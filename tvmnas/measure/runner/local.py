@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from tvmnas.errors import error_line
-from tvmnas.measure.runner.base import (MeasureResult, Runner, TimingSettings, run_loaded_module, set_threads,
-                                        time_loaded_module)
+from tvmnas.measure.protocol import Interleaved, Protocol
+from tvmnas.measure.runner.base import Batch, Runner, run_loaded_module, set_threads, time_loaded
 
 
 def local_device(device_kind: str):
@@ -18,24 +18,30 @@ def local_device(device_kind: str):
     return tvm.cuda(0) if device_kind == "cuda" else tvm.cpu(0)
 
 
+def _load(path: Path):
+    import tvm
+
+    try:
+        return tvm.runtime.load_module(str(path))
+    except Exception:  # noqa: BLE001 - that library fails alone
+        return None
+
+
 class LocalRunner(Runner):
     device_label = "local"
 
     def __init__(self) -> None:
         self._ms_runner = None
 
-    def measure(self, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
-                timing: TimingSettings, threads: int = 0) -> MeasureResult:
-        import tvm
-
-        try:
-            set_threads(threads)
-            device = local_device(device_kind)
-            if not device.exist:
-                return MeasureResult.failed(f"no {device_kind} device on this machine")
-            return time_loaded_module(tvm.runtime.load_module(str(lib_path)), device, input_shape, timing)
-        except Exception as err:  # recorded with the candidate; the others go on
-            return MeasureResult.failed(error_line(err))
+    def measure(self, batch: Batch, protocol: Protocol,
+                on_round: Callable[[int, int], None] | None = None) -> Interleaved:
+        """Time the batch in this process (errors come back in the estimates)."""
+        device = local_device(batch.device_kind)
+        if not device.exist:
+            return Interleaved.failed(len(batch.libs), f"no {batch.device_kind} device on this machine")
+        set_threads(batch.threads)
+        reference = None if batch.reference is None else _load(batch.reference)
+        return time_loaded([_load(p) for p in batch.libs], reference, device, batch, protocol, on_round)
 
     def outputs(self, lib_path: Path, device_kind: str, data) -> np.ndarray:
         import tvm

@@ -10,12 +10,13 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from tvmnas.errors import TvmnasError, error_line
-from tvmnas.measure.runner.base import (MeasureResult, Runner, TimingSettings, run_loaded_module,
-                                        set_remote_threads, time_loaded_module)
+from tvmnas.measure.protocol import Interleaved, Protocol
+from tvmnas.measure.runner.base import Batch, Runner, run_loaded_module, set_remote_threads, time_loaded
 
 
 @dataclass(frozen=True)
@@ -86,16 +87,34 @@ def remote_device(session, device_kind: str):
     return session.cuda(0) if device_kind == "cuda" else session.cpu(0)
 
 
-def time_on_session(session, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
-                    timing: TimingSettings, threads: int = 0) -> MeasureResult:
-    """Upload a library, time it on the session's device with `threads` threads, remove it (raises on failure)."""
-    remote_name = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
-    set_remote_threads(session, threads)
-    session.upload(str(lib_path), remote_name)
-    result = time_loaded_module(session.load_module(remote_name), remote_device(session, device_kind),
-                                input_shape, timing)
-    session.remove(remote_name)
-    return result
+def time_on_session(session, batch: Batch, protocol: Protocol,
+                    on_round: Callable[[int, int], None] | None = None) -> Interleaved:
+    """Upload the batch's libraries (and the reference), time them on the session's device with the protocol,
+    remove them. Raises when the session fails as a whole; a library that does not load fails alone."""
+    names = {}
+    set_remote_threads(session, batch.threads)
+    paths = list(batch.libs) + ([batch.reference] if batch.reference is not None else [])
+    try:
+        for path in paths:
+            names[path] = f"tvmnas-{uuid.uuid4().hex[:12]}.so"
+            session.upload(str(path), names[path])
+        loaded = [_load(session, names[p]) for p in batch.libs]
+        reference = None if batch.reference is None else session.load_module(names[batch.reference])
+        return time_loaded(loaded, reference, remote_device(session, batch.device_kind), batch, protocol,
+                           on_round)
+    finally:
+        for name in names.values():
+            try:
+                session.remove(name)
+            except Exception:  # noqa: BLE001 - a dead session keeps nothing worth removing
+                pass
+
+
+def _load(session, name: str):
+    try:
+        return session.load_module(name)
+    except Exception:  # noqa: BLE001 - that library fails alone
+        return None
 
 
 class RpcRunner(Runner):
@@ -111,13 +130,13 @@ class RpcRunner(Runner):
             self._session = self._connect(self.endpoint)
         return self._session
 
-    def measure(self, lib_path: Path, device_kind: str, input_shape: tuple[int, ...],
-                timing: TimingSettings, threads: int = 0) -> MeasureResult:
+    def measure(self, batch: Batch, protocol: Protocol,
+                on_round: Callable[[int, int], None] | None = None) -> Interleaved:
         try:
-            return time_on_session(self._get_session(), lib_path, device_kind, input_shape, timing, threads)
-        except Exception as err:  # a broken session is dropped; the next measurement reconnects
-            self._session = None
-            return MeasureResult.failed(error_line(err))
+            return time_on_session(self._get_session(), batch, protocol, on_round)
+        except Exception as err:  # noqa: BLE001 - the results carry it
+            self._session = None  # a broken session is dropped; the next measurement reconnects
+            return Interleaved.failed(len(batch.libs), error_line(err))
 
     def outputs(self, lib_path: Path, device_kind: str, data) -> np.ndarray:
         session = self._get_session()

@@ -1,0 +1,123 @@
+"""What several verbs share: one-line argument errors, checked numeric flags, the target/endpoint flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from tvmnas.errors import TvmnasError
+from tvmnas.measure.compile import DEFAULT_TUNE_TRIALS
+from tvmnas.measure.farm import FarmPolicy
+
+DEFAULT_DB = Path(os.environ.get("TVMNAS_DB", Path.home() / ".cache" / "tvmnas" / "latency.db"))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `tvmnas: error: ...` line and exit 2 (via TvmnasError), like any other
+    bad input; `--help` still prints the usage."""
+
+    def error(self, message: str):
+        verb = self.prog.removeprefix("tvmnas").strip()
+        raise TvmnasError(f"{verb}: {message}" if verb else message)
+
+
+def count(minimum: int):
+    """An argparse type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        return value
+    return parse
+
+
+def number(minimum: float = 0.0, maximum: float | None = None, inclusive: bool = False):
+    """An argparse type: a finite number above minimum (or at it, when inclusive) and not above maximum."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        low_ok = value >= minimum if inclusive else value > minimum
+        if not low_ok or value != value or value in (float("inf"), float("-inf")) or \
+                (maximum is not None and value > maximum):
+            bounds = f"{'>=' if inclusive else '>'} {minimum:g}" + ("" if maximum is None else f" and <= {maximum:g}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {text}")
+        return value
+    return parse
+
+
+def add_target_args(p: argparse.ArgumentParser, measures: bool = True) -> None:
+    """--target, --db, --tune-trials and the endpoint flags; for `search` they pick which measurements to use."""
+    verb = "measure" if measures else "use latencies measured"
+    p.add_argument("--target", required=measures,
+                   help="target name (see `tvmnas targets`) or path to a target JSON")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB,
+                   help=f"latency database (SQLite); tuning records live beside it (default {DEFAULT_DB})")
+    p.add_argument("--tune-trials", type=count(0), default=DEFAULT_TUNE_TRIALS,
+                   help=f"{verb} with meta-schedule tuning of this many trials per fused kernel; 0 = TVM's "
+                        f"default schedules (default {DEFAULT_TUNE_TRIALS})")
+    remote = p.add_mutually_exclusive_group()
+    remote.add_argument("--rpc", metavar="HOST:PORT", help=f"{verb} on a TVM RPC server")
+    remote.add_argument("--tracker", metavar="HOST:PORT", help=f"{verb} through a TVM RPC tracker")
+    p.add_argument("--key", help="RPC key to request from the tracker (default: the target's rpc_key)")
+    p.add_argument("--rpc-timeout", type=number(0), default=10.0, metavar="S",
+                   help="seconds to wait for an RPC endpoint to answer (default 10)")
+
+
+def add_farm_args(p: argparse.ArgumentParser) -> None:
+    """How `profile --tracker` spreads timing over the servers under the key, and survives their faults."""
+    d = FarmPolicy()
+    p.add_argument("--max-attempts", type=count(1), default=d.max_attempts,
+                   help=f"with --tracker: tries of one candidate's timing before it is stored as failed; each try "
+                        f"asks the tracker for a server again (default {d.max_attempts})")
+    p.add_argument("--measure-timeout", type=number(0), default=d.measure_timeout_s, metavar="S",
+                   help=f"with --tracker: seconds one timing may take before its server counts as hung "
+                        f"(default {d.measure_timeout_s:g})")
+    p.add_argument("--request-timeout", type=number(0), default=d.request_timeout_s, metavar="S",
+                   help=f"with --tracker: seconds to wait for the tracker to hand out a server before a worker "
+                        f"gives up (default {d.request_timeout_s:g})")
+
+
+def farm_policy(args) -> FarmPolicy:
+    return FarmPolicy(max_attempts=args.max_attempts, measure_timeout_s=args.measure_timeout,
+                      request_timeout_s=args.request_timeout)
+
+
+def endpoint_from_args(args, spec):
+    """The RPC endpoint that --rpc / --tracker / --key name, or None for this machine."""
+    from tvmnas.measure.runner.rpc import RpcEndpoint, parse_host_port
+
+    if not (args.rpc or args.tracker):
+        return None
+    host, port = parse_host_port(args.rpc or args.tracker, "--rpc" if args.rpc else "--tracker")
+    key = (args.key or spec.rpc_key or spec.name) if args.tracker else None
+    return RpcEndpoint(host, port, key, args.rpc_timeout)
+
+
+def runner_from_args(args, spec):
+    """The runner for the target and the endpoint flags (checked reachable)."""
+    from tvmnas.measure.runner.select import make_runner
+
+    return make_runner(spec, endpoint_from_args(args, spec))
+
+
+def check_tools(spec) -> None:
+    missing = spec.missing_tools()
+    if missing:
+        raise TvmnasError(f"target {spec.name!r} needs {', '.join(missing)}, which is not installed")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """An argparse type: a shape such as 1x3x224x224."""
+    try:
+        shape = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"must look like 1x3x224x224, not {text!r}")
+    return shape

@@ -1,0 +1,80 @@
+"""`tvmnas train`: train the searched network and score it once on the held-out test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tvmnas.cli.common import count, number
+from tvmnas.cli.progress import epoch_progress
+from tvmnas.errors import TvmnasError
+from tvmnas.train.config import INITS, TrainConfig
+
+
+def register(verbs) -> None:
+    p = verbs.add_parser("train", help="train the searched network and test it on the held-out test set")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, metavar="RUN_DIR", help="a finished search (uses its arch.json)")
+    src.add_argument("--arch", type=Path, metavar="ARCH_JSON", help="an architecture file")
+    p.add_argument("--init", choices=INITS, default=TrainConfig.init,
+                   help="start from random weights or from the supernet's weights of the chosen paths "
+                        f"(needs --run; default {TrainConfig.init})")
+    p.add_argument("--epochs", type=count(1), default=TrainConfig.epochs, help=f"default {TrainConfig.epochs}")
+    p.add_argument("--images-per-epoch", type=count(0), default=0,
+                   help="training images sampled for each epoch, 0 = all (default 0)")
+    p.add_argument("--batch-size", type=count(1), default=TrainConfig.batch_size,
+                   help=f"default {TrainConfig.batch_size}")
+    p.add_argument("--lr", type=number(0), default=TrainConfig.lr,
+                   help=f"SGD learning rate (default {TrainConfig.lr})")
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--data", help="IDX folder or ImageFolder root (default: the search's, else Fashion-MNIST)")
+    p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
+    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
+    p.set_defaults(func=cmd_train)
+
+
+def train_source(args):
+    """(space, arch, search checkpoint or None, data path) from --run or --arch."""
+    from tvmnas.arch import load_arch
+    from tvmnas.registry import read_json_object
+    from tvmnas.space import load_space
+
+    if args.run is not None:
+        config = read_json_object(args.run / "config.json", "search config")
+        if not (args.run / "arch.json").exists():
+            raise TvmnasError(f"{args.run} has no arch.json: the search has not finished (resume it with "
+                              f"`tvmnas search --resume {args.run}`)")
+        arch = load_arch(args.run / "arch.json")
+        space = load_space(config["space"])
+        return space, arch, args.run / "checkpoint.pt", config.get("data")
+    arch = load_arch(args.arch)
+    return load_space(arch.space), arch, None, None
+
+
+def cmd_train(args) -> int:
+    from tvmnas.data.datasets import load_search_data
+    from tvmnas.train.run import network_from_search, train_network
+
+    space, arch, checkpoint, search_data = train_source(args)
+    space.check_arch(arch)
+    if args.init == "supernet" and checkpoint is None:
+        raise TvmnasError("--init supernet needs --run (the search's checkpoint holds the weights)")
+    cfg = TrainConfig(epochs=args.epochs, init=args.init, images_per_epoch=args.images_per_epoch or None,
+                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data or search_data,
+                      limit=args.limit)
+    space.check_size(cfg.batch_size)
+    out = args.out or (args.run / "train" if args.run else Path("runs") / f"train-{args.arch.stem}")
+    data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
+                            cfg.limit)
+    init = network_from_search(checkpoint, space, arch) if cfg.init == "supernet" else None
+    print(f"training {' '.join(arch.ops)} ({space.name}, init {cfg.init}) for {cfg.epochs} epochs on "
+          f"{len(data.train)} images; output {out}")
+
+    def summary(e: dict) -> str:
+        return (f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
+                f" | valid loss {e['valid_loss']:.3f} acc {e['valid_acc']:.3f} | {e['seconds']:.0f} s")
+
+    with epoch_progress(summary) as (on_step, on_epoch):
+        result = train_network(cfg, space, arch, data, out, init, on_step, on_epoch)
+    test = "no test set" if result.test_acc is None else f"test accuracy {result.test_acc:.4f}"
+    print(f"{test} (valid {result.valid_acc:.4f}); network in {out / 'network.pt'}")
+    return 0
