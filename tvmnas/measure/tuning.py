@@ -9,10 +9,10 @@ fresh worker processes for every batch, and each re-imports every backend's tens
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import shutil
-import importlib.util
 import logging
 import sys
 import tempfile
@@ -27,13 +27,16 @@ from tvmnas.targets import TargetSpec
 _INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
 
 
+# Evolutionary search population: the schedules sampled and ranked by the cost model before each batch of trials.
+# The cost model is kept across sessions (see `tune_fused`), so ranking a larger population pays off even at a
+# few trials per kernel; meta-schedule's default of 512 costs seconds per kernel here.
+DEFAULT_POPULATION = 64
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     trials_per_task: int
-    # Evolutionary search population. With a few trials per kernel, all of them are picked in the first round,
-    # before the cost model has learnt anything, so a large population only costs time (meta-schedule's 512
-    # costs seconds per kernel here); None = max(16, 2 x trials), at most 512.
-    population: int | None = None
+    population: int | None = None  # None = max(DEFAULT_POPULATION, 2 x trials), at most 512
     seed: int = 0
 
 
@@ -125,32 +128,79 @@ def repair_database(work_dir: Path) -> int:
     return len(lines) - len(kept)
 
 
-def budget_database(work_dir: Path, trials: int):
-    """An in-memory database with, for each kernel, only the records of its first `trials` tuning trials (in the
-    order they were committed to the JSON database in work_dir). Compiling at level tuned-N with it gives every
-    kernel what N trials found, even after a larger budget added records, so a tuned-N latency stays what a
-    tuned-N module measures."""
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+class TuningStore:
+    """One target's meta-schedule records, read once per process: the JSON database, and per trial budget N an
+    in-memory database holding, for each kernel, the records of its first N tuning trials (in the order they were
+    committed). Compiling at level tuned-N with the latter gives every kernel what N trials found, even after a
+    larger budget added records, so a tuned-N latency stays what a tuned-N module measures. Records are only ever
+    appended, so a budget database is kept up to date by reading the lines added since it was last read."""
 
-    work_dir = Path(work_dir)
-    memory = ms.database.MemoryDatabase()
-    if not (work_dir / RECORDS).exists():
-        return memory
-    lines = [line for line in (work_dir / WORKLOADS).read_text().splitlines() if line.strip()]
-    committed: dict[int, object] = {}
-    taken: dict[int, int] = {}
-    for line in (work_dir / RECORDS).read_text().splitlines():
-        if not line.strip():
-            continue
-        index, record = json.loads(line)
-        if taken.get(index, 0) >= trials:
-            continue
-        if index not in committed:
-            committed[index] = memory.commit_workload(Workload.from_json(json.loads(lines[index])).mod)
-        memory.commit_tuning_record(TuningRecord.from_json(record, committed[index]))
-        taken[index] = taken.get(index, 0) + 1
-    return memory
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = Path(work_dir)
+        self._database = None
+        self._budgets: dict[int, _Budget] = {}
+
+    @property
+    def database(self):
+        """The JSON database (opened, and repaired when needed, on first use)."""
+        if self._database is None:
+            self._database = open_database(self.work_dir)
+        return self._database
+
+    def budget(self, trials: int):
+        self.database  # noqa: B018 - opening repairs a database whose records do not all load
+        budget = self._budgets.setdefault(trials, _Budget(trials))
+        budget.read(self.work_dir)
+        return budget.memory
+
+
+class _Budget:
+    def __init__(self, trials: int) -> None:
+        from tvm.s_tir import meta_schedule as ms
+
+        self.trials = trials
+        self.memory = ms.database.MemoryDatabase()
+        self.lines_read = 0
+        self.workloads: dict[int, object] = {}  # workload index -> committed workload
+        self.taken: dict[int, int] = {}
+
+    def read(self, work_dir: Path) -> None:
+        from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+
+        if not (work_dir / RECORDS).exists():
+            return
+        lines = (work_dir / RECORDS).read_text().splitlines()
+        workload_lines = None
+        for line in lines[self.lines_read:]:
+            if not line.strip():
+                continue
+            index, record = json.loads(line)
+            if self.taken.get(index, 0) >= self.trials:
+                continue
+            if index not in self.workloads:
+                if workload_lines is None:
+                    workload_lines = [w for w in (work_dir / WORKLOADS).read_text().splitlines() if w.strip()]
+                mod = Workload.from_json(json.loads(workload_lines[index])).mod
+                self.workloads[index] = self.memory.commit_workload(mod)
+            self.memory.commit_tuning_record(TuningRecord.from_json(record, self.workloads[index]))
+            self.taken[index] = self.taken.get(index, 0) + 1
+        self.lines_read = len(lines)
+
+
+_STORES: dict[Path, TuningStore] = {}
+
+
+def tuning_store(work_dir: Path) -> TuningStore:
+    """The process's store of one tuning directory (opened once: reading a database takes seconds)."""
+    key = Path(work_dir).resolve()
+    if key not in _STORES:
+        _STORES[key] = TuningStore(key)
+    return _STORES[key]
+
+
+def budget_database(work_dir: Path, trials: int):
+    """What `trials` trials found for each kernel of the tuning directory (see `TuningStore`)."""
+    return tuning_store(work_dir).budget(trials)
 
 
 def canonical_kernel(database, kernel):
@@ -161,8 +211,14 @@ def canonical_kernel(database, kernel):
     return database.commit_workload(_normalize_mod(kernel)).mod
 
 
-def make_builder(spec: TargetSpec):
-    """A meta-schedule builder that builds in this process and exports loadable shared libraries."""
+_IN_MEMORY: dict[str, object] = {}  # built trial modules handed from the in-process builder to the runner
+_MEMORY_PREFIX = "tvmnas-memory:"
+
+
+def make_builder(spec: TargetSpec, in_memory: bool = False):
+    """A meta-schedule builder that builds in this process. It exports loadable shared libraries for a runner
+    elsewhere (an RPC server), or, `in_memory`, keeps the built module for `make_in_process_runner` (no export,
+    no linking, no loading: a trial costs its compile and its timing only)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
@@ -174,13 +230,55 @@ def make_builder(spec: TargetSpec):
             for item in build_inputs:
                 try:
                     rt_mod = default_build(item.mod, item.target, None)
-                    path = Path(tempfile.mkdtemp(prefix="tvmnas-ms-")) / "kernel.so"
-                    results.append(BuilderResult(str(export_library(rt_mod, path, spec)), None))
+                    if in_memory:
+                        token = f"{_MEMORY_PREFIX}{len(_IN_MEMORY)}-{id(rt_mod)}"
+                        _IN_MEMORY[token] = rt_mod
+                        results.append(BuilderResult(token, None))
+                    else:
+                        path = Path(tempfile.mkdtemp(prefix="tvmnas-ms-")) / "kernel.so"
+                        results.append(BuilderResult(str(export_library(rt_mod, path, spec)), None))
                 except Exception as err:  # a failed candidate schedule is a result, not a crash
                     results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
             return results
 
     return InProcessBuilder()
+
+
+def make_in_process_runner(device_kind: str, threads: int):
+    """A meta-schedule runner that times the in-memory builder's modules in this process, on this machine's
+    device with `threads` CPU threads (meta-schedule's LocalRunner runs each trial in a worker process: a process
+    start, a sanity check and a library load per batch)."""
+    import numpy as np
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+    from tvmnas.measure.runner.base import set_threads
+
+    rng = np.random.default_rng(0)
+
+    @derived_object
+    class InProcessRunner(PyRunner):
+        def run(self, runner_inputs):
+            set_threads(threads)
+            device = tvm.cuda(0) if device_kind == "cuda" else tvm.cpu(0)
+            futures = []
+            for item in runner_inputs:
+                rt_mod = _IN_MEMORY.pop(item.artifact_path, None)
+                try:
+                    if rt_mod is None:
+                        raise RuntimeError(f"no built module for {item.artifact_path}")
+                    args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in info.shape]).astype(info.dtype),
+                                               device=device) for info in item.args_info]
+                    evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=3, repeat=1,
+                                                      min_repeat_ms=10)
+                    futures.append(LocalRunnerFuture(res=[float(t) for t in evaluator(*args).results]))
+                except Exception as err:  # noqa: BLE001 - a trial that fails is a result
+                    futures.append(LocalRunnerFuture(error_message=f"{type(err).__name__}: {err}"))
+            return futures
+
+    return InProcessRunner()
 
 
 def untuned_tasks(fused_mod, target, database, trials: int) -> tuple[list, int]:
@@ -215,11 +313,19 @@ def progress_callback(progress, total_trials: int):
     return TrialProgress()
 
 
+COST_MODEL = "cost_model.xgb"
+
+
 def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, settings: TuneSettings,
-               make_ms_runner, progress=None) -> TuneReport:
+               make_ms_runner, progress=None, in_memory: bool = False) -> TuneReport:
     """Tune the kernels of `fused_mod` that the database lacks, committing records to it. `make_ms_runner` gives
-    the meta-schedule runner; it is called only when something is to be tuned (it starts worker processes).
-    `progress(phase, done, total, detail)` hears of each batch of trials."""
+    the meta-schedule runner; it is called only when something is to be tuned. `in_memory`: the runner times
+    the builder's modules in this process (see `make_in_process_runner`). `progress(phase, done, total, detail)`
+    hears of each batch of trials.
+
+    One XGBoost cost model per target learns from every trial: it is kept in the tuning directory and loaded
+    before, saved after, each session, so the kernels tuned later (other candidates, other runs) start from what
+    it learnt, and its larger population of sampled schedules is worth ranking."""
     from tvm.s_tir import meta_schedule as ms
 
     load_tensor_intrinsics(intrinsic_modules(spec))
@@ -227,7 +333,7 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
     start = time.perf_counter()
     missing, total = untuned_tasks(fused_mod, target, database, settings.trials_per_task)
     if missing:
-        population = settings.population or min(512, max(16, 2 * settings.trials_per_task))
+        population = settings.population or min(512, max(DEFAULT_POPULATION, 2 * settings.trials_per_task))
         contexts = [
             ms.TuneContext(
                 mod=canonical_kernel(database, task.dispatched[0]), target=task.target,
@@ -240,12 +346,24 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
             for task in missing
         ]
         trials = settings.trials_per_task
-        callbacks = ms.MeasureCallback.create("default")
+        callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()]
+        if not in_memory:  # the exported libraries' folders
+            callbacks.append(ms.measure_callback.RemoveBuildArtifact())
         if progress is not None:
-            callbacks = list(callbacks) + [progress_callback(progress, trials * len(contexts))]
+            callbacks.append(progress_callback(progress, trials * len(contexts)))
+        cost_model = ms.cost_model.XGBModel()
+        model_path = Path(work_dir) / COST_MODEL
+        if model_path.exists():
+            try:
+                cost_model.load(str(model_path))
+            except Exception:  # noqa: BLE001 - an unreadable model is only a lost head start
+                cost_model = ms.cost_model.XGBModel()
         ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
                       max_trials_global=trials * len(contexts), max_trials_per_task=trials,
-                      num_trials_per_iter=min(trials, 64), builder=make_builder(spec), runner=make_ms_runner(),
-                      database=database, cost_model="xgb", task_scheduler="round-robin",
-                      measure_callbacks=callbacks)
+                      num_trials_per_iter=min(trials, 64), builder=make_builder(spec, in_memory),
+                      runner=make_ms_runner(), database=database, cost_model=cost_model,
+                      task_scheduler="round-robin", measure_callbacks=callbacks)
+        tmp = model_path.with_suffix(".tmp")
+        cost_model.save(str(tmp))
+        os.replace(tmp, model_path)
     return TuneReport(total, len(missing), time.perf_counter() - start)

@@ -83,6 +83,34 @@ class VmTimer:
         return [s * 1e3 for s in self._evaluators[calls, samples](*self._args).results]
 
 
+class CallableTimer:
+    """A `WindowTimer` over any Python callable that runs one inference (onnxruntime, PyTorch, a Python-called TVM
+    module), timed with the clock around back-to-back calls, so other runtimes go through the same protocol."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self._call = call
+
+    def warm_up(self, warmup_ms: float) -> float:
+        import time
+
+        calls, start = 0, time.perf_counter()
+        while (elapsed := (time.perf_counter() - start) * 1e3) < warmup_ms or calls == 0:
+            self._call()
+            calls += 1
+        return elapsed / calls
+
+    def window(self, calls: int, samples: int) -> list[float]:
+        import time
+
+        out = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            for _ in range(calls):
+                self._call()
+            out.append((time.perf_counter() - start) * 1e3 / calls)
+        return out
+
+
 def time_loaded(modules: list, reference, device, batch: Batch, protocol: Protocol,
                 on_round: Callable[[int, int], None] | None = None) -> Interleaved:
     """Time loaded modules (one per library of the batch, None where loading failed) with the protocol."""
@@ -121,6 +149,8 @@ class Runner(ABC):
 
     #: names the measuring device in the latency database's target fingerprint
     device_label: str
+    #: meta-schedule's trials are built in memory and timed in this process (no library files)
+    tunes_in_process: bool = False
 
     @abstractmethod
     def measure(self, batch: Batch, protocol: Protocol,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Callable
 
@@ -29,9 +28,7 @@ def _load(path: Path):
 
 class LocalRunner(Runner):
     device_label = "local"
-
-    def __init__(self) -> None:
-        self._ms_runner = None
+    tunes_in_process = True
 
     def measure(self, batch: Batch, protocol: Protocol,
                 on_round: Callable[[int, int], None] | None = None) -> Interleaved:
@@ -49,10 +46,7 @@ class LocalRunner(Runner):
         return run_loaded_module(tvm.runtime.load_module(str(lib_path)), local_device(device_kind), data)
 
     def meta_schedule_runner(self, device_kind: str, threads: int = 0):
-        from tvm.s_tir import meta_schedule as ms
+        """Trials built in memory and timed in this process (see `tuning.make_in_process_runner`)."""
+        from tvmnas.measure.tuning import make_in_process_runner
 
-        if self._ms_runner is None:
-            self._ms_runner = ms.runner.LocalRunner(
-                evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
-                initializer=functools.partial(set_threads, threads))
-        return self._ms_runner
+        return make_in_process_runner(device_kind, threads)
