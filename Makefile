@@ -23,14 +23,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) dataset
 
+# Debian packages are installed when missing, as root; without root `make` says what is missing and goes on
+# (the demo then stops at the step that needs it; the tests that need it skip and say why).
+APT_INSTALL = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+NOT_ROOT = ; else echo "note: not root, so not installing"
+
 # Fashion-MNIST from Debian's dataset-fashion-mnist package (installed when missing; needs root).
 dataset:
-	@test -f $(FMNIST) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+	@test -f $(FMNIST) || { $(APT_INSTALL) dataset-fashion-mnist $(NOT_ROOT) dataset-fashion-mnist; fi; }
 
 # CMake and a C++ compiler for the native runner (installed when missing; needs root).
 toolchain:
 	@command -v cmake >/dev/null && command -v g++ >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++; }
+		{ $(APT_INSTALL) cmake g++ $(NOT_ROOT) cmake g++; fi; }
 
 # What emulated aarch64 boards need (`tvmnas board up`, the integration tests): mmdebstrap, qemu-user, binfmt
 # and the aarch64 cross compiler. Installed when missing (needs root); where that fails the integration tests
@@ -38,8 +43,8 @@ toolchain:
 board-tools:
 	@command -v mmdebstrap >/dev/null && test -e /usr/bin/qemu-aarch64-static && command -v update-binfmts >/dev/null \
 		&& command -v aarch64-linux-gnu-g++ >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap qemu-user-static \
-			binfmt-support g++-aarch64-linux-gnu; } || echo "note: could not install the emulated-board tools"
+		{ $(APT_INSTALL) mmdebstrap qemu-user-static binfmt-support g++-aarch64-linux-gnu \
+			$(NOT_ROOT) the emulated-board tools; fi; } || echo "note: could not install the emulated-board tools"
 
 # The native runner of deploy bundles, built against the TVM runtime inside the installed wheels.
 runner: $(RUNNER)

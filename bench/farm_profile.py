@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from tvmnas.board import farm, rootfs
+from tvmnas.procs import stop_group
 from tvmnas.latency_db import LatencyDB
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
@@ -39,7 +40,7 @@ def profile(state: farm.FarmState, db: Path, trials: int, space: str, kill_after
             proc.wait(timeout=kill_after_s)
         except subprocess.TimeoutExpired:
             killed = state.server_pids[-1]
-            farm.stop_process(killed, "rpc_server")
+            stop_group(killed, "rpc_server")
     out, err = proc.communicate()
     wall_s = time.perf_counter() - start
     with LatencyDB(db) as handle:

@@ -32,13 +32,21 @@ def write_json(tmp_path):
 
 @pytest.fixture
 def tiny_idx_dir(tmp_path):
+    return make_idx_dir(tmp_path / "idx")
+
+
+@pytest.fixture(scope="module")
+def tiny_idx_dir_module(tmp_path_factory):
+    return make_idx_dir(tmp_path_factory.mktemp("data") / "idx")
+
+
+def make_idx_dir(folder):
     """A Fashion-MNIST-shaped IDX folder (8x8 grey images, 3 classes) whose class is visible in the pixels."""
     import numpy as np
 
     from tvmnas.data.idx import write_idx
 
     rng = np.random.default_rng(0)
-    folder = tmp_path / "idx"
     folder.mkdir()
     for prefix, n in (("train", 240), ("t10k", 60)):
         labels = rng.integers(0, 3, n).astype(np.uint8)

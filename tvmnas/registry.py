@@ -1,7 +1,9 @@
 """Name -> JSON file lookup for targets and search spaces: one file per entry, a user adds one by adding a file.
 
-Entries live in the repository's `targets/` and `search/` folders, plus any folders named in the environment
-variables TVMNAS_TARGET_PATH / TVMNAS_SPACE_PATH (os.pathsep-separated). A name may also be a path to a file.
+The built-in entries ship inside the package (`tvmnas/builtin/targets`, `tvmnas/builtin/spaces`, read with
+importlib.resources, so an installed tvmnas finds them from any folder); folders named in the environment
+variables TVMNAS_TARGET_PATH / TVMNAS_SPACE_PATH (os.pathsep-separated) come first. A name may also be a path to
+a file.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from pathlib import Path
 
 from tvmnas.errors import TvmnasError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+def search_dirs(builtin: str, env_var: str) -> list[Path]:
+    """The folders searched for entries: the user's, then the package's `builtin/<builtin>`."""
+    from importlib.resources import files
 
-
-def search_dirs(default_dir: str, env_var: str) -> list[Path]:
     extra = [Path(p) for p in os.environ.get(env_var, "").split(os.pathsep) if p]
-    return extra + [REPO_ROOT / default_dir]
+    return extra + [Path(str(files("tvmnas") / "builtin" / builtin))]
 
 
 def list_entries(default_dir: str, env_var: str) -> dict[str, Path]:

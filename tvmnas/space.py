@@ -14,7 +14,7 @@ from tvmnas.errors import TvmnasError
 from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
 
 SPACE_SCHEMA_VERSION = 1
-_DIR, _ENV = "search", "TVMNAS_SPACE_PATH"
+_DIR, _ENV = "spaces", "TVMNAS_SPACE_PATH"
 
 
 @dataclass(frozen=True)

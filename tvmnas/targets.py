@@ -94,6 +94,34 @@ def target_from_json(data: dict, source: str) -> TargetSpec:
     )
 
 
+def validate(spec: TargetSpec, source: str) -> TargetSpec:
+    """The target as TVM sees it: refuse, in one line, what TVM would refuse later (an unknown kind, an unknown
+    key, a value of the wrong type) and a CPU target with fewer than one core, before anything is compiled or
+    stored."""
+    from tvmnas.tvm_compat import check_tvm_version
+
+    check_tvm_version()
+    cores = spec.tvm_target.get("num-cores")
+    if cores is not None and cores != "host" and (not isinstance(cores, int) or isinstance(cores, bool) or cores < 1):
+        raise TvmnasError(f"malformed target file {source}: field 'tvm_target.num-cores' must be an integer >= 1 "
+                          f"or \"host\", not {cores!r}")
+    try:
+        target = spec.tvm()
+    except Exception as err:  # noqa: BLE001 - TVM's own words, on one line
+        reason = str(err).strip().splitlines()
+        raise TvmnasError(f"target file {source}: TVM refuses the target {spec.tvm_target}: "
+                          f"{reason[-1] if reason else type(err).__name__}") from None
+    mcpu = spec.resolved().get("mcpu")
+    if target.kind.name == "llvm" and mcpu:  # LLVM only warns about an unknown CPU, and compiles for a generic one
+        from tvm.target.codegen import llvm_get_cpu_archlist
+
+        known = llvm_get_cpu_archlist(target)
+        if mcpu not in known:
+            raise TvmnasError(f"malformed target file {source}: LLVM knows no CPU {mcpu!r} for this triple "
+                              f"(field 'tvm_target.mcpu'; e.g. {', '.join(sorted(known)[:5])}, ...)")
+    return spec
+
+
 def list_targets() -> list[str]:
     return sorted(list_entries(_DIR, _ENV))
 
@@ -101,4 +129,4 @@ def list_targets() -> list[str]:
 def load_target(name: str) -> TargetSpec:
     """A target by registered name or by path to a JSON file."""
     path = find_entry(name, _DIR, _ENV, "target")
-    return target_from_json(read_json_object(path, "target"), str(path))
+    return validate(target_from_json(read_json_object(path, "target"), str(path)), str(path))

@@ -4,7 +4,8 @@ import subprocess
 import sys
 import time
 
-from tvmnas.board.farm import FarmState, down, is_ours, load_state, save_state, state_path
+from tvmnas.board.farm import FarmState, down, load_state, save_state, state_path
+from tvmnas.procs import is_ours
 from tvmnas.board.rootfs import READY, RECIPE, is_ready, mounts_under
 
 # stands in for an rpc_server: its command line holds the marker, and it forks a worker like popen_worker does

@@ -46,7 +46,7 @@ def boards(tmp_path_factory):
 
 
 def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_path):
-    from tvmnas.board.farm import stop_process
+    from tvmnas.procs import stop_group
 
     _root, state, _ = boards
     arm = load_target("arm-aarch64")
@@ -58,7 +58,7 @@ def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_
         if phase == "measure":
             seen.append(what)
             if len(seen) == 1:
-                assert stop_process(state.server_pids[1], "rpc_server")
+                assert stop_group(state.server_pids[1], "rpc_server")
 
     db_path = tmp_path / "lat.db"
     policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300)

@@ -7,7 +7,9 @@ from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.farm import FarmPolicy
 from tvmnas.measure.profile import FarmExhausted, ProfileSettings, profile_candidates
 from tvmnas.measure.protocol import Protocol
-from tvmnas.measure.runner.loopback import free_port, start_server, start_tracker, stop
+from tvmnas.procs import free_port, start_tracker
+
+from tests.loopback import start_server, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
 from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
@@ -24,7 +26,7 @@ SLOW_JOBS = ProfileSettings(protocol=FAST, farm_protocol=Protocol(windows=3, sam
 @pytest.fixture
 def two_servers():
     tracker = RpcEndpoint("127.0.0.1", free_port(), "x86-farm")
-    procs = [start_tracker(tracker.port)]
+    procs = [start_tracker("127.0.0.1", tracker.port)]
     try:
         servers = [start_server(free_port(), tracker) for _ in range(2)]
         yield tracker, servers

@@ -5,7 +5,9 @@ import pytest
 from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates
-from tvmnas.measure.runner.loopback import free_port, start_server, start_tracker, stop
+from tvmnas.procs import free_port, start_tracker
+
+from tests.loopback import start_server, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, check_reachable, parse_host_port
 from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.rpc
 def rpc_farm():
     """A tracker and one server registered under key 'x86-test', plus a direct server."""
     tracker = RpcEndpoint("127.0.0.1", free_port(), "x86-test")
-    procs = [start_tracker(tracker.port)]
+    procs = [start_tracker("127.0.0.1", tracker.port)]
     try:
         procs.append(start_server(free_port(), tracker))
         direct = RpcEndpoint("127.0.0.1", free_port())

@@ -4,11 +4,12 @@ meta-schedule cannot load is repaired without losing the records that load."""
 import json
 
 from tvmnas.arch import Arch
-from tvmnas.measure.compile import apply_tuning_records, fuse, import_torch
+from tvmnas.measure.compile import fuse, import_torch
 from tvmnas.measure.profile import ProfileSettings, measure_candidate
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.tuning import RECORDS, open_database
 from tvmnas.model.network import Network
+from tvmnas.tvm_compat import apply_tuning_records
 from tvmnas.targets import load_target
 
 from tests.helpers import FAST

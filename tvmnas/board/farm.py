@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tvmnas.board.rootfs import PYTHON, extra_runtime_library, in_root, runtime_env
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.runner.loopback import free_port, port_open, spawn, wait_until
 from tvmnas.measure.runner.rpc import RpcEndpoint, count_servers
+from tvmnas.procs import free_port, is_ours, spawn, start_tracker, stop_group, wait_until
 
 MOUNTS = (("proc", "proc", "proc"), ("tmpfs", "dev/shm", "tmpfs"))  # (type, path in the rootfs, source)
 
@@ -65,14 +63,6 @@ def save_state(path: Path, state: FarmState) -> None:
     os.replace(tmp, path)
 
 
-def is_ours(pid: int, marker: str) -> bool:
-    """The process exists and its command line holds `marker` (a reused pid is left alone)."""
-    try:
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-
-
 def _mount(rootfs: Path) -> list[str]:
     done = []
     for kind, rel, source in MOUNTS:
@@ -109,8 +99,6 @@ def start_servers(state: FarmState, state_file: Path, settings: FarmSettings, co
 def up(rootfs: Path, settings: FarmSettings, state_file: Path | None = None) -> FarmState:
     """Start the tracker (unless one is given) and the servers, recording them in `state_file` (default
     `state_path(rootfs)`). Refuses when the farm recorded there is up."""
-    import sys
-
     state_file = Path(state_file or state_path(rootfs))
     if settings.count < 1:
         raise TvmnasError(f"--count must be >= 1, not {settings.count}")
@@ -122,32 +110,16 @@ def up(rootfs: Path, settings: FarmSettings, state_file: Path | None = None) -> 
     try:
         state.mounts = _mount(rootfs)
         if settings.tracker is None:
-            port = free_port()
+            port = free_port(settings.host)
             state.tracker = (settings.host, port)
-            state.tracker_pid = spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", settings.host,
-                                       "--port", str(port), "--port-end", str(port + 1)]).pid
+            tracker = start_tracker(settings.host, port)
+            state.tracker_pid = tracker.pid
             save_state(state_file, state)
-            wait_until(lambda: port_open(port, settings.host), 30, what="RPC tracker")
         start_servers(state, state_file, settings, settings.count)
     except (OSError, TimeoutError, subprocess.CalledProcessError) as err:
         down(rootfs, state_file)
         raise TvmnasError(f"board up failed: {err}") from None
     return state
-
-
-def stop_process(pid: int, marker: str) -> bool:
-    """Stop the process and its session (its worker children); False when it was not running."""
-    if not is_ours(pid, marker):
-        return False
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    for _ in range(50):
-        if not is_ours(pid, marker):
-            break
-        time.sleep(0.1)
-    return True
 
 
 def down(rootfs: Path, state_file: Path | None = None) -> tuple[int, bool]:
@@ -157,27 +129,11 @@ def down(rootfs: Path, state_file: Path | None = None) -> tuple[int, bool]:
     state = load_state(state_file)
     if state is None:
         return 0, False
-    stopped = sum(stop_process(pid, "rpc_server") for pid in state.server_pids)
-    tracker = state.tracker_pid is not None and stop_process(state.tracker_pid, "rpc_tracker")
+    stopped = sum(stop_group(pid, "rpc_server") for pid in state.server_pids)
+    tracker = state.tracker_pid is not None and stop_group(state.tracker_pid, "rpc_tracker")
     _unmount(state.mounts)
     state_file.unlink()
     return stopped, tracker
-
-
-def tracker_summary(endpoint: RpcEndpoint) -> dict[str, tuple[int, int]]:
-    """Per key: (servers registered, servers free) as the tracker sees them."""
-    from tvm import rpc
-
-    summary = rpc.connect_tracker(endpoint.host, endpoint.port).summary()
-    keys: dict[str, tuple[int, int]] = {}
-    for info in summary.get("server_info", []):
-        key = info["key"].removeprefix("server:")
-        total, _ = keys.get(key, (0, 0))
-        keys[key] = (total + 1, 0)
-    for key, free in summary.get("queue_info", {}).items():
-        if key in keys:
-            keys[key] = (keys[key][0], int(free.get("free", 0)))
-    return keys
 
 
 def run_native(rootfs: Path, runner: Path, bundle: Path, input_npy: Path, args: list[str],

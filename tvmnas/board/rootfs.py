@@ -111,9 +111,11 @@ def in_root(rootfs: Path, *cmd: str, env: list[str] | None = None) -> list[str]:
 
 
 def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below `path` (deepest first), from /proc/mounts."""
+    """Mount points at or below `path` (deepest first)."""
+    import psutil
+
     root = str(Path(path).resolve())
-    points = [line.split()[1].replace("\\040", " ") for line in Path("/proc/mounts").read_text().splitlines()]
+    points = [part.mountpoint for part in psutil.disk_partitions(all=True)]
     return sorted((p for p in points if p == root or p.startswith(root + "/")), key=len, reverse=True)
 
 

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except TvmnasError as err:
         print(f"tvmnas: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (`| head`) went away
+        return 0
     except KeyboardInterrupt:
         print("tvmnas: interrupted; every measurement written so far is kept", file=sys.stderr)
         return 130

@@ -75,7 +75,9 @@ def _up(args) -> int:
 
 
 def _status(args) -> int:
-    from tvmnas.board.farm import is_ours, load_state, state_path, tracker_summary
+    from tvmnas.board.farm import load_state, state_path
+    from tvmnas.measure.runner.rpc import tracker_summary
+    from tvmnas.procs import is_ours
 
     state = load_state(state_path(args.rootfs))
     if state is None:

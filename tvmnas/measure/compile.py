@@ -16,6 +16,7 @@ import torch
 
 from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.targets import TargetSpec
+from tvmnas.tvm_compat import apply_tuning_records, load_tensor_intrinsics
 
 DEFAULT_LEVEL = "default"
 DEFAULT_TUNE_TRIALS = 8  # meta-schedule trials per fused kernel unless the user says otherwise
@@ -62,37 +63,14 @@ def compile_fused(fused_mod, target, database=None):
 
     if database is not None:
         fused_mod = apply_tuning_records(fused_mod, database)
+    if spec_device(target) == "cuda":  # the default GPU pipeline may ask for the CUDA intrinsics
+        load_tensor_intrinsics(("cuda",))
     with target:
         return tvm.compile(fused_mod, target=target)
 
 
-def apply_tuning_records(fused_mod, database, top_k: int = 8):
-    """Schedule each kernel that the database knows with the fastest of its records that replays.
-
-    The database matches kernels by structure, but a trace names blocks, so a trace is replayed on the database's
-    own copy of the kernel (same structure, maybe other block names) and the scheduled copy takes the kernel's
-    place. (Relax's MetaScheduleApplyDatabase replays on the module's kernel and fails the whole compilation
-    when names differ.) A kernel without a usable record keeps its default schedule.
-    """
-    import tvm
-    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
-    from tvm.s_tir.schedule import Schedule
-
-    fused_mod = tvm.IRModule(dict(fused_mod.functions_items()), attrs=fused_mod.attrs)
-    for gvar, func in list(fused_mod.functions_items()):
-        if not isinstance(func, tvm.tirx.PrimFunc) or not database.has_workload(_normalize_mod(func)):
-            continue
-        workload = database.commit_workload(_normalize_mod(func))
-        for record in database.get_top_k(workload, top_k):
-            sch = Schedule(workload.mod)
-            try:
-                record.trace.apply_to_schedule(sch, remove_postproc=False)
-            except Exception:  # noqa: BLE001 - try the next record
-                continue
-            scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
-            fused_mod.update_func(gvar, scheduled.with_attr("tirx.is_scheduled", True))
-            break
-    return fused_mod
+def spec_device(target) -> str:
+    return "cuda" if target.kind.name == "cuda" else "cpu"
 
 
 def export_library(executable, path: Path, spec: TargetSpec) -> Path:

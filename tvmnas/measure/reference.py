@@ -13,6 +13,7 @@ from pathlib import Path
 from tvmnas.latency_db import LatencyDB, LatencyRow
 from tvmnas.measure.protocol import Estimate
 from tvmnas.targets import TargetSpec
+from tvmnas.tvm_compat import SCHEDULED_ATTR
 
 REFERENCE_KEY = "reference_mm64x128x64"  # its block key in the latency database (the anchor row)
 REFERENCE_SHAPES = ((64, 128), (128, 64))
@@ -31,7 +32,7 @@ def reference_irmodule(device_kind: str):
         @T.prim_func
         def kernel(a: T.Buffer((64, 128), "float32"), b: T.Buffer((128, 64), "float32"),
                    c: T.Buffer((64, 64), "float32")):
-            T.func_attr({"global_symbol": "kernel", "tir.noalias": True, "tirx.is_scheduled": True})
+            T.func_attr({"global_symbol": "kernel", "tir.noalias": True, SCHEDULED_ATTR: True})
             for i in T.thread_binding(64, thread="blockIdx.x"):
                 for j in T.thread_binding(64, thread="threadIdx.x"):
                     c[i, j] = T.float32(0)

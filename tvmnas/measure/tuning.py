@@ -8,24 +8,18 @@ fresh worker processes for every batch, and each re-imports every backend's tens
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import shutil
 import logging
-import sys
 import tempfile
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
 from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
-
-_INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
-
+from tvmnas.tvm_compat import load_tensor_intrinsics, normalize_kernel, parse_record, parse_workload
 
 # Evolutionary search population: the schedules sampled and ranked by the cost model before each batch of trials.
 # The cost model is kept across sessions (see `tune_fused`), so ranking a larger population pays off even at a
@@ -48,31 +42,12 @@ class TuneReport:
 
 
 def intrinsic_modules(spec: TargetSpec) -> tuple[str, ...]:
-    """The tensor-intrinsic modules of `tvm.s_tir.tensor_intrin` that the target's kernels can use."""
+    """The tensor-intrinsic modules of `tvm.s_tir.tensor_intrin` that the target's kernels can use (loaded with
+    `tvm_compat.load_tensor_intrinsics`)."""
     if spec.device == "cuda":
         return ("cuda",)
     triple = str(spec.tvm_target.get("mtriple", ""))
     return ("arm_cpu",) if triple.startswith(("aarch64", "arm")) else ("x86",)
-
-
-def load_tensor_intrinsics(modules: tuple[str, ...]) -> None:
-    """Register only the tensor intrinsics the target can use before meta-schedule asks for all of them.
-
-    `TuneContext` imports `tvm.s_tir.tensor_intrin`, whose package init registers every backend's intrinsics
-    (18 s for CUDA's alone on these machines). The package is put in place empty and the needed modules loaded.
-    """
-    if _INTRIN_PACKAGE not in sys.modules:
-        import tvm.s_tir
-
-        spec = importlib.util.find_spec(_INTRIN_PACKAGE)
-        package = types.ModuleType(_INTRIN_PACKAGE)
-        package.__path__ = list(spec.submodule_search_locations)
-        package.__spec__ = spec
-        package.__package__ = _INTRIN_PACKAGE
-        sys.modules[_INTRIN_PACKAGE] = package
-        tvm.s_tir.tensor_intrin = package
-    for name in modules:
-        importlib.import_module(f"{_INTRIN_PACKAGE}.{name}")
 
 
 def quiet_meta_schedule() -> None:
@@ -107,17 +82,13 @@ def repair_database(work_dir: Path) -> int:
     """Drop the tuning records that do not load (a trace that does not replay on its workload's kernel, as
     tuning a structurally equal kernel with other block names used to write). The original records file is kept
     as `database_tuning_record.json.bak-<unix time>`. Returns the number of records dropped."""
-    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
-
     work_dir = Path(work_dir)
-    workloads = [Workload.from_json(json.loads(line))
-                 for line in (work_dir / WORKLOADS).read_text().splitlines() if line.strip()]
+    workloads = [parse_workload(line) for line in (work_dir / WORKLOADS).read_text().splitlines() if line.strip()]
     lines = [line for line in (work_dir / RECORDS).read_text().splitlines() if line.strip()]
     kept = []
     for line in lines:
         try:
-            data = json.loads(line)
-            TuningRecord.from_json(data[1], workloads[data[0]])
+            parse_record(line, workloads.__getitem__)
         except Exception:  # noqa: BLE001 - any record that does not load is dropped
             continue
         kept.append(line)
@@ -165,24 +136,23 @@ class _Budget:
         self.taken: dict[int, int] = {}
 
     def read(self, work_dir: Path) -> None:
-        from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
-
         if not (work_dir / RECORDS).exists():
             return
         lines = (work_dir / RECORDS).read_text().splitlines()
-        workload_lines = None
-        for line in lines[self.lines_read:]:
-            if not line.strip():
-                continue
-            index, record = json.loads(line)
-            if self.taken.get(index, 0) >= self.trials:
-                continue
+        workload_lines: list[str] = []
+
+        def workload_of(index: int):
             if index not in self.workloads:
-                if workload_lines is None:
-                    workload_lines = [w for w in (work_dir / WORKLOADS).read_text().splitlines() if w.strip()]
-                mod = Workload.from_json(json.loads(workload_lines[index])).mod
-                self.workloads[index] = self.memory.commit_workload(mod)
-            self.memory.commit_tuning_record(TuningRecord.from_json(record, self.workloads[index]))
+                if not workload_lines:
+                    workload_lines.extend(w for w in (work_dir / WORKLOADS).read_text().splitlines() if w.strip())
+                self.workloads[index] = self.memory.commit_workload(parse_workload(workload_lines[index]).mod)
+            return self.workloads[index]
+
+        for line in lines[self.lines_read:]:
+            if not line.strip() or self.taken.get(json.loads(line)[0], 0) >= self.trials:
+                continue
+            index, record = parse_record(line, workload_of)
+            self.memory.commit_tuning_record(record)
             self.taken[index] = self.taken.get(index, 0) + 1
         self.lines_read = len(lines)
 
@@ -206,9 +176,7 @@ def budget_database(work_dir: Path, trials: int):
 def canonical_kernel(database, kernel):
     """The database's own copy of a kernel (same structure, maybe other block names), so that a trace tuned or
     applied on it names the blocks the database knows. A new kernel is added as it is."""
-    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
-
-    return database.commit_workload(_normalize_mod(kernel)).mod
+    return database.commit_workload(normalize_kernel(kernel)).mod
 
 
 _IN_MEMORY: dict[str, object] = {}  # built trial modules handed from the in-process builder to the runner

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ class SearchState:
     arch_opt: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     epochs_done: int = 0
+    log: list[dict] = field(default_factory=list)  # one entry per epoch done (saved with the checkpoint)
 
 
 def epoch_size(n_train: int, cfg: SearchConfig) -> int:
@@ -131,7 +132,8 @@ def entropy(net: Supernet) -> float:
 
 def save_checkpoint(path: Path, state: SearchState, cfg: SearchConfig) -> None:
     save_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
-                {"config": cfg.to_json(), "epochs_done": state.epochs_done, "supernet": state.net.state_dict(),
+                {"config": cfg.to_json(), "epochs_done": state.epochs_done, "log": json.dumps(state.log),
+                 "supernet": state.net.state_dict(),
                  "weight_opt": state.weight_opt.state_dict(), "arch_opt": state.arch_opt.state_dict(),
                  "schedule": state.schedule.state_dict()})
 
@@ -150,6 +152,7 @@ def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig) -> None:
     except (KeyError, RuntimeError, ValueError) as err:
         raise TvmnasError(f"{path} does not fit space {cfg.space!r}: {str(err).splitlines()[0]}") from None
     state.epochs_done = int(ckpt["epochs_done"])
+    state.log = json.loads(ckpt.get("log", "[]"))
 
 
 def read_log(path: Path) -> list[dict]:
@@ -183,8 +186,8 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
     state = make_state(space, cfg, len(data.train))
     if resume:
         load_checkpoint(ckpt_path, state, cfg)
-        kept = [e for e in read_log(log_path) if e["epoch"] < state.epochs_done]  # drop an epoch cut short
-        log_path.write_text("".join(json.dumps(e) + "\n" for e in kept))
+        # the checkpoint's log: an epoch cut short (or one whose line a kill kept out of the file) is as saved
+        log_path.write_text("".join(json.dumps(e) + "\n" for e in state.log))
     else:
         if ckpt_path.exists():
             raise TvmnasError(f"{run_dir} already holds a search; resume it with --resume or choose another --out")
@@ -198,8 +201,6 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
         paths = state.net.arch_paths(derived)
         recalibrate_batchnorm(lambda x: state.net(x, paths), state.net, data.train)
         valid_loss, valid_acc = evaluate(lambda x: state.net(x, paths), data.valid)
-        state.epochs_done = epoch + 1
-        save_checkpoint(ckpt_path, state, cfg)
         with torch.no_grad():
             expected = float(table.expected_ms(state.net.probabilities()))
         entry = {"epoch": epoch, **stats, "valid_loss": valid_loss, "valid_acc": valid_acc,
@@ -207,11 +208,14 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
                  "derived_latency_ms": arch_latency_ms(table, space, derived.ops),
                  "alpha_entropy": entropy(state.net), "arch": list(derived.ops),
                  "seconds": time.perf_counter() - start}
+        state.epochs_done = epoch + 1
+        state.log.append(entry)
+        save_checkpoint(ckpt_path, state, cfg)
         with log_path.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
         if on_epoch:
             on_epoch(entry)
-    log = read_log(log_path)
+    log = state.log
     derived = state.net.derived_arch()
     predicted = arch_latency_ms(table, space, derived.ops)
     if state.epochs_done == cfg.epochs:

@@ -17,6 +17,7 @@ import numpy as np
 from tvmnas.errors import TvmnasError, error_line
 from tvmnas.measure.protocol import Interleaved, Protocol
 from tvmnas.measure.runner.base import Batch, Runner, run_loaded_module, set_remote_threads, time_loaded
+from tvmnas.tvm_compat import give_rpc_runner_a_deadline
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,24 @@ def check_reachable(endpoint: RpcEndpoint) -> None:
                           f"at tracker {endpoint.host}:{endpoint.port}")
 
 
-def count_servers(endpoint: RpcEndpoint) -> int:
-    """Servers the tracker knows under the endpoint's key (free or busy)."""
+def tracker_summary(endpoint: RpcEndpoint) -> dict[str, tuple[int, int]]:
+    """Per key: (servers registered, servers free) as the tracker at the endpoint sees them."""
     from tvm import rpc
 
     summary = rpc.connect_tracker(endpoint.host, endpoint.port).summary()
-    keys = [info["key"].removeprefix("server:") for info in summary.get("server_info", [])]
-    return sum(1 for k in keys if k == endpoint.key)
+    keys: dict[str, tuple[int, int]] = {}
+    for info in summary.get("server_info", []):
+        key = info["key"].removeprefix("server:")
+        keys[key] = (keys.get(key, (0, 0))[0] + 1, 0)
+    for key, queue in summary.get("queue_info", {}).items():
+        if key in keys:
+            keys[key] = (keys[key][0], int(queue.get("free", 0)))
+    return keys
+
+
+def count_servers(endpoint: RpcEndpoint) -> int:
+    """Servers the tracker knows under the endpoint's key (free or busy)."""
+    return tracker_summary(endpoint).get(endpoint.key, (0, 0))[0]
 
 
 def connect_session(endpoint: RpcEndpoint):
@@ -154,7 +166,6 @@ class RpcRunner(Runner):
         (`loopback.start_server` and `tvmnas board up` do). A trial whose server fails or does not answer within
         the session timeout fails alone; the others go on."""
         from tvm.s_tir import meta_schedule as ms
-        from tvm.support.popen_pool import PopenPoolExecutor
 
         if self._ms_runner is None:
             workers = max(1, count_servers(self.endpoint)) if self.endpoint.via_tracker else 1
@@ -165,8 +176,7 @@ class RpcRunner(Runner):
                 rpc_config=config,
                 evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
                 f_create_session=None if self.endpoint.via_tracker else direct_session, max_workers=workers)
-            # its own pool has no deadline and waits forever on a server that stops answering
-            runner.pool = PopenPoolExecutor(max_workers=workers, timeout=config.session_timeout_sec)
+            give_rpc_runner_a_deadline(runner, workers, config.session_timeout_sec)
             self._ms_runner = runner
         return self._ms_runner
 

@@ -1,0 +1,118 @@
+"""Every place where tvmnas reaches past TVM 0.27's public API, in one file, each with why.
+
+TVM changes fast (0.2x renamed whole packages); when the version changes, this is the file to read again. Where
+TVM offers an extension point, tvmnas uses it instead (derived builder, runner and measure-callback objects live
+beside the code that needs them, in `tvmnas.measure.tuning`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import types
+
+from tvmnas.errors import TvmnasError
+
+SUPPORTED_TVM = "0.27"  # what the workarounds below were written for (see ../shared/TVM-0.27-FACTS.md)
+SCHEDULED_ATTR = "tirx.is_scheduled"  # a PrimFunc attribute: already scheduled, the default pipeline leaves it
+_INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
+
+
+def check_tvm_version() -> None:
+    """Refuse, in one line, a TVM other than the one these workarounds are for."""
+    import tvm
+
+    if not tvm.__version__.startswith(SUPPORTED_TVM):
+        raise TvmnasError(f"tvmnas works with apache-tvm {SUPPORTED_TVM}.x, this is {tvm.__version__}: "
+                          f"install the version in constraints.txt")
+
+
+def normalize_kernel(kernel):
+    """The IRModule meta-schedule keys a kernel's workload by (`tune_context._normalize_mod`, private: the public
+    tuning entry points apply it internally, but tvmnas looks workloads up and commits them itself)."""
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    return _normalize_mod(kernel)
+
+
+def load_tensor_intrinsics(modules: tuple[str, ...]) -> None:
+    """Register only the named backends' tensor intrinsics (`x86`, `arm_cpu`, `cuda`) before meta-schedule or a
+    GPU pipeline asks for `tvm.s_tir.tensor_intrin`.
+
+    Why: that package's `__init__` registers every backend's intrinsics (18 s for CUDA's alone on these
+    machines). An empty package is put in `sys.modules` in its place, and the needed submodules are imported
+    into it; a later call for another target imports that target's submodule too, so every target of the process
+    finds its intrinsics.
+    """
+    if _INTRIN_PACKAGE not in sys.modules:
+        import tvm.s_tir
+
+        spec = importlib.util.find_spec(_INTRIN_PACKAGE)
+        package = types.ModuleType(_INTRIN_PACKAGE)
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__package__ = _INTRIN_PACKAGE
+        sys.modules[_INTRIN_PACKAGE] = package
+        tvm.s_tir.tensor_intrin = package
+    for name in modules:
+        importlib.import_module(f"{_INTRIN_PACKAGE}.{name}")
+
+
+def give_rpc_runner_a_deadline(runner, workers: int, timeout_s: int) -> None:
+    """Replace meta-schedule's RPCRunner pool by one whose calls time out.
+
+    Why: RPCRunner builds its PopenPoolExecutor without a timeout and takes none, so a trial sent to a server
+    that stops answering waits forever (a frozen board hung whole profiles). Its own pool is replaced right
+    after construction, before any trial ran, so nothing leaks but an idle pool object.
+    """
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    runner.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s)
+
+
+def parse_workload(line: str):
+    """One line of a JSON database's workload file (the file format of `JSONDatabase`, read directly: tvmnas
+    repairs databases meta-schedule refuses to load, and reads records in commit order, which its API hides)."""
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    return Workload.from_json(json.loads(line))
+
+
+def parse_record(line: str, workload_of) -> tuple[int, object]:
+    """One line of a JSON database's record file: (workload index, TuningRecord); `workload_of(index)` gives the
+    workload (raises when the trace does not load on it)."""
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    index, record = json.loads(line)
+    return index, TuningRecord.from_json(record, workload_of(index))
+
+
+def apply_tuning_records(fused_mod, database, top_k: int = 8):
+    """Schedule each kernel that the database knows with the fastest of its records that replays.
+
+    Why not Relax's MetaScheduleApplyDatabase: the database matches kernels by structure, but a trace names
+    blocks, and that pass replays the trace on the module's own kernel: it fails the whole compilation when the
+    names differ (the head's pooling inside a network vs alone). Here the trace is replayed on the database's
+    own copy of the kernel, and the scheduled copy takes the kernel's place. A kernel without a usable record
+    keeps its default schedule.
+    """
+    import tvm
+    from tvm.s_tir.schedule import Schedule
+
+    fused_mod = tvm.IRModule(dict(fused_mod.functions_items()), attrs=fused_mod.attrs)
+    for gvar, func in list(fused_mod.functions_items()):
+        if not isinstance(func, tvm.tirx.PrimFunc) or not database.has_workload(normalize_kernel(func)):
+            continue
+        workload = database.commit_workload(normalize_kernel(func))
+        for record in database.get_top_k(workload, top_k):
+            sch = Schedule(workload.mod)
+            try:
+                record.trace.apply_to_schedule(sch, remove_postproc=False)
+            except Exception:  # noqa: BLE001 - try the next record
+                continue
+            scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
+            fused_mod.update_func(gvar, scheduled.with_attr(SCHEDULED_ATTR, True))
+            break
+    return fused_mod
