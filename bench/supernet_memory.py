@@ -62,7 +62,7 @@ def child(mode: str, space_name: str, batch: int, op: str) -> dict:
         else:
             def forward():
                 two, gates = sample_two_paths(model, torch.Generator().manual_seed(0))
-                return model(x, two, gates), table
+                return model(x, two, [g.requires_grad_() for g in gates]), table
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
     def step():

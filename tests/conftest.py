@@ -18,6 +18,13 @@ def tiny_space(tiny_space_path):
     return load_space(str(tiny_space_path))
 
 
+@pytest.fixture(scope="module")
+def tiny_space_module():
+    from tvmnas.space import load_space
+
+    return load_space(str(DATA / "tiny-space.json"))
+
+
 @pytest.fixture
 def write_json(tmp_path):
     """Write an object (or raw text) to a JSON file under tmp_path and return its path."""

@@ -162,10 +162,11 @@ class SearchSpace:
         biggest = max(per_candidate, key=lambda c: c[0] + c[1])
         return SpaceSize(supernet_params, step_activations, biggest[0], biggest[1], biggest[2])
 
-    def check_size(self, batch_size: int = 1) -> None:
+    def check_size(self, batch_size: int = 1, memory_bytes: int | None = None) -> None:
         """Refuse, in one line naming the number and the field or flag, a space too big to handle here: the
         supernet's parameters, one candidate's weights and activations (what compiling it holds), and the
-        activations of a training step at `batch_size`."""
+        activations of a training step at `batch_size` (per process), within MAX_STEP_BYTES or, on a GPU, 80% of
+        its `memory_bytes`."""
         size = self.size()
         where = f"space {self.name!r}"
         if size.supernet_params > MAX_SUPERNET_PARAMS:
@@ -176,10 +177,11 @@ class SearchSpace:
                               f"{size.candidate_activations:.3g} activation values, over the bound of "
                               f"{MAX_CANDIDATE_VALUES:.3g} ({size.largest_field})")
         step_bytes = size.step_activations * batch_size * 4 * ACTIVATIONS_KEPT
-        if step_bytes > MAX_STEP_BYTES:
-            raise TvmnasError(f"{where}: a training step at --batch-size {batch_size} would hold about "
+        bound = MAX_STEP_BYTES if memory_bytes is None else 0.8 * memory_bytes
+        if step_bytes > bound:
+            raise TvmnasError(f"{where}: a training step at a batch of {batch_size} per process would hold about "
                               f"{step_bytes / 2**30:.1f} GiB of activations, over the bound of "
-                              f"{MAX_STEP_BYTES / 2**30:.0f} GiB (lower --batch-size, or the space's input size)")
+                              f"{bound / 2**30:.0f} GiB (lower --batch-size, or the space's input size)")
 
     def check_arch(self, arch: Arch) -> None:
         """Raise a TvmnasError naming the first layer whose op the space does not allow."""

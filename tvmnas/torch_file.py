@@ -22,7 +22,7 @@ def save_tagged(path: Path, fmt: str, version: int, content: dict) -> None:
 def load_tagged(path: Path, fmt: str, version: int, what: str) -> dict:
     """The file's content after checking its tag; `what` names the kind of file in errors."""
     try:
-        data = torch.load(path, weights_only=True)
+        data = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise TvmnasError(f"no {what} at {path}") from None
     except Exception as err:

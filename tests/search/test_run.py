@@ -121,7 +121,7 @@ def test_split_is_seeded_and_disjoint(tiny_idx_dir):
     assert (a.valid.labels == b.valid.labels).all() and (a.valid.images == b.valid.images).all()
 
 
-@pytest.mark.parametrize("loss", ["add#linear", "mul#log", "none"])
+@pytest.mark.parametrize("loss", ["add#abs", "add#linear", "mul#log", "none"])
 def test_every_loss_runs_architecture_steps(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path, loss):
     cfg = config(tiny_space_path, tiny_idx_dir, loss=loss, epochs=1, warmup_epochs=0)
     result = run_search(cfg, tiny_space, TABLE, data_for(cfg, tiny_space), tmp_path / "run")
@@ -131,7 +131,8 @@ def test_every_loss_runs_architecture_steps(tiny_space, tiny_space_path, tiny_id
 def test_goal_steers_add_linear_but_only_scales_mul_log(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):
     """Under Adam, mul#log's goal multiplies the whole loss and cancels out; add#linear's does not."""
     def alphas(loss, goal, name):
-        cfg = config(tiny_space_path, tiny_idx_dir, loss=loss, latency_ms=goal, epochs=2, warmup_epochs=1)
+        cfg = config(tiny_space_path, tiny_idx_dir, loss=loss, latency_ms=goal, epochs=2, warmup_epochs=1,
+                     entropy_weight=0.0, derive="argmax")
         run_search(cfg, tiny_space, TABLE, data_for(cfg, tiny_space), tmp_path / name)
         ckpt = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["supernet"]
         return [v for k, v in ckpt.items() if k.endswith("alpha")]
@@ -140,6 +141,28 @@ def test_goal_steers_add_linear_but_only_scales_mul_log(tiny_space, tiny_space_p
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(mul_a, mul_b))
     add_a, add_b = alphas("add#linear", 1.0, "a1"), alphas("add#linear", 3.0, "a2")
     assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(add_a, add_b))
+
+
+def test_add_abs_pulls_the_expected_latency_to_the_goal_from_both_sides(tiny_space, tiny_space_path, tiny_idx_dir,
+                                                                      tmp_path):
+    """With the accuracy term out of the way (no entropy push), a tight goal lowers E[LAT] and a loose one raises
+    it: the absolute loss steers towards the goal, not simply down."""
+    def expected(goal, name):
+        cfg = config(tiny_space_path, tiny_idx_dir, latency_ms=goal, epochs=3, warmup_epochs=1, loss_lambda=5.0,
+                     entropy_weight=0.0)
+        return run_search(cfg, tiny_space, TABLE, data_for(cfg, tiny_space), tmp_path / name).log[-1][
+            "expected_latency_ms"]
+
+    start = 0.5 + 1.5 + 0.3  # uniform paths: fixed + mean of each layer
+    assert expected(1.6, "tight") < start < expected(2.9, "loose")
+
+
+def test_the_search_ends_decided_and_reports_it(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):
+    cfg = config(tiny_space_path, tiny_idx_dir, epochs=4, entropy_weight=1.0)
+    run_search(cfg, tiny_space, TABLE, data_for(cfg, tiny_space), tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert min(summary["top_probabilities"]) >= 0.5 and summary["stable_last_epochs"]
+    assert summary["predicted_latency_ms"] <= cfg.latency_ms and summary["goal_share"] <= 1.0
 
 
 def test_epoch_smaller_than_a_batch_is_refused(tiny_space_path, tiny_idx_dir):

@@ -52,6 +52,7 @@ def test_gradients_reach_alpha_through_ce_and_latency(tiny_space):
     table = table_for(tiny_space)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
     paths, gates = sample_two_paths(net, torch.Generator().manual_seed(1))
+    gates = [g.requires_grad_() for g in gates]
     ce = F.cross_entropy(net(x, paths, gates), y)
     # CE alone: gates get gradients, which the two-path estimate turns into alpha gradients
     ce.backward(retain_graph=True)

@@ -121,3 +121,22 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or any(d <= 0 for d in shape):
         raise argparse.ArgumentTypeError(f"must look like 1x3x224x224, not {text!r}")
     return shape
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """Where a search or a training runs (launch with `torchrun --nproc-per-node N tvmnas ...` for N processes)."""
+    from tvmnas.dist import DEVICES
+
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="cpu, cuda, or auto: cuda where PyTorch sees a GPU, else cpu (default auto)")
+    p.add_argument("--amp", action="store_true", help="automatic mixed precision: bfloat16 autocast in forward passes")
+    p.add_argument("--workers", type=count(0), default=0,
+                   help="DataLoader processes decoding images streamed from files (ImageFolder data of 64 px and "
+                        "more); 0 = in this process (default 0)")
+
+
+def world_from_args(args):
+    """This process's world (device, rank among torchrun's processes)."""
+    from tvmnas.dist import init_world
+
+    return init_world(args.device, args.amp)

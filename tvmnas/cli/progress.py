@@ -35,22 +35,30 @@ def phase_progress(label: str):
 
 
 @contextmanager
-def epoch_progress(summary: Callable[[dict], str]):
-    """Yields (on_step, on_epoch) callbacks; `summary` turns an epoch's log entry into its line."""
+def epoch_progress(summary: Callable[[dict], str], enabled: bool = True):
+    """Yields (on_step, on_epoch) callbacks; `summary` turns an epoch's log entry into its line. Not `enabled`
+    (ranks other than 0 of a distributed run): callbacks that do nothing."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="step", file=sys.stderr, leave=False)
+    if not enabled:
+        yield None, None
+        return
+    bars: list = []  # made at the first step: nothing shows before the work starts (or when it is refused)
 
     def on_step(step: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm(total=total, unit="step", file=sys.stderr, leave=False))
+        if bars[0].total != total:
+            bars[0].reset(total=total)
+        bars[0].update(1)
 
     def on_epoch(entry: dict) -> None:
-        bar.reset()
+        if bars:
+            bars[0].reset()
         tqdm.write(summary(entry), file=sys.stdout)
 
     try:
         yield on_step, on_epoch
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()

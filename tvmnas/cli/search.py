@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import add_target_args, count, endpoint_from_args, number
+from tvmnas.cli.common import add_device_args, add_target_args, count, endpoint_from_args, number, world_from_args
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
-from tvmnas.search.config import LOSSES, SearchConfig
+from tvmnas.search.config import DERIVATIONS, LOSSES, SearchConfig
 
 
 def register(verbs) -> None:
@@ -16,10 +16,11 @@ def register(verbs) -> None:
     add_target_args(p, measures=False)
     p.add_argument("--latency-ms", type=number(0), help="latency goal T of the searched network, in ms")
     p.add_argument("--loss", choices=LOSSES, default=SearchConfig.loss,
-                   help="latency loss: add#linear CE+0.1*(E-T)/T, mul#log CE*0.2*(log E/log T)^0.3 (the goal T "
-                        f"then only scales the loss), or none (default {SearchConfig.loss})")
+                   help="latency loss: add#abs CE+lambda*|E/T-1| (pulls E[LAT] to the goal), add#linear "
+                        "CE+lambda*(E-T)/T (pushes it down), mul#log CE*0.2*(log E/log T)^0.3 (the goal T then only "
+                        f"scales the loss), or none (default {SearchConfig.loss})")
     p.add_argument("--loss-lambda", type=number(0, inclusive=True), default=SearchConfig.loss_lambda,
-                   help=f"add#linear: weight of the latency term (default {SearchConfig.loss_lambda})")
+                   help=f"add#abs, add#linear: weight of the latency term (default {SearchConfig.loss_lambda})")
     p.add_argument("--loss-b", type=number(0, inclusive=True), default=SearchConfig.loss_b,
                    help=f"mul#log: exponent of the latency factor (default {SearchConfig.loss_b})")
     p.add_argument("--epochs", type=count(1), default=SearchConfig.epochs, help=f"default {SearchConfig.epochs}")
@@ -35,7 +36,16 @@ def register(verbs) -> None:
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<space>-<target>-<goal>ms)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
+    p.add_argument("--derive", choices=DERIVATIONS, default=SearchConfig.derive,
+                   help="the network kept: budget = the most probable one within the goal (exact dynamic "
+                        "programming over the layers), argmax = each layer's most probable path (ProxylessNAS) "
+                        f"(default {SearchConfig.derive})")
+    p.add_argument("--entropy-weight", type=number(0, inclusive=True), default=SearchConfig.entropy_weight,
+                   help="weight of the path entropy in the architecture loss, ramped up over the search so it "
+                        f"ends decided; 0 = off (default {SearchConfig.entropy_weight})")
+    add_device_args(p)
     p.set_defaults(func=cmd_search)
+    register_derivations(verbs)
 
 
 def search_config_from_args(args) -> SearchConfig:
@@ -60,38 +70,56 @@ def search_config_from_args(args) -> SearchConfig:
     endpoint = endpoint_from_args(args, spec)
     return SearchConfig(space=args.space, target=args.target, latency_ms=args.latency_ms,
                         level=level_name(args.tune_trials), measured_by=endpoint.label if endpoint else "local",
-                        loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda,
+                        loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda, derive=args.derive,
+                        entropy_weight=args.entropy_weight,
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,
                         seed=args.seed, data=args.data, limit=args.limit)
 
 
 def cmd_search(args) -> int:
+    from tvmnas.space import load_space
+    from tvmnas.targets import load_target
+
+    from tvmnas.dist import close_world
+
+    cfg = search_config_from_args(args)
+    space, spec = load_space(cfg.space), load_target(cfg.target)
+    world = world_from_args(args)
+    try:
+        return _search(args, cfg, space, spec, world)
+    finally:
+        close_world(world)
+
+
+def _search(args, cfg, space, spec, world) -> int:
     from tvmnas.data.datasets import load_search_data
     from tvmnas.latency_db import LatencyDB
     from tvmnas.search.latency import table_from_db
     from tvmnas.search.run import run_search
-    from tvmnas.space import load_space
-    from tvmnas.targets import load_target
     from tvmnas.versions import tvm_version
 
-    cfg = search_config_from_args(args)
-    space, spec = load_space(cfg.space), load_target(cfg.target)
-    space.check_size(cfg.batch_size)
-    if not args.db.exists():
-        raise TvmnasError(f"no latency database at {args.db}: run `tvmnas profile --space {cfg.space} "
-                          f"--target {cfg.target}` first")
-    with LatencyDB(args.db) as db:
-        table = table_from_db(space, db, spec.fingerprint(cfg.measured_by), tvm_version(), cfg.level)
-    if cfg.latency_ms < table.min_ms:
-        raise TvmnasError(f"latency goal {cfg.latency_ms:g} ms is below the smallest reachable latency of "
-                          f"{space.name} on {spec.name}: {table.min_ms:.4f} ms")
+    space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
+
+    def read_table():  # on rank 0 (the other ranks need not see the database)
+        if not args.db.exists():
+            raise TvmnasError(f"no latency database at {args.db}: run `tvmnas profile --space {cfg.space} "
+                              f"--target {cfg.target}` first")
+        with LatencyDB(args.db) as db:
+            found = table_from_db(space, db, spec.fingerprint(cfg.measured_by), tvm_version(), cfg.level)
+        if cfg.latency_ms < found.min_ms:
+            raise TvmnasError(f"latency goal {cfg.latency_ms:g} ms is below the smallest reachable latency of "
+                              f"{space.name} on {spec.name}: {found.min_ms:.4f} ms")
+        return found
+
+    table = world.on_main(read_table)
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
                             cfg.limit)
     run_dir = args.resume or args.out or Path("runs") / f"{space.name}-{spec.name}-{cfg.latency_ms:g}ms"
-    print(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms, "
-          f"reachable {table.min_ms:.4f}-{table.max_ms:.4f} ms; {len(data.train)} train / {len(data.valid)} valid "
-          f"images; run dir {run_dir}")
+    say = print if world.is_main else (lambda *a, **k: None)
+    say(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms, "
+        f"reachable {table.min_ms:.4f}-{table.max_ms:.4f} ms; {len(data.train)} train / {len(data.valid)} valid "
+        f"images; run dir {run_dir}; {world.size} process(es) on {world.device.type}")
 
     def summary(e: dict) -> str:
         return (f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
@@ -99,10 +127,131 @@ def cmd_search(args) -> int:
                 f"{e['expected_latency_ms']:.4f} ms, derived {e['derived_latency_ms']:.4f} ms | entropy "
                 f"{e['alpha_entropy']:.3f} | {e['seconds']:.0f} s")
 
-    with epoch_progress(summary) as (on_step, on_epoch):
+    with epoch_progress(summary, enabled=world.is_main) as (on_step, on_epoch):
         result = run_search(cfg, space, table, data, run_dir, resume=args.resume is not None,
-                            on_step=on_step, on_epoch=on_epoch)
-    print(f"architecture: {' '.join(result.arch_ops)}")
-    print(f"predicted latency {result.predicted_latency_ms:.4f} ms (goal {cfg.latency_ms:g} ms), valid accuracy "
-          f"{result.valid_acc:.3f}; results in {run_dir}")
+                            on_step=on_step, on_epoch=on_epoch, world=world, workers=args.workers)
+    say(f"architecture: {' '.join(result.arch_ops)}")
+    say(f"predicted latency {result.predicted_latency_ms:.4f} ms ({result.predicted_latency_ms / cfg.latency_ms:.0%} "
+        f"of the goal {cfg.latency_ms:g} ms), valid accuracy {result.valid_acc:.3f}; results in {run_dir}")
+    return 0
+
+
+def register_derivations(verbs) -> None:
+    p = verbs.add_parser("derive", help="derive a network for a new latency goal (or target) without searching again")
+    p.add_argument("--run", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--latency-ms", type=number(0), required=True, help="the latency goal, in ms")
+    add_target_args(p, measures=False)
+    p.set_defaults(tune_trials=None)
+    p.add_argument("--derive", choices=DERIVATIONS, default="budget",
+                   help="budget: the most probable network within the goal; argmax: each layer's most probable "
+                        "path (default budget)")
+    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/derived/<target>-<goal>ms)")
+    p.set_defaults(func=cmd_derive)
+
+    p = verbs.add_parser("pareto", help="networks for a sweep of budgets, scored with the supernet: the front")
+    p.add_argument("--run", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--points", type=count(2), default=12, help="budgets across the reachable range (default 12)")
+    add_target_args(p, measures=False)
+    p.set_defaults(tune_trials=None, func=cmd_pareto)
+
+    p = verbs.add_parser("specialize", help="reuse a trained supernet for another target: alpha-only phase, derive")
+    p.add_argument("--run", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--latency-ms", type=number(0), required=True, help="the latency goal on the new target, in ms")
+    add_target_args(p, measures=False)
+    p.set_defaults(tune_trials=None)
+    p.add_argument("--steps", type=count(1), default=200,
+                   help="architecture steps of the alpha-only phase (default 200)")
+    p.add_argument("--out", type=Path, help="output run folder (default RUN_DIR/specialized/<target>-<goal>ms)")
+    p.set_defaults(func=cmd_specialize)
+
+
+def _table_for(args, run):
+    """The latency table of the run's space for --target (default the run's) at the run's level (or
+    --tune-trials), from the database (one line when it has none)."""
+    from tvmnas.latency_db import LatencyDB
+    from tvmnas.measure.compile import level_name
+    from tvmnas.search.latency import table_from_db
+    from tvmnas.targets import load_target
+    from tvmnas.versions import tvm_version
+
+    target = args.target or run.cfg.target
+    spec = load_target(target)
+    endpoint = endpoint_from_args(args, spec)
+    measured_by = endpoint.label if endpoint else ("local" if args.target else run.cfg.measured_by)
+    level = run.cfg.level if args.tune_trials is None else level_name(args.tune_trials)
+    if not args.db.exists():
+        raise TvmnasError(f"no latency database at {args.db}")
+    with LatencyDB(args.db) as db:
+        table = table_from_db(run.space, db, spec.fingerprint(measured_by), tvm_version(), level)
+    return spec, table, level, measured_by
+
+
+def _run_data(run):
+    from tvmnas.data.datasets import load_search_data
+
+    cfg = run.cfg
+    return load_search_data(cfg.data, run.space.input_channels, run.space.input_size, cfg.valid_fraction, cfg.seed,
+                            cfg.limit)
+
+
+def cmd_derive(args) -> int:
+    from tvmnas.search.derive import derive
+    from tvmnas.search.finished import derivation_summary, load_run, write_derivation
+    from tvmnas.search.run import log_probabilities
+
+    run = load_run(args.run)
+    spec, table, level, _ = _table_for(args, run)
+    derived = derive(log_probabilities(run.state.net), table, args.latency_ms, args.derive)
+    arch = run.state.net.arch_of(derived.choices)
+    out = args.out or args.run / "derived" / f"{spec.name}-{args.latency_ms:g}ms"
+    summary = derivation_summary(arch, derived, args.latency_ms, spec.name, args.derive, level=level,
+                                 reachable_ms=[table.min_ms, table.max_ms])
+    write_derivation(out, arch, summary)
+    print(f"architecture: {' '.join(arch.ops)}")
+    print(f"goal {args.latency_ms:g} ms on {spec.name}: predicted {derived.latency_ms:.4f} ms "
+          f"({summary['goal_share']:.0%} of the goal); written to {out} (train it: tvmnas train --arch "
+          f"{out / 'arch.json'})")
+    return 0
+
+
+def cmd_pareto(args) -> int:
+    import json
+
+    from tvmnas.cli.progress import phase_progress
+    from tvmnas.search.figures import pareto_figure
+    from tvmnas.search.finished import load_run
+    from tvmnas.search.pareto import sweep, to_json
+
+    run = load_run(args.run)
+    spec, table, _, _ = _table_for(args, run)
+    with phase_progress("pareto") as progress:
+        points = sweep(run.state.net, table, _run_data(run), args.points,
+                       lambda done, total: progress("score", done, total, ""))
+    result = {"target": spec.name, **to_json(points, table)}
+    (args.run / "pareto.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.run / "report").mkdir(exist_ok=True)
+    png = pareto_figure(result, args.run / "report" / "pareto.png")
+    for p in result["front"]:
+        print(f"{p['latency_ms']:.4f} ms  valid {p['valid_acc']:.4f}  {' '.join(p['arch'])}")
+    print(f"{len(result['front'])} networks on the front of {len(points)}; {args.run / 'pareto.json'}, {png}")
+    return 0
+
+
+def cmd_specialize(args) -> int:
+    from tvmnas.search.finished import load_run
+    from tvmnas.search.specialize import specialize
+
+    if args.target is None:
+        raise TvmnasError("specialize needs --target: the device to specialize for")
+    run = load_run(args.run)
+    spec, table, level, measured_by = _table_for(args, run)
+    out = args.out or args.run / "specialized" / f"{spec.name}-{args.latency_ms:g}ms"
+    with epoch_progress(lambda e: "") as (on_step, _):
+        summary = specialize(run, spec.name, args.latency_ms, table, _run_data(run), out, args.steps, level,
+                             measured_by, on_step)
+    print(f"architecture: {' '.join(summary['arch'])}")
+    print(f"goal {args.latency_ms:g} ms on {spec.name}: predicted {summary['predicted_latency_ms']:.4f} ms "
+          f"({summary['goal_share']:.0%} of the goal), valid accuracy {summary['valid_acc']:.4f} with the "
+          f"supernet's weights; {args.steps} architecture steps in {summary['specialize_seconds']:.0f} s, no "
+          f"weight trained; run folder {out} (tvmnas train --run {out})")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import count, number
+from tvmnas.cli.common import add_device_args, count, number, world_from_args
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.train.config import INITS, TrainConfig
@@ -15,6 +15,7 @@ def register(verbs) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, metavar="RUN_DIR", help="a finished search (uses its arch.json)")
     src.add_argument("--arch", type=Path, metavar="ARCH_JSON", help="an architecture file")
+    src.add_argument("--resume", type=Path, metavar="TRAIN_DIR", help="continue the training in TRAIN_DIR")
     p.add_argument("--init", choices=INITS, default=TrainConfig.init,
                    help="start from random weights or from the supernet's weights of the chosen paths "
                         f"(needs --run; default {TrainConfig.init})")
@@ -29,6 +30,7 @@ def register(verbs) -> None:
     p.add_argument("--data", help="IDX folder or ImageFolder root (default: the search's, else Fashion-MNIST)")
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
+    add_device_args(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -50,31 +52,64 @@ def train_source(args):
     return load_space(arch.space), arch, None, None
 
 
+def resumed_training(train_dir: Path):
+    """(space, arch, settings) of an interrupted training (its network file and settings)."""
+    from tvmnas.registry import read_json_object
+    from tvmnas.train.network_file import load_network
+
+    if not (train_dir / "checkpoint.pt").exists():
+        raise TvmnasError(f"{train_dir} holds no training checkpoint to resume")
+    trained = load_network(train_dir / "network.pt")
+    settings = read_json_object(train_dir / "settings.json", "training settings")
+    return trained.space, trained.arch, TrainConfig(**settings)
+
+
 def cmd_train(args) -> int:
+    from tvmnas.dist import close_world
+
+    world = world_from_args(args)
+    try:
+        return _train(args, world)
+    finally:
+        close_world(world)
+
+
+def _train(args, world) -> int:
+    import json
+
     from tvmnas.data.datasets import load_search_data
     from tvmnas.train.run import network_from_search, train_network
 
-    space, arch, checkpoint, search_data = train_source(args)
-    space.check_arch(arch)
-    if args.init == "supernet" and checkpoint is None:
-        raise TvmnasError("--init supernet needs --run (the search's checkpoint holds the weights)")
-    cfg = TrainConfig(epochs=args.epochs, init=args.init, images_per_epoch=args.images_per_epoch or None,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data or search_data,
-                      limit=args.limit)
-    space.check_size(cfg.batch_size)
-    out = args.out or (args.run / "train" if args.run else Path("runs") / f"train-{args.arch.stem}")
+    if args.resume is not None:
+        space, arch, cfg = resumed_training(args.resume)
+        out, init = args.resume, None
+    else:
+        space, arch, checkpoint, search_data = train_source(args)
+        space.check_arch(arch)
+        if args.init == "supernet" and checkpoint is None:
+            raise TvmnasError("--init supernet needs --run (the search's checkpoint holds the weights)")
+        cfg = TrainConfig(epochs=args.epochs, init=args.init, images_per_epoch=args.images_per_epoch or None,
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data or search_data,
+                          limit=args.limit)
+        out = args.out or (args.run / "train" if args.run else Path("runs") / f"train-{args.arch.stem}")
+        init = network_from_search(checkpoint, space, arch) if cfg.init == "supernet" else None
+    space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
                             cfg.limit)
-    init = network_from_search(checkpoint, space, arch) if cfg.init == "supernet" else None
-    print(f"training {' '.join(arch.ops)} ({space.name}, init {cfg.init}) for {cfg.epochs} epochs on "
-          f"{len(data.train)} images; output {out}")
+    say = print if world.is_main else (lambda *a, **k: None)
+    if world.is_main and args.resume is None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "settings.json").write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
+    say(f"training {' '.join(arch.ops)} ({space.name}, init {cfg.init}) for {cfg.epochs} epochs on "
+        f"{len(data.train)} images; output {out}; {world.size} process(es) on {world.device.type}")
 
     def summary(e: dict) -> str:
         return (f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
                 f" | valid loss {e['valid_loss']:.3f} acc {e['valid_acc']:.3f} | {e['seconds']:.0f} s")
 
-    with epoch_progress(summary) as (on_step, on_epoch):
-        result = train_network(cfg, space, arch, data, out, init, on_step, on_epoch)
+    with epoch_progress(summary, enabled=world.is_main) as (on_step, on_epoch):
+        result = train_network(cfg, space, arch, data, out, init, on_step, on_epoch, world, args.workers,
+                               resume=args.resume is not None)
     test = "no test set" if result.test_acc is None else f"test accuracy {result.test_acc:.4f}"
-    print(f"{test} (valid {result.valid_acc:.4f}); network in {out / 'network.pt'}")
+    say(f"{test} (valid {result.valid_acc:.4f}); network in {out / 'network.pt'}")
     return 0

@@ -47,7 +47,8 @@ class ExportSettings:
 
 def sample_input(trained: TrainedNetwork) -> np.ndarray | None:
     """The first test image of the network's data, preprocessed (the bundle's example input), when readable."""
-    from tvmnas.data.datasets import load_search_data, normalize
+    from tvmnas.data.datasets import load_search_data
+    from tvmnas.data.loading import first_images
 
     space = trained.space
     try:
@@ -55,7 +56,7 @@ def sample_input(trained: TrainedNetwork) -> np.ndarray | None:
                                 space.input_size, 0.5, 0, limit=2)
     except TvmnasError:
         return None
-    return None if data.test is None else normalize(data.test.images[:1]).astype(np.float32)
+    return None if data.test is None else first_images(data.test, np.arange(1))
 
 
 def export_onnx(net: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> None:

@@ -14,6 +14,9 @@ def _read(path: Path) -> dict | None:
 
 
 def run_report(run_dir: Path) -> str:
+    """The run's summary as text; its figures are written to RUN_DIR/report/ (see `tvmnas.search.figures`)."""
+    from tvmnas.search.figures import write_run_figures
+
     run_dir = Path(run_dir)
     search = _read(run_dir / "summary.json")
     if search is None:
@@ -22,7 +25,13 @@ def run_report(run_dir: Path) -> str:
     lines = [f"run {run_dir}: {search['target']} ({search['level']}), latency goal {search['latency_goal_ms']:g} ms",
              f"  blocks: {' '.join(search['arch'])}",
              f"  search: {search['epochs']} epochs in {search['search_seconds']:.0f} s, supernet valid accuracy "
-             f"{search['valid_acc']:.4f}, predicted latency {search['predicted_latency_ms']:.4f} ms"]
+             f"{search['valid_acc']:.4f}, predicted latency {search['predicted_latency_ms']:.4f} ms "
+             f"({search.get('goal_share', search['predicted_latency_ms'] / search['latency_goal_ms']):.0%} of the "
+             f"goal)"]
+    if "top_probabilities" in search:
+        lines.append(f"  decided: top path probability per layer "
+                     f"{' '.join(f'{p:.2f}' for p in search['top_probabilities'])}; derived network "
+                     f"{'the same' if search['stable_last_epochs'] else 'not the same'} over the last two epochs")
     if train is None:
         lines.append(f"  not trained yet: tvmnas train --run {run_dir}")
     else:
@@ -37,6 +46,9 @@ def run_report(run_dir: Path) -> str:
         lines += [f"  bundle {bundle} ({m['target']['name']}, {m['level']}): {latency_text(m['latency'])}",
                   f"    run it: build/native/tvmnas-run {bundle} {bundle / m['sample_input']}"
                   f"   (build: make runner)"]
+    figures = write_run_figures(run_dir)
+    if figures:
+        lines.append(f"  figures: {', '.join(str(p) for p in figures)}")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 from tvmnas.errors import TvmnasError
 
-LOSSES = ("mul#log", "add#linear", "none")
+LOSSES = ("add#abs", "add#linear", "mul#log", "none")
+DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
 
 
 @dataclass(frozen=True)
@@ -16,23 +17,31 @@ class SearchConfig:
     latency_ms: float  # the latency goal T of the derived network
     level: str = "tuned-8"  # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
     measured_by: str = "local"  # the measuring device of those latencies (local, rpc:H:P, tracker-key:K)
-    # add#linear by default: under Adam, mul#log ignores the goal (T only scales the loss; see README)
-    loss: str = "add#linear"
+    # add#abs by default: it pulls E[LAT] to the goal from both sides (see `search_loss` and the README)
+    loss: str = "add#abs"
     loss_a: float = 0.2  # mul#log: CE * a * (log E / log T)^b
     loss_b: float = 0.3
-    loss_lambda: float = 0.1  # add#linear: CE + lambda * (E - T) / T
-    epochs: int = 6
+    loss_lambda: float = 0.1  # add#abs / add#linear: the latency term's weight
+    # the network kept at the end: "budget" = the most probable one within the goal (dynamic programming),
+    # "argmax" = each layer's most probable path (ProxylessNAS)
+    derive: str = "budget"
+    epochs: int = 5
     warmup_epochs: int = 1  # uniform path sampling, alpha frozen
     images_per_epoch: int | None = 12800  # a fresh seeded sample of the training set each epoch; None = all
     batch_size: int = 64
     weight_lr: float = 0.05  # SGD, cosine schedule over all steps
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
-    # Adam with betas (0, 0.999) as in ProxylessNAS; its lr 1e-3 suits ~10^4 architecture steps, a search here
-    # makes a few hundred, so the step is larger
-    arch_lr: float = 0.02
+    # Adam with betas (0, 0.999) as in ProxylessNAS (no momentum: only the two sampled paths of a layer get a
+    # gate gradient in a step). Its lr 1e-3 suits ~10^4 architecture steps; a search here makes ~400 (a step
+    # after every second weight step), so the step is 0.1: a layer's alphas can then move by the ~2 nats that
+    # separate a decided layer (p >= 0.5 of 7 paths) from a uniform one
+    arch_lr: float = 0.1
     arch_beta2: float = 0.999
-    arch_every: int = 5  # one architecture step after every this many weight steps
+    arch_every: int = 2  # one architecture step after every this many weight steps
+    # weight of the mean path entropy in the architecture loss, ramped from 0 after the warm-up to this at the
+    # last epoch: the search ends decided within its budget, the data choosing which path each layer keeps
+    entropy_weight: float = 0.1
     valid_fraction: float = 1 / 12  # of the training set, for architecture steps (5k of Fashion-MNIST's 60k)
     seed: int = 0
     data: str | None = None  # IDX folder or ImageFolder root; None = the installed Fashion-MNIST
@@ -43,6 +52,8 @@ class SearchConfig:
             raise TvmnasError(f"the latency goal must be > 0 ms, not {self.latency_ms}")
         if self.loss not in LOSSES:
             raise TvmnasError(f"unknown latency loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.derive not in DERIVATIONS:
+            raise TvmnasError(f"unknown derivation {self.derive!r}; known: {', '.join(DERIVATIONS)}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise TvmnasError(f"need epochs >= 1 and 0 <= warmup epochs <= epochs (got {self.epochs}, "
                               f"{self.warmup_epochs})")

@@ -24,9 +24,9 @@ class LatencyTable:
     layer_ms: tuple[tuple[float, ...], ...]  # per searchable layer, per choice (in the layer's choice order)
 
     def expected_ms(self, probabilities: list[torch.Tensor]) -> torch.Tensor:
-        total = torch.tensor(self.fixed_ms)
+        total = torch.tensor(self.fixed_ms, device=probabilities[0].device)
         for probs, lat in zip(probabilities, self.layer_ms):
-            total = total + (probs * torch.tensor(lat, dtype=probs.dtype)).sum()
+            total = total + (probs * torch.tensor(lat, dtype=probs.dtype, device=probs.device)).sum()
         return total
 
     def arch_ms(self, choice_indices: list[int]) -> float:
@@ -88,10 +88,14 @@ def predict(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, target_fp: 
 
 def search_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, kind: str,
                 a: float = 0.2, b: float = 0.3, lam: float = 0.1) -> torch.Tensor:
-    """`mul#log`: CE * a * (log E[LAT] / log T)^b; `add#linear`: CE + lam * (E[LAT] - T) / T; `none`: CE.
-
-    The log form is taken in microseconds: the kernels of small spaces run under 1 ms, where log(ms) changes sign.
+    """`add#abs`: CE + lam * |E[LAT] / T - 1| (TuNAS's absolute reward: pulls the expected latency to the goal
+    from both sides, so the search ends near the budget it was given); `add#linear`: CE + lam * (E[LAT] - T) / T
+    (always pushes latency down, the harder the tighter T); `mul#log`: CE * a * (log E[LAT] / log T)^b
+    (ProxylessNAS's; logs of microseconds: the kernels of small spaces run under 1 ms, where log(ms) changes
+    sign); `none`: CE.
     """
+    if kind == "add#abs":
+        return ce + lam * torch.abs(expected_ms / target_ms - 1)
     if kind == "mul#log":
         return ce * a * (torch.log(expected_ms * 1e3) / math.log(target_ms * 1e3)) ** b
     if kind == "add#linear":

@@ -19,11 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tvmnas.arch import save_arch
-from tvmnas.data.datasets import SearchData, batch_tensors
+from tvmnas.arch import Arch, save_arch
+from tvmnas.data.datasets import SearchData
+from tvmnas.data.loading import batches, epoch_batches
+from tvmnas.dist import World
 from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 from tvmnas.search.config import SearchConfig
+from tvmnas.search.derive import derive
 from tvmnas.search.latency import LatencyTable, search_loss
 from tvmnas.search.supernet import (Supernet, rescale_two_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
@@ -52,100 +55,126 @@ def steps_per_epoch(n_train: int, cfg: SearchConfig) -> int:
     return math.ceil(epoch_size(n_train, cfg) / cfg.batch_size)
 
 
-def make_state(space: SearchSpace, cfg: SearchConfig, n_train: int) -> SearchState:
+def make_state(space: SearchSpace, cfg: SearchConfig, n_train: int, world: World = World()) -> SearchState:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        net = Supernet(space).to(memory_format=torch.channels_last)  # faster depthwise convs on CPU
+        net = Supernet(space).to(world.device, memory_format=torch.channels_last)  # faster depthwise convs
     weight_opt = torch.optim.SGD(net.weights(), lr=cfg.weight_lr, momentum=cfg.weight_momentum,
                                  weight_decay=cfg.weight_decay, nesterov=True)
-    arch_opt = torch.optim.Adam(net.alphas(), lr=cfg.arch_lr, betas=(0.0, cfg.arch_beta2), eps=1e-8)
+    arch_opt = make_arch_optimizer(net, cfg)
     total_steps = cfg.epochs * steps_per_epoch(n_train, cfg)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weight_opt, T_max=total_steps)
     return SearchState(net, weight_opt, arch_opt, schedule)
+
+
+def make_arch_optimizer(net: Supernet, cfg: SearchConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(net.alphas(), lr=cfg.arch_lr, betas=(0.0, cfg.arch_beta2), eps=1e-8)
 
 
 def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
     return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def arch_step(state: SearchState, table: LatencyTable, cfg: SearchConfig, x, y, gen: torch.Generator) -> float:
-    """One architecture update from a validation batch: binary gates over two sampled paths per layer plus the
-    expected-latency term; the two alphas of each layer are rescaled afterwards."""
-    net = state.net
+def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTable, cfg: SearchConfig, x, y,
+              gen: torch.Generator, entropy_weight: float = 0.0, world: World = World()) -> float:
+    """One architecture update from a validation batch (this rank's shard of it): binary gates over two sampled
+    paths per layer plus the expected-latency term and `entropy_weight` x the mean path entropy, the alpha
+    gradients averaged over the ranks; the two alphas of each layer are rescaled afterwards. The weights'
+    gradients are dropped (weights learn only in weight steps)."""
     paths, gates = sample_two_paths(net, gen)
+    gates = [g.to(x.device).requires_grad_() for g in gates]
     old_pairs = [a.detach()[[p.active, p.other]].clone() for a, p in zip(net.alphas(), paths)]
-    ce = F.cross_entropy(net(x, paths, gates), y)
-    loss = search_loss(ce, table.expected_ms(net.probabilities()), cfg.latency_ms, cfg.loss,
+    with world.autocast():
+        logits = net(x, paths, gates)
+    ce = F.cross_entropy(logits.float(), y)
+    probabilities = net.probabilities()
+    loss = search_loss(ce, table.expected_ms(probabilities), cfg.latency_ms, cfg.loss,
                        cfg.loss_a, cfg.loss_b, cfg.loss_lambda)
-    state.arch_opt.zero_grad(set_to_none=True)
+    if entropy_weight > 0:
+        loss = loss + entropy_weight * mean_entropy(probabilities)
+    arch_opt.zero_grad(set_to_none=True)
     loss.backward()  # alpha.grad now holds the latency term's gradient (None without one)
     with torch.no_grad():
         for alpha, layer_paths, gate in zip(net.alphas(), paths, gates):
             gate_part = two_path_alpha_grad(alpha, layer_paths, gate.grad)
             alpha.grad = gate_part if alpha.grad is None else alpha.grad + gate_part
-    state.arch_opt.step()
+    world.average([alpha.grad for alpha in net.alphas()])
+    arch_opt.step()
     for alpha, layer_paths, old in zip(net.alphas(), paths, old_pairs):
         rescale_two_paths(alpha, layer_paths, old)
-    state.weight_opt.zero_grad(set_to_none=True)  # weights learn only in weight steps
+    for weight in net.weights():
+        weight.grad = None
     return loss.item()
 
 
 def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: SearchConfig, epoch: int,
-                on_step: Callable[[int, int], None] | None = None) -> dict:
+                on_step: Callable[[int, int], None] | None = None, world: World = World(), workers: int = 0) -> dict:
     net = state.net
     net.train()
     rng, gen = epoch_generators(cfg.seed, epoch)
-    order = rng.permutation(len(data.train))[:epoch_size(len(data.train), cfg)]
-    valid_order = rng.permutation(len(data.valid))
+    train_batches = epoch_batches(len(data.train), cfg.batch_size, None, rng, world,
+                                  take=epoch_size(len(data.train), cfg))
+    n_steps = len(train_batches)
     warm = epoch < cfg.warmup_epochs
-    n_steps = steps_per_epoch(len(data.train), cfg)
-    loss_sum, correct, seen, arch_steps, valid_pos = 0.0, 0, 0, 0, 0
-    for step in range(n_steps):
-        x, y = batch_tensors(data.train, order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-        logits = net(x, sample_single_paths(net, gen, uniform=warm))
-        loss = F.cross_entropy(logits, y)
+    n_arch = 0 if warm else n_steps // cfg.arch_every
+    valid = batches(data.valid, epoch_batches(len(data.valid), cfg.batch_size, n_arch, rng, world, wrap=True),
+                    world.device, train=False, seed=cfg.seed, epoch=epoch, workers=workers)
+    train = batches(data.train, train_batches, world.device, train=True, seed=cfg.seed, epoch=epoch,
+                    workers=workers)
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
+    arch_steps = 0
+    for step, (x, y) in enumerate(train):
+        with world.autocast():
+            logits = net(x, sample_single_paths(net, gen, uniform=warm))
+        loss = F.cross_entropy(logits.float(), y)
         state.weight_opt.zero_grad(set_to_none=True)
         loss.backward()
+        world.average([p.grad for p in net.weights()])
         state.weight_opt.step()
         state.schedule.step()
-        loss_sum += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(y)
+        totals += torch.tensor([loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
+                               dtype=torch.float64)
         if not warm and (step + 1) % cfg.arch_every == 0:
-            if valid_pos + cfg.batch_size > len(valid_order):
-                valid_pos = 0
-            vx, vy = batch_tensors(data.valid, valid_order[valid_pos:valid_pos + cfg.batch_size])
-            valid_pos += cfg.batch_size
-            arch_step(state, table, cfg, vx, vy, gen)
+            vx, vy = next(valid)
+            ramp = (epoch - cfg.warmup_epochs + (step + 1) / n_steps) / (cfg.epochs - cfg.warmup_epochs)
+            arch_step(net, state.arch_opt, table, cfg, vx, vy, gen, cfg.entropy_weight * ramp, world)
             arch_steps += 1
         if on_step:
             on_step(step + 1, n_steps)
+    world.average([totals])  # the mean over ranks of the sums: scaled alike, so the ratios are global
+    loss_sum, correct, seen = totals.tolist()
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "arch_steps": arch_steps}
+
+
+def mean_entropy(probabilities: list[torch.Tensor]) -> torch.Tensor:
+    """Mean entropy (nats) of the layers' path distributions."""
+    return sum(-(p * torch.log(p)).sum() for p in probabilities) / len(probabilities)
 
 
 @torch.no_grad()
 def entropy(net: Supernet) -> float:
-    """Mean entropy (nats) of the layers' path distributions."""
-    ent = [float(-(p * torch.log(p)).sum()) for p in net.probabilities()]
-    return sum(ent) / len(ent)
+    return float(mean_entropy(net.probabilities()))
 
 
 def save_checkpoint(path: Path, state: SearchState, cfg: SearchConfig) -> None:
     save_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
                 {"config": cfg.to_json(), "epochs_done": state.epochs_done, "log": json.dumps(state.log),
-                 "supernet": state.net.state_dict(),
+                 "supernet": {k: v.detach().cpu() for k, v in state.net.state_dict().items()},
                  "weight_opt": state.weight_opt.state_dict(), "arch_opt": state.arch_opt.state_dict(),
                  "schedule": state.schedule.state_dict()})
 
 
-def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig) -> None:
-    ckpt = load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig, world: World = World()) -> None:
+    """Restore the state from the checkpoint: rank 0 reads the file and hands it to the others (they need not
+    see the run folder)."""
+    ckpt = world.broadcast(load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+                           if world.is_main else None)
     if ckpt.get("config") != cfg.to_json():
         saved = ckpt.get("config") or {}
         diff = sorted(k for k in cfg.to_json() if saved.get(k) != cfg.to_json()[k])
         raise TvmnasError(f"{path} was made with other settings ({', '.join(diff)} differ)")
     try:
-        state.net.load_state_dict(ckpt["supernet"])
+        state.net.load_state_dict({k: v.to(world.device) for k, v in ckpt["supernet"].items()})
         state.weight_opt.load_state_dict(ckpt["weight_opt"])
         state.arch_opt.load_state_dict(ckpt["arch_opt"])
         state.schedule.load_state_dict(ckpt["schedule"])
@@ -155,15 +184,33 @@ def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig) -> None:
     state.log = json.loads(ckpt.get("log", "[]"))
 
 
-def read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def derive_arch(net: Supernet, table: LatencyTable, cfg: SearchConfig, budget_ms: float | None = None
+                ) -> tuple[Arch, float]:
+    """The network the supernet's probabilities give (the run's derivation; under `budget_ms`, default its goal),
+    and its predicted latency."""
+    derived = derive(log_probabilities(net), table, cfg.latency_ms if budget_ms is None else budget_ms, cfg.derive)
+    return net.arch_of(derived.choices), derived.latency_ms
 
 
-def arch_latency_ms(table: LatencyTable, space: SearchSpace, ops: tuple[str, ...]) -> float:
-    """Predicted latency of the network with these ops (one per searchable layer)."""
-    return table.arch_ms([layer.choices.index(op) for layer, op in zip(space.layers(), ops)])
+def path_accuracy(net: Supernet, arch: Arch, data: SearchData, device: torch.device = torch.device("cpu"),
+                  workers: int = 0) -> tuple[float, float]:
+    """Validation loss and accuracy of one path of the supernet, its BatchNorm statistics measured again (every
+    rank computes the same, on all the data)."""
+    paths = net.arch_paths(arch)
+    recalibrate_batchnorm(lambda x: net(x, paths), net, data.train, device, workers=workers)
+    return evaluate(lambda x: net(x, paths), data.valid, device, workers=workers)
+
+
+@torch.no_grad()
+def log_probabilities(net: Supernet) -> list[list[float]]:
+    return [torch.log_softmax(layer.alpha, 0).tolist() for layer in net.layers]
+
+
+@torch.no_grad()
+def probabilities_json(net: Supernet) -> list[dict[str, float]]:
+    """Per layer, each path's probability by its op string."""
+    return [{op: float(p) for op, p in zip(layer.choices, probs)}
+            for layer, probs in zip(net.layers, net.probabilities())]
 
 
 @dataclass(frozen=True)
@@ -177,56 +224,64 @@ class SearchResult:
 def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data: SearchData, run_dir: Path,
                resume: bool = False, stop_after_epochs: int | None = None,
                on_step: Callable[[int, int], None] | None = None,
-               on_epoch: Callable[[dict], None] | None = None) -> SearchResult:
+               on_epoch: Callable[[dict], None] | None = None, world: World = World(),
+               workers: int = 0) -> SearchResult:
     """Search (or continue a search) in run_dir. `stop_after_epochs` ends early after that many epochs in total,
-    as a kill would (tests)."""
+    as a kill would (tests). In a distributed world every rank runs this; only rank 0 writes files (and should
+    get the callbacks); `workers` decode images in DataLoader worker processes (image sets streamed from files)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
-    state = make_state(space, cfg, len(data.train))
+    world.check_same(cfg.to_json(), "search settings")
+    state = make_state(space, cfg, len(data.train), world)
     if resume:
-        load_checkpoint(ckpt_path, state, cfg)
+        load_checkpoint(ckpt_path, state, cfg, world)
+    elif world.broadcast(ckpt_path.exists() if world.is_main else None):
+        raise TvmnasError(f"{run_dir} already holds a search; resume it with --resume or choose another --out")
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
         # the checkpoint's log: an epoch cut short (or one whose line a kill kept out of the file) is as saved
         log_path.write_text("".join(json.dumps(e) + "\n" for e in state.log))
-    else:
-        if ckpt_path.exists():
-            raise TvmnasError(f"{run_dir} already holds a search; resume it with --resume or choose another --out")
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-        log_path.write_text("")
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     for epoch in range(state.epochs_done, last_epoch):
         start = time.perf_counter()
-        stats = train_epoch(state, data, table, cfg, epoch, on_step)
-        derived = state.net.derived_arch()
-        paths = state.net.arch_paths(derived)
-        recalibrate_batchnorm(lambda x: state.net(x, paths), state.net, data.train)
-        valid_loss, valid_acc = evaluate(lambda x: state.net(x, paths), data.valid)
+        stats = train_epoch(state, data, table, cfg, epoch, on_step, world, workers)
+        derived, latency = derive_arch(state.net, table, cfg)
+        valid_loss, valid_acc = path_accuracy(state.net, derived, data, world.device, workers)
         with torch.no_grad():
             expected = float(table.expected_ms(state.net.probabilities()))
         entry = {"epoch": epoch, **stats, "valid_loss": valid_loss, "valid_acc": valid_acc,
-                 "expected_latency_ms": expected,
-                 "derived_latency_ms": arch_latency_ms(table, space, derived.ops),
+                 "expected_latency_ms": expected, "derived_latency_ms": latency,
                  "alpha_entropy": entropy(state.net), "arch": list(derived.ops),
-                 "seconds": time.perf_counter() - start}
+                 "probabilities": probabilities_json(state.net), "seconds": time.perf_counter() - start}
         state.epochs_done = epoch + 1
         state.log.append(entry)
-        save_checkpoint(ckpt_path, state, cfg)
-        with log_path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        if world.is_main:
+            save_checkpoint(ckpt_path, state, cfg)
+            with log_path.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
         if on_epoch:
             on_epoch(entry)
     log = state.log
-    derived = state.net.derived_arch()
-    predicted = arch_latency_ms(table, space, derived.ops)
-    if state.epochs_done == cfg.epochs:
-        save_arch(derived, run_dir / "arch.json")
-        with torch.no_grad():
-            probs = [{op: float(p) for op, p in zip(layer.choices, layer_probs)}
-                     for layer, layer_probs in zip(space.layers(), state.net.probabilities())]
-        (run_dir / "probabilities.json").write_text(json.dumps(probs, indent=1) + "\n")
-        summary = {"arch": list(derived.ops), "predicted_latency_ms": predicted, "latency_goal_ms": cfg.latency_ms,
-                   "valid_acc": log[-1]["valid_acc"] if log else None, "epochs": cfg.epochs,
-                   "search_seconds": sum(e["seconds"] for e in log), "target": cfg.target, "level": cfg.level,
-                   "min_reachable_ms": table.min_ms}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    derived, predicted = derive_arch(state.net, table, cfg)
+    if state.epochs_done == cfg.epochs and world.is_main:
+        write_outcome(run_dir, cfg, table, state, derived, predicted, log[-1]["valid_acc"] if log else None)
     return SearchResult(derived.ops, predicted, log[-1]["valid_acc"] if log else 0.0, log)
+
+
+def write_outcome(run_dir: Path, cfg: SearchConfig, table: LatencyTable, state: SearchState, arch: Arch,
+                  predicted_ms: float, valid_acc: float | None, **extra) -> dict:
+    """A finished run's arch.json, probabilities.json and summary.json (the goal, the derived network's predicted
+    latency and the share of the goal it uses, how decided each layer is)."""
+    save_arch(arch, run_dir / "arch.json")
+    probabilities = probabilities_json(state.net)
+    (run_dir / "probabilities.json").write_text(json.dumps(probabilities, indent=1) + "\n")
+    log = state.log
+    summary = {"arch": list(arch.ops), "derivation": cfg.derive, "latency_goal_ms": cfg.latency_ms,
+               "predicted_latency_ms": predicted_ms, "goal_share": predicted_ms / cfg.latency_ms,
+               "valid_acc": valid_acc, "epochs": cfg.epochs, "search_seconds": sum(e["seconds"] for e in log),
+               "target": cfg.target, "level": cfg.level, "min_reachable_ms": table.min_ms,
+               "max_reachable_ms": table.max_ms, "top_probabilities": [max(p.values()) for p in probabilities],
+               "stable_last_epochs": len(log) >= 2 and log[-1]["arch"] == log[-2]["arch"], **extra}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

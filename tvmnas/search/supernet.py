@@ -94,9 +94,9 @@ class Supernet(nn.Module):
     def probabilities(self) -> list[torch.Tensor]:
         return [layer.probabilities() for layer in self.layers]
 
-    def derived_arch(self) -> Arch:
-        """Path-level pruning: each layer keeps its most probable path."""
-        return Arch(self.space.name, tuple(layer.choices[int(torch.argmax(layer.alpha))] for layer in self.layers))
+    def arch_of(self, choices: tuple[int, ...]) -> Arch:
+        """The architecture that keeps, in each layer, the path of that index."""
+        return Arch(self.space.name, tuple(layer.choices[c] for layer, c in zip(self.layers, choices)))
 
     def arch_paths(self, arch: Arch) -> list[LayerPaths]:
         return [LayerPaths(layer.choices.index(op)) for layer, op in zip(self.layers, arch.ops)]
@@ -106,22 +106,25 @@ def sample_single_paths(net: Supernet, generator: torch.Generator, uniform: bool
     """One path per layer, uniformly (warm-up) or from softmax(alpha)."""
     paths = []
     for probs in net.probabilities():
-        weights = torch.ones_like(probs) if uniform else probs.detach()
+        probs = probs.detach().cpu()  # the generator lives on the CPU, whatever the device
+        weights = torch.ones_like(probs) if uniform else probs
         paths.append(LayerPaths(int(torch.multinomial(weights, 1, generator=generator))))
     return paths
 
 
 def sample_two_paths(net: Supernet, generator: torch.Generator) -> tuple[list[LayerPaths], list[torch.Tensor]]:
     """Two distinct paths per layer from softmax(alpha), one of them active by their renormalized probabilities;
-    the gates are leaf tensors (1, 0) whose gradients become the alpha gradient."""
+    the gates are tensors (1, 0) on the CPU: moved to the device and made to require grad, their gradients become
+    the alpha gradient (see `two_path_alpha_grad`)."""
     paths, gates = [], []
     for probs in net.probabilities():
-        pair = torch.multinomial(probs.detach(), 2, replacement=False, generator=generator)
-        pair_probs = probs.detach()[pair] / probs.detach()[pair].sum()
+        probs = probs.detach().cpu()  # the generator lives on the CPU, whatever the device
+        pair = torch.multinomial(probs, 2, replacement=False, generator=generator)
+        pair_probs = probs[pair] / probs[pair].sum()
         first_active = int(torch.multinomial(pair_probs, 1, generator=generator)) == 0
         active, other = (pair[0], pair[1]) if first_active else (pair[1], pair[0])
         paths.append(LayerPaths(int(active), int(other)))
-        gates.append(torch.tensor([1.0, 0.0], requires_grad=True))
+        gates.append(torch.tensor([1.0, 0.0]))
     return paths, gates
 
 

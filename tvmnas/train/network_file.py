@@ -28,7 +28,8 @@ class TrainedNetwork:
 
 def save_network(path: Path, space: SearchSpace, arch: Arch, net: Network, info: dict) -> None:
     save_tagged(path, NETWORK_FORMAT, NETWORK_VERSION, {"space": space_to_json(space), "arch": list(arch.ops),
-                                                        "state_dict": net.state_dict(), "info": info})
+                                                        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                                                        "info": info})
 
 
 def load_network(path: Path) -> TrainedNetwork:

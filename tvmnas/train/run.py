@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from tvmnas.arch import Arch
-from tvmnas.data.datasets import SearchData, batch_tensors
+from tvmnas.data.datasets import SearchData
+from tvmnas.data.loading import batches, epoch_batches
+from tvmnas.dist import World
 from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate
 from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
-from tvmnas.torch_file import load_tagged
+from tvmnas.torch_file import load_tagged, save_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import save_network
 
@@ -50,15 +52,22 @@ def network_from_search(checkpoint: Path, space: SearchSpace, arch: Arch) -> Net
     return extract_subnet(supernet, arch)
 
 
+TRAIN_CHECKPOINT_FORMAT = "tvmnas-train-checkpoint"
+TRAIN_CHECKPOINT_VERSION = 1
+
+
 def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: SearchData, out_dir: Path,
                   init: Network | None = None, on_step: Callable[[int, int], None] | None = None,
-                  on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+                  on_epoch: Callable[[dict], None] | None = None, world: World = World(), workers: int = 0,
+                  resume: bool = False) -> TrainResult:
+    """Train (or, `resume`, continue training) in out_dir. In a distributed world the network is wrapped in
+    DistributedDataParallel, each rank trains on its shard of every global batch, and only rank 0 writes."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    world.check_same(cfg.to_json(), "training settings")
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         net = init if init is not None else Network(space, arch)
-    net = net.to(memory_format=torch.channels_last)
+    net = net.to(world.device, memory_format=torch.channels_last)
     n_images = len(data.train) if cfg.images_per_epoch is None else min(len(data.train), cfg.images_per_epoch)
     steps = math.ceil(n_images / cfg.batch_size)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -66,45 +75,72 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps)
     info = {"classes": list(data.train.classes), "train_config": cfg.to_json(), "valid_acc": None,
             "test_acc": None, "test_images": None}
-    log, started = [], time.perf_counter()
-    (out_dir / "log.jsonl").write_text("")
-    for epoch in range(cfg.epochs):
+    log, first_epoch, seconds_before = [], 0, 0.0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume:
+        ckpt = world.broadcast(load_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
+                                           "training checkpoint") if world.is_main else None)
+        if ckpt["config"] != cfg.to_json():
+            raise TvmnasError(f"{ckpt_path} was made with other settings")
+        net.load_state_dict({k: v.to(world.device) for k, v in ckpt["network"].items()})
+        opt.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        log, info = json.loads(ckpt["log"]), json.loads(ckpt["info"])
+        first_epoch, seconds_before = len(log), sum(e["seconds"] for e in log)
+    model = net
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    started = time.perf_counter()
+    for epoch in range(first_epoch, cfg.epochs):
         start = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(len(data.train))[:n_images]
-        net.train()
-        loss_sum, correct = 0.0, 0
-        for step in range(steps):
-            x, y = batch_tensors(data.train, order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            logits = net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        shards = epoch_batches(len(data.train), cfg.batch_size, None, rng, world, take=n_images)
+        model.train()
+        totals = torch.zeros(3, dtype=torch.float64)
+        for step, (x, y) in enumerate(batches(data.train, shards, world.device, train=True, seed=cfg.seed,
+                                              epoch=epoch, workers=workers)):
+            with world.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DistributedDataParallel averages the gradients over the ranks
             opt.step()
             schedule.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            totals += torch.tensor([loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
+                                   dtype=torch.float64)
             if on_step:
-                on_step(step + 1, steps)
+                on_step(step + 1, len(shards))
+        world.average([totals])
         net.eval()
-        valid_loss, valid_acc = evaluate(net, data.valid)
-        entry = {"epoch": epoch, "train_loss": loss_sum / n_images, "train_acc": correct / n_images,
-                 "valid_loss": valid_loss, "valid_acc": valid_acc, "seconds": time.perf_counter() - start}
+        valid_loss, valid_acc = evaluate(net, data.valid, world.device, workers=workers)
+        entry = {"epoch": epoch, "train_loss": totals[0].item() / totals[2].item(),
+                 "train_acc": totals[1].item() / totals[2].item(), "valid_loss": valid_loss, "valid_acc": valid_acc,
+                 "seconds": time.perf_counter() - start}
         log.append(entry)
-        with (out_dir / "log.jsonl").open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
         info["valid_acc"] = valid_acc
-        save_network(out_dir / "network.pt", space, arch, net, info)
+        if world.is_main:
+            save_network(out_dir / "network.pt", space, arch, net, info)
+            save_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
+                        {"config": cfg.to_json(), "network": net.state_dict(), "optimizer": opt.state_dict(),
+                         "schedule": schedule.state_dict(), "log": json.dumps(log), "info": json.dumps(info)})
+            with (out_dir / "log.jsonl").open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
         if on_epoch:
             on_epoch(entry)
     if data.test is not None:
-        info["test_acc"] = evaluate(net, data.test)[1]
+        info["test_acc"] = evaluate(net, data.test, world.device, workers=workers)[1]
         info["test_images"] = len(data.test)
-    seconds = time.perf_counter() - started
+    seconds = seconds_before + time.perf_counter() - started
     info["train_seconds"] = seconds
-    save_network(out_dir / "network.pt", space, arch, net, info)
-    summary = {"arch": list(arch.ops), "space": space.name, "valid_acc": info["valid_acc"],
-               "test_acc": info["test_acc"], "test_images": info["test_images"], "epochs": cfg.epochs,
-               "init": cfg.init, "train_seconds": seconds}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if world.is_main:
+        save_network(out_dir / "network.pt", space, arch, net, info)
+        summary = {"arch": list(arch.ops), "space": space.name, "valid_acc": info["valid_acc"],
+                   "test_acc": info["test_acc"], "test_images": info["test_images"], "epochs": cfg.epochs,
+                   "init": cfg.init, "train_seconds": seconds}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return TrainResult(info["valid_acc"], info["test_acc"], seconds, log)

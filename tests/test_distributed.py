@@ -1,0 +1,130 @@
+"""Searching and training in several processes (torch.distributed, gloo on CPU), launched as users do: torchrun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tvmnas.data.loading import epoch_batches
+from tvmnas.dist import World
+from tvmnas.procs import free_port
+
+from tests import helpers
+from tests.conftest import DATA
+from tests.search.test_cli_search import LATENCY_MS
+
+# The largest alpha difference between 1 and 2 processes after an epoch of architecture steps: each process
+# normalizes its half of a batch with its own BatchNorm statistics, so the gradients differ a little from the
+# whole batch's, and Adam without momentum moves an alpha by about its learning rate whatever the gradient's size:
+# where a small gradient changes sign, the two runs part by two steps (2 x the architecture lr, 0.1).
+ALPHA_TOLERANCE = 0.2
+
+
+def torchrun(n: int, *argv, background: bool = False):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-port",
+           str(free_port()), "-m", "tvmnas.cli", *map(str, argv)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if background:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture
+def search_args(tmp_path, tiny_space, tiny_idx_dir):
+    db = tmp_path / "lat.db"
+    helpers.fill_db(db, tiny_space, LATENCY_MS)
+    return ["search", "--space", DATA / "tiny-space.json", "--target", "x86-cpu", "--db", db, "--latency-ms", "1.2",
+            "--data", tiny_idx_dir, "--batch-size", "16", "--warmup-epochs", "1", "--device", "cpu"]
+
+
+def alphas(run_dir):
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["supernet"]
+    return torch.cat([v for k, v in sorted(state.items()) if k.endswith("alpha")])
+
+
+def test_shards_cover_each_global_batch_once():
+    for size in (1, 2, 4):
+        shards = [epoch_batches(100, 16, None, np.random.default_rng(0), World(rank, size)) for rank in range(size)]
+        one = epoch_batches(100, 16, None, np.random.default_rng(0), World())
+        for step, whole in enumerate(one[:-1]):  # every full global batch, split without overlap
+            parts = np.concatenate([shards[r][step] for r in range(size)])
+            assert sorted(parts) == sorted(whole) and len(set(parts)) == len(parts)
+        seen = np.concatenate([b for rank in shards for b in rank])
+        assert len(set(seen)) == len(seen)  # no image twice in an epoch across ranks
+
+
+def test_two_processes_equal_one_and_only_rank_0_writes(search_args, tmp_path):
+    one = subprocess.run([sys.executable, "-m", "tvmnas.cli", *map(str, search_args), "--epochs", "2", "--out",
+                          tmp_path / "one"], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = torchrun(2, *search_args, "--epochs", "2", "--out", tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    assert (alphas(tmp_path / "one") - alphas(tmp_path / "two")).abs().max() < ALPHA_TOLERANCE
+    arch = [json.loads((tmp_path / r / "arch.json").read_text())["ops"] for r in ("one", "two")]
+    assert arch[0] == arch[1]
+    # one process wrote: one log line per epoch, one summary line printed
+    assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 2
+    assert two.stdout.count("architecture:") == 1 and "2 process(es) on cpu" in two.stdout
+
+
+def test_resume_under_two_processes(search_args, tmp_path):
+    whole = torchrun(2, *search_args, "--epochs", "4", "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    cut = torchrun(2, *search_args, "--epochs", "4", "--out", tmp_path / "cut", background=True)
+    log = tmp_path / "cut" / "log.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.exists() and len(log.read_text().splitlines()) >= 2):
+        assert cut.poll() is None and time.monotonic() < deadline, cut.communicate()
+        time.sleep(0.05)
+    os.killpg(cut.pid, signal.SIGKILL)
+    cut.wait()
+    resumed = torchrun(2, "search", "--resume", tmp_path / "cut", "--db", search_args[search_args.index("--db") + 1],
+                       "--device", "cpu")
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.equal(alphas(tmp_path / "whole"), alphas(tmp_path / "cut"))  # as if never interrupted
+    assert len(log.read_text().splitlines()) == 4
+
+
+def test_ranks_with_other_settings_are_refused_in_one_line(search_args, tmp_path):
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=port, OMP_NUM_THREADS="1")
+        argv = [*map(str, search_args), "--epochs", "2", "--out", str(tmp_path / "run"), "--seed", str(rank)]
+        procs.append(subprocess.Popen([sys.executable, "-m", "tvmnas.cli", *argv], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "the search settings of rank 1 differ from rank 0's (seed)" in lines[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_world_without_rendezvous_is_one_line(search_args, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-m", "tvmnas.cli", *map(str, search_args), "--out", tmp_path / "r"],
+                          env={**env, "WORLD_SIZE": "2", "RANK": "0"}, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("tvmnas: error: WORLD_SIZE is 2 but")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_training_in_two_processes(tmp_path, tiny_idx_dir, monkeypatch):
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "spaces" / "tiny.json").write_text((DATA / "tiny-space.json").read_text())
+    monkeypatch.setenv("TVMNAS_SPACE_PATH", str(tmp_path / "spaces"))
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"schema_version": 1, "space": "tiny", "ops": ["mb_k3_e2", "mb_k3_e1"]}))
+    two = torchrun(2, "train", "--arch", arch, "--data", tiny_idx_dir, "--epochs", "2", "--batch-size", "16",
+                   "--out", tmp_path / "train", "--device", "cpu")
+    assert two.returncode == 0, two.stderr
+    assert len((tmp_path / "train" / "log.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "train" / "summary.json").read_text())["test_acc"] is not None

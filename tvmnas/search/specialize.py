@@ -1,0 +1,67 @@
+"""Train once, specialize for many devices: a finished supernet's weights kept, its architecture parameters
+learnt again for another target's latency table in a short alpha-only phase, and a network derived under that
+target's budget. No weight is trained again."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tvmnas.data.datasets import SearchData
+from tvmnas.data.loading import batches, epoch_batches
+from tvmnas.dist import World
+from tvmnas.errors import TvmnasError
+from tvmnas.search.config import SearchConfig
+from tvmnas.search.finished import FinishedRun
+from tvmnas.search.latency import LatencyTable
+from tvmnas.search.run import (arch_step, derive_arch, make_arch_optimizer, path_accuracy, save_checkpoint,
+                               write_outcome)
+
+
+def alpha_phase(run: FinishedRun, cfg: SearchConfig, table: LatencyTable, data: SearchData, steps: int,
+                on_step: Callable[[int, int], None] | None = None) -> None:
+    """Reset the architecture parameters and learn them again from validation batches for `steps` steps, with
+    the run's losses and the entropy push ramped over the phase; weights stay as trained."""
+    net = run.state.net
+    with torch.no_grad():
+        for alpha in net.alphas():
+            alpha.zero_()
+    optimizer = make_arch_optimizer(net, cfg)
+    rng, gen = np.random.default_rng([cfg.seed, 7_919]), torch.Generator().manual_seed(cfg.seed + 7_919)
+    device = next(net.parameters()).device
+    net.train()
+    valid = epoch_batches(len(data.valid), cfg.batch_size, steps, rng, World(device=device), wrap=True)
+    for step, (x, y) in enumerate(batches(data.valid, valid, device)):
+        arch_step(net, optimizer, table, cfg, x, y, gen, cfg.entropy_weight * (step + 1) / steps)
+        if on_step:
+            on_step(step + 1, steps)
+
+
+def specialize(run: FinishedRun, target: str, goal_ms: float, table: LatencyTable, data: SearchData,
+               out_dir: Path, steps: int, level: str, measured_by: str,
+               on_step: Callable[[int, int], None] | None = None) -> dict:
+    """Write a run folder for `target` (config, checkpoint with the new architecture parameters, arch,
+    probabilities, summary) that `tvmnas train --run` and `tvmnas export --run` take like any search run."""
+    if goal_ms + 1e-9 < table.min_ms:
+        raise TvmnasError(f"latency goal {goal_ms:g} ms is below the smallest reachable latency of "
+                          f"{run.space.name} on {target}: {table.min_ms:.4f} ms")
+    cfg = replace(run.cfg, target=target, latency_ms=goal_ms, level=level, measured_by=measured_by)
+    started = time.perf_counter()
+    alpha_phase(run, cfg, table, data, steps, on_step)
+    arch, predicted = derive_arch(run.state.net, table, cfg)
+    valid_acc = path_accuracy(run.state.net, arch, data, next(run.state.net.parameters()).device)[1]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+    save_checkpoint(out_dir / "checkpoint.pt", run.state, cfg)
+    (out_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in run.state.log))
+    return write_outcome(out_dir, cfg, table, run.state, arch, predicted, valid_acc,
+                         specialized_from={"run": str(run.run_dir), "target": run.cfg.target,
+                                           "latency_goal_ms": run.cfg.latency_ms},
+                         alpha_steps=steps, specialize_seconds=time.perf_counter() - started)
