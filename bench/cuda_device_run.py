@@ -1,7 +1,7 @@
 """Run on the GPU machine: time every bundle of a pack made by `bench/cuda_kernels.py pack` with the native runner
 (no Python TVM there), and write the results as one JSON file. Needs only Python 3 and the pack.
 
-    python3 bench/cuda_device_run.py PACK_DIR OUT.json [--warmup 100] [--repeat 1000]
+    python3 bench/cuda_device_run.py PACK_DIR OUT.json [--span-s 3]
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pack", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=1000)
+    parser.add_argument("--span-s", type=float, default=3.0, help="the native runner's protocol span per bundle")
     args = parser.parse_args()
 
     index = json.loads((args.pack / "index.json").read_text())
@@ -40,8 +39,8 @@ def main() -> None:
     results = []
     for entry in index["entries"]:
         folder = args.pack / entry["dir"]
-        proc = subprocess.run([str(runner), str(folder), str(folder / entry["input"]), "--warmup",
-                               str(args.warmup), "--repeat", str(args.repeat), "--json"],
+        proc = subprocess.run([str(runner), str(folder), str(folder / entry["input"]), "--span-s",
+                               str(args.span_s), "--json"],
                               capture_output=True, text=True, env=env)
         result = dict(entry)
         if proc.returncode == 0:
@@ -49,10 +48,10 @@ def main() -> None:
         else:
             result["error"] = (proc.stderr.strip() or f"exit {proc.returncode}").splitlines()[-1]
         results.append(result)
-        print(entry["dir"], result.get("median_ms"), result.get("error", ""), flush=True)
+        print(entry["dir"], result.get("raw_ms"), result.get("error", ""), flush=True)
     args.out.write_text(json.dumps({"gpu": gpu, "space": index["space"], "target": index["target"],
-                                    "tvm_version": index["tvm_version"], "warmup": args.warmup,
-                                    "repeat": args.repeat, "entries": results}, indent=1) + "\n")
+                                    "tvm_version": index["tvm_version"], "span_s": args.span_s,
+                                    "entries": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

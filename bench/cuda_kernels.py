@@ -27,8 +27,10 @@ import torch
 from tvmnas.deploy.bundle import write_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.compile import build_module, gpu_binary_paths, import_torch
-from tvmnas.measure.profile import tvm_version
+from tvmnas.measure.build import build_module
+from tvmnas.measure.compile import gpu_binary_paths, import_torch
+from tvmnas.measure.method import METHOD
+from tvmnas.versions import tvm_version
 from tvmnas.model.blocks import candidate_module
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
@@ -94,18 +96,18 @@ def record(args) -> None:
     with LatencyDB(args.db) as db:
         for cand in space.candidates():
             entry = index.get(f"blocks/{cand.key}_{cand.shape_text}")
-            row = db.get(fp, tvm_version(), cand.key, cand.shape_text, args.cpu_level)
+            row = db.get(fp, tvm_version(), cand.key, cand.shape_text, args.cpu_level, METHOD)
             rows.append({"candidate": cand.key, "input_shape": cand.shape_text, "stage": cand.stage_label,
-                         "gpu_ms": entry and entry.get("median_ms"), "gpu_error": entry and entry.get("error"),
-                         "cpu_ms": row.median_ms if row is not None and row.ok else None})
+                         "gpu_ms": entry and entry.get("raw_ms"), "gpu_error": entry and entry.get("error"),
+                         "cpu_ms": row.latency_ms if row is not None and row.ok else None})
     networks = [e for e in measured["entries"] if e["kind"] == "network"]
     for r in rows:
         r["gpu_over_cpu"] = r["gpu_ms"] / r["cpu_ms"] if r["gpu_ms"] and r["cpu_ms"] else None
     summary = {"gpu": measured.get("gpu"), "space": space.name, "gpu_target": measured["target"],
                "gpu_level": "default (dlight)", "cpu_target": cpu.name, "cpu_level": args.cpu_level,
-               "timing_gpu": "native runner wall clock per inference incl. stream sync, median of "
-                             f"{measured.get('repeat')} after {measured.get('warmup')} warm-up runs",
-               "timing_cpu": "latency database (tvmnas profile: TVM evaluator, fastest of two passes)"}
+               "timing_gpu": "native runner (the single-network protocol over "
+                             f"{measured.get('span_s')} s, no reference module: this run's 5% quantile of windows)",
+               "timing_cpu": "latency database (tvmnas profile, protocol 2, at the anchor's speed)"}
     prefix = args.out
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps({"summary": summary, "blocks": rows, "networks": networks},
@@ -135,7 +137,7 @@ def record(args) -> None:
         lines += ["", "Whole networks (compile-only exports run on the GPU):", "",
                   "| network | GPU ms | top class GPU / PyTorch |", "|---|---:|---|"]
         for n in networks:
-            lines.append(f"| `{n['name']}` | {fmt(n.get('median_ms'), '.4f')} | {n.get('top_class')} / "
+            lines.append(f"| `{n['name']}` | {fmt(n.get('raw_ms'), '.4f')} | {n.get('top_class')} / "
                          f"{n['expected_top_class']} |")
     lines += ["", f"GPU: {summary['gpu']}; commands: see bench/cuda_kernels.py."]
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")

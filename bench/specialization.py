@@ -1,12 +1,12 @@
-"""Specialization: search the same space for two targets, then time each target's winner on every target.
+"""Train once, specialize for another device (issue 11): one supernet searched on x86 (a finished run), its
+architecture parameters retrained alone against ARM's latency table (`tvmnas specialize`, emulated aarch64 boards
+through a tracker), and both winners timed on both targets, each target's pair in one interleaved run.
 
-The paper's claim: one network for all hardware leaves speed on the table; each target's own winner should be the
-fastest there, at similar accuracy. Each target is profiled (latency database), searched for a goal at the same
-place in its own reachable range, its winner trained briefly, and every winner compiled at each target's level
-and timed on that target (x86: this CPU; ARM: the emulated boards through the tracker).
+The time saved: a second search for ARM costs what the x86 search cost (its weights and alphas trained again);
+specializing costs its alpha-only phase.
 
     tvmnas board up --emulated aarch64 --count 2
-    python bench/specialization.py --tracker 127.0.0.1:PORT --key arm-aarch64
+    python bench/specialization.py --run runs/demo --tracker 127.0.0.1:PORT --key arm-aarch64
 """
 
 from __future__ import annotations
@@ -20,115 +20,110 @@ from pathlib import Path
 
 import torch
 
+from common import DEFAULT_DB, REPO, command_line, write_results
+
 from tvmnas.arch import load_arch
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.compile import build_module, import_torch, level_name
-from tvmnas.measure.profile import ProfileSettings, tuning_dir, tvm_version
+from tvmnas.measure.build import build_module
+from tvmnas.measure.compile import import_torch, level_name
+from tvmnas.measure.method import METHOD
+from tvmnas.measure.protocol import Protocol
+from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_anchor
+from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, parse_host_port
+from tvmnas.measure.tuning import tuning_dir
 from tvmnas.model.network import Network
 from tvmnas.search.latency import table_from_db
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
+from tvmnas.versions import tvm_version
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
+PAIR = Protocol(windows=40, reference_every=1, min_span_s=5.0)  # two networks against the reference
 
 
-def run(cmd: list[str]) -> None:
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+def tvmnas(*argv) -> None:
+    subprocess.run([*TVMNAS, *map(str, argv)], check=True, cwd=REPO)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="fashion-mnist")
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a finished x86 search")
     parser.add_argument("--tracker", required=True, metavar="HOST:PORT", help="tracker of the emulated boards")
     parser.add_argument("--key", default="arm-aarch64")
-    parser.add_argument("--x86-trials", type=int, default=8, help="tuning trials on x86 (default 8)")
     parser.add_argument("--arm-trials", type=int, default=0,
                         help="tuning trials on the emulated boards (default 0: each trial there costs seconds)")
-    parser.add_argument("--goal-position", type=float, default=0.35,
-                        help="latency goal = min + this x (max - min) of each target's reachable range")
-    parser.add_argument("--train-epochs", type=int, default=1)
-    parser.add_argument("--db", type=Path, default=Path.home() / ".cache" / "tvmnas" / "latency.db")
-    parser.add_argument("--work", type=Path, default=Path("runs/specialization"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/specialization"))
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     args = parser.parse_args()
 
+    config = json.loads((args.run / "config.json").read_text())
+    searched = json.loads((args.run / "summary.json").read_text())
+    space = load_space(config["space"])
     host, port = parse_host_port(args.tracker, "--tracker")
-    arm_endpoint = RpcEndpoint(host, port, args.key, 30.0)
-    targets = {"x86-cpu": (args.x86_trials, [], LocalRunner()),
-               "arm-aarch64": (args.arm_trials, ["--tracker", args.tracker, "--key", args.key],
-                               RpcRunner(arm_endpoint))}
-    space = load_space(args.space)
-    winners = {}
-    for name, (trials, remote, runner) in targets.items():
-        common = ["--space", args.space, "--target", name, "--tune-trials", str(trials), "--db", str(args.db),
-                  *remote]
-        run([*TVMNAS, "profile", *common])
-        spec = load_target(name)
-        with LatencyDB(args.db) as db:
-            table = table_from_db(space, db, spec.fingerprint(runner.device_label), tvm_version(),
-                                  level_name(trials))
-        goal = table.min_ms + args.goal_position * (table.max_ms - table.min_ms)
-        run_dir = args.work / name
-        if not (run_dir / "summary.json").exists():
-            resume = ["--resume", str(run_dir)] if (run_dir / "checkpoint.pt").exists() else []
-            run([*TVMNAS, "search", *common, "--latency-ms", f"{goal:.6g}", "--out", str(run_dir), *resume])
-        if not (run_dir / "train" / "summary.json").exists():
-            run([*TVMNAS, "train", "--run", str(run_dir), "--epochs", str(args.train_epochs)])
-        search = json.loads((run_dir / "summary.json").read_text())
-        trained = json.loads((run_dir / "train" / "summary.json").read_text())
-        winners[name] = {"arch": load_arch(run_dir / "arch.json"), "goal_ms": goal,
-                         "search_valid_acc": search["valid_acc"], "test_acc": trained["test_acc"],
-                         "range_ms": [table.min_ms, table.max_ms]}
-
-    cells = {}
-    shape = (1, space.input_channels, space.input_size, space.input_size)
+    arm = RpcRunner(RpcEndpoint(host, port, args.key, 30.0))
+    remote = ["--tracker", args.tracker, "--key", args.key, "--tune-trials", args.arm_trials]
+    tvmnas("profile", "--space", space.name, "--target", "arm-aarch64", "--db", args.db, *remote)
+    specs = {"x86-cpu": load_target(config["target"]), "arm-aarch64": load_target("arm-aarch64")}
+    runners = {"x86-cpu": LocalRunner(), "arm-aarch64": arm}
+    levels = {"x86-cpu": config["level"], "arm-aarch64": level_name(args.arm_trials)}
+    with LatencyDB(args.db) as db:
+        tables = {t: table_from_db(space, db, specs[t].fingerprint(runners[t].device_label), tvm_version(),
+                                   levels[t]) for t in specs}
+        anchors = {t: read_anchor(db, specs[t].fingerprint(runners[t].device_label), tvm_version(), METHOD)
+                   for t in specs}
+    x86 = tables["x86-cpu"]
+    position = (config["latency_ms"] - x86.min_ms) / (x86.max_ms - x86.min_ms)
+    arm_goal = round(tables["arm-aarch64"].min_ms + position * (tables["arm-aarch64"].max_ms
+                                                                  - tables["arm-aarch64"].min_ms), 4)
     with tempfile.TemporaryDirectory(prefix="tvmnas-spec-") as tmp:
-        for winner_of, info in winners.items():
-            torch.manual_seed(0)
-            net = Network(space, info["arch"]).eval()
-            for name, (trials, _remote, runner) in targets.items():
-                spec = load_target(name)
-                built = build_module(import_torch(net, shape), spec, trials,
-                                     tuning_dir(args.db, spec, runner.device_label), runner,
-                                     Path(tmp) / f"{winner_of}-on-{name}.so", 0)
-                timed = runner.measure(built.lib_path, spec.device, shape, ProfileSettings().timing,
-                                       spec.runtime_threads)
-                if timed.error:
-                    raise SystemExit(f"timing {winner_of}'s winner on {name} failed: {timed.error}")
-                cells[(winner_of, name)] = timed.median_ms
-                print(f"{winner_of} winner on {name}: {timed.median_ms:.4f} ms", flush=True)
-
-    names = list(targets)
-    payload = {"space": args.space, "goal_position": args.goal_position,
-               "levels": {n: level_name(targets[n][0]) for n in names},
-               "winners": {n: {**{k: v for k, v in w.items() if k != "arch"}, "arch": list(w["arch"].ops)}
-                           for n, w in winners.items()},
-               "measured_ms": {f"{w} winner": {t: cells[(w, t)] for t in names} for w in names},
-               "own_winner_fastest": {t: min(names, key=lambda w: cells[(w, t)]) == t for t in names}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    lines = [f"# Specialization on `{args.space}`: each target's winner timed on every target", "",
-             "| winner searched for | arch | test acc | " + " | ".join(f"on {t} (ms)" for t in names) + " |",
-             "|---|---|---:|" + "---:|" * len(names)]
-    for w in names:
-        row = []
-        for t in names:
-            best = min(names, key=lambda x: cells[(x, t)]) == w
-            ratio = cells[(w, t)] / cells[(t, t)]
-            row.append(f"{'**' if best else ''}{cells[(w, t)]:.3f}{'**' if best else ''} ({ratio:.2f}x own)")
-        lines.append(f"| {w} | `{' '.join(winners[w]['arch'].ops)}` | {winners[w]['test_acc']:.3f} | "
-                     + " | ".join(row) + " |")
-    lines += ["", "Bold: fastest on that target. Levels: " + ", ".join(f"{t} {payload['levels'][t]}" for t in names)
-              + f". Goals at {args.goal_position:g} of each target's reachable range; winners trained "
-              f"{args.train_epochs} epoch(s). ARM timings come from qemu-user emulated boards (about 100x slower "
-              "than native, and not ARM's cost model): they show the flow, not what a real board prefers."]
-    for t in names:
-        lines.append(f"- {t}: own winner fastest there: {payload['own_winner_fastest'][t]}")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(args.out.with_suffix(".md").read_text())
+        tmp = Path(tmp)
+        tvmnas("specialize", "--run", args.run, "--target", "arm-aarch64", "--latency-ms", arm_goal, "--db", args.db,
+               "--out", tmp / "arm", *remote)
+        special = json.loads((tmp / "arm" / "summary.json").read_text())
+        winners = {"x86-cpu": load_arch(args.run / "arch.json"), "arm-aarch64": load_arch(tmp / "arm" / "arch.json")}
+        shape = (1, space.input_channels, space.input_size, space.input_size)
+        measured = {}
+        for target, spec in specs.items():
+            libs = []
+            for winner_of, arch in winners.items():
+                torch.manual_seed(0)
+                built = build_module(import_torch(Network(space, arch).eval(), shape), spec,
+                                     int(levels[target].split("-")[1]) if "-" in levels[target] else 0,
+                                     tuning_dir(args.db, spec, runners[target].device_label), runners[target],
+                                     tmp / f"{winner_of}-on-{target}.so")
+                libs.append(built.lib_path)
+            ref = build_reference(spec, tmp / f"{target}-{REFERENCE_FILE}")
+            run = runners[target].measure(Batch(tuple(libs), (shape, shape), spec.device, spec.runtime_threads, ref,
+                                                anchors[target]), PAIR)
+            for winner_of, est in zip(winners, run.estimates):
+                if est.error:
+                    raise SystemExit(f"{winner_of}'s winner on {target}: {est.error}")
+                measured[(winner_of, target)] = est.latency_ms
+    saved = searched["search_seconds"] - special["specialize_seconds"]
+    names = list(specs)
+    summary = {"space": space.name, "x86_goal_ms": config["latency_ms"], "arm_goal_ms": arm_goal,
+               "search_s": searched["search_seconds"], "specialize_s": special["specialize_seconds"],
+               "saved_s_per_extra_target": saved,
+               "saved_share": saved / searched["search_seconds"],
+               "own_winner_fastest": {t: min(names, key=lambda w: measured[(w, t)]) == t for t in names},
+               "levels": levels}
+    entries = [{"winner_of": w, "arch": list(winners[w].ops),
+                "valid_acc_supernet": (searched if w == "x86-cpu" else special)["valid_acc"],
+                "measured_ms": {t: measured[(w, t)] for t in names}} for w in names]
+    lines = [f"## Train once, specialize: {space.name} searched on x86, specialized for ARM", "",
+             f"x86 search: {searched['search_seconds']:.0f} s (goal {config['latency_ms']:g} ms); ARM "
+             f"specialization: {special['specialize_seconds']:.0f} s (goal {arm_goal:g} ms, the same place in ARM's "
+             f"reachable range), no weight trained: **{saved:.0f} s saved** against a second search "
+             f"({summary['saved_share']:.0%}).", "",
+             "| winner for | architecture | valid acc (supernet weights) | " + " | ".join(f"on {t} ms" for t in names)
+             + " |", "|---|---|---:|" + "---:|" * len(names)]
+    for e in entries:
+        lines.append(f"| {e['winner_of']} | `{' '.join(e['arch'])}` | {e['valid_acc_supernet']:.4f} | "
+                     + " | ".join(f"{e['measured_ms'][t]:.4f}" for t in names) + " |")
+    lines += ["", "Levels: " + ", ".join(f"{t} {levels[t]}" for t in names) + ". ARM timings come from qemu-user "
+              "emulated boards: they show the flow, not what a real board prefers."]
+    write_results("specialization", summary, entries, lines, command_line())
 
 
 if __name__ == "__main__":

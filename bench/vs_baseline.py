@@ -13,11 +13,13 @@ import argparse
 import json
 from pathlib import Path
 
+from common import DEFAULT_DB, command_line, write_results
+
 from tvmnas.arch import Arch, load_arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.deploy.bundle import read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
-from tvmnas.measure.profile import ProfileSettings, tuning_dir
+from tvmnas.measure.tuning import tuning_dir
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
@@ -32,9 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
     parser.add_argument("--also", type=Path, nargs="*", default=[], help="more searched arch.json files to train")
-    parser.add_argument("--db", type=Path, default=Path.home() / ".cache" / "tvmnas" / "latency.db")
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     parser.add_argument("--work", type=Path, default=Path("runs/vs_baseline"), help="where networks are trained")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/vs_baseline"))
     args = parser.parse_args()
 
     winner = read_manifest(next(args.run.glob("bundle-*")))
@@ -44,7 +45,6 @@ def main() -> None:
     trials = int(winner["level"].split("-")[1])
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
     runner = LocalRunner()
-    timing = ProfileSettings().timing
     networks = [("searched (demo run)", args.run / "train" / "network.pt")]
     others = [("MobileNetV2-style baseline", Arch(space.name, (BASELINE_OP,) * len(space.layers())))]
     others += [(f"searched ({p})", load_arch(p)) for p in args.also]
@@ -59,7 +59,7 @@ def main() -> None:
         net = load_network(path)
         bundle = path.parent / f"bundle-{spec.name}"
         manifest = export_bundle(net, path, spec, runner, tuning_dir(args.db, spec, "local"), bundle,
-                                 ExportSettings(tune_trials=trials, timing=timing))
+                                 ExportSettings(tune_trials=trials))
         entries.append({"network": label, "arch": list(net.arch.ops), "test_acc": net.info["test_acc"],
                         "measured_ms": manifest["latency"]["measured_ms"]})
         print(entries[-1])
@@ -68,21 +68,18 @@ def main() -> None:
         e["speedup_vs_baseline"] = base["measured_ms"] / e["measured_ms"]
         e["acc_delta_vs_baseline"] = e["test_acc"] - base["test_acc"]
     summary = {"space": space.name, "target": spec.name, "level": winner["level"], "train_config": cfg.to_json(),
-               "command": f"python bench/vs_baseline.py --run {args.run}" +
-                          "".join(f" --also {p}" for p in args.also)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "entries": entries}, indent=1) + "\n")
+               "speedup_vs_baseline": {e["network"]: e["speedup_vs_baseline"] for e in entries},
+               "acc_delta_vs_baseline": {e["network"]: e["acc_delta_vs_baseline"] for e in entries}}
     lines = [f"## Searched vs MobileNetV2-style baseline: {space.name} on {spec.name} ({winner['level']})", "",
              f"All trained {cfg.epochs} epochs from scratch with the same settings; test accuracy on "
-             f"{trained.info.get('test_images')} held-out images; latency measured in one process at batch 1.", "",
+             f"{trained.info.get('test_images')} held-out images; latency: each bundle's measured latency (the "
+             "single-network protocol, at the latency database's anchor speed).", "",
              "| network | architecture | test acc | latency ms | speed-up vs baseline | acc vs baseline |",
              "|---|---|---:|---:|---:|---:|"]
     for e in entries:
         lines.append(f"| {e['network']} | `{' '.join(e['arch'])}` | {e['test_acc']:.4f} | {e['measured_ms']:.4f} | "
                      f"{e['speedup_vs_baseline']:.2f}x | {e['acc_delta_vs_baseline']:+.4f} |")
-    lines += ["", f"Command: `{summary['command']}`"]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("vs_baseline", summary, entries, lines, command_line())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ _DIR, _ENV = "spaces", "TVMNAS_SPACE_PATH"
 
 @dataclass(frozen=True)
 class Stage:
+    """A run of searchable layers with the same output channels; the first has the stage's stride."""
+
     channels: int
     layers: int
     stride: int

@@ -41,7 +41,8 @@ def test_bundle_contents(bundle):
     assert manifest["level"] == "default" and manifest["threads"] >= 1
     latency = manifest["latency"]
     assert latency["predicted_ms"] == 0.123 and latency["predicted_dispersion"] == 0.01
-    assert latency["measured_ms"] > 0 and latency["windows"] >= 3 and latency["protocol"] == FAST.to_json()
+    assert latency["measured_ms"] > 0 and latency["protocol"] == FAST.to_json()
+    assert latency["windows"] >= 1 and latency["windows"] + latency["dropped_windows"] >= FAST.windows
     assert latency["speed"] == 1.0 and latency["measured_raw_ms"] == latency["measured_ms"]  # no anchor yet
     want = (latency["measured_ms"] - 0.123) / 0.123
     assert latency["agreement"]["error"] == pytest.approx(want)

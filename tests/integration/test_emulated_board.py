@@ -20,6 +20,7 @@ from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
 from tests.deploy.conftest import REPO, save_tiny_network
 from tests.helpers import FAST
+from tests.loopback import on_busy
 
 pytestmark = pytest.mark.integration
 # each job takes a few seconds, so the board killed after the first row is in the middle of one
@@ -53,12 +54,13 @@ def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_
     runner = RpcRunner(state.endpoint())
     cands = tiny_space.candidates()[:4]
     seen = []
+    start, killed = on_busy(list(state.server_pids), lambda pid: stop_group(pid, "rpc_server"))
 
     def kill_one_after_first(phase, done, total, what):
         if phase == "measure":
             seen.append(what)
             if len(seen) == 1:
-                assert stop_group(state.server_pids[1], "rpc_server")
+                start()  # the board that is in the middle of a job
 
     db_path = tmp_path / "lat.db"
     policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300)
@@ -66,7 +68,7 @@ def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_
         report = profile_candidates(cands, arm, runner, db, SLOW_JOBS, tuning_dir(db_path, arm, runner.device_label),
                                     kill_one_after_first, policy)
     assert all(o.row.ok for o in report.outcomes), [o.row.error for o in report.outcomes]
-    assert report.dropped_sessions  # the killed board held a job, and another board measured it
+    assert killed() and report.dropped_sessions  # the killed board held a job, and another board measured it
     with LatencyDB(db_path) as db:
         assert len([r for r in db.rows() if r.ok]) == len(cands)
 

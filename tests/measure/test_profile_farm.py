@@ -7,9 +7,9 @@ from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.farm import FarmPolicy
 from tvmnas.measure.profile import FarmExhausted, ProfileSettings, profile_candidates
 from tvmnas.measure.protocol import Protocol
-from tvmnas.procs import free_port, start_tracker
+from tvmnas.procs import free_port, start_tracker, stop_group
 
-from tests.loopback import start_server, stop
+from tests.loopback import on_busy, start_server, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
 from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
@@ -58,12 +58,13 @@ def after_first(action):
 
 def test_a_server_killed_mid_run_loses_no_row(two_servers, tiny_space, tmp_path):
     tracker, servers = two_servers
-    kill_one, seen = after_first(lambda: stop(servers[1]))
+    start, killed = on_busy([proc.pid for proc in servers], stop_group)
+    kill_one, seen = after_first(start)
     report = profile(tiny_space, tracker, tmp_path / "lat.db", kill_one)
     out = report.outcomes
     assert len(out) == len(tiny_space.candidates()) == len(seen)
     assert all(o.row.ok and not o.cached for o in out), [o.row.error for o in out]
-    assert report.dropped_sessions  # the killed server held a job, which another server measured again
+    assert killed() and report.dropped_sessions  # the killed server held a job, which another one measured again
     with LatencyDB(tmp_path / "lat.db") as db:
         assert len(db.rows()) == len(out)
     again = profile(tiny_space, tracker, tmp_path / "lat.db").outcomes
@@ -86,13 +87,21 @@ def test_a_hung_server_is_given_up_and_another_measures(two_servers, tiny_space,
     import signal
 
     tracker, servers = two_servers
-    # the server and its worker stop answering
-    hang_one, _ = after_first(lambda: os.killpg(servers[1].pid, signal.SIGSTOP))
+    hung = []
+
+    def hang(pid):  # a server in the middle of a job stops answering, with its workers
+        hung.append(pid)
+        os.killpg(pid, signal.SIGSTOP)
+
+    start, done = on_busy([proc.pid for proc in servers], hang)
+    hang_one, _ = after_first(start)
     try:
         report = profile(tiny_space, tracker, tmp_path / "lat.db", hang_one,
                          FarmPolicy(request_timeout_s=5, measure_timeout_s=8))
+        assert done()
     finally:
-        os.killpg(servers[1].pid, signal.SIGCONT)
+        for pid in hung:
+            os.killpg(pid, signal.SIGCONT)
     assert all(o.row.ok for o in report.outcomes), [o.row.error for o in report.outcomes]
     assert any("no answer within 8 s" in why for why in report.dropped_sessions)
 

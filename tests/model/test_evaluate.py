@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from tvmnas.data.datasets import ImageSet, batch_tensors
+from tvmnas.data.datasets import ImageSet
+from tvmnas.data.loading import batches
 from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 
 
@@ -18,9 +19,9 @@ def test_recalibration_measures_the_path_statistics():
     model = torch.nn.Sequential(conv, norm)
     norm.running_mean.fill_(5.0)  # stale statistics from other paths
     data = images()
-    recalibrate_batchnorm(model, model, data, batches=4, batch_size=10)
+    recalibrate_batchnorm(model, model, data, n_batches=4, batch_size=10)
     with torch.no_grad():
-        x, _ = batch_tensors(data, np.arange(40))
+        x, _ = next(batches(data, [np.arange(40)], torch.device("cpu")))
         out = conv(x)
     # four equal batches with a cumulative average: the mean over all 40 images
     assert torch.allclose(norm.running_mean, out.mean(dim=(0, 2, 3)), atol=1e-5)

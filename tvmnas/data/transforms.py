@@ -10,7 +10,6 @@ generator, so a batch is the same in every run with the same seed, on any number
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable, Iterator
 
 from tvmnas.errors import TvmnasError, error_line

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +51,8 @@ class ProfileSettings:
 
 @dataclass(frozen=True)
 class Outcome:
+    """One candidate's row, and whether it came from the database rather than this run."""
+
     candidate: Candidate
     row: LatencyRow
     cached: bool

@@ -17,6 +17,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def probability_figure(log: list[dict], path: Path) -> Path:
     plt = _pyplot()
     layers = len(log[0]["probabilities"])
@@ -36,10 +43,7 @@ def probability_figure(log: list[dict], path: Path) -> Path:
     for j in range(layers, rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.suptitle("Path probabilities over the search", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def latency_figure(log: list[dict], goal_ms: float, path: Path) -> Path:
@@ -49,13 +53,9 @@ def latency_figure(log: list[dict], goal_ms: float, path: Path) -> Path:
     ax.plot(epochs, [e["expected_latency_ms"] for e in log], marker="o", label="E[LAT] (probability-weighted)")
     ax.plot(epochs, [e["derived_latency_ms"] for e in log], marker="s", label="derived network")
     ax.axhline(goal_ms, color="k", linestyle="--", label=f"goal {goal_ms:g} ms")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("predicted latency (ms)")
+    ax.set(xlabel="epoch", ylabel="predicted latency (ms)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def pareto_figure(pareto: dict, path: Path) -> Path:
@@ -67,13 +67,9 @@ def pareto_figure(pareto: dict, path: Path) -> Path:
     ax.scatter([p["latency_ms"] for p in dominated], [p["valid_acc"] for p in dominated], c="0.6",
                label="dominated")
     ax.plot([p["latency_ms"] for p in front], [p["valid_acc"] for p in front], "o-", label="Pareto front")
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("validation accuracy (supernet weights)")
+    ax.set(xlabel="predicted latency (ms)", ylabel="validation accuracy (supernet weights)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_run_figures(run_dir: Path) -> list[Path]:

@@ -1,0 +1,60 @@
+"""What every benchmark records beside its numbers (the CPU model, the commit, the date, the versions), and how it
+writes its results: `<prefix>.json` ({"summary", "meta", "entries"}) and `<prefix>.md` (a short table)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the benches share the tests' loopback servers (tests/loopback.py)
+    sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
+DEFAULT_DB = Path.home() / ".cache" / "tvmnas" / "latency.db"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def commit() -> str:
+    def git(*args) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def meta(command: str) -> dict:
+    import tvm
+    from tvm.target.codegen import llvm_get_system_cpu
+
+    return {"cpu_model": cpu_model(), "llvm_cpu": llvm_get_system_cpu(), "cores": os.cpu_count(),
+            "commit": commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tvm_version": tvm.__version__, "python": platform.python_version(), "command": command}
+
+
+def write_results(name: str, summary: dict, entries: list, markdown: list[str], command: str,
+                  out_dir: Path = RESULTS) -> Path:
+    """bench/results/<name>.json and .md; the Markdown ends with the machine, commit, date and command."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = meta(command)
+    (out_dir / f"{name}.json").write_text(json.dumps({"summary": summary, "meta": info, "entries": entries},
+                                                     indent=1) + "\n")
+    footer = ["", f"Measured on {info['cpu_model']} (LLVM: {info['llvm_cpu']}, {info['cores']} cores), commit "
+                  f"{info['commit']}, {info['date']}, TVM {info['tvm_version']}.", "", f"Command: `{command}`"]
+    (out_dir / f"{name}.md").write_text("\n".join(markdown + footer) + "\n")
+    print("\n".join(markdown + footer))
+    return out_dir / f"{name}.json"
+
+
+def command_line() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])

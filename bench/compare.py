@@ -1,0 +1,156 @@
+"""Runtimes side by side under tvmnas's measurement protocol (bench/runtimes.py, bench/mobilenetv2.py).
+
+Every runtime is a Python callable that runs one inference with its output ready; the protocol interleaves their
+windows with the reference module's, so a slow phase of the shared machine hits all of them alike, and the ratios
+come from one run. The breakdowns locate where time goes: TVM's kernels timed one by one (with the exact arguments
+the network passes them) beside the whole network, and onnxruntime's own per-node profile of the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tvmnas.measure.protocol import Protocol, measure_interleaved
+from tvmnas.measure.reference import REFERENCE_FILE, REFERENCE_SHAPES, build_reference
+from tvmnas.measure.runner.base import CallableTimer, VmTimer
+from tvmnas.targets import TargetSpec
+
+# about 15 s for four runtimes: 150 windows each, a reference window after every second one
+COMPARE = Protocol(windows=150, reference_every=2, min_span_s=10.0)
+
+
+def tvm_call(lib_path: Path, data: np.ndarray) -> Callable[[], np.ndarray]:
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
+    x = tvm.runtime.tensor(data, device=tvm.cpu())
+
+    def call():
+        out = vm["main"](x)
+        return (out[0] if not hasattr(out, "numpy") else out).numpy()  # torch imports return a tuple
+
+    return call
+
+
+def ort_session(onnx_path: Path, threads: int, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_call(onnx_path: Path, data: np.ndarray, threads: int) -> Callable[[], np.ndarray]:
+    session = ort_session(onnx_path, threads)
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: data})[0]
+
+
+def torch_call(net, data: np.ndarray) -> Callable[[], np.ndarray]:
+    import torch
+
+    x = torch.from_numpy(data)
+
+    def call():
+        with torch.inference_mode():
+            return net(x).numpy()
+
+    return call
+
+
+def interleave(timers: dict, spec: TargetSpec, protocol: Protocol = COMPARE) -> dict:
+    """{name: Estimate} for every timer, timed in one interleaved run against the target's reference module
+    (no anchor: the values are this run's, for ratios)."""
+    import tvm
+
+    with tempfile.TemporaryDirectory(prefix="tvmnas-bench-") as tmp:
+        ref_lib = tvm.runtime.load_module(str(build_reference(spec, Path(tmp) / REFERENCE_FILE)))
+        reference = VmTimer(ref_lib, tvm.cpu(), REFERENCE_SHAPES)
+        run = measure_interleaved(list(timers.values()), reference, protocol)
+    for name, est in zip(timers, run.estimates):
+        if est.error:
+            raise SystemExit(f"{name}: {est.error}")
+    return dict(zip(timers, run.estimates))
+
+
+def interleave_calls(calls: dict[str, Callable], spec: TargetSpec, protocol: Protocol = COMPARE) -> dict:
+    return interleave({name: CallableTimer(call) for name, call in calls.items()}, spec, protocol)
+
+
+class KernelTimer:
+    """A `WindowTimer` over one compiled kernel of a module, called with recorded arguments."""
+
+    def __init__(self, library, symbol: str, args: list) -> None:
+        import tvm
+
+        self._library, self._symbol, self._args, self._device = library, symbol, args, tvm.cpu()
+
+    def warm_up(self, warmup_ms: float) -> float:
+        return self._library.time_evaluator(self._symbol, self._device, number=1, repeat=1,
+                                            min_repeat_ms=max(1, int(warmup_ms)))(*self._args).mean * 1e3
+
+    def window(self, calls: int, samples: int) -> list[float]:
+        result = self._library.time_evaluator(self._symbol, self._device, number=calls, repeat=samples)(*self._args)
+        return [s * 1e3 for s in result.results]
+
+
+def kernel_calls(lib_path: Path, data: np.ndarray):
+    """(kernels library, [(symbol, args)]) : every kernel call one inference of the module makes, in order, with
+    copies of its arguments (recorded by a VM instrument; the VM's builtins left out)."""
+    import tvm
+    from tvm import relax
+
+    lib = tvm.runtime.load_module(str(lib_path))
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    seen: list[tuple[str, list]] = []
+
+    def record(func, symbol, before, ret, *args):
+        if before and not symbol.startswith("vm.builtin"):
+            seen.append((symbol, [a.copyto(tvm.cpu()) if hasattr(a, "copyto") else a for a in args]))
+        return 0
+
+    vm.set_instrument(record)
+    vm["main"](tvm.runtime.tensor(data, device=tvm.cpu()))
+    kernels = lib.imports[0]  # the compiled TIR functions (the VM looks them up there)
+    return lib, kernels, seen
+
+
+def tvm_breakdown(lib_path: Path, data: np.ndarray, spec: TargetSpec, protocol: Protocol = COMPARE) -> dict:
+    """Each kernel call's latency and the whole network's, all timed in one interleaved run."""
+    lib, kernels, seen = kernel_calls(lib_path, data)
+    timers = {f"{i:02d} {symbol}": KernelTimer(kernels, symbol, args) for i, (symbol, args) in enumerate(seen)}
+    timers["network"] = CallableTimer(tvm_call(lib_path, data))
+    est = interleave(timers, spec, protocol)
+    per_kernel = {name: e.raw_ms for name, e in est.items() if name != "network"}
+    return {"kernels_ms": per_kernel, "sum_kernels_ms": sum(per_kernel.values()),
+            "network_ms": est["network"].raw_ms, "kernel_calls": len(seen)}
+
+
+def ort_breakdown(onnx_path: Path, data: np.ndarray, threads: int, runs: int = 300) -> dict:
+    """onnxruntime's own profile of `runs` inferences: each node's median time and the median model run."""
+    with tempfile.TemporaryDirectory(prefix="tvmnas-ort-") as tmp:
+        session = ort_session(onnx_path, threads, profile_prefix=str(Path(tmp) / "ort"))
+        name = session.get_inputs()[0].name
+        for _ in range(runs):
+            session.run(None, {name: data})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes: dict[str, list[float]] = {}
+    model_runs = []
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            nodes.setdefault(e["name"][:-len("_kernel_time")], []).append(e["dur"] / 1e3)
+        elif e.get("cat") == "Session" and e["name"] == "model_run":
+            model_runs.append(e["dur"] / 1e3)
+    per_node = {n: statistics.median(v[len(v) // 10:]) for n, v in nodes.items()}  # first tenth: warm-up
+    return {"nodes_ms": per_node, "sum_nodes_ms": sum(per_node.values()),
+            "model_run_ms": statistics.median(model_runs[len(model_runs) // 10:]), "nodes": len(per_node)}

@@ -1,0 +1,62 @@
+"""Hard latency budgets from one searched supernet (issue 11): for each goal, the derived network's predicted
+latency as a share of the goal, (a) by `tvmnas derive` (the most probable architecture under the goal, exact
+dynamic programme over the search's final alphas) and (b) by `tvmnas specialize` on the same target (a short
+alpha-only phase with the new goal, then the same derivation; no weight trained).
+Goal: the derived predicted latency in [0.9, 1.0] x goal.
+
+    .venv/bin/python bench/derive_budget.py --run runs/demo --goals 0.3 0.5 0.8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import DEFAULT_DB, REPO, command_line, write_results
+
+TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
+
+
+def run(*argv) -> None:
+    subprocess.run([*TVMNAS, *map(str, argv)], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB)
+    parser.add_argument("--goals", type=float, nargs="+", default=[0.3, 0.5, 0.8])
+    args = parser.parse_args()
+
+    config = json.loads((args.run / "config.json").read_text())
+    entries = []
+    with tempfile.TemporaryDirectory(prefix="tvmnas-derive-") as tmp:
+        for goal in args.goals:
+            for how in ("derive", "specialize"):
+                out = Path(tmp) / f"{how}-{goal:g}"
+                extra = ["--target", config["target"]] if how == "specialize" else []
+                run(how, "--run", args.run, "--latency-ms", goal, "--db", args.db, "--out", out, *extra)
+                s = json.loads((out / "summary.json").read_text())
+                entries.append({"goal_ms": goal, "how": how, "predicted_ms": s["predicted_latency_ms"],
+                                "goal_share": s["goal_share"], "arch": s["arch"],
+                                "in_band": 0.9 <= s["goal_share"] <= 1.0})
+                print(entries[-1], flush=True)
+    summary = {"searched_goal_ms": config["latency_ms"],
+               "goals": [{"goal_ms": e["goal_ms"], "derived_ms": e["predicted_ms"], "how": e["how"]} for e in entries],
+               "goal_share": {f"{e['how']}_{e['goal_ms']:g}": e["goal_share"] for e in entries},
+               "all_in_band_specialize": all(e["in_band"] for e in entries if e["how"] == "specialize"),
+               "all_in_band_derive": all(e["in_band"] for e in entries if e["how"] == "derive")}
+    lines = [f"## Latency budgets from one supernet searched at {config['latency_ms']:g} ms ({config['space']}, "
+             f"{config['target']})", "", "| goal ms | how | predicted ms | share of goal | in [0.9, 1.0] |",
+             "|---:|---|---:|---:|---|"]
+    lines += [f"| {e['goal_ms']:g} | {e['how']} | {e['predicted_ms']:.4f} | {e['goal_share']:.3f} | "
+              f"{'yes' if e['in_band'] else 'no'} |" for e in entries]
+    write_results("derive_budget", summary, entries, lines, command_line())
+
+
+if __name__ == "__main__":
+    main()

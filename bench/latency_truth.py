@@ -1,0 +1,125 @@
+"""Latency truth: is the latency database's prediction what the exported network measures?
+
+Architectures sampled with a seed from the space (random weights), each taken through the user's path: a network
+file, `tvmnas export --network ... --target x86-cpu`, and the latency in its manifest (measured with the
+single-network protocol, scaled to the database's anchor) against the prediction (the sum of the blocks'
+database latencies). Reports the share within +/-10%, Kendall's tau between predicted and measured, and the
+residual: a straight line measured = a + b x predicted fitted to the data, to see whether a systematic part (a
+fixed per-network cost, a scale) is left once the noise is gone.
+
+Goal (issue 10): at least 95% within +/-10% and tau >= 0.9, for 50 fashion-mnist networks and 20 of
+proxyless-imagenet (at 224x224).
+
+    .venv/bin/python bench/latency_truth.py --space fashion-mnist --networks 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import DEFAULT_DB, command_line, write_results
+
+from tvmnas.arch import Arch
+from tvmnas.cli import main as tvmnas
+from tvmnas.model.network import Network
+from tvmnas.space import load_space
+from tvmnas.train.network_file import save_network
+
+
+def sample_archs(space, n: int, seed: int) -> list[tuple[str, ...]]:
+    rng = np.random.default_rng(seed)
+    seen, archs = set(), []
+    while len(archs) < n:
+        ops = tuple(str(rng.choice(layer.choices)) for layer in space.layers())
+        if ops not in seen:
+            seen.add(ops)
+            archs.append(ops)
+    return archs
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b between two lists (ties count for neither)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif da == db:
+                concordant += 1
+            else:
+                discordant += 1
+    pairs = concordant + discordant
+    return (concordant - discordant) / np.sqrt((pairs + ties_a) * (pairs + ties_b))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="fashion-mnist")
+    parser.add_argument("--networks", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--tune-trials", type=int, default=8)
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB)
+    args = parser.parse_args()
+
+    space = load_space(args.space)
+    entries = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, ops in enumerate(sample_archs(space, args.networks, args.seed)):
+            torch.manual_seed(args.seed + i)
+            net = Network(space, Arch(space.name, ops)).eval()
+            network = Path(tmp) / f"net{i}.pt"
+            save_network(network, space, Arch(space.name, ops), net, {})
+            bundle = Path(tmp) / f"bundle{i}"
+            code = tvmnas(["export", "--network", str(network), "--target", "x86-cpu", "--db", str(args.db),
+                           "--tune-trials", str(args.tune_trials), "--out", str(bundle)])
+            if code != 0:
+                raise SystemExit(f"export {i} failed")
+            lat = json.loads((bundle / "manifest.json").read_text())["latency"]
+            entries.append({"arch": list(ops), "predicted_ms": lat["predicted_ms"], "measured_ms": lat["measured_ms"],
+                            "error": (lat["measured_ms"] - lat["predicted_ms"]) / lat["predicted_ms"],
+                            "measured_dispersion": lat["measured_dispersion"], "speed": lat["speed"],
+                            "within_band": lat["agreement"]["within_band"], "flag": lat["flag"]})
+            print(f"{i + 1}/{args.networks} {' '.join(ops)}: predicted {lat['predicted_ms']:.4f} measured "
+                  f"{lat['measured_ms']:.4f} ({entries[-1]['error']:+.1%})", flush=True)
+    predicted = [e["predicted_ms"] for e in entries]
+    measured = [e["measured_ms"] for e in entries]
+    slope, intercept = np.polyfit(predicted, measured, 1)
+    fitted = [(m - (intercept + slope * p)) / m for p, m in zip(predicted, measured)]
+    errors = [e["error"] for e in entries]
+    summary = {"space": space.name, "networks": len(entries),
+               "within_10pct": sum(abs(e) <= 0.10 for e in errors),
+               "within_10pct_share": sum(abs(e) <= 0.10 for e in errors) / len(errors),
+               "kendall_tau": round(float(kendall_tau(predicted, measured)), 4),
+               "mean_error": statistics.mean(errors), "mean_abs_error": statistics.mean(abs(e) for e in errors),
+               "max_abs_error": max(abs(e) for e in errors),
+               "within_noise_band": sum(e["within_band"] for e in entries),
+               "residual_fit": {"intercept_ms": float(intercept), "slope": float(slope),
+                                "mean_abs_error_after": statistics.mean(abs(r) for r in fitted)},
+               "flagged": sum(1 for e in entries if e["flag"])}
+    lines = [f"## Latency truth: {args.networks} sampled {space.name} networks through `tvmnas export`", "",
+             f"Within +/-10% of the prediction: **{summary['within_10pct']}/{len(entries)}**; Kendall tau "
+             f"**{summary['kendall_tau']:.3f}**; mean error {summary['mean_error']:+.1%}, mean |error| "
+             f"{summary['mean_abs_error']:.1%}, worst {summary['max_abs_error']:.1%}; within the manifest's noise "
+             f"band: {summary['within_noise_band']}/{len(entries)}.",
+             f"Residual: measured = {intercept:.4f} ms + {slope:.3f} x predicted (mean |error| after that fit "
+             f"{summary['residual_fit']['mean_abs_error_after']:.1%}).", "",
+             "| architecture | predicted ms | measured ms | error |", "|---|---:|---:|---:|"]
+    lines += [f"| {' '.join(e['arch'])} | {e['predicted_ms']:.4f} | {e['measured_ms']:.4f} | {e['error']:+.1%} |"
+              for e in entries]
+    write_results(f"latency_truth_{space.name}", summary, entries, lines, command_line())
+
+
+if __name__ == "__main__":
+    main()

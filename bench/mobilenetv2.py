@@ -1,0 +1,138 @@
+"""A network nobody tuned tvmnas for: MobileNetV2 written in plain PyTorch (random weights, 10 or 1000 classes),
+exported to ONNX, compiled the way `tvmnas bench-model` compiles it (the target's tuning records, `--tune-trials`
+trials for the kernels they lack), and timed against onnxruntime and PyTorch eager in one interleaved run of the
+measurement protocol, with the per-kernel breakdown of both (issue 13).
+
+    .venv/bin/python bench/mobilenetv2.py --sizes 28 224 --tune-trials 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import DEFAULT_DB, command_line, write_results
+from compare import interleave_calls, ort_breakdown, ort_call, torch_call, tvm_breakdown, tvm_call
+
+from tvmnas.deploy.export import export_onnx
+from tvmnas.measure.build import build_module
+from tvmnas.measure.model_bench import graph_input, load_onnx
+from tvmnas.measure.runner.base import set_threads
+from tvmnas.measure.runner.local import LocalRunner
+from tvmnas.measure.tuning import tuning_dir
+from tvmnas.targets import load_target
+
+# (expansion, output channels, blocks, stride of the first block): the paper's table 2
+STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1, act: bool = True) -> list[nn.Module]:
+    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return layers + [nn.ReLU6()] if act else layers
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        layers = conv_bn(cin, mid, 1, 1) if expand != 1 else []
+        layers += conv_bn(mid, mid, 3, stride, groups=mid) + conv_bn(mid, cout, 1, 1, act=False)
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+def mobilenet_v2(in_channels: int, classes: int, stem_stride: int) -> nn.Module:
+    layers, cin = conv_bn(in_channels, 32, 3, stem_stride), 32
+    for expand, cout, blocks, stride in STAGES:
+        for i in range(blocks):
+            layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
+            cin = cout
+    layers += conv_bn(cin, 1280, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, classes)]
+    return nn.Sequential(*layers)
+
+
+# input size -> (input shape, classes, stem stride): the small one keeps its 28x28 resolution in the stem
+MODELS = {28: ((1, 1, 28, 28), 10, 1), 224: ((1, 3, 224, 224), 1000, 2)}
+
+
+def bench_size(size: int, trials: int, spec, tune_dir: Path, tmp: Path) -> dict:
+    shape, classes, stem_stride = MODELS[size]
+    torch.manual_seed(0)
+    net = mobilenet_v2(shape[1], classes, stem_stride).eval()
+    onnx_path = tmp / f"mobilenetv2_{size}.onnx"
+    export_onnx(net, shape, onnx_path)
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = load_onnx(onnx_path)  # as bench-model imports it
+    name, shape = graph_input(model, None)
+    start = time.perf_counter()
+    built = build_module(from_onnx(model, shape_dict={name: list(shape)}), spec, trials, tune_dir, LocalRunner(),
+                         tmp / f"mobilenetv2_{size}.so", started=start,
+                         progress=lambda phase, done, total, detail: print(f"\r{size}: {phase} {done}/{total} "
+                                                                           f"{detail}", end="", flush=True))
+    print()
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    calls = {"tvm": tvm_call(built.lib_path, data), "onnxruntime": ort_call(onnx_path, data, spec.runtime_threads),
+             "pytorch-eager": torch_call(net, data)}
+    expected = calls["onnxruntime"]()
+    for call_name, call in calls.items():
+        assert np.allclose(call(), expected, rtol=1e-3, atol=1e-3), call_name
+    est = interleave_calls(calls, spec)
+    latency = {n: e.raw_ms for n, e in est.items()}
+    return {"size": size, "input_shape": list(shape), "tune_trials": trials, "tune_s": built.tune_s,
+            "compile_s": built.compile_s, "tasks": built.tasks, "tasks_tuned": built.tasks_tuned,
+            "latency_ms": latency, "dispersion": {n: e.dispersion for n, e in est.items()},
+            "tvm_over_onnxruntime": latency["tvm"] / latency["onnxruntime"],
+            "tvm_over_pytorch": latency["tvm"] / latency["pytorch-eager"],
+            "tvm_breakdown": tvm_breakdown(built.lib_path, data, spec),
+            "ort_breakdown": ort_breakdown(onnx_path, data, spec.runtime_threads)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
+    parser.add_argument("--tune-trials", type=int, nargs="+", default=[8])
+    parser.add_argument("--target", default="x86-cpu")
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="its tuning directory is used, as bench-model")
+    args = parser.parse_args()
+
+    spec = load_target(args.target)
+    set_threads(spec.runtime_threads)
+    torch.set_num_threads(spec.runtime_threads)
+    entries = []
+    with tempfile.TemporaryDirectory(prefix="tvmnas-mnv2-") as tmp:
+        for size in args.sizes:
+            for trials in args.tune_trials:
+                entries.append(bench_size(size, trials, spec, tuning_dir(args.db, spec, "local"), Path(tmp)))
+                e = entries[-1]
+                print(f"{size} at {trials} trials: {e['latency_ms']}, {e['tvm_over_onnxruntime']:.2f}x ORT",
+                      flush=True)
+    summary = {f"tvm_over_onnxruntime_{e['size']}" + ("" if e["tune_trials"] == 8 else f"_tuned{e['tune_trials']}"):
+               e["tvm_over_onnxruntime"] for e in entries}
+    summary["tune_s"] = {f"{e['size']}_tuned{e['tune_trials']}": e["tune_s"] for e in entries}
+    lines = [f"## MobileNetV2 (plain PyTorch, random weights) on {spec.name}, {spec.runtime_threads} threads", "",
+             "| input | trials | tune s | TVM ms | onnxruntime ms | PyTorch ms | TVM / ORT | TVM / PyTorch | "
+             "TVM sum of kernels ms | ORT sum of nodes ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in entries:
+        ms = e["latency_ms"]
+        lines.append(f"| {'x'.join(map(str, e['input_shape']))} | {e['tune_trials']} | {e['tune_s']:.0f} | "
+                     f"{ms['tvm']:.3f} | {ms['onnxruntime']:.3f} | {ms['pytorch-eager']:.3f} | "
+                     f"{e['tvm_over_onnxruntime']:.2f} | {e['tvm_over_pytorch']:.2f} | "
+                     f"{e['tvm_breakdown']['sum_kernels_ms']:.3f} | {e['ort_breakdown']['sum_nodes_ms']:.3f} |")
+    lines += ["", "Tuning time counts only the kernels the tuning records lacked (a rerun reuses them). One "
+              "interleaved run of the protocol per row; the kernel and node sums come from the breakdowns "
+              "(TVM's kernels timed one by one with the network's arguments; onnxruntime's profiler)."]
+    write_results("mobilenetv2", summary, entries, lines, command_line())
+
+
+if __name__ == "__main__":
+    main()
