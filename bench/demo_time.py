@@ -22,9 +22,10 @@ from pathlib import Path
 
 from common import REPO, command_line, write_results
 
-STEPS = (("install", "pip install"), ("runner", "cmake"), ("profile", "tvmnas profile"),
+# the step each command line that make echoes starts (the first line holding the marker)
+STEPS = (("install", "pip install"), ("runner", "cmake -S"), ("profile", "tvmnas profile"),
          ("search", "tvmnas search"), ("train", "tvmnas train"), ("export", "tvmnas export"),
-         ("native run", "tvmnas-run"), ("report", "tvmnas report"))
+         ("native run", "build/native/tvmnas-run runs/"), ("report", "tvmnas report"))
 
 
 def main() -> None:

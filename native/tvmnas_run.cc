@@ -106,6 +106,7 @@ struct Protocol {
   int64_t samples_per_window = 5;
   int64_t windows = 100;
   double min_span_s = 10.0;
+  double max_span_s = 0.0;  // keep measuring dropped windows again until the run lasts this long
   double slow_factor = 1.15;
   double min_kept = 0.25;
   double max_extra_rounds = 0.25;
@@ -160,6 +161,7 @@ Manifest LoadBundle(const std::string& dir) {
       q.samples_per_window = p["samples_per_window"].cast<int64_t>();
       q.windows = p["windows"].cast<int64_t>();
       q.min_span_s = p["min_span_s"].cast<double>();
+      if (p.count("max_span_s")) q.max_span_s = p["max_span_s"].cast<double>();  // older bundles lack it
       q.slow_factor = p["slow_factor"].cast<double>();
       q.min_kept = p["min_kept"].cast<double>();
       q.max_extra_rounds = p["max_extra_rounds"].cast<double>();
@@ -256,8 +258,9 @@ struct Result {
 };
 
 // The single-network protocol: the model's windows alternate with the reference's (ref, model, ref, model, ...,
-// ref); a model window beside a reference window above slow_factor x the reference's median is dropped, and
-// dropped windows are measured again in extra rounds while too few are kept. Mirrors measure_interleaved.
+// ref); a model window beside a reference window above slow_factor x the reference's typical latency (the run's
+// median, or the anchor where lower) is dropped, and dropped windows are measured again in extra rounds while too
+// few are kept (up to max_span_s). Mirrors measure_interleaved.
 Result Measure(Timed& model, Timed* reference, const Protocol& p, double anchor_ms) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
@@ -284,8 +287,14 @@ Result Measure(Timed& model, Timed* reference, const Protocol& p, double anchor_
     }
     std::vector<double> ref_values;
     for (auto& r : refs) ref_values.push_back(r.second);
-    const double limit = refs.empty() ? 0 : Quantile(ref_values, 0.5) * p.slow_factor;
-    ref_ms = refs.empty() ? 0 : Quantile(ref_values, p.quantile);
+    double typical = refs.empty() ? 0 : Quantile(ref_values, 0.5);
+    if (anchor_ms > 0) typical = std::min(typical, anchor_ms);
+    const double limit = typical * p.slow_factor;
+    std::vector<double> quick;  // the reference outside slow phases: the time the kept windows come from
+    for (double v : ref_values) {
+      if (v <= limit) quick.push_back(v);
+    }
+    ref_ms = refs.empty() ? 0 : Quantile(quick.empty() ? ref_values : quick, p.quantile);
     for (size_t k = 0; k < log.size(); ++k) {
       if (log[k].first) continue;
       bool slow = false;
@@ -304,7 +313,9 @@ Result Measure(Timed& model, Timed* reference, const Protocol& p, double anchor_
   classify();
   const int64_t needed = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(p.min_kept * p.windows)));
   auto kept_count = [&] { return std::count_if(wins.begin(), wins.end(), [](const Win& w) { return !w.slow; }); };
-  for (int64_t extra = 0; reference && extra < std::ceil(p.max_extra_rounds * p.windows) && kept_count() < needed;
+  for (int64_t extra = 0;
+       reference && (extra < std::ceil(p.max_extra_rounds * p.windows) || seconds() < p.max_span_s) &&
+       kept_count() < needed;
        ++extra) {
     round();
     classify();

@@ -134,3 +134,29 @@ def test_single_network_runs_span_the_minimum_time():
     protocol = Protocol(windows=5, min_span_s=3.0, reference_every=1)
     result = run(device, [0.4], protocol)
     assert result.seconds >= 3.0 and result.rounds > 5
+
+
+def test_a_run_inside_a_long_slow_phase_waits_it_out_against_the_anchor():
+    """A slow phase longer than the planned run, in which the module (many parallel kernels) slows far more than
+    the reference: against the anchor it is recognised and waited out; without waiting, scaling by the speed
+    alone would leave the module about 30% slow."""
+    slow_until = 20.0
+
+    def device():
+        return FakeDevice(lambda t: 1.2 if t < slow_until else 1.0)
+
+    def timed(protocol, anchor_ms):
+        d = device()
+        module = FakeTimer(d, "net", 0.3, own_slowdown=lambda w: 1.0)
+        module.per_call = lambda: 0.3 * (1.6 if d.now < slow_until else 1.0)  # slows more than the reference
+        reference = FakeTimer(d, "ref", 0.05)
+        return measure_interleaved([module], reference, protocol, anchor_ms, clock=d.clock)
+
+    quiet_anchor = 0.05
+    waited = timed(Protocol(windows=40, reference_every=1, min_span_s=2.0, max_span_s=60.0), quiet_anchor)
+    assert waited.estimates[0].latency_ms == pytest.approx(0.3, rel=0.03) and waited.seconds > slow_until
+    assert waited.estimates[0].flag is None and waited.speed == pytest.approx(1.0, rel=0.03)
+    hurried = timed(Protocol(windows=40, reference_every=1, min_span_s=2.0), quiet_anchor)
+    assert hurried.estimates[0].latency_ms > 0.3 * 1.2 and hurried.estimates[0].flag  # flagged, still slow
+    capped = timed(Protocol(windows=40, reference_every=1, min_span_s=2.0, max_span_s=10.0), quiet_anchor)
+    assert capped.seconds < slow_until and capped.estimates[0].flag  # gave up at the cap, and says so

@@ -32,8 +32,9 @@ from tvmnas.space import Candidate
 from tvmnas.targets import TargetSpec
 from tvmnas.versions import tvm_version
 
-# A farm job times one candidate against the reference on one server, for a few seconds.
-FARM_PROTOCOL = Protocol(windows=40, reference_every=1, min_span_s=3.0)
+# A farm job times one candidate against the reference on one server, for a few seconds (half a minute at most
+# when the board stays slow).
+FARM_PROTOCOL = Protocol(windows=40, reference_every=1, min_span_s=3.0, max_span_s=30.0)
 
 
 @dataclass(frozen=True)

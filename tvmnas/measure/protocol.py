@@ -6,9 +6,12 @@ after every `reference_every` module windows. A window's value is the median of 
 back-to-back calls lasting about `sample_ms`, the call count calibrated once per module).
 
 Slow phases: the reference does the same work every time, so a reference window slower than the reference's
-typical (median) latency in the run by more than `slow_factor` marks a slow phase; module windows beside it are
-dropped and, where a module keeps too few, measured again in extra rounds. A module that still keeps too few, or
-whose estimate depends too much on when it was taken (its dispersion), carries a flag.
+typical latency by more than `slow_factor` marks a slow phase; module windows beside it are dropped and, where a
+module keeps too few, measured again in extra rounds (up to `max_span_s`, to wait out a long phase). Typical is the
+run's median, or the anchor where it is lower: a run that lies entirely in a slow phase is recognised as one (a
+network of many parallel kernels slows far more in such a phase than the reference does, so scaling by the speed
+alone does not undo it). A module that still keeps too few, or whose estimate depends too much on when it was
+taken (its dispersion), carries a flag.
 
 Estimate: the `quantile` of the kept windows' values (the device's fast state; see the README for the data behind
 the choice), divided by the run's `speed`: the reference's latency in this run (the same quantile of its windows)
@@ -38,6 +41,9 @@ class Protocol:
     samples_per_window: int = 5  # a window's value is the median of its samples
     windows: int = 120  # rounds: windows per module (more where slow phases drop some)
     min_span_s: float = 0.0  # keep taking rounds until the run lasts at least this long (single networks)
+    # while a module keeps too few windows, keep measuring it again until the run lasts this long, so that a slow
+    # phase longer than the planned run is waited out (0: only the extra rounds below)
+    max_span_s: float = 0.0
     reference_every: int = 6  # a reference window after every this many module windows
     slow_factor: float = 1.15  # a window beside a reference window this much over its median is dropped
     min_kept: float = 0.25  # a module needs this share of `windows` kept; extra rounds measure the rest again
@@ -50,9 +56,10 @@ class Protocol:
         if self.sample_ms <= 0 or self.samples_per_window < 1 or self.windows < 1 or self.reference_every < 1:
             raise ValueError("sample_ms, samples_per_window, windows and reference_every must be positive")
         if not (0 <= self.quantile <= 1 and 0 <= self.min_kept <= 1 and self.slow_factor >= 1
-                and self.max_extra_rounds >= 0 and self.min_span_s >= 0 and self.max_dispersion > 0):
+                and self.max_extra_rounds >= 0 and self.min_span_s >= 0 and self.max_span_s >= 0
+                and self.max_dispersion > 0):
             raise ValueError("quantile and min_kept lie in [0, 1], slow_factor >= 1, max_dispersion > 0, "
-                             "max_extra_rounds and min_span_s >= 0")
+                             "max_extra_rounds, min_span_s and max_span_s >= 0")
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -63,9 +70,10 @@ class Protocol:
 
 
 # Profiles interleave every candidate over the whole run. A single network (export, bench-model, the native
-# runner) alternates with the reference alone, over at least 10 s, so that its windows meet several speed phases.
-PROFILE = Protocol()
-SINGLE = Protocol(windows=100, min_span_s=10.0, reference_every=1)
+# runner) alternates with the reference alone, over at least 10 s, so that its windows meet several speed phases;
+# a device that stays slow (against the anchor) is waited for, up to a minute.
+PROFILE = Protocol(max_span_s=120.0)
+SINGLE = Protocol(windows=100, min_span_s=10.0, reference_every=1, max_span_s=60.0)
 
 
 @dataclass(frozen=True)
@@ -201,11 +209,16 @@ def measure_interleaved(timers: Sequence[WindowTimer], reference: WindowTimer | 
 
     def state():
         """Each module's windows as (log position, value, slow); the reference's windows as (position, value);
-        and the reference's latency in this run so far."""
+        and the reference's latency in this run so far (over its windows outside slow phases, the time the kept
+        module windows come from)."""
         refs = [(k, v) for k, (item, v) in enumerate(log) if item is None]
         ref_values = [v for _, v in refs]
-        ref_ms = quantile(ref_values, protocol.quantile) if refs else None
-        limit = quantile(ref_values, 0.5) * protocol.slow_factor if refs else None
+        limit = None
+        if refs:
+            typical = quantile(ref_values, 0.5)
+            limit = min(typical, anchor_ms or typical) * protocol.slow_factor
+        quick = [v for v in ref_values if v <= limit] if refs else []
+        ref_ms = quantile(quick or ref_values, protocol.quantile) if refs else None
         marks = slow_marks(log, limit)
         per_module: dict[int, list[tuple[int, float, bool]]] = {}
         modules = [(k, item, v) for k, (item, v) in enumerate(log) if item is not None]
@@ -223,13 +236,14 @@ def measure_interleaved(timers: Sequence[WindowTimer], reference: WindowTimer | 
             on_round(rounds, protocol.windows)
     per_module, refs, ref_ms = state()
     extra_cap = math.ceil(protocol.max_extra_rounds * protocol.windows) if reference is not None else 0
-    for _ in range(extra_cap):
+    extra = 0
+    while reference is not None and (extra < extra_cap or clock() - start < protocol.max_span_s):
         short = [i for i in range(n) if errors[i] is None
                  and sum(not slow for _, _, slow in per_module.get(i, [])) < protocol.kept_needed]
         if not short:
             break
         run_round(short, rounds)
-        rounds += 1
+        rounds, extra = rounds + 1, extra + 1
         per_module, refs, ref_ms = state()
 
     speed = ref_ms / anchor_ms if ref_ms is not None and anchor_ms else 1.0
