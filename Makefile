@@ -8,8 +8,9 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CACHE ?= $(HOME)/.cache/tvmnas
 # The demo's latency goal for the searched network (ms, predicted from the measured kernels).
 LATENCY_MS ?= 0.5
-# Epochs of training the searched network (about 80 s each here on 2 cores; more epochs, more accuracy).
-TRAIN_EPOCHS ?= 2
+# Epochs of training the searched network (about 150 s each here on 2 cores; one keeps `make demo` within 15
+# minutes on a fresh machine: `make demo TRAIN_EPOCHS=3` trains longer and more accurately).
+TRAIN_EPOCHS ?= 1
 RUN := runs/demo
 RUNNER := build/native/tvmnas-run
 

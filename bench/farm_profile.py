@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import command_line, write_results
+
 from tvmnas.board import farm, rootfs
 from tvmnas.procs import stop_group
 from tvmnas.latency_db import LatencyDB
@@ -60,7 +62,6 @@ def main() -> None:
     parser.add_argument("--tune-trials", type=int, default=0)
     parser.add_argument("--kill-after", type=float, default=20.0, metavar="S",
                         help="the fault run: kill one of two boards this many seconds into the profile")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/farm_profile"))
     args = parser.parse_args()
 
     root = rootfs.create_rootfs()
@@ -84,10 +85,10 @@ def main() -> None:
             print(json.dumps(result))
             runs.append(result)
     one = next((r["wall_s"] for r in runs if r["boards"] == 1 and r["killed_board_after_s"] is None), None)
-    payload = {"space": args.space, "target": "arm-aarch64 (emulated, qemu-user)", "tune_trials": args.tune_trials,
-               "host_cores": os.cpu_count(), "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    summary = {"space": args.space, "target": "arm-aarch64 (emulated, qemu-user)", "tune_trials": args.tune_trials,
+               "host_cores": os.cpu_count(), "wall_s": {f"{r['boards']}{'-killed' if r['killed_board_after_s'] else ''}":
+                                                       r["wall_s"] for r in runs},
+               "all_rows_ok": all(r["rows_ok"] == r["rows"] for r in runs)}
     lines = [f"# Farm profile: `{args.space}` on emulated aarch64 boards ({args.tune_trials} tuning trials)", "",
              "| boards | fault | wall (s) | vs 1 board | compile + tune here (s) | rows ok / written | flagged "
              "| exit |",
@@ -101,9 +102,9 @@ def main() -> None:
     lines += ["", f"This machine: {os.cpu_count()} cores; every board is a qemu-user process on them, and the "
               "candidates are compiled here (on the same cores) while the boards time the ones already built, so "
               "the wall time cannot drop below the compile + tune column however many boards there are. "
-              "Flagged: rows whose samples still spread over 25% of the median after a second measurement."]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(args.out.with_suffix(".md").read_text())
+              "Flagged: rows the protocol marked noisy (slow phases of the board, or an estimate that moves "
+              "between quarters of its run)."]
+    write_results("farm_profile", summary, runs, lines, command_line())
 
 
 if __name__ == "__main__":

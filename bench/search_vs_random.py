@@ -51,15 +51,17 @@ def random_archs(space, table, centre_ms: float, tolerance: float, count: int, s
     return [(Arch(space.name, ops), ms) for ops, ms in found.items()]
 
 
-def train(arch_file: Path, seed: int, epochs: int, out: Path) -> dict:
+def train(arch_file: Path, seed: int, epochs: int, images: int, out: Path) -> dict:
     """The training's summary (kept in `out`: a rerun of the bench reuses trainings of the same settings)."""
     done = out / "summary.json"
     if done.exists():
         summary = json.loads(done.read_text())
-        if summary.get("arch") == json.loads(arch_file.read_text())["ops"] and summary.get("epochs") == epochs:
+        settings = json.loads((out / "settings.json").read_text())
+        if summary.get("arch") == json.loads(arch_file.read_text())["ops"] and summary.get("epochs") == epochs \
+                and settings.get("images_per_epoch") == (images or None):
             return summary
     subprocess.run([*TVMNAS, "train", "--arch", str(arch_file), "--epochs", str(epochs), "--seed", str(seed),
-                    "--out", str(out)], check=True, cwd=REPO)
+                    "--images-per-epoch", str(images), "--out", str(out)], check=True, cwd=REPO)
     return json.loads((out / "summary.json").read_text())
 
 
@@ -72,6 +74,9 @@ def main() -> None:
     parser.add_argument("--randoms", type=int, default=5)
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--images-per-epoch", type=int, default=12800,
+                        help="training images per epoch, a fresh seeded sample each (0: all 55,000; default 12,800, "
+                             "the search's epoch)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--work", type=Path, default=Path("runs/search_vs_random"),
                         help="where the networks are trained (a rerun reuses finished trainings)")
@@ -96,7 +101,7 @@ def main() -> None:
     for name, arch, ms in nets:
         arch_file = args.work / f"{name}.json"
         save_arch(arch, arch_file)
-        accs = [train(arch_file, seed, args.epochs, args.work / f"{name}-seed{seed}")["test_acc"]
+        accs = [train(arch_file, seed, args.epochs, args.images_per_epoch, args.work / f"{name}-seed{seed}")["test_acc"]
                 for seed in args.seeds]
         entries.append({"name": name, "ops": list(arch.ops), "predicted_ms": ms, "test_acc": accs,
                         "mean": statistics.mean(accs), "spread": (max(accs) - min(accs)) / 2})
@@ -107,10 +112,12 @@ def main() -> None:
                "random_mean_accs": [e["mean"] for e in entries[1:]], "best_random_mean": best_random,
                "random_mean": statistics.mean(e["mean"] for e in entries[1:]),
                "searched_at_or_above_best_random": entries[0]["mean"] >= best_random,
-               "randoms": args.randoms, "tolerance": args.tolerance, "epochs": args.epochs, "seeds": args.seeds}
+               "randoms": args.randoms, "tolerance": args.tolerance, "epochs": args.epochs, "seeds": args.seeds,
+               "images_per_epoch": args.images_per_epoch or 55000}
     lines = [f"## Searched vs random architectures at {searched_ms:.3f} ms predicted (+/-{args.tolerance:.0%})", "",
              f"{space.name} on {spec.name} ({config['level']}); each trained from scratch for {args.epochs} epochs "
-             f"with seeds {args.seeds}; test accuracy.", "",
+             f"of {summary['images_per_epoch']} images with seeds {args.seeds}; test accuracy on the 10,000 test "
+             "images.", "",
              "| network | predicted ms | test acc mean | +/- | architecture |", "|---|---:|---:|---:|---|"]
     lines += [f"| {e['name']} | {e['predicted_ms']:.4f} | {e['mean']:.4f} | {e['spread']:.4f} | "
               f"`{' '.join(e['ops'])}` |" for e in entries]

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import command_line, write_results
+
 MODES = ("binarized-weight-step", "binarized-arch-step", "all-paths", "standalone")
 
 
@@ -94,7 +96,6 @@ def main() -> None:
     parser.add_argument("--space", default="proxyless-imagenet")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--op", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/supernet_memory"))
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -126,9 +127,8 @@ def main() -> None:
                              "binarized_over_all_paths": binarized / results["all-paths"]["step_peak_mib"],
                              "binarized_over_standalone": binarized / results["standalone"]["step_peak_mib"]}
     summary = {"space": args.space, "batch": args.batch,
-               "command": f"python bench/supernet_memory.py --space {args.space} --batch {args.batch}"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "architectures": report}, indent=1) + "\n")
+               "binarized_over_all_paths": {n: r["binarized_over_all_paths"] for n, r in report.items()},
+               "binarized_over_standalone": {n: r["binarized_over_standalone"] for n, r in report.items()}}
     lines = [f"## Peak memory of one training step: {args.space}, batch {args.batch}", "",
              "Memory the step adds on top of the process (weights and optimizer state already allocated). "
              "Binarized = the worse of a weight step (one path) and an architecture step (two paths).", "",
@@ -141,10 +141,9 @@ def main() -> None:
                      f"{m['binarized-arch-step']['step_peak_mib']:.0f} | {m['all-paths']['step_peak_mib']:.0f} | "
                      f"{m['standalone']['step_peak_mib']:.0f} | {r['binarized_over_all_paths']:.3f} | "
                      f"{r['binarized_over_standalone']:.2f} |")
-    lines += ["", f"Parameters: supernet {report[next(iter(report))]['modes']['all-paths']['params_million']:.1f} M.",
-              "", f"Command: `{summary['command']}`"]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += ["", f"Parameters: supernet {report[next(iter(report))]['modes']['all-paths']['params_million']:.1f} M."]
+    write_results("supernet_memory", summary, [{"architecture": n, **r} for n, r in report.items()], lines,
+                  command_line())
 
 if __name__ == "__main__":
     main()
