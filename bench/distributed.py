@@ -41,7 +41,9 @@ def tvmnas(processes: int, *argv) -> float:
                str(free_port()), "-m", "tvmnas.cli"]
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, os.cpu_count() // processes)))
     start = time.perf_counter()
-    subprocess.run([*cmd, *map(str, argv)], check=True, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.run([*cmd, *map(str, argv)], cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, argv[:1]))} in {processes} process(es) failed:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -96,7 +98,7 @@ def main() -> None:
             out = tmp / f"train-{n}"
             tvmnas(n, "train", "--arch", runs[1] / "arch.json", "--epochs", "1", "--images-per-epoch",
                    args.images_per_epoch, "--device", "cpu", "--out", out)
-            seconds = json.loads((out / "summary.json").read_text())["seconds"]
+            seconds = sum(json.loads(line)["seconds"] for line in (out / "log.jsonl").read_text().splitlines())
             entries.append({"what": "train", "processes": n, "seconds": seconds,
                             "images_per_s": args.images_per_epoch / seconds})
         data = {w: data_throughput(tmp, 256, w) for w in (0, 2)}
