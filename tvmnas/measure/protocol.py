@@ -45,7 +45,7 @@ class Protocol:
     # phase longer than the planned run is waited out (0: only the extra rounds below)
     max_span_s: float = 0.0
     reference_every: int = 6  # a reference window after every this many module windows
-    slow_factor: float = 1.15  # a window beside a reference window this much over its median is dropped
+    slow_factor: float = 1.15  # a window beside a reference window this much over its typical latency is dropped
     min_kept: float = 0.25  # a module needs this share of `windows` kept; extra rounds measure the rest again
     max_extra_rounds: float = 0.25  # extra rounds, at most this share of `windows`
     quantile: float = 0.05  # the estimate: this quantile of the kept windows (and of the reference's windows)
