@@ -14,12 +14,12 @@ TRAIN_EPOCHS ?= 1
 RUN := runs/demo
 RUNNER := build/native/tvmnas-run
 
-.PHONY: install dataset toolchain board-tools runner runner-aarch64 demo test bench-kernels
+.PHONY: install dataset toolchain board-tools runner runner-aarch64 demo test flake-check bench-kernels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $@
 
 install: $(STAMP) dataset
@@ -81,6 +81,13 @@ demo: install runner
 # Every test, the integration tier included (its first run creates the boards' root filesystem: about 6 min).
 test: install toolchain board-tools
 	$(BIN)/python -m pytest -q
+
+# Catch flaky fault tests before CI does: the x86 fault tests FAULT_RUNS times in a row, then the integration tier
+# INTEGRATION_RUNS times, each run a fresh pytest; prints one line per run and a tally, fails if any run failed.
+FAULT_RUNS ?= 20
+INTEGRATION_RUNS ?= 10
+flake-check: install toolchain board-tools
+	$(BIN)/python tests/flake_check.py --fault-runs $(FAULT_RUNS) --integration-runs $(INTEGRATION_RUNS)
 
 bench-kernels: install
 	$(BIN)/tvmnas bench-kernels --target x86-cpu --space fashion-mnist --db $(CACHE)/latency.db --out bench/results/kernel_choices_x86

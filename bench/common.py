@@ -12,8 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the benches share the tests' loopback servers (tests/loopback.py)
-    sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
 DEFAULT_DB = Path.home() / ".cache" / "tvmnas" / "latency.db"
 

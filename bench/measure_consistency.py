@@ -27,14 +27,13 @@ from pathlib import Path
 
 from common import DEFAULT_DB, command_line, write_results
 
-from tests.loopback import start_server, stop
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.profile import ProfileSettings, profile_candidates
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
 from tvmnas.measure.tuning import tuning_dir
-from tvmnas.procs import free_port
+from tvmnas.procs import free_port, start_server, stop_group
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
 
@@ -92,7 +91,7 @@ def main() -> None:
                     for c in space.candidates()]
             old_s = old_protocol_seconds(libs, [c.input_shape for c in space.candidates()], spec.runtime_threads)
     finally:
-        stop(server)
+        stop_group(server.pid)
 
     def latencies(name):
         return {o.candidate.key + o.candidate.shape_text: o.row for o in runs[name][0].outcomes}

@@ -64,7 +64,7 @@ def main() -> None:
         goal = args.latency_ms
         if goal is None:
             from tvmnas.latency_db import LatencyDB
-            from tvmnas.measure.compile import level_name
+            from tvmnas.measure.level import level_name
             from tvmnas.search.latency import table_from_db
             from tvmnas.targets import load_target
             from tvmnas.versions import tvm_version

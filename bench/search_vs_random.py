@@ -1,11 +1,25 @@
-"""Does the search beat random architectures of the same latency? (issue 11)
+"""Does the search beat random architectures at equal latency? The study the field asks for (issue 17).
 
-The searched network (a finished search run, or a fresh `tvmnas search` at the demo's settings) against random
-architectures of the same space whose predicted latency lies within +/-tolerance of the searched one's, all
-trained the same way from scratch (`tvmnas train --arch`, the same epochs, for each seed): test accuracy mean and
-spread per network.
+On a task where architecture matters (default: the `cluttered-fashion-64` space and data set), every network is
+trained from scratch with one recipe (`tvmnas train --arch`, the same epochs and images, each of `--seeds`) and
+scored on the held-out test split:
+1. signal check: the fastest and the slowest reachable networks and the MobileNetV2-style one (every layer
+   `mb_k3_e6`). When fastest and slowest differ by less than 3 pooled seed SDs, the task cannot reward
+   architecture and the bench says so instead of giving a verdict;
+2. `--search-seeds` independent searches (`tvmnas search`, seeds differ) for one goal: `--goal-factor` x the
+   MobileNetV2-style network's predicted latency;
+3. `--randoms` networks drawn uniformly per layer from the space (not from a supernet), within +/-`--tolerance` of
+   the searched networks' mean predicted latency;
+4. one search more at each of `--extra-goal-factors` (a small Pareto comparison against the random cloud).
+Verdict: a one-sided exact Mann-Whitney U test (searched > random) over per-network mean accuracies, the searched
+networks' ranks, and the effect in pooled seed-SD units. Every search and training lives in `--work` and is reused
+when the bench runs again, so the study accumulates over several sittings; the results files are rewritten after
+each training (`summary.complete` says whether everything is in). It times nothing: latencies are the predictions
+of the database `tvmnas profile` filled (profile the space first).
 
-    .venv/bin/python bench/search_vs_random.py --run runs/demo
+    .venv/bin/tvmnas profile --space cluttered-fashion-64 --target x86-cpu
+    .venv/bin/python bench/search_vs_random.py                # the whole study (hours here; resumable)
+    .venv/bin/python bench/search_vs_random.py --stop-after signal
 """
 
 from __future__ import annotations
@@ -15,35 +29,70 @@ import json
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
-from common import DEFAULT_DB, REPO, command_line, write_results
+from common import DEFAULT_DB, REPO, RESULTS, command_line, write_results
 
 from tvmnas.arch import Arch, load_arch, save_arch
 from tvmnas.latency_db import LatencyDB
-from tvmnas.search.latency import table_from_db
-from tvmnas.space import load_space
+from tvmnas.measure.level import level_name
+from tvmnas.search.latency import LatencyTable, table_from_db
+from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
 from tvmnas.versions import tvm_version
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
+MOBILENETV2_OP = "mb_k3_e6"
+STAGES = ("signal", "search", "random", "extra")
 
 
-def random_archs(space, table, centre_ms: float, tolerance: float, count: int, seed: int,
-                 exclude: tuple[str, ...], tries: int = 200_000) -> list[tuple[Arch, float]]:
-    """`count` distinct architectures drawn uniformly per layer whose predicted latency lies within
-    +/-tolerance of centre_ms (rejection sampling with a seeded generator)."""
+@dataclass
+class Net:
+    name: str
+    role: str  # fastest, slowest, mobilenetv2-style, searched, random, extra
+    arch: Arch
+    predicted_ms: float
+    accs: list[float] = field(default_factory=list)  # test accuracy per seed trained so far
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.accs) if self.accs else None
+
+    def entry(self) -> dict:
+        return {"name": self.name, "role": self.role, "ops": list(self.arch.ops), "predicted_ms": self.predicted_ms,
+                "test_acc": self.accs, "mean": self.mean}
+
+
+def choice_indices(space: SearchSpace, ops: tuple[str, ...]) -> list[int]:
+    return [layer.choices.index(op) for layer, op in zip(space.layers(), ops)]
+
+
+def extreme_arch(space: SearchSpace, table: LatencyTable, pick) -> Arch:
+    """Per layer the choice of `pick` (min or max) latency: the fastest or the slowest reachable network."""
+    ops = []
+    for layer, latencies in zip(space.layers(), table.layer_ms):
+        ops.append(layer.choices[pick(range(len(latencies)), key=latencies.__getitem__)])
+    return Arch(space.name, tuple(ops))
+
+
+def random_archs(space: SearchSpace, table: LatencyTable, centre_ms: float, tolerance: float, count: int,
+                 seed: int, exclude: set[tuple[str, ...]], tries: int = 500_000) -> list[tuple[Arch, float]]:
+    """`count` distinct architectures, each layer's choice drawn uniformly, whose predicted latency lies within
+    +/-tolerance of centre_ms (rejection sampling with a seeded generator: uniform over the space restricted to
+    that latency band)."""
     rng = np.random.default_rng(seed)
     layers = space.layers()
     found: dict[tuple[str, ...], float] = {}
     for _ in range(tries):
         picks = [int(rng.integers(len(layer.choices))) for layer in layers]
         ops = tuple(layer.choices[i] for layer, i in zip(layers, picks))
-        latency = table.arch_ms(picks)
-        if abs(latency / centre_ms - 1) <= tolerance and ops != exclude and ops not in found:
-            found[ops] = latency
+        latency_ms = table.arch_ms(picks)
+        if abs(latency_ms / centre_ms - 1) <= tolerance and ops not in exclude and ops not in found:
+            found[ops] = latency_ms
             if len(found) == count:
                 break
     if len(found) < count:
@@ -51,79 +100,209 @@ def random_archs(space, table, centre_ms: float, tolerance: float, count: int, s
     return [(Arch(space.name, ops), ms) for ops, ms in found.items()]
 
 
-def train(arch_file: Path, seed: int, epochs: int, images: int, out: Path) -> dict:
-    """The training's summary (kept in `out`: a rerun of the bench reuses trainings of the same settings)."""
-    done = out / "summary.json"
-    if done.exists():
-        summary = json.loads(done.read_text())
-        settings = json.loads((out / "settings.json").read_text())
-        if summary.get("arch") == json.loads(arch_file.read_text())["ops"] and summary.get("epochs") == epochs \
-                and settings.get("images_per_epoch") == (images or None):
-            return summary
-    subprocess.run([*TVMNAS, "train", "--arch", str(arch_file), "--epochs", str(epochs), "--seed", str(seed),
-                    "--images-per-epoch", str(images), "--out", str(out)], check=True, cwd=REPO)
-    return json.loads((out / "summary.json").read_text())
+@dataclass(frozen=True)
+class Recipe:
+    """How every network is trained, and how every search runs."""
+
+    data: str
+    epochs: int
+    images_per_epoch: int
+    seeds: tuple[int, ...]
+    search_args: tuple[str, ...]
+
+
+def train(net: Net, recipe: Recipe, work: Path) -> None:
+    """Train the network on each seed not yet done (a finished training of the same settings is reused)."""
+    arch_file = work / f"{net.name}.json"
+    save_arch(net.arch, arch_file)
+    net.accs = []
+    for seed in recipe.seeds:
+        out = work / f"{net.name}-seed{seed}"
+        done = out / "summary.json"
+        if not (done.exists() and json.loads(done.read_text()).get("arch") == list(net.arch.ops)):
+            subprocess.run([*TVMNAS, "train", "--arch", str(arch_file), "--data", recipe.data, "--epochs",
+                            str(recipe.epochs), "--images-per-epoch", str(recipe.images_per_epoch), "--seed",
+                            str(seed), "--out", str(out)], check=True, cwd=REPO)
+        net.accs.append(json.loads(done.read_text())["test_acc"])
+    print(f"{net.name}: {' '.join(net.arch.ops)} {net.predicted_ms:.4f} ms, test acc {net.accs}", flush=True)
+
+
+def search(space: SearchSpace, target: str, goal_ms: float, seed: int, recipe: Recipe, db: Path,
+           run: Path) -> Arch:
+    """A finished search's architecture (searched now when the run is missing or cut short)."""
+    if not (run / "arch.json").exists():
+        where = ["--resume", str(run)] if (run / "checkpoint.pt").exists() else [
+            "--out", str(run), "--space", space.name, "--target", target, "--latency-ms", f"{goal_ms:.6f}",
+            "--data", recipe.data, "--seed", str(seed), *recipe.search_args]
+        subprocess.run([*TVMNAS, "search", "--db", str(db), *where], check=True, cwd=REPO)
+    return load_arch(run / "arch.json")
+
+
+def pooled_sd(nets: list[Net]) -> float | None:
+    """The seed-to-seed standard deviation pooled over every network trained on two seeds or more."""
+    variances = [statistics.variance(n.accs) for n in nets if len(n.accs) >= 2]
+    return float(np.sqrt(statistics.mean(variances))) if variances else None
+
+
+def verdict(nets: list[Net], goal_factor: float) -> dict:
+    """The summary the issue asks for, from whatever is trained so far."""
+    by_role = {role: [n for n in nets if n.role == role and n.accs] for role in
+               ("fastest", "slowest", "mobilenetv2-style", "searched", "random", "extra")}
+    sd = pooled_sd(nets)
+    out: dict = {"pooled_seed_sd": sd}
+    if by_role["fastest"] and by_role["slowest"] and sd:
+        gap = abs(by_role["slowest"][0].mean - by_role["fastest"][0].mean)
+        out["signal_gap_over_sd"] = gap / sd
+        out["task_rewards_architecture"] = gap / sd >= 3
+    mbv2 = next((n for n in nets if n.role == "mobilenetv2-style"), None)
+    if mbv2 is not None:
+        out["mobilenetv2_style_ms"] = mbv2.predicted_ms
+        out["mobilenetv2_style_acc"] = mbv2.mean
+    searched, randoms = by_role["searched"], by_role["random"]
+    out["searched_accs"] = [n.mean for n in searched]
+    out["searched_ms"] = [n.predicted_ms for n in searched]
+    out["random_accs"] = [n.mean for n in randoms]
+    out["random_ms"] = [n.predicted_ms for n in randoms]
+    out["extra_goal_accs"] = [n.mean for n in by_role["extra"]]
+    out["extra_goal_ms"] = [n.predicted_ms for n in by_role["extra"]]
+    if searched and randoms:
+        s, r = out["searched_accs"], out["random_accs"]
+        out["p_value"] = float(stats.mannwhitneyu(s, r, alternative="greater", method="exact").pvalue)
+        everyone = sorted(s + r, reverse=True)
+        out["searched_ranks"] = [everyone.index(a) + 1 for a in s]  # 1 = the best of all searched and random
+        out["random_p75"] = float(np.percentile(r, 75))
+        out["searched_above_random_p75"] = statistics.mean(s) > out["random_p75"]
+        if sd:
+            out["effect_over_sd"] = (statistics.mean(s) - statistics.mean(r)) / sd
+        if mbv2 is not None and mbv2.accs:
+            out["searched_within_goal_factor"] = all(ms <= goal_factor * mbv2.predicted_ms * (1 + 1e-9)
+                                                     for ms in out["searched_ms"])
+            out["searched_at_or_above_mobilenetv2_style"] = statistics.mean(s) >= mbv2.mean
+    return out
+
+
+def plot(nets: list[Net], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {"random": ("o", "tab:grey", "random (uniform from the space)"),
+              "searched": ("*", "tab:red", "searched"), "extra": ("*", "tab:orange", "searched, other goals"),
+              "mobilenetv2-style": ("s", "tab:blue", "MobileNetV2-style"),
+              "fastest": ("v", "black", "fastest / slowest"), "slowest": ("^", "black", None)}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for role, (marker, colour, label) in styles.items():
+        pts = [(n.predicted_ms, n.mean) for n in nets if n.role == role and n.accs]
+        if pts:
+            ax.scatter(*zip(*pts), marker=marker, c=colour, s=90 if marker == "*" else 35, label=label, zorder=3)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("test accuracy (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool) -> None:
+    summary = verdict(nets, args.goal_factor)
+    summary.update({"complete": complete, "space": space.name, "data": args.data, "level": level,
+                    "goal_factor": args.goal_factor, "tolerance": args.tolerance, "seeds": args.seeds,
+                    "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch,
+                    "search_args": args.search_args, "networks_trained": sum(1 for n in nets if n.accs)})
+    name = f"search_vs_random_{space.name}"
+    plot(nets, RESULTS / f"{name}.png")
+    sd = summary.get("pooled_seed_sd")
+    lines = [f"## Searched vs random at equal predicted latency: {space.name} ({level})", "",
+             f"Each network trained from scratch: {args.epochs} epochs of {args.images_per_epoch} images of "
+             f"`{args.data}`, seeds {args.seeds}; test accuracy on the held-out test split; pooled seed SD "
+             f"{sd:.4f}." if sd else "Pooled seed SD: not yet known.", "",
+             "| network | role | predicted ms | test acc (mean) | per seed | architecture |",
+             "|---|---|---:|---:|---|---|"]
+    lines += [f"| {n.name} | {n.role} | {n.predicted_ms:.4f} | {n.mean:.4f} | "
+              f"{', '.join(f'{a:.4f}' for a in n.accs)} | `{' '.join(n.arch.ops)}` |" for n in nets if n.accs]
+    lines.append("")
+    if "signal_gap_over_sd" in summary:
+        lines.append(f"Signal: fastest vs slowest differ by {summary['signal_gap_over_sd']:.1f} seed SDs "
+                     f"({'the task rewards architecture' if summary['task_rewards_architecture'] else 'below 3: this task cannot reward architecture, so no verdict'}).")
+    if "p_value" in summary and summary.get("task_rewards_architecture"):
+        lines.append(f"Verdict ({len(summary['searched_accs'])} searched vs {len(summary['random_accs'])} random): "
+                     f"one-sided Mann-Whitney p = {summary['p_value']:.4f}; searched ranks "
+                     f"{summary['searched_ranks']}; effect {summary.get('effect_over_sd', float('nan')):+.2f} "
+                     f"seed SDs; mean searched above the random 75th percentile: "
+                     f"{summary['searched_above_random_p75']}.")
+    if not complete:
+        lines.append("Incomplete: rerun the same command to continue the study.")
+    lines.append(f"Figure: `{name}.png` (latency on x, accuracy on y).")
+    write_results(name, summary, [n.entry() for n in nets], lines, command_line())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/demo"),
-                        help="a finished search (searched at --latency-ms into it when it has no arch.json)")
+    parser.add_argument("--space", default="cluttered-fashion-64")
+    parser.add_argument("--data", default="cluttered-fashion-64", help="a data-set name or folder (--data of tvmnas)")
+    parser.add_argument("--target", default="x86-cpu")
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
-    parser.add_argument("--latency-ms", type=float, default=0.5)
-    parser.add_argument("--randoms", type=int, default=5)
+    parser.add_argument("--tune-trials", type=int, default=8, help="the profile's level (tuned-N)")
+    parser.add_argument("--goal-factor", type=float, default=0.67,
+                        help="the searches' goal, as a fraction of the MobileNetV2-style network's predicted ms")
+    parser.add_argument("--extra-goal-factors", type=float, nargs="*", default=[0.5, 0.85])
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--randoms", type=int, default=12)
     parser.add_argument("--tolerance", type=float, default=0.05)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--images-per-epoch", type=int, default=12800,
-                        help="training images per epoch, a fresh seeded sample each (0: all 55,000; default 12,800, "
-                             "the search's epoch)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--work", type=Path, default=Path("runs/search_vs_random"),
-                        help="where the networks are trained (a rerun reuses finished trainings)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of every network")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs of every network")
+    parser.add_argument("--images-per-epoch", type=int, default=12800)
+    parser.add_argument("--search-args", nargs=argparse.REMAINDER, default=[],
+                        help="further flags for every `tvmnas search` (last on the line)")
+    parser.add_argument("--stop-after", choices=STAGES, default="extra")
+    parser.add_argument("--work", type=Path, help="where searches and trainings live (default runs/svr-<space>)")
     args = parser.parse_args()
 
-    if not (args.run / "arch.json").exists():
-        where = ["--resume", str(args.run)] if (args.run / "checkpoint.pt").exists() else ["--out", str(args.run)]
-        subprocess.run([*TVMNAS, "search", "--space", "fashion-mnist", "--target", "x86-cpu", "--latency-ms",
-                        str(args.latency_ms), "--db", str(args.db), *where], check=True, cwd=REPO)
-    config = json.loads((args.run / "config.json").read_text())
-    searched = load_arch(args.run / "arch.json")
-    space, spec = load_space(config["space"]), load_target(config["target"])
+    space, spec = load_space(args.space), load_target(args.target)
+    level = level_name(args.tune_trials)
     with LatencyDB(args.db) as db:
-        table = table_from_db(space, db, spec.fingerprint(config["measured_by"]), tvm_version(), config["level"])
-    searched_ms = table.arch_ms([layer.choices.index(op) for layer, op in zip(space.layers(), searched.ops)])
-    nets = [("searched", searched, searched_ms)]
-    nets += [(f"random-{i + 1}", arch, ms) for i, (arch, ms) in
-             enumerate(random_archs(space, table, searched_ms, args.tolerance, args.randoms, 0, searched.ops))]
+        table = table_from_db(space, db, spec.fingerprint("local"), tvm_version(), level)
+    work = args.work or REPO / "runs" / f"svr-{space.name}"
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = Recipe(args.data, args.epochs, args.images_per_epoch, tuple(args.seeds), tuple(args.search_args))
 
-    entries = []
-    args.work.mkdir(parents=True, exist_ok=True)
-    for name, arch, ms in nets:
-        arch_file = args.work / f"{name}.json"
-        save_arch(arch, arch_file)
-        accs = [train(arch_file, seed, args.epochs, args.images_per_epoch, args.work / f"{name}-seed{seed}")["test_acc"]
-                for seed in args.seeds]
-        entries.append({"name": name, "ops": list(arch.ops), "predicted_ms": ms, "test_acc": accs,
-                        "mean": statistics.mean(accs), "spread": (max(accs) - min(accs)) / 2})
-        print(entries[-1], flush=True)
+    def arch_ms(arch: Arch) -> float:
+        return table.arch_ms(choice_indices(space, arch.ops))
 
-    best_random = max(e["mean"] for e in entries[1:])
-    summary = {"goal_ms": config["latency_ms"], "searched_ms": searched_ms, "searched_mean_acc": entries[0]["mean"],
-               "random_mean_accs": [e["mean"] for e in entries[1:]], "best_random_mean": best_random,
-               "random_mean": statistics.mean(e["mean"] for e in entries[1:]),
-               "searched_at_or_above_best_random": entries[0]["mean"] >= best_random,
-               "randoms": args.randoms, "tolerance": args.tolerance, "epochs": args.epochs, "seeds": args.seeds,
-               "images_per_epoch": args.images_per_epoch or 55000}
-    lines = [f"## Searched vs random architectures at {searched_ms:.3f} ms predicted (+/-{args.tolerance:.0%})", "",
-             f"{space.name} on {spec.name} ({config['level']}); each trained from scratch for {args.epochs} epochs "
-             f"of {summary['images_per_epoch']} images with seeds {args.seeds}; test accuracy on the 10,000 test "
-             "images.", "",
-             "| network | predicted ms | test acc mean | +/- | architecture |", "|---|---:|---:|---:|---|"]
-    lines += [f"| {e['name']} | {e['predicted_ms']:.4f} | {e['mean']:.4f} | {e['spread']:.4f} | "
-              f"`{' '.join(e['ops'])}` |" for e in entries]
-    lines += ["", f"Searched {summary['searched_mean_acc']:.4f} vs best random {best_random:.4f} "
-                  f"(mean of randoms {summary['random_mean']:.4f})."]
-    write_results("search_vs_random", summary, entries, lines, command_line())
+    mbv2 = Arch(space.name, tuple(MOBILENETV2_OP for _ in space.layers()))
+    nets = [Net("fastest", "fastest", extreme_arch(space, table, min), table.min_ms),
+            Net("slowest", "slowest", extreme_arch(space, table, max), table.max_ms),
+            Net("mobilenetv2-style", "mobilenetv2-style", mbv2, arch_ms(mbv2))]
+    goal_ms = args.goal_factor * nets[2].predicted_ms
+
+    def step(net: Net | None = None) -> None:
+        """Train one network more (or the signal networks), then rewrite the results."""
+        for each in [net] if net else list(nets):
+            if each not in nets:
+                nets.append(each)
+            train(each, recipe, work)
+            report(nets, args, space, level, complete=False)
+
+    step()
+    if args.stop_after != "signal":
+        for seed in args.search_seeds:
+            arch = search(space, args.target, goal_ms, seed, recipe, args.db, work / f"search-seed{seed}")
+            step(Net(f"searched-seed{seed}", "searched", arch, arch_ms(arch)))
+    if args.stop_after not in ("signal", "search"):
+        searched = [n for n in nets if n.role == "searched"]
+        centre_ms = statistics.mean(n.predicted_ms for n in searched)
+        taken = {n.arch.ops for n in nets}
+        for i, (arch, ms) in enumerate(random_archs(space, table, centre_ms, args.tolerance, args.randoms, 0,
+                                                    taken)):
+            step(Net(f"random-{i + 1}", "random", arch, ms))
+    if args.stop_after == "extra":
+        for factor in args.extra_goal_factors:
+            run = work / f"search-goal{factor:g}"
+            arch = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, args.db, run)
+            step(Net(f"searched-goal{factor:g}", "extra", arch, arch_ms(arch)))
+    report(nets, args, space, level, complete=args.stop_after == "extra")
 
 
 if __name__ == "__main__":

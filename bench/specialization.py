@@ -25,7 +25,8 @@ from common import DEFAULT_DB, REPO, command_line, write_results
 from tvmnas.arch import load_arch
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.build import build_module
-from tvmnas.measure.compile import import_torch, level_name
+from tvmnas.measure.compile import import_torch
+from tvmnas.measure.level import level_name
 from tvmnas.measure.method import METHOD
 from tvmnas.measure.protocol import Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_anchor

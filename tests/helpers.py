@@ -21,3 +21,35 @@ def fill_db(path, space, latency_ms: dict, level: str = "tuned-8", skip: str | N
             ms = latency_ms[cand.part] if cand.part != "layer" else latency_ms[cand.op]
             db.put(LatencyRow(fp, tvm_version(), cand.key, cand.shape_text, level, METHOD, "x86-cpu", "local", ms, ms,
                               0.01, 120, 0, 1.0, 1.0, 1.0, 1, None))
+
+
+def kill_at_stop_point(proc, timeout_s: float = 600) -> None:
+    """Wait until a process of `proc`'s tree has stopped itself at its failpoint (see `tvmnas.failpoints`), then
+    SIGKILL the whole tree there (under torchrun, rank 0 stops and the other ranks wait for it)."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    def stopped() -> bool:
+        try:
+            root = psutil.Process(proc.pid)
+            return any(p.status() == psutil.STATUS_STOPPED for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    while not stopped():
+        assert proc.poll() is None, f"ended without passing its failpoint: {proc.communicate()}"
+        assert time.monotonic() < deadline, "never reached its failpoint"
+        time.sleep(0.05)
+    tree = psutil.Process(proc.pid).children(recursive=True)  # torchrun starts each rank in a session of its own
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in tree:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(tree, timeout=30)

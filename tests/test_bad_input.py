@@ -55,44 +55,136 @@ def space_file(tmp, channels: int) -> str:
     return str(path)
 
 
-def cases(w):
-    tmp, db, run, space, data = w["tmp"], str(w["db"]), str(w["run"]), str(w["space"]), str(w["data"])
-    profile = ["profile", "--space", space, "--db", db]
-    search = ["search", "--space", space, "--target", "x86-cpu", "--db", db, "--data", data, "--out", str(tmp / "r2")]
-    return [
-        ([*profile, "--target", target_file(tmp, "kind", {"kind": "llvmx"})], "TVM refuses the target"),
-        ([*profile, "--target", target_file(tmp, "cores", {"kind": "llvm", "num-cores": 0})], "num-cores"),
-        ([*profile, "--target", target_file(tmp, "cpu", {"kind": "llvm", "mcpu": "bogus"})], "LLVM knows no CPU"),
-        ([*profile, "--target", target_file(tmp, "key", {"kind": "llvm", "foo": 1})], "Unknown config option"),
-        (["profile", "--space", space_file(tmp, 100_000_000), "--target", "x86-cpu", "--db", db],
-         "over the bound"),
-        (["profile", "--target", "x86-cpu", "--db", db], "the following arguments are required: --space"),
-        ([*profile, "--target", "x86-cpu", "--tune-trials", "-1"], "argument --tune-trials: must be >= 0"),
-        ([*profile, "--target", "x86-cpu", "--rpc", "127.0.0.1:1", "--tracker", "127.0.0.1:2"],
-         "not allowed with argument"),
-        ([*profile, "--target", "x86-cpu", "--tracker", "127.0.0.1:1", "--max-attempts", "0"], "--max-attempts"),
-        ([*profile, "--target", "nope"], "unknown target 'nope'"),
-        ([*search, "--latency-ms", "1", "--batch-size", "0"], "argument --batch-size: must be >= 1"),
-        ([*search, "--latency-ms", "1", "--loss", "cubic"], "argument --loss: invalid choice"),
-        ([*search, "--latency-ms", "0.1"], "below the smallest reachable latency"),
-        ([*search, "--latency-ms", "1", "--tune-trials", "-3"], "argument --tune-trials"),
-        (["search", "--resume", run, "--latency-ms", "2.0", "--db", db], "differs from the resumed run"),
-        (["train", "--run", run, "--batch-size", "0"], "argument --batch-size: must be >= 1"),
-        (["train", "--run", run, "--epochs", "-1"], "argument --epochs"),
-        (["export", "--run", run, "--target", "x86-cpu", "--db", db, "--tune-trials", "-1"], "--tune-trials"),
-        (["export", "--network", str(tmp / "none.pt"), "--target", "x86-cpu", "--db", db], "no network file"),
-        (["bench-model", str(tmp / "m.onnx"), "--target", "x86-cpu", "--db", db, "--tune-trials", "-2"],
-         "--tune-trials"),
-        (["db-export", str(tmp / "rows.txt"), "--db", db], "use a .json or .csv"),
-    ]
+def space_with(tmp, name: str, **stage) -> str:
+    """The tiny space with its first stage's fields replaced."""
+    data = json.loads((DATA / "tiny-space.json").read_text())
+    data["name"] = name
+    data["stages"][0].update(stage)
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return str(path)
 
 
-def test_every_bad_input_is_one_line_and_touches_nothing(workspace, capsys):
+def onnx_file(tmp, kind: str) -> str:
+    """An ONNX model bench-model must refuse: two inputs, or an operator TVM's importer does not know."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def value(name):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 8, 8])
+
+    if kind == "two-inputs":
+        graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], kind, [value("a"), value("b")],
+                                  [value("y")])
+        opsets = [helper.make_opsetid("", 17)]
+    else:
+        graph = helper.make_graph([helper.make_node("FooBarOp", ["x"], ["y"], domain="my.ops")], kind, [value("x")],
+                                  [value("y")])
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)]
+    path = tmp / f"{kind}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    return str(path)
+
+
+def _profile(w, *more):
+    return ["profile", "--space", str(w["space"]), "--db", str(w["db"]), *more]
+
+
+def _search(w, *more):
+    return ["search", "--space", str(w["space"]), "--target", "x86-cpu", "--db", str(w["db"]), "--data",
+            str(w["data"]), "--out", str(w["tmp"] / "r2"), *more]
+
+
+# (id, argv from the workspace, a fragment of the one line)
+CASES = [
+    ("target-kind", lambda w: _profile(w, "--target", target_file(w["tmp"], "kind", {"kind": "llvmx"})),
+     "TVM refuses the target"),
+    ("target-cores",
+     lambda w: _profile(w, "--target", target_file(w["tmp"], "cores", {"kind": "llvm", "num-cores": 0})),
+     "num-cores"),
+    ("target-mcpu", lambda w: _profile(w, "--target", target_file(w["tmp"], "cpu", {"kind": "llvm", "mcpu": "bogus"})),
+     "LLVM knows no CPU"),
+    ("target-key", lambda w: _profile(w, "--target", target_file(w["tmp"], "key", {"kind": "llvm", "foo": 1})),
+     "Unknown config option"),
+    ("space-huge", lambda w: ["profile", "--space", space_file(w["tmp"], 100_000_000), "--target", "x86-cpu", "--db",
+                              str(w["db"])], "over the bound"),
+    ("space-zero-channels", lambda w: ["profile", "--space", space_with(w["tmp"], "zc", channels=0), "--target",
+                                       "x86-cpu", "--db", str(w["db"])], "'stages[0].channels' must be a positive"),
+    ("space-zero-stride", lambda w: ["profile", "--space", space_with(w["tmp"], "zs", stride=0), "--target",
+                                     "x86-cpu", "--db", str(w["db"])], "'stages[0].stride' must be a positive"),
+    ("profile-no-space", lambda w: ["profile", "--target", "x86-cpu", "--db", str(w["db"])],
+     "the following arguments are required: --space"),
+    ("profile-trials", lambda w: _profile(w, "--target", "x86-cpu", "--tune-trials", "-1"),
+     "argument --tune-trials: must be >= 0"),
+    ("rpc-and-tracker",
+     lambda w: _profile(w, "--target", "x86-cpu", "--rpc", "127.0.0.1:1", "--tracker", "127.0.0.1:2"),
+     "not allowed with argument"),
+    ("max-attempts", lambda w: _profile(w, "--target", "x86-cpu", "--tracker", "127.0.0.1:1", "--max-attempts", "0"),
+     "--max-attempts"),
+    ("target-unknown", lambda w: _profile(w, "--target", "nope"), "unknown target 'nope'"),
+    ("db-under-a-file", lambda w: ["profile", "--space", str(w["space"]), "--target", "x86-cpu", "--db",
+                                   str(w["db"] / "sub" / "lat.db")], "cannot create the folder of the latency"),
+    ("db-is-a-folder", lambda w: ["profile", "--space", str(w["space"]), "--target", "x86-cpu", "--db",
+                                  str(w["db"].parent)], "is a folder, not a latency database file"),
+    ("batch-size", lambda w: _search(w, "--latency-ms", "1", "--batch-size", "0"), "argument --batch-size: must be"),
+    ("loss", lambda w: _search(w, "--latency-ms", "1", "--loss", "cubic"), "argument --loss: invalid choice"),
+    ("goal-below-min", lambda w: _search(w, "--latency-ms", "0.1"), "below the smallest reachable latency"),
+    ("goal-nan", lambda w: _search(w, "--latency-ms", "nan"), "argument --latency-ms: must be > 0, not nan"),
+    ("goal-inf", lambda w: _search(w, "--latency-ms", "inf"), "argument --latency-ms"),
+    ("lambda-nan", lambda w: _search(w, "--latency-ms", "1", "--loss-lambda", "nan"), "argument --loss-lambda"),
+    ("search-trials", lambda w: _search(w, "--latency-ms", "1", "--tune-trials", "-3"), "argument --tune-trials"),
+    ("resume-other-goal", lambda w: ["search", "--resume", str(w["run"]), "--latency-ms", "2.0", "--db", str(w["db"])],
+     "differs from the resumed run"),
+    ("train-batch", lambda w: ["train", "--run", str(w["run"]), "--batch-size", "0"],
+     "argument --batch-size: must be >= 1"),
+    ("train-epochs", lambda w: ["train", "--run", str(w["run"]), "--epochs", "-1"], "argument --epochs"),
+    ("export-trials", lambda w: ["export", "--run", str(w["run"]), "--target", "x86-cpu", "--db", str(w["db"]),
+                                 "--tune-trials", "-1"], "--tune-trials"),
+    ("export-no-network", lambda w: ["export", "--network", str(w["tmp"] / "none.pt"), "--target", "x86-cpu", "--db",
+                                     str(w["db"])], "no network file"),
+    ("bench-model-trials", lambda w: ["bench-model", str(w["tmp"] / "m.onnx"), "--target", "x86-cpu", "--db",
+                                      str(w["db"]), "--tune-trials", "-2"], "--tune-trials"),
+    ("bench-model-zero-dim", lambda w: ["bench-model", str(w["tmp"] / "m.onnx"), "--target", "x86-cpu",
+                                        "--input-shape", "1x0x8x8"], "argument --input-shape: must look like"),
+    ("onnx-two-inputs", lambda w: ["bench-model", onnx_file(w["tmp"], "two-inputs"), "--target", "x86-cpu", "--db",
+                                   str(w["db"]), "--tune-trials", "0"], "models with one input; this one has 2"),
+    ("onnx-unknown-op", lambda w: ["bench-model", onnx_file(w["tmp"], "unknown-op"), "--target", "x86-cpu", "--db",
+                                   str(w["db"]), "--tune-trials", "0"], "not supported for frontend ONNX: FooBarOp"),
+    ("db-export-suffix", lambda w: ["db-export", str(w["tmp"] / "rows.txt"), "--db", str(w["db"])],
+     "use a .json or .csv"),
+]
+
+
+@pytest.mark.parametrize("argv_of, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_input_is_one_line_and_touches_nothing(workspace, capsys, argv_of, fragment):
     before = tree_digest(workspace["db"].parent, workspace["run"])
-    for argv, fragment in cases(workspace):
-        code = main(argv)
-        err = capsys.readouterr().err.strip()
-        assert code == 2, (argv, err)
-        assert len(err.splitlines()) == 1 and err.startswith("tvmnas: error: ") and fragment in err, (argv, err)
+    argv = argv_of(workspace)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (argv, err)
+    assert len(err.splitlines()) == 1 and err.startswith("tvmnas: error: ") and fragment in err, (argv, err)
     assert tree_digest(workspace["db"].parent, workspace["run"]) == before
     assert not (workspace["tmp"] / "r2").exists()
+
+
+def test_a_network_file_whose_pickle_would_run_code_is_refused_without_running_it(tmp_path, capsys):
+    """Network files load with torch.load(weights_only=True): a pickle that calls a function when loaded (here
+    builtins.exec, writing a marker file) is refused in one line, and the function never runs."""
+    import torch
+
+    from tvmnas.cli import main
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
+
+    evil = tmp_path / "network.pt"
+    torch.save({"format": "tvmnas-network", "version": 1, "space": Payload()}, evil)
+    code = main(["export", "--network", str(evil), "--target", "x86-cpu", "--db", str(tmp_path / "lat.db")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("tvmnas: error: cannot read network file") and "\n" not in err, err
+    assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the same file does run code when loaded without weights_only
+    assert marker.read_text() == "ran"

@@ -113,3 +113,22 @@ def test_db_export_without_database(capsys, tmp_path):
     assert_one_line_error(code, err, "no latency database at")
     code, _, err = run(capsys, "db-export", str(tmp_path / "out.txt"), "--db", str(tmp_path / "none.db"))
     assert code == 2
+
+
+def heavy_imports(*argv: str) -> set[str]:
+    """The top-level packages among torch, tvm and tvm_ffi that `python -m tvmnas.cli ARGV` imports."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "tvmnas.cli", *argv], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return names & {"torch", "tvm", "tvm_ffi"}
+
+
+def test_help_imports_neither_torch_nor_tvm():
+    from tvmnas.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if a.dest == "verb").choices
+    assert heavy_imports("--help") == set()
+    for verb in verbs:
+        assert heavy_imports(verb, "--help") == set(), verb
+    assert heavy_imports("board", "up", "--help") == set()

@@ -38,6 +38,19 @@ def test_large_images_stream_through_workers(jpeg_folder):
     assert x.shape == (8, 3, 64, 64) and y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_is_one_line_in_process_and_in_workers(jpeg_folder, workers):
+    from tvmnas.errors import TvmnasError
+
+    (jpeg_folder / "train" / "a" / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    data = load_search_data(jpeg_folder, 3, 64, 0.0001, 0)
+    index = [np.arange(len(data.train))]
+    with pytest.raises(TvmnasError) as raised:
+        list(batches(data.train, index, torch.device("cpu"), train=True, workers=workers))
+    text = str(raised.value)
+    assert len(text.splitlines()) == 1 and text.startswith("corrupt image ") and "1.jpg" in text, text
+
+
 def test_small_images_are_held_in_memory(jpeg_folder):
     data = load_search_data(jpeg_folder, 1, 16, 0.25, 0)
     assert isinstance(data.train, ImageSet) and data.train.images.shape[1:] == (1, 16, 16)

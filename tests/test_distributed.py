@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,23 +11,23 @@ import torch
 
 from tvmnas.data.loading import epoch_batches
 from tvmnas.dist import World
+from tvmnas.failpoints import ENV
 from tvmnas.procs import free_port
 
 from tests import helpers
 from tests.conftest import DATA
 from tests.search.test_cli_search import LATENCY_MS
 
-# The largest alpha difference between 1 and 2 processes after an epoch of architecture steps: each process
-# normalizes its half of a batch with its own BatchNorm statistics, so the gradients differ a little from the
-# whole batch's, and Adam without momentum moves an alpha by about its learning rate whatever the gradient's size:
-# where a small gradient changes sign, the two runs part by two steps (2 x the architecture lr, 0.1).
-ALPHA_TOLERANCE = 0.2
+# The largest alpha difference allowed between 1 and 2 processes: BatchNorm normalizes over the global batch
+# (`GlobalBatchNorm2d`), gradients are averaged, and every rank runs the same paths, so only the order of float
+# additions differs (measured: 5e-7 after 3 epochs).
+ALPHA_TOLERANCE = 1e-3
 
 
-def torchrun(n: int, *argv, background: bool = False):
+def torchrun(n: int, *argv, background: bool = False, env: dict | None = None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-port",
            str(free_port()), "-m", "tvmnas.cli", *map(str, argv)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     if background:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)
@@ -77,14 +75,11 @@ def test_two_processes_equal_one_and_only_rank_0_writes(search_args, tmp_path):
 def test_resume_under_two_processes(search_args, tmp_path):
     whole = torchrun(2, *search_args, "--epochs", "4", "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
-    cut = torchrun(2, *search_args, "--epochs", "4", "--out", tmp_path / "cut", background=True)
+    cut = torchrun(2, *search_args, "--epochs", "4", "--out", tmp_path / "cut", background=True,
+                   env={ENV: "search-epoch-saved:2"})
+    helpers.kill_at_stop_point(cut)  # rank 0 stopped after writing epoch 2; every process is killed there
     log = tmp_path / "cut" / "log.jsonl"
-    deadline = time.monotonic() + 300
-    while not (log.exists() and len(log.read_text().splitlines()) >= 2):
-        assert cut.poll() is None and time.monotonic() < deadline, cut.communicate()
-        time.sleep(0.05)
-    os.killpg(cut.pid, signal.SIGKILL)
-    cut.wait()
+    assert len(log.read_text().splitlines()) == 2
     resumed = torchrun(2, "search", "--resume", tmp_path / "cut", "--db", search_args[search_args.index("--db") + 1],
                        "--device", "cpu")
     assert resumed.returncode == 0, resumed.stderr
@@ -123,8 +118,14 @@ def test_training_in_two_processes(tmp_path, tiny_idx_dir, monkeypatch):
     monkeypatch.setenv("TVMNAS_SPACE_PATH", str(tmp_path / "spaces"))
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps({"schema_version": 1, "space": "tiny", "ops": ["mb_k3_e2", "mb_k3_e1"]}))
-    two = torchrun(2, "train", "--arch", arch, "--data", tiny_idx_dir, "--epochs", "2", "--batch-size", "16",
-                   "--out", tmp_path / "train", "--device", "cpu")
+    args = ["train", "--arch", arch, "--data", tiny_idx_dir, "--epochs", "2", "--batch-size", "16", "--device", "cpu"]
+    two = torchrun(2, *args, "--out", tmp_path / "two")
     assert two.returncode == 0, two.stderr
-    assert len((tmp_path / "train" / "log.jsonl").read_text().splitlines()) == 2
-    assert json.loads((tmp_path / "train" / "summary.json").read_text())["test_acc"] is not None
+    assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["test_acc"] is not None
+    one = subprocess.run([sys.executable, "-m", "tvmnas.cli", *map(str, args), "--out", tmp_path / "one"],
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    weights = [torch.load(tmp_path / r / "network.pt", weights_only=True)["state_dict"] for r in ("one", "two")]
+    for name, tensor in weights[0].items():  # the same network as one process trains, up to float order
+        assert torch.allclose(tensor.float(), weights[1][name].float(), atol=1e-4, rtol=1e-4), name

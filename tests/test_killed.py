@@ -1,13 +1,17 @@
-"""A real `profile` and a real `search`, each killed with SIGKILL in the middle and run again: nothing already
-measured, tuned or trained is lost, and every file still opens."""
+"""A real `profile`, `search` and `train`, each killed with SIGKILL at a point the code names (a failpoint, see
+`tvmnas.failpoints`) and run again: nothing already measured, tuned or trained is lost, every file still opens,
+and a resumed run ends where an uninterrupted one does."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
+import pytest
+import torch
+
+from tvmnas.arch import Arch, save_arch
+from tvmnas.failpoints import ENV
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.tuning import RECORDS
 
@@ -15,60 +19,82 @@ from tests import helpers
 from tests.conftest import DATA
 from tests.search.test_cli_search import LATENCY_MS
 
+pytestmark = pytest.mark.fault
 
-def tvmnas(*argv) -> subprocess.Popen:
+
+def tvmnas(*argv, stop_at: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **({ENV: stop_at} if stop_at else {}))
     return subprocess.Popen([sys.executable, "-m", "tvmnas.cli", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
 
 
-def kill_when(proc: subprocess.Popen, ready, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        assert proc.poll() is None, f"finished before it could be killed: {proc.communicate()}"
-        assert time.monotonic() < deadline, "never reached the point to kill at"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+def finish(*argv) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "tvmnas.cli", *map(str, argv)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_profile_killed_while_tuning_loses_nothing(tmp_path):
-    space, db = DATA / "tiny-space.json", tmp_path / "lat.db"
+    small = json.loads((DATA / "tiny-space.json").read_text())  # one choice a layer: few kernels to tune
+    small.update(name="tiny-one", candidates={"kernels": [3], "expands": [1], "zero": False})
+    space, db = tmp_path / "tiny-one.json", tmp_path / "lat.db"
+    space.write_text(json.dumps(small))
     base = ["profile", "--space", space, "--target", "x86-cpu", "--db", db]
-    assert subprocess.run([sys.executable, "-m", "tvmnas.cli", *map(str, base), "--tune-trials", "0"],
-                          capture_output=True).returncode == 0
+    finish(*base, "--tune-trials", "0")
     with LatencyDB(db) as opened:
         measured = opened.rows()
-    records = next((tmp_path / "tuning").glob("x86-cpu-*"), tmp_path / "none") / RECORDS
 
-    proc = tvmnas(*base, "--tune-trials", "2")
-    kill_when(proc, lambda: any(p.stat().st_size > 0 for p in (tmp_path / "tuning").rglob(RECORDS)))
+    helpers.kill_at_stop_point(tvmnas(*base, "--tune-trials", "2", stop_at="tune-trials-saved"))
     with LatencyDB(db) as opened:  # still opens, and every row measured before is there as it was
         assert opened.rows() == measured
     records = next((tmp_path / "tuning").rglob(RECORDS))
     tuned_before = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
-    assert tuned_before  # records of the kill's tuning were kept
+    assert tuned_before  # the records committed before the kill were kept
 
-    done = subprocess.run([sys.executable, "-m", "tvmnas.cli", *map(str, base), "--tune-trials", "2"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    finish(*base, "--tune-trials", "2")
     tuned_after = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
     assert tuned_after[:len(tuned_before)] == tuned_before  # appended to, not redone
     with LatencyDB(db) as opened:
         assert {r.level for r in opened.rows() if r.ok and r.block_key.startswith("mb_")} == {"default", "tuned-2"}
 
 
-def test_search_killed_after_an_epoch_resumes_without_losing_it(tmp_path, tiny_space, tiny_idx_dir):
-    db, run = tmp_path / "lat.db", tmp_path / "run"
+def epochs(log_path) -> list[dict]:
+    """The log's entries without their wall-clock seconds."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in log_path.read_text().splitlines()]
+
+
+def test_search_killed_after_an_epoch_resumes_to_the_same_run(tmp_path, tiny_space, tiny_idx_dir):
+    db = tmp_path / "lat.db"
     helpers.fill_db(db, tiny_space, LATENCY_MS)
-    proc = tvmnas("search", "--space", DATA / "tiny-space.json", "--target", "x86-cpu", "--db", db, "--latency-ms",
-                  "1.0", "--data", tiny_idx_dir, "--batch-size", "16", "--epochs", "6", "--warmup-epochs", "1",
-                  "--out", run)
-    log = run / "log.jsonl"
-    kill_when(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 2)
-    first = log.read_text().splitlines()
-    done = subprocess.run([sys.executable, "-m", "tvmnas.cli", "search", "--resume", str(run), "--db", str(db)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    lines = log.read_text().splitlines()
-    assert len(lines) == 6 and lines[:len(first) - 1] == first[:len(first) - 1]  # the epochs done before stay
-    assert (run / "arch.json").exists() and (run / "summary.json").exists()
+    args = ["search", "--space", DATA / "tiny-space.json", "--target", "x86-cpu", "--db", db, "--latency-ms", "1.0",
+            "--data", tiny_idx_dir, "--batch-size", "16", "--epochs", "4", "--warmup-epochs", "1"]
+    finish(*args, "--out", tmp_path / "whole")
+    cut = tmp_path / "cut"
+    helpers.kill_at_stop_point(tvmnas(*args, "--out", cut, stop_at="search-epoch-saved:2"))
+    assert len(epochs(cut / "log.jsonl")) == 2 and not (cut / "arch.json").exists()
+    finish("search", "--resume", cut, "--db", db)
+    assert epochs(cut / "log.jsonl") == epochs(tmp_path / "whole" / "log.jsonl")
+    for name in ("arch.json", "probabilities.json"):
+        assert (cut / name).read_text() == (tmp_path / "whole" / name).read_text()
+
+
+def test_train_killed_after_an_epoch_resumes_to_the_same_network(tmp_path, tiny_idx_dir, monkeypatch):
+    spaces = tmp_path / "spaces"  # the tiny space by its name, in the processes started here
+    spaces.mkdir()
+    (spaces / "tiny.json").write_text((DATA / "tiny-space.json").read_text())
+    monkeypatch.setenv("TVMNAS_SPACE_PATH", str(spaces))
+    arch = tmp_path / "arch.json"
+    save_arch(Arch("tiny", ("mb_k3_e2", "zero")), arch)
+    args = ["train", "--arch", arch, "--data", tiny_idx_dir, "--batch-size", "16", "--epochs", "3"]
+    finish(*args, "--out", tmp_path / "whole")
+    cut = tmp_path / "cut"
+    helpers.kill_at_stop_point(tvmnas(*args, "--out", cut, stop_at="train-epoch-saved:1"))
+    assert len(epochs(cut / "log.jsonl")) == 1 and not (cut / "summary.json").exists()
+    finish("train", "--resume", cut)
+    assert epochs(cut / "log.jsonl") == epochs(tmp_path / "whole" / "log.jsonl")
+    whole = torch.load(tmp_path / "whole" / "network.pt", weights_only=True)
+    resumed = torch.load(cut / "network.pt", weights_only=True)
+    assert whole.keys() == resumed.keys()
+    for name, tensor in whole["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][name]), name

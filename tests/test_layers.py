@@ -64,3 +64,14 @@ def test_only_the_cli_imports_the_cli():
     offenders = [name for name, deps in graph.items()
                  if not name.startswith("tvmnas.cli") and any(d.startswith("tvmnas.cli") for d in deps)]
     assert offenders == []
+
+
+def test_benches_use_the_product_not_the_tests():
+    bench = PACKAGE.parent / "bench"
+    offenders = []
+    for path in bench.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
+    assert offenders == []

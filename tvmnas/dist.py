@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tvmnas.errors import TvmnasError
-
-DEVICES = ("auto", "cpu", "cuda")
+from tvmnas.targets import RUN_DEVICES
 
 
 @dataclass(frozen=True)
@@ -81,6 +80,15 @@ class World:
             raise TvmnasError(error)
         return result
 
+    def global_batchnorm(self, module: torch.nn.Module) -> torch.nn.Module:
+        """In a distributed world, make the module's BatchNorm layers normalize over the global batch (see
+        `GlobalBatchNorm2d`), so N processes compute what one does; in one process, leave it as it is."""
+        if self.distributed:
+            for m in module.modules():
+                if type(m) is torch.nn.BatchNorm2d:
+                    m.__class__ = GlobalBatchNorm2d  # same parameters, buffers and state_dict: only forward differs
+        return module
+
     def memory_bytes(self) -> int | None:
         """The GPU's memory (None on CPU: the space's own bound holds there)."""
         if self.device.type != "cuda":
@@ -106,9 +114,41 @@ class World:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
 
+class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm whose training statistics are those of the global batch: each rank's per-channel sums of x and x^2
+    and its count are all-reduced (with gradients), so every rank normalizes with the mean and variance one process
+    would compute over the whole batch. SyncBatchNorm's arithmetic, on CPU and gloo as well (torch's runs on GPUs
+    only). Every rank must run the same layers in the same order, as the search and training do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        channels, xf = x.shape[1], x.float()
+        local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_full((1,), x.numel() / channels)])
+        total = all_reduce(local)
+        count = total[-1]
+        mean = total[:channels] / count
+        var = (total[channels:2 * channels] / count - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+                self.running_var.mul_(1 - factor).add_(var * count / (count - 1).clamp_min(1), alpha=factor)
+        shape = (1, channels, 1, 1)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    if name not in DEVICES:
-        raise TvmnasError(f"unknown device {name!r}; known: {', '.join(DEVICES)}")
+    if name not in RUN_DEVICES:
+        raise TvmnasError(f"unknown device {name!r}; known: {', '.join(RUN_DEVICES)}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

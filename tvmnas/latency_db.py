@@ -92,7 +92,13 @@ class LatencyDB:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TvmnasError(f"cannot create the folder of the latency database {self.path}: "
+                              f"{err.strerror or err}") from None
+        if self.path.is_dir():
+            raise TvmnasError(f"{self.path} is a folder, not a latency database file")
         try:
             self._conn = sqlite3.connect(self.path, timeout=30)
             self._check_or_create()

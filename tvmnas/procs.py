@@ -4,10 +4,15 @@ Each process runs in a session of its own, so that stopping it also stops what i
 `popen_worker` children would otherwise keep its port and its tracker slot). Stopping is by recorded pid, and
 only while the pid still runs the command it was started with (psutil reads the command line), so a reused pid
 is left alone.
+
+Who can run code through them: an RPC server runs whatever module it is sent, and a tracker hands its servers to
+whoever asks, so anyone who can reach their ports can run code as the user that started them. tvmnas starts them
+on 127.0.0.1 unless a flag names another address, and then says so (`warn_exposed`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -15,9 +20,80 @@ import subprocess
 import sys
 import time
 
+LOOPBACK = "127.0.0.1"  # where tvmnas's trackers and servers listen unless a flag says otherwise
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` reaches this machine only: an address in 127.0.0.0/8 or ::1, or a name (such
+    as localhost) that resolves to such addresses only. The wildcard ("", 0.0.0.0, ::), any other address and a
+    name that does not resolve are not."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    except ValueError:
+        return False
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
+
+
+def warn_exposed(host: str, what: str, stream=None) -> bool:
+    """One line on stderr (or `stream`) when `what` (e.g. "the RPC tracker and servers") is to listen on a host
+    that is not loopback: those run whatever code they are sent. True when it warned."""
+    if is_loopback(host):
+        return False
+    shown = f"{host or '0.0.0.0'} (every address of this machine)" if host.strip() in ("", "0.0.0.0", "::") \
+        else host
+    print(f"tvmnas: warning: {what} will listen on {shown}: anyone who can reach it can run code on this machine "
+          f"as {_user()}; use {LOOPBACK} with an SSH tunnel, or a private network",
+          file=stream if stream is not None else sys.stderr, flush=True)
+    return True
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every socket that the process and its descendants listen on: TCP sockets in LISTEN and
+    bound UDP sockets. Empty when the process is gone; psutil.AccessDenied when its sockets cannot be read."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return set()
+    found = set()
+    for proc in procs:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # gone meanwhile
+        for conn in conns:
+            listening = conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr)
+            if listening and conn.laddr:
+                found.add((conn.laddr.ip, conn.laddr.port))
+    return found
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    family = socket.getaddrinfo(host or None, 0, proto=socket.IPPROTO_TCP)[0][0]  # IPv6 hosts too
+    with socket.socket(family) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
@@ -77,8 +153,24 @@ def stop_group(pid: int, marker: str | None = None) -> bool:
     return True
 
 
+def start_server(port: int, host: str = LOOPBACK, tracker: tuple[str, int] | None = None, key: str = "",
+                 threads: int = 0, ready=None) -> subprocess.Popen:
+    """An rpc_server (this Python's TVM) listening on host:port only, registered with the tracker under `key` when
+    one is given; `threads` sets TVM_NUM_THREADS of its workers (what meta-schedule's RPC runner times with). Up
+    when this returns: `ready()` true (e.g. the tracker lists it), or else its port open."""
+    args = [sys.executable, "-m", "tvm.exec.rpc_server", "--host", host, "--port", str(port),
+            "--port-end", str(port + 1)]
+    if tracker is not None:
+        args += ["--tracker", f"{tracker[0]}:{tracker[1]}", "--key", key]
+    proc = spawn(args, dict(os.environ, TVM_NUM_THREADS=str(threads)) if threads > 0 else None)
+    wait_until(ready or (lambda: port_open(port, host)), what="RPC server")
+    return proc
+
+
 def start_tracker(host: str, port: int) -> subprocess.Popen:
-    """An rpc_tracker on host:port (this Python's TVM), up when this returns."""
+    """An rpc_tracker on host:port (this Python's TVM), up when this returns. It listens on that one address and
+    port only (TVM's own default would be 0.0.0.0); whoever passes a host that is not loopback warns
+    (`warn_exposed`)."""
     proc = spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", host, "--port", str(port),
                   "--port-end", str(port + 1)])
     wait_until(lambda: port_open(port, host), 30, what="RPC tracker")

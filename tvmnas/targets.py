@@ -18,6 +18,7 @@ from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
 
 TARGET_SCHEMA_VERSION = 1
 DEVICES = ("cpu", "cuda")
+RUN_DEVICES = ("auto", *DEVICES)  # where a search or training runs (auto: cuda where torch sees a GPU)
 _DIR, _ENV = "targets", "TVMNAS_TARGET_PATH"
 
 

@@ -72,6 +72,59 @@ def give_rpc_runner_a_deadline(runner, workers: int, timeout_s: int) -> None:
     runner.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s)
 
 
+def request_server(tracker_host: str, tracker_port: int, key: str, priority: int = 1,
+                   session_timeout_s: float = 0, max_retry: int = 5):
+    """(session, (host, port)): a session on a server the tracker hands out under `key`, and that server's address.
+
+    Why: `TrackerSession.request` returns the session alone, and the farm names the server whose session it drops
+    (tests inject faults into exactly that server). These are its few lines (its socket, `base.sendjson` and
+    `recvjson`), with the address kept; like it, a failed connection is retried with another request.
+    """
+    from tvm import rpc
+    from tvm.rpc import base
+
+    tracker = rpc.connect_tracker(tracker_host, tracker_port)
+    last_error: Exception | None = None
+    for _ in range(max_retry):
+        try:
+            if tracker._sock is None:
+                tracker._connect()
+            base.sendjson(tracker._sock, [base.TrackerCode.REQUEST, key, "", priority])
+            answer = base.recvjson(tracker._sock)
+            if answer[0] != base.TrackerCode.SUCCESS:
+                raise RuntimeError(f"the tracker answered {answer!r}")
+            host, port, matchkey = answer[1]
+            return rpc.connect(host, port, matchkey, session_timeout_s), (host, int(port))
+        except OSError as err:
+            tracker.close()
+            last_error = err
+        except RuntimeError as err:
+            last_error = err
+    raise RuntimeError(f"no session under key {key!r} after {max_retry} tries: {last_error}")
+
+
+def load_cost_model(model, path: str) -> None:
+    """`XGBModel.load`, without xgboost's warning about the file name.
+
+    Why: meta-schedule's XGBModel packs its booster as `model.bin` inside its archive, a name from which xgboost
+    3 cannot tell the format: every load warns "Unknown file format: `bin`" and every save "Saving model in the
+    UBJSON format as default", though both are right. The name is TVM's; xgboost's log is silenced for these two
+    calls only.
+    """
+    import xgboost as xgb
+
+    with xgb.config_context(verbosity=0):
+        model.load(path)
+
+
+def save_cost_model(model, path: str) -> None:
+    """`XGBModel.save`, without xgboost's warning about the file name (see `load_cost_model`)."""
+    import xgboost as xgb
+
+    with xgb.config_context(verbosity=0):
+        model.save(path)
+
+
 def parse_workload(line: str):
     """One line of a JSON database's workload file (the file format of `JSONDatabase`, read directly: tvmnas
     repairs databases meta-schedule refuses to load, and reads records in commit order, which its API hides)."""

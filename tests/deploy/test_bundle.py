@@ -2,7 +2,8 @@
 
 import pytest
 
-from tvmnas.deploy.bundle import read_manifest, sha256_file, write_manifest
+from tvmnas.deploy.bundle import read_manifest, write_manifest
+from tvmnas.files import sha256_file
 from tvmnas.errors import TvmnasError
 
 

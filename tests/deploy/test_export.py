@@ -94,3 +94,33 @@ def test_native_runner_refuses_altered_bundle(bundle, native_runner, tmp_path):
     (other / "model.so").unlink()
     proc = run_native(native_runner, other, other / "sample_input.npy")
     assert proc.returncode == 2 and "model.so is missing" in proc.stderr
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("truncated-header", "has a truncated .npy header"),
+    ("truncated-data", "holds fewer values than its shape says"),
+    ("malformed-header", "must hold float32"),
+    ("bad-manifest", "manifest.json is not valid JSON"),
+    ("windows-0", "--windows needs a number >= 1"),
+])
+def test_native_runner_refuses_each_bad_input_in_one_line(bundle, native_runner, tmp_path, case, fragment):
+    folder, _, _ = bundle
+    sample = (folder / "sample_input.npy").read_bytes()
+    bundle_dir, data, extra = folder, tmp_path / "input.npy", []
+    if case == "truncated-header":
+        data.write_bytes(sample[:20])
+    elif case == "truncated-data":
+        data.write_bytes(sample[:-8])
+    elif case == "malformed-header":
+        data.write_bytes(b"\x93NUMPY\x01\x00\x10\x00{garbage}      \n")
+    else:
+        data.write_bytes(sample)
+    if case == "bad-manifest":
+        bundle_dir = tmp_path / "bundle"
+        subprocess.run(["cp", "-r", str(folder), str(bundle_dir)], check=True)
+        (bundle_dir / "manifest.json").write_text("{not json")
+    if case == "windows-0":
+        extra = ["--windows", "0"]
+    proc = run_native(native_runner, bundle_dir, data, *extra)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("tvmnas-run: error: ") and fragment in proc.stderr, proc.stderr

@@ -1,16 +1,12 @@
-"""Integration tier: two emulated aarch64 boards under a tracker (the root filesystem is created on the first
-run and cached). Profiling survives a board killed in the middle, an ARM bundle exported through the tracker
-runs on a board with the cross-built native runner, and `board down` leaves nothing running.
-
-Skipped, with the reason, only where this machine cannot emulate aarch64 (no root, no binfmt_misc)."""
+"""Integration tier, on the two emulated aarch64 boards of `conftest.py`: profiling survives a board killed while
+it holds a job, an ARM bundle exported through the tracker runs on a board with the cross-built native runner, and
+`board down` leaves nothing running."""
 
 import json
-import os
 import subprocess
 
 import pytest
 
-from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.farm import FarmPolicy
 from tvmnas.measure.profile import ProfileSettings, profile_candidates
@@ -20,30 +16,11 @@ from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
 from tests.deploy.conftest import REPO, save_tiny_network
 from tests.helpers import FAST
-from tests.loopback import on_busy
+from tests.loopback import fault_on_first_job
 
 pytestmark = pytest.mark.integration
-# each job takes a few seconds, so the board killed after the first row is in the middle of one
 SLOW_JOBS = ProfileSettings(protocol=FAST, farm_protocol=Protocol(windows=3, samples_per_window=2, sample_ms=0.5,
                                                                    warmup_ms=1.0, reference_every=1, min_span_s=4.0))
-
-
-@pytest.fixture(scope="module")
-def boards(tmp_path_factory):
-    from tvmnas.board import farm, rootfs
-
-    try:
-        rootfs.check_tools()
-    except TvmnasError as err:
-        pytest.skip(f"no aarch64 emulation here: {err}")
-    root = rootfs.create_rootfs(log=lambda s: print(s, flush=True))
-    state_file = tmp_path_factory.mktemp("farm") / "farm.json"
-    state = farm.up(root, farm.FarmSettings(count=2, key=f"tvmnas-it-{os.getpid()}"), state_file)
-    try:
-        yield root, state, state_file
-    finally:
-        farm.down(root, state_file)
-        assert not any(farm.is_ours(pid, "rpc_server") for pid in state.server_pids)
 
 
 def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_path):
@@ -53,22 +30,14 @@ def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_
     arm = load_target("arm-aarch64")
     runner = RpcRunner(state.endpoint())
     cands = tiny_space.candidates()[:4]
-    seen = []
-    start, killed = on_busy(list(state.server_pids), lambda pid: stop_group(pid, "rpc_server"))
-
-    def kill_one_after_first(phase, done, total, what):
-        if phase == "measure":
-            seen.append(what)
-            if len(seen) == 1:
-                start()  # the board that is in the middle of a job
-
+    kill, killed = fault_on_first_job(list(state.server_pids), lambda pid: stop_group(pid, "rpc_server"))
     db_path = tmp_path / "lat.db"
-    policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300)
+    policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300, on_job_sent=kill)
     with LatencyDB(db_path) as db:
         report = profile_candidates(cands, arm, runner, db, SLOW_JOBS, tuning_dir(db_path, arm, runner.device_label),
-                                    kill_one_after_first, policy)
+                                    None, policy)
     assert all(o.row.ok for o in report.outcomes), [o.row.error for o in report.outcomes]
-    assert killed() and report.dropped_sessions  # the killed board held a job, and another board measured it
+    assert len(killed) == 1 and report.dropped_sessions  # the board killed holding a job, which another measured
     with LatencyDB(db_path) as db:
         assert len([r for r in db.rows() if r.ok]) == len(cands)
 

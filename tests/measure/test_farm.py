@@ -11,6 +11,7 @@ from tvmnas.measure.protocol import Estimate, Protocol
 from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.rpc import RpcEndpoint
 
+pytestmark = pytest.mark.fault
 ENDPOINT = RpcEndpoint("127.0.0.1", 9, "board")
 
 
@@ -51,6 +52,8 @@ class FakeTracker:
         with self.lock:
             self.done[server] += 1
             count = self.done[server]
+        if server in self.dead:
+            raise ConnectionError(f"{server} is gone")
         if kind.startswith("dies-after-") and count > int(kind.rsplit("-", 1)[1]):
             self.dead.add(server)
             raise ConnectionError(f"{server} closed the connection")
@@ -122,3 +125,22 @@ def test_a_job_that_fails_everywhere_ends_as_an_error_after_the_allowed_tries():
         farm.submit(jobs(1)[0])
         (result,) = list(farm.results())
     assert result.result.error == "RuntimeError: the module does not load (after 2 tries)"
+
+
+def test_the_job_sent_hook_sees_the_server_that_holds_the_job():
+    """A fault injected from `on_job_sent` lands on the server about to get the job: that session is dropped,
+    and the job is measured by another server."""
+    tracker = FakeTracker({"a": "ok", "b": "ok"})
+    hit = []
+
+    def kill_first(server, job):
+        if not hit:
+            hit.append((server, job.id))
+            tracker.dead.add(server)
+
+    results, farm = run(tracker, 6, on_job_sent=kill_first)
+    assert sorted(r.job.id for r in results) == list(range(6))
+    (server, _job), = hit
+    assert len(farm.failures) == 1 and farm.failures[0].endswith(f" on {server}: ConnectionError: {server} is gone")
+    assert tracker.done[({"a", "b"} - {server}).pop()] == 6  # the other server measured every job, that one too
+

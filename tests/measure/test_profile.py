@@ -65,13 +65,14 @@ def test_profile_measures_then_resumes(tiny_space, cpu, tmp_path):
 class ScriptedRunner(LocalRunner):
     """Times nothing: answers every batch with scripted estimates, and keeps the batches it was given."""
 
-    def __init__(self, speed=1.0, fail_first=False):
+    def __init__(self, speed=1.0, fail_first=False, flag_second=False):
         super().__init__()
-        self.speed, self.fail_first, self.batches = speed, fail_first, []
+        self.speed, self.fail_first, self.flag_second, self.batches = speed, fail_first, flag_second, []
 
     def measure(self, batch, protocol, on_round=None):
         self.batches.append(batch)
-        estimates = [Estimate(i + 1.0, (i + 1.0) * self.speed, 0.02, 40, 3) for i in range(len(batch.libs))]
+        estimates = [Estimate(i + 1.0, (i + 1.0) * self.speed, 0.02, 40, 3,
+                              "noisy" if self.flag_second and i == 1 else None) for i in range(len(batch.libs))]
         if self.fail_first and len(self.batches) == 1:
             estimates[0] = Estimate.failed("RPCError: board went away")
         return Interleaved(estimates, Estimate(0.05, 0.05 * self.speed, 0.0, 200, 0), self.speed, 1.0, 40)
@@ -93,6 +94,27 @@ def test_rows_carry_the_estimate_and_later_runs_use_the_anchor(tiny_space, cpu, 
     assert [o.cached for o in rerun.outcomes] == [False, True, True]  # only the failed one again
     assert second.batches[0].anchor_ms == 0.05 and len(second.batches[0].libs) == 1
     assert rerun.outcomes[0].row.speed == 1.5 and rerun.outcomes[0].row.raw_ms == 1.5
+
+
+def test_flagged_rows_are_measured_again_when_asked(tiny_space, cpu, tmp_path):
+    from tvmnas.search.latency import table_from_db
+
+    db_path = tmp_path / "lat.db"
+    cands = tiny_space.candidates()
+    with LatencyDB(db_path) as db:
+        profile_candidates(cands, cpu, ScriptedRunner(flag_second=True), db, ProfileSettings(),
+                           tuning_dir(db_path, cpu, "local"))
+        table = table_from_db(tiny_space, db, cpu.fingerprint("local"), tvm_version(), "default")
+        assert table.flagged == (f"{cands[1].key} {cands[1].shape_text}",)  # the search can say so
+        kept = profile_candidates(cands, cpu, ScriptedRunner(), db, ProfileSettings(),
+                                  tuning_dir(db_path, cpu, "local"))
+        assert all(o.cached for o in kept.outcomes)  # a flagged row is used as it is, unless asked
+        again = ScriptedRunner()
+        redo = profile_candidates(cands, cpu, again, db, ProfileSettings(remeasure_flagged=True),
+                                  tuning_dir(db_path, cpu, "local"))
+        assert [o.cached for o in redo.outcomes] == [i != 1 for i in range(len(cands))]
+        assert redo.outcomes[1].row.flag is None and len(again.batches[0].libs) == 1
+        assert table_from_db(tiny_space, db, cpu.fingerprint("local"), tvm_version(), "default").flagged == ()
 
 
 def test_tuned_level_tunes_each_kernel_once(tiny_space, cpu, tmp_path):

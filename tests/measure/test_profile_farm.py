@@ -1,5 +1,8 @@
-"""Profiling through a tracker with two real x86 RPC servers: the work spreads, and survives a server killed
-in the middle of the run."""
+"""Profiling through a tracker with two real x86 RPC servers: the work spreads, and survives a server killed or
+frozen while it holds a job (the fault lands from the farm's `on_job_sent` hook, so the server holds a job by
+construction)."""
+
+from dataclasses import replace
 
 import pytest
 
@@ -9,16 +12,16 @@ from tvmnas.measure.profile import FarmExhausted, ProfileSettings, profile_candi
 from tvmnas.measure.protocol import Protocol
 from tvmnas.procs import free_port, start_tracker, stop_group
 
-from tests.loopback import on_busy, start_server, stop
+from tests.loopback import fault_on_first_job, start_server, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
 from tvmnas.measure.tuning import tuning_dir
 from tvmnas.targets import load_target
 
 from tests.helpers import FAST
 
-pytestmark = pytest.mark.rpc
+pytestmark = [pytest.mark.rpc, pytest.mark.fault]
 POLICY = FarmPolicy(request_timeout_s=5, measure_timeout_s=60)
-# each job takes a second and a half, so a server killed or frozen after the first row is in the middle of one
+# each job takes a second and a half, so servers killed after the first row leave jobs unmeasured
 SLOW_JOBS = ProfileSettings(protocol=FAST, farm_protocol=Protocol(windows=3, samples_per_window=2, sample_ms=0.5,
                                                                    warmup_ms=1.0, reference_every=1, min_span_s=1.5))
 
@@ -56,15 +59,16 @@ def after_first(action):
     return callback, seen
 
 
-def test_a_server_killed_mid_run_loses_no_row(two_servers, tiny_space, tmp_path):
+def test_a_server_killed_holding_a_job_loses_no_row(two_servers, tiny_space, tmp_path):
     tracker, servers = two_servers
-    start, killed = on_busy([proc.pid for proc in servers], stop_group)
-    kill_one, seen = after_first(start)
-    report = profile(tiny_space, tracker, tmp_path / "lat.db", kill_one)
+    kill, killed = fault_on_first_job([proc.pid for proc in servers], stop_group)
+    seen = []
+    report = profile(tiny_space, tracker, tmp_path / "lat.db", lambda phase, *rest: seen.append(phase),
+                     replace(POLICY, on_job_sent=kill))
     out = report.outcomes
-    assert len(out) == len(tiny_space.candidates()) == len(seen)
+    assert len(out) == len(tiny_space.candidates()) == seen.count("measure")
     assert all(o.row.ok and not o.cached for o in out), [o.row.error for o in out]
-    assert killed() and report.dropped_sessions  # the killed server held a job, which another one measured again
+    assert len(killed) == 1 and report.dropped_sessions  # its session was dropped, and another server measured it
     with LatencyDB(tmp_path / "lat.db") as db:
         assert len(db.rows()) == len(out)
     again = profile(tiny_space, tracker, tmp_path / "lat.db").outcomes
@@ -93,12 +97,11 @@ def test_a_hung_server_is_given_up_and_another_measures(two_servers, tiny_space,
         hung.append(pid)
         os.killpg(pid, signal.SIGSTOP)
 
-    start, done = on_busy([proc.pid for proc in servers], hang)
-    hang_one, _ = after_first(start)
+    hook, _ = fault_on_first_job([proc.pid for proc in servers], hang)
     try:
-        report = profile(tiny_space, tracker, tmp_path / "lat.db", hang_one,
-                         FarmPolicy(request_timeout_s=5, measure_timeout_s=8))
-        assert done()
+        report = profile(tiny_space, tracker, tmp_path / "lat.db", None,
+                         FarmPolicy(request_timeout_s=5, measure_timeout_s=8, on_job_sent=hook))
+        assert hung
     finally:
         for pid in hung:
             os.killpg(pid, signal.SIGCONT)

@@ -65,6 +65,26 @@ def test_pareto_front_is_monotone_and_drawn(run, capsys):
     assert (folder / "report" / "pareto.png").stat().st_size > 1000
 
 
+# non-round latencies like a measured database's (issue 22: the sweep's first budget, the minimum, was refused)
+ODD_MS = {"stem": 0.0311579, "first": 0.0207771, "head": 0.0414813, "mb_k3_e1": 0.0534317, "mb_k3_e2": 0.0871143}
+
+
+@pytest.mark.parametrize("points", [2, 3, 5, 8, 10])
+def test_pareto_on_non_round_latencies_covers_the_reachable_range(run, capsys, tmp_path, tiny_space_module, points):
+    folder, _ = run
+    db = tmp_path / "odd.db"
+    helpers.fill_db(db, tiny_space_module, ODD_MS)
+    code, _, err = cli(capsys, "pareto", "--run", folder, "--points", points, "--db", db)
+    assert code == 0, err
+    pareto = json.loads((folder / "pareto.json").read_text())
+    low, high = pareto["reachable_ms"]
+    assert [p["budget_ms"] for p in pareto["points"] if p["latency_ms"] == low] == [low]  # the cheapest, at once
+    assert all(low <= p["latency_ms"] <= p["budget_ms"] <= high for p in pareto["points"])
+    front = pareto["front"]
+    assert all(a["latency_ms"] < b["latency_ms"] and a["valid_acc"] < b["valid_acc"] for a, b in zip(front, front[1:]))
+    assert (folder / "report" / "pareto.png").stat().st_size > 1000
+
+
 def test_report_writes_its_figures(run, capsys):
     folder, _ = run
     code, out, err = cli(capsys, "report", "--run", folder)
@@ -95,6 +115,10 @@ def test_specialize_refuses_a_target_without_a_table_and_a_run_of_another_space(
     folder, db = run
     one_line(*cli(capsys, "specialize", "--run", folder, "--target", "x86-cpu", "--tune-trials", "3",
                   "--latency-ms", "1", "--db", db)[::2], "the latency database lacks")
+    # 1e-7 ms under the smallest reachable 0.5 ms: refused before any step, both numbers to the digit that differs
+    one_line(*cli(capsys, "specialize", "--run", folder, "--target", "x86-cpu", "--tune-trials", "0",
+                  "--latency-ms", "0.4999999", "--db", db)[::2],
+             "latency goal 0.4999999 ms is below the smallest reachable latency of tiny on x86-cpu: 0.5000000 ms")
     other = tmp_path / "other"
     shutil.copytree(folder, other)
     config = json.loads((other / "config.json").read_text())

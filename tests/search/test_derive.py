@@ -1,4 +1,4 @@
-"""The derivation under a latency budget equals brute force; the budget's edges."""
+"""The derivation under a latency budget equals brute force; the budget's edges; large spaces stay fast."""
 
 import itertools
 import math
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tvmnas.errors import TvmnasError
-from tvmnas.search.derive import derive_argmax, derive_under_budget
+from tvmnas.search.derive import (derive_argmax, derive_under_budget, prefix_bounds, unit_for, units_within,
+                                  within_margin)
 from tvmnas.search.latency import LatencyTable
 
 
@@ -75,3 +76,23 @@ def test_large_budgets_stay_fast_and_exact():
             swapped[layer] = choice
             if table.arch_ms(swapped) <= budget:
                 assert sum(lp[c] for lp, c in zip(log_probs, swapped)) <= got.log_probability + 1e-9
+
+
+def test_probability_rising_with_latency_stays_fast_and_never_loses_to_a_tighter_goal():
+    """Log-probabilities proportional to latency make the best network the one closest under the goal (a subset
+    sum): the search stops at its branch limit with one at least as good as the best (layers + 2) units tighter."""
+    rng = np.random.default_rng(11)
+    lat = [list(rng.uniform(0.5, 8.0, 7)) for _ in range(21)]
+    table = LatencyTable(5.0, tuple(tuple(r) for r in lat))
+    log_probs = [list(np.array(r) - np.logaddexp.reduce(r)) for r in lat]
+    previous = -np.inf
+    for budget in np.linspace(table.min_ms, table.max_ms, 5)[1:-1]:
+        got = derive_under_budget(log_probs, table, float(budget))
+        room_ms = budget - table.fixed_ms
+        unit_ms = unit_for(table, room_ms)
+        margin = within_margin(log_probs, table, prefix_bounds(log_probs, table.layer_ms, unit_ms,
+                                                               units_within(room_ms, unit_ms)), unit_ms)
+        assert got.latency_ms <= budget and budget - got.latency_ms < 2e-3
+        assert got.log_probability >= sum(lp[c] for lp, c in zip(log_probs, margin)) - 1e-12
+        assert got.log_probability > previous
+        previous = got.log_probability

@@ -3,6 +3,9 @@ registered with a tracker under one key.
 
 What `up` starts is written to a state file beside the root filesystem; `down` stops exactly those processes (each
 runs in a session of its own, so its `popen_worker` children stop with it) and nothing else.
+
+The tracker and servers listen on `FarmSettings.host`, 127.0.0.1 by default: they run whatever module they are
+sent, so another address lets anyone who reaches it run code here (`tvmnas board up --host` warns).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from tvmnas.board.rootfs import PYTHON, extra_runtime_library, in_root, runtime_env
 from tvmnas.errors import TvmnasError
 from tvmnas.measure.runner.rpc import RpcEndpoint, count_servers
-from tvmnas.procs import free_port, is_ours, spawn, start_tracker, stop_group, wait_until
+from tvmnas.procs import LOOPBACK, free_port, is_ours, spawn, start_tracker, stop_group, wait_until
 
 MOUNTS = (("proc", "proc", "proc"), ("tmpfs", "dev/shm", "tmpfs"))  # (type, path in the rootfs, source)
 
@@ -26,7 +29,7 @@ class FarmSettings:
     count: int = 2  # servers to start
     key: str = "arm-aarch64"
     tracker: tuple[str, int] | None = None  # an existing tracker; None starts one on `host`
-    host: str = "127.0.0.1"  # where the tracker and servers listen
+    host: str = LOOPBACK  # where the tracker and servers listen (each passes it: TVM's own default is 0.0.0.0)
     threads: int = 4  # TVM_NUM_THREADS of each server: the arm-aarch64 target's num-cores, as profile timings use
     start_timeout_s: float = 180.0  # an emulated server takes a while to import TVM
 
@@ -80,6 +83,7 @@ def _unmount(points: list[str]) -> None:
 
 
 def server_command(rootfs: Path, settings: FarmSettings, tracker: tuple[str, int], port: int) -> list[str]:
+    """An emulated rpc_server listening on settings.host:port only, registered with the tracker."""
     return in_root(rootfs, PYTHON, "-m", "tvm.exec.rpc_server", "--host", settings.host, "--port", str(port),
                    "--port-end", str(port + 1), "--tracker", f"{tracker[0]}:{tracker[1]}", "--key", settings.key,
                    "--load-library", extra_runtime_library(), env=runtime_env(settings.threads))
@@ -90,7 +94,8 @@ def start_servers(state: FarmState, state_file: Path, settings: FarmSettings, co
     endpoint = state.endpoint()
     before = count_servers(endpoint)
     for _ in range(count):
-        state.server_pids.append(spawn(server_command(Path(state.rootfs), settings, state.tracker, free_port())).pid)
+        state.server_pids.append(spawn(server_command(Path(state.rootfs), settings, state.tracker,
+                                                        free_port(settings.host))).pid)
         save_state(state_file, state)
     wait_until(lambda: count_servers(endpoint) >= before + count, settings.start_timeout_s,
                what=f"{count} emulated RPC server(s)")

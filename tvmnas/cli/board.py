@@ -23,10 +23,14 @@ def register(verbs) -> None:
     p = actions.add_parser("up", help="create the root filesystem (once), start a tracker and N RPC servers")
     p.add_argument("--emulated", choices=["aarch64"], required=True, help="the emulated architecture")
     p.add_argument("--count", type=count(1), default=d.count, help=f"servers to start (default {d.count})")
-    p.add_argument("--tracker", metavar="HOST:PORT", help="register with this tracker instead of starting one")
+    p.add_argument("--tracker", metavar="HOST:PORT",
+                   help="register with this tracker instead of starting one (one on another machine hands out the "
+                        "servers at the address they connect from, so they must listen there: --host)")
     p.add_argument("--key", default=d.key, help=f"key the servers register under (default {d.key})")
     p.add_argument("--host", default=d.host,
-                   help=f"address the tracker and servers listen on (default {d.host}: this machine only)")
+                   help=f"address the tracker and servers listen on (default {d.host}: this machine only). They "
+                        "run whatever code they are sent: anyone who can reach another address can run code here "
+                        "as this user (a warning says so); prefer an SSH tunnel or a private network")
     p.add_argument("--threads", type=count(1),
                    help="TVM_NUM_THREADS of each server, what meta-schedule's tuning trials run with (default: the "
                         "arm-aarch64 target's num-cores, which profile timings use too)")
@@ -54,10 +58,13 @@ def _up(args) -> int:
     from tvmnas.board.farm import FarmSettings, up
     from tvmnas.board.rootfs import RootfsSettings, create_rootfs, ensure_emulation, is_ready
     from tvmnas.measure.runner.rpc import parse_host_port
-
+    from tvmnas.procs import warn_exposed
     from tvmnas.targets import load_target
 
     tracker = parse_host_port(args.tracker, "--tracker") if args.tracker else None
+    # before the minutes of creating the root filesystem, so that whoever did not mean it can stop here
+    warn_exposed(args.host, "the emulated boards' RPC servers" if tracker else "the RPC tracker and the emulated "
+                 "boards' RPC servers")
     threads = args.threads if args.threads is not None else load_target("arm-aarch64").runtime_threads
     if not is_ready(args.rootfs):
         print(f"creating the arm64 root filesystem at {args.rootfs} (once; several minutes)")

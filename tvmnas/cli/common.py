@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.compile import DEFAULT_TUNE_TRIALS
+from tvmnas.measure.level import DEFAULT_TUNE_TRIALS
 from tvmnas.measure.farm import FarmPolicy
 
 DEFAULT_DB = Path(os.environ.get("TVMNAS_DB", Path.home() / ".cache" / "tvmnas" / "latency.db"))
@@ -125,9 +125,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """Where a search or a training runs (launch with `torchrun --nproc-per-node N tvmnas ...` for N processes)."""
-    from tvmnas.dist import DEVICES
+    from tvmnas.targets import RUN_DEVICES
 
-    p.add_argument("--device", choices=DEVICES, default="auto",
+    p.add_argument("--device", choices=RUN_DEVICES, default="auto",
                    help="cpu, cuda, or auto: cuda where PyTorch sees a GPU, else cpu (default auto)")
     p.add_argument("--amp", action="store_true", help="automatic mixed precision: bfloat16 autocast in forward passes")
     p.add_argument("--workers", type=count(0), default=0,

@@ -31,7 +31,7 @@ def cmd_export(args) -> int:
     from tvmnas.cli.measure import anchor_for
     from tvmnas.deploy.export import ExportSettings, export_bundle, sample_input
     from tvmnas.latency_db import LatencyDB
-    from tvmnas.measure.compile import level_name
+    from tvmnas.measure.level import level_name
     from tvmnas.measure.tuning import tuning_dir
     from tvmnas.search.latency import predict
     from tvmnas.targets import load_target

@@ -17,6 +17,8 @@ def register(verbs) -> None:
     p.add_argument("--space", required=True, help="space name (see `tvmnas spaces`) or path to a space JSON")
     add_target_args(p)
     p.add_argument("--force", action="store_true", help="measure again what the database already holds")
+    p.add_argument("--remeasure-flagged", action="store_true",
+                   help="measure again the rows the protocol flagged as noisy (a quieter moment may settle them)")
     add_farm_args(p)
     p.set_defaults(func=cmd_profile)
 
@@ -46,7 +48,8 @@ def _profile(args, space, spec, tune_trials: int, label: str):
     policy = farm_policy(args)
     space.check_size()
     runner = runner_from_args(args, spec)
-    settings = ProfileSettings(tune_trials=tune_trials, force=getattr(args, "force", False))
+    settings = ProfileSettings(tune_trials=tune_trials, force=getattr(args, "force", False),
+                               remeasure_flagged=getattr(args, "remeasure_flagged", False))
     farm = policy if getattr(runner, "endpoint", None) is not None and runner.endpoint.via_tracker else None
     try:
         with LatencyDB(args.db) as db, phase_progress(f"{label} {settings.level}") as progress:
@@ -80,6 +83,10 @@ def cmd_profile(args) -> int:
               f"device speed {report.speed:.2f}x of its anchor")
     for o in flagged:
         print(f"flagged: {o.candidate.key} {o.candidate.shape_text}: {o.row.flag}", file=sys.stderr)
+    still = [o for o in outcomes if o.cached and o.row.flag]
+    if flagged or still:
+        print(f"{len(flagged) + len(still)} rows carry a noise flag: `tvmnas profile ... --remeasure-flagged` "
+              "measures them again", file=sys.stderr)
     for o in failed:
         print(f"failed: {o.candidate.key} {o.candidate.shape_text}: {o.row.error}", file=sys.stderr)
     if outcomes:
@@ -93,7 +100,7 @@ def cmd_profile(args) -> int:
 
 
 def cmd_bench_kernels(args) -> int:
-    from tvmnas.kernel_bench import bench_meta, kernel_table, markdown_table, write_results
+    from tvmnas.measure.kernel_bench import bench_meta, kernel_table, markdown_table, write_results
     from tvmnas.space import load_space
     from tvmnas.targets import load_target
 

@@ -31,8 +31,8 @@ def register(verbs) -> None:
     p.add_argument("--batch-size", type=count(1), default=SearchConfig.batch_size,
                    help=f"default {SearchConfig.batch_size}")
     p.add_argument("--seed", type=count(0), default=0)
-    p.add_argument("--data", help="Fashion-MNIST IDX folder or ImageFolder root (default: the installed "
-                                  "Fashion-MNIST)")
+    p.add_argument("--data", help="Fashion-MNIST IDX folder, ImageFolder root, or registered data set, generated "
+                                  "once into the cache (cluttered-fashion-64) (default: the installed Fashion-MNIST)")
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<space>-<target>-<goal>ms)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
@@ -50,7 +50,7 @@ def register(verbs) -> None:
 
 def search_config_from_args(args) -> SearchConfig:
     """A new run's settings from the flags, or a resumed run's saved settings (flags given must agree)."""
-    from tvmnas.measure.compile import level_name
+    from tvmnas.measure.level import level_name
     from tvmnas.registry import read_json_object
     from tvmnas.targets import load_target
 
@@ -97,6 +97,7 @@ def _search(args, cfg, space, spec, world) -> int:
     from tvmnas.latency_db import LatencyDB
     from tvmnas.search.latency import table_from_db
     from tvmnas.search.run import run_search
+    from tvmnas.search.derive import check_reachable
     from tvmnas.versions import tvm_version
 
     space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
@@ -107,9 +108,7 @@ def _search(args, cfg, space, spec, world) -> int:
                               f"--target {cfg.target}` first")
         with LatencyDB(args.db) as db:
             found = table_from_db(space, db, spec.fingerprint(cfg.measured_by), tvm_version(), cfg.level)
-        if cfg.latency_ms < found.min_ms:
-            raise TvmnasError(f"latency goal {cfg.latency_ms:g} ms is below the smallest reachable latency of "
-                              f"{space.name} on {spec.name}: {found.min_ms:.4f} ms")
+        check_reachable(found, cfg.latency_ms, f" of {space.name} on {spec.name}")
         return found
 
     table = world.on_main(read_table)
@@ -120,6 +119,9 @@ def _search(args, cfg, space, spec, world) -> int:
     say(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms, "
         f"reachable {table.min_ms:.4f}-{table.max_ms:.4f} ms; {len(data.train)} train / {len(data.valid)} valid "
         f"images; run dir {run_dir}; {world.size} process(es) on {world.device.type}")
+    if table.flagged:
+        say(f"note: {len(table.flagged)} of the {len(space.candidates())} latencies used carry a noise flag (first: "
+            f"{table.flagged[0]}); `tvmnas profile --remeasure-flagged` measures them again")
 
     def summary(e: dict) -> str:
         return (f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"
@@ -169,7 +171,7 @@ def _table_for(args, run):
     """The latency table of the run's space for --target (default the run's) at the run's level (or
     --tune-trials), from the database (one line when it has none)."""
     from tvmnas.latency_db import LatencyDB
-    from tvmnas.measure.compile import level_name
+    from tvmnas.measure.level import level_name
     from tvmnas.search.latency import table_from_db
     from tvmnas.targets import load_target
     from tvmnas.versions import tvm_version

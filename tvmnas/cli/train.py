@@ -27,7 +27,8 @@ def register(verbs) -> None:
     p.add_argument("--lr", type=number(0), default=TrainConfig.lr,
                    help=f"SGD learning rate (default {TrainConfig.lr})")
     p.add_argument("--seed", type=count(0), default=0)
-    p.add_argument("--data", help="IDX folder or ImageFolder root (default: the search's, else Fashion-MNIST)")
+    p.add_argument("--data", help="IDX folder, ImageFolder root, or registered data set (cluttered-fashion-64) "
+                                  "(default: the search's, else Fashion-MNIST)")
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
     add_device_args(p)

@@ -1,8 +1,9 @@
 """Labelled images for the search and training: train (split into train/valid) and test, never mixed.
 
 Sources: a folder with the four Fashion-MNIST IDX files (Debian's dataset-fashion-mnist installs them in
-/usr/share/datasets/fashion-mnist), or an ImageFolder-style directory (`train/<class>/*.jpg|png`, optional
-`test/<class>/*`, or `<class>/*` directly).
+/usr/share/datasets/fashion-mnist), an ImageFolder-style directory (`train/<class>/*.jpg|png`, optional
+`test/<class>/*`, or `<class>/*` directly), or the name of a registered data set (`tvmnas.data.cluttered`, e.g.
+`cluttered-fashion-64`), generated from Fashion-MNIST into the cache once and then read as an IDX folder.
 
 Two kinds of image set, with one interface (`len`, `labels`, `classes`, `subset`):
 - `ImageSet`: decoded once into memory as uint8 arrays (IDX files, and image folders for spaces whose input is
@@ -20,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tvmnas.data.idx import read_idx
+from tvmnas.data.idx import FASHION_MNIST_DIR, read_idx
 from tvmnas.errors import TvmnasError
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -130,13 +130,24 @@ def split_train_valid(train, valid_fraction: float, seed: int):
     return train.subset(np.sort(order[n_valid:])), train.subset(np.sort(order[:n_valid]))
 
 
+def resolve_data(path: Path | str | None) -> Path:
+    """The data folder for --data: a folder, a registered data-set name (materialized), or Fashion-MNIST."""
+    from tvmnas.data import cluttered
+
+    folder = Path(path) if path is not None else FASHION_MNIST_DIR
+    if not folder.is_dir() and path is not None and str(path) in cluttered.DATA_SETS:
+        return cluttered.materialize(str(path))
+    if not folder.is_dir():
+        hint = " (install Debian's dataset-fashion-mnist, or give --data)" if path is None else \
+            f" (nor a registered data set: {', '.join(cluttered.list_data_sets())})"
+        raise TvmnasError(f"no data folder at {folder}{hint}")
+    return folder
+
+
 def load_search_data(path: Path | None, channels: int, size: int, valid_fraction: float, seed: int,
                      limit: int | None = None) -> SearchData:
     """Train/valid/test from IDX files or an image folder; `limit` keeps the first N training images (tests)."""
-    folder = Path(path) if path is not None else FASHION_MNIST_DIR
-    if not folder.is_dir():
-        hint = " (install Debian's dataset-fashion-mnist, or give --data)" if path is None else ""
-        raise TvmnasError(f"no data folder at {folder}{hint}")
+    folder = resolve_data(path)
     if any((folder / (s + ext)).exists() for s in _IDX_FILES["train"] for ext in ("", ".gz")):
         train, test = load_idx_folder(folder, "train"), load_idx_folder(folder, "test")
         if train.images.shape[1:] != (channels, size, size):

@@ -9,6 +9,7 @@ import numpy as np
 
 from tvmnas.errors import TvmnasError
 
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist installs it
 _DTYPES = {0x08: np.uint8}
 
 

@@ -16,6 +16,7 @@ import torch
 from tvmnas.data.datasets import FileImageSet, ImageSet, normalize
 from tvmnas.data.transforms import load_transformed
 from tvmnas.dist import World
+from tvmnas.errors import TvmnasError
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -47,8 +48,19 @@ def batches(images: ImageSet | FileImageSet, index_batches: Sequence[np.ndarray]
                                          batch_sampler=[list(map(int, b)) for b in index_batches],
                                          num_workers=workers, pin_memory=device.type == "cuda",
                                          persistent_workers=False)
-    for x, y in loader:
-        yield _to(x, y, device)
+    try:
+        for x, y in loader:
+            yield _to(x, y, device)
+    except TvmnasError as err:  # raised in a worker (a corrupt image): torch adds the worker's traceback to it
+        raise TvmnasError(worker_error_line(str(err))) from None
+
+
+def worker_error_line(text: str) -> str:
+    """The one line of a TvmnasError raised in a DataLoader worker, without the traceback torch wraps it in."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else text
+    prefix = f"{TvmnasError.__module__}.{TvmnasError.__name__}: "
+    return last.removeprefix(prefix)
 
 
 def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

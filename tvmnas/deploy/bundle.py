@@ -7,24 +7,17 @@ bundle whose files are missing or altered.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
+from tvmnas.files import sha256_file
 
 BUNDLE_FORMAT = "tvmnas-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_manifest(bundle_dir: Path, fields: dict, files: list[str]) -> dict:

@@ -22,7 +22,8 @@ from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
 from tvmnas.deploy.bundle import write_manifest
 from tvmnas.errors import TvmnasError
 from tvmnas.measure.build import build_module
-from tvmnas.measure.compile import gpu_binary_paths, import_torch, level_name
+from tvmnas.measure.compile import gpu_binary_paths, import_torch
+from tvmnas.measure.level import level_name
 from tvmnas.measure.protocol import SINGLE, Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference
 from tvmnas.measure.runner.base import Runner

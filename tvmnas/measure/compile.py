@@ -18,15 +18,9 @@ from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.targets import TargetSpec
 from tvmnas.tvm_compat import apply_tuning_records, load_tensor_intrinsics
 
-DEFAULT_LEVEL = "default"
-DEFAULT_TUNE_TRIALS = 8  # meta-schedule trials per fused kernel unless the user says otherwise
 # Bumped whenever what a candidate compiles to changes (passes, layouts, schedules): its latencies are then
 # measured again (see `tvmnas.measure.method`).
 PIPELINE_VERSION = 1
-
-
-def level_name(tune_trials: int) -> str:
-    return DEFAULT_LEVEL if tune_trials <= 0 else f"tuned-{tune_trials}"
 
 
 def import_torch(module: torch.nn.Module, input_shape: tuple[int, ...]):

@@ -8,7 +8,9 @@ jobs left, `results` raises, after handing out every result already done. Each j
 measurement protocol (the candidate interleaved with the reference module on that server), which drops windows of
 slow phases and flags an estimate that stays noisy.
 
-The steps (`connect`, `measure_on_session`) are plain functions so tests and other transports can replace them.
+The steps (`connect`, `measure_on_session`) are plain functions so tests and other transports can replace them;
+`FarmPolicy.on_job_sent` is called once a worker holds a server for a job, right before the job goes to it: the
+point where a fault test kills or freezes exactly the server that has a job.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Callable, Iterator
 from tvmnas.errors import TvmnasError, error_line
 from tvmnas.measure.protocol import Estimate, Protocol
 from tvmnas.measure.runner.base import Batch
-from tvmnas.measure.runner.rpc import RpcEndpoint, connect_session, count_servers, time_on_session
+from tvmnas.measure.runner.rpc import RpcEndpoint, ServerSession, count_servers, open_session, time_on_session
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class FarmPolicy:
     max_attempts: int = 3  # tries of one job, each after a failure on some server
     measure_timeout_s: float = 600.0  # one job (upload, load, warm-up, timing); longer = the server hangs
     request_timeout_s: float = 120.0  # waiting for the tracker to hand out a server (others may hold them a job long)
+    on_job_sent: Callable[[str, Job], None] | None = None  # (server "host:port", job), in the worker, before sending
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,9 @@ class JobResult:
     worker: str  # the worker (one session at a time) that produced it; "" for a job that failed everywhere
 
 
-def measure_on_session(session, job: Job) -> Estimate:
+def measure_on_session(session: ServerSession, job: Job) -> Estimate:
     """Time the job's library on the session's device (raises on any failure)."""
-    estimate = time_on_session(session, job.batch, job.protocol).estimates[0]
+    estimate = time_on_session(session.rpc, job.batch, job.protocol).estimates[0]
     if estimate.error is not None:
         raise RuntimeError(estimate.error)
     return estimate
@@ -79,7 +82,7 @@ def call_with_timeout(fn: Callable, timeout_s: float, *args):
 class Farm:
     """Submit jobs, then iterate `results()`; use as a context manager (workers stop on exit)."""
 
-    def __init__(self, endpoint: RpcEndpoint, policy: FarmPolicy = FarmPolicy(), connect=connect_session,
+    def __init__(self, endpoint: RpcEndpoint, policy: FarmPolicy = FarmPolicy(), connect=open_session,
                  measure=measure_on_session) -> None:
         if not endpoint.via_tracker:
             raise TvmnasError("a farm is reached through a tracker: give --tracker HOST:PORT and --key")
@@ -147,10 +150,12 @@ class Farm:
                     self.failures.append(f"{name}: tracker gave no server: {error_line(err)}")
                     return
                 try:
+                    if self.policy.on_job_sent is not None:
+                        self.policy.on_job_sent(session.server, job)
                     result = call_with_timeout(self._measure, self.policy.measure_timeout_s, session, job)
                 except Exception as err:  # noqa: BLE001 - the server died, hung or failed: another one tries
                     text = error_line(err)
-                    self.failures.append(f"{name}: {text}")
+                    self.failures.append(f"{name} on {session.server}: {text}")
                     self._retry_or_fail(job, text)
                     continue
                 finally:

@@ -12,7 +12,7 @@ from typing import Callable
 
 from tvmnas.errors import TvmnasError
 from tvmnas.measure.build import build_module
-from tvmnas.measure.compile import level_name
+from tvmnas.measure.level import level_name
 from tvmnas.measure.protocol import SINGLE, Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference
 from tvmnas.measure.runner.base import Runner

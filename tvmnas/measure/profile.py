@@ -21,7 +21,8 @@ import torch
 from tvmnas.errors import TvmnasError, error_line
 from tvmnas.latency_db import LatencyDB, LatencyRow
 from tvmnas.measure.build import BuiltModule, build_module
-from tvmnas.measure.compile import import_torch, level_name
+from tvmnas.measure.compile import import_torch
+from tvmnas.measure.level import level_name
 from tvmnas.measure.farm import Farm, FarmPolicy, Job, JobResult
 from tvmnas.measure.method import METHOD
 from tvmnas.measure.protocol import PROFILE, Estimate, Protocol
@@ -40,7 +41,8 @@ FARM_PROTOCOL = Protocol(windows=40, reference_every=1, min_span_s=3.0, max_span
 @dataclass(frozen=True)
 class ProfileSettings:
     tune_trials: int = 0  # meta-schedule trials per kernel; 0 = TVM's default schedules
-    force: bool = False
+    force: bool = False  # measure everything again
+    remeasure_flagged: bool = False  # measure again the rows the protocol flagged as noisy
     protocol: Protocol = field(default_factory=lambda: PROFILE)
     farm_protocol: Protocol = field(default_factory=lambda: FARM_PROTOCOL)
     seed: int = 0
@@ -117,12 +119,15 @@ def candidate_row(cand: Candidate, spec: TargetSpec, runner: Runner, settings: P
 
 def cached_row(db: LatencyDB, cand: Candidate, spec: TargetSpec, runner: Runner,
                settings: ProfileSettings) -> LatencyRow | None:
-    """The database's usable row for the candidate at the settings' level and method (None with `force`)."""
+    """The database's usable row for the candidate at the settings' level and method (None with `force`, and for a
+    flagged row with `remeasure_flagged`: it is measured again)."""
     if settings.force:
         return None
     row = db.get(spec.fingerprint(runner.device_label), tvm_version(), cand.key, cand.shape_text, settings.level,
                  METHOD)
-    return row if row is not None and row.ok else None
+    if row is None or not row.ok or (settings.remeasure_flagged and row.flag):
+        return None
+    return row
 
 
 def _build_missing(candidates, spec, runner, db, settings, tune_dir, libs: Path, progress: Progress | None,

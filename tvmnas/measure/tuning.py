@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tvmnas.failpoints import stop_point
 from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
-from tvmnas.tvm_compat import load_tensor_intrinsics, normalize_kernel, parse_record, parse_workload
+from tvmnas.tvm_compat import (load_cost_model, load_tensor_intrinsics, normalize_kernel, parse_record,
+                               parse_workload, save_cost_model)
 
 # Evolutionary search population: the schedules sampled and ranked by the cost model before each batch of trials.
 # The cost model is kept across sessions (see `tune_fused`), so ranking a larger population pays off even at a
@@ -265,7 +267,8 @@ def untuned_tasks(fused_mod, target, database, trials: int) -> tuple[list, int]:
 
 
 def progress_callback(progress, total_trials: int):
-    """A meta-schedule measure callback that reports the trials measured so far as progress ("tune" phase)."""
+    """A meta-schedule measure callback, after the records are committed: reports the trials measured so far as
+    progress ("tune" phase, when `progress` is given), and passes the `tune-trials-saved` stop point."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -276,7 +279,9 @@ def progress_callback(progress, total_trials: int):
 
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
             self.done += len(measure_candidates)
-            progress("tune", min(self.done, total_trials), total_trials, f"kernel {task_id + 1}")
+            stop_point("tune-trials-saved")
+            if progress is not None:
+                progress("tune", min(self.done, total_trials), total_trials, f"kernel {task_id + 1}")
 
     return TrialProgress()
 
@@ -317,13 +322,12 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
         callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()]
         if not in_memory:  # the exported libraries' folders
             callbacks.append(ms.measure_callback.RemoveBuildArtifact())
-        if progress is not None:
-            callbacks.append(progress_callback(progress, trials * len(contexts)))
+        callbacks.append(progress_callback(progress, trials * len(contexts)))
         cost_model = ms.cost_model.XGBModel()
         model_path = Path(work_dir) / COST_MODEL
         if model_path.exists():
             try:
-                cost_model.load(str(model_path))
+                load_cost_model(cost_model, str(model_path))
             except Exception:  # noqa: BLE001 - an unreadable model is only a lost head start
                 cost_model = ms.cost_model.XGBModel()
         ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
@@ -332,6 +336,6 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
                       runner=make_ms_runner(), database=database, cost_model=cost_model,
                       task_scheduler="round-robin", measure_callbacks=callbacks)
         tmp = model_path.with_suffix(".tmp")
-        cost_model.save(str(tmp))
+        save_cost_model(cost_model, str(tmp))
         os.replace(tmp, model_path)
     return TuneReport(total, len(missing), time.perf_counter() - start)

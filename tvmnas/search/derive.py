@@ -1,9 +1,13 @@
 """Deriving one network from the search's path probabilities.
 
 `derive_under_budget`: the most probable architecture (maximum sum of the layers' log-probabilities) whose
-predicted latency is at most the budget, found exactly by dynamic programming over the layers (a multiple-choice
-knapsack) on the additive latency table. Latencies are counted in units of 1 us / (layers + 1), rounded up, so
-the rounding of all layers together stays under 1 us: the answer is exact to 1 us, and never over the budget.
+predicted latency, the table's sum as `LatencyTable.arch_ms` adds it, is at most the budget. A dynamic program
+over the layers (a multiple-choice knapsack) on latencies rounded down to units of 1 us / (layers + 1) bounds the
+log-probability of the first k layers in any room; a depth-first search with the unrounded latencies, led and
+pruned by those bounds, keeps the best network whose real sum fits. Rounding only loosens the bounds, it never
+decides what fits: the answer is exact, unless over VISITS branches lie within the bounds' slack (a subset sum:
+large spaces whose probabilities rise with latency); then it is the best found, never worse than the exact answer
+for a goal (layers + 2) units tighter.
 `derive_argmax`: ProxylessNAS's plain choice, each layer's most probable path.
 """
 
@@ -18,6 +22,11 @@ from tvmnas.errors import TvmnasError
 from tvmnas.search.config import DERIVATIONS
 from tvmnas.search.latency import LatencyTable
 
+MAX_UNITS = 1 << 18  # the bounds' table at most: large budgets get coarser units (looser bounds, same answer)
+SLACK_UNITS = 1e-6  # rounding in the bounds' favour, far above float error: the bounds stay upper bounds
+TIE = 1e-12  # log-probabilities closer than this tie; the first network found keeps it
+VISITS = 20_000  # branches the search may take (about 0.2 s): all it needs in small spaces, most often in large
+
 
 @dataclass(frozen=True)
 class Derived:
@@ -26,47 +35,127 @@ class Derived:
     log_probability: float  # sum over layers of log p(chosen path)
 
 
+def check_reachable(table: LatencyTable, goal_ms: float, of: str = "") -> None:
+    """A TvmnasError when no network fits the goal, i.e. it is below the table's smallest reachable latency;
+    both printed to as many decimals as it takes to tell them apart. `of`: what the table is (" of tiny on x")."""
+    if goal_ms < table.min_ms:
+        goal, least = apart(goal_ms, table.min_ms)
+        raise TvmnasError(f"latency goal {goal} ms is below the smallest reachable latency{of}: {least} ms")
+
+
+def apart(a: float, b: float) -> tuple[str, str]:
+    """Two different numbers to the fewest decimals, at least 4, that tell them apart."""
+    for decimals in range(4, 30):
+        if f"{a:.{decimals}f}" != f"{b:.{decimals}f}":
+            return f"{a:.{decimals}f}", f"{b:.{decimals}f}"
+    return repr(a), repr(b)
+
+
+def log_probability(log_probs: list[list[float]], choices) -> float:
+    return float(sum(lp[c] for lp, c in zip(log_probs, choices)))
+
+
+def as_derived(log_probs: list[list[float]], table: LatencyTable, choices) -> Derived:
+    choices = tuple(int(c) for c in choices)
+    return Derived(choices, table.arch_ms(list(choices)), log_probability(log_probs, choices))
+
+
 def derive_argmax(log_probs: list[list[float]], table: LatencyTable) -> Derived:
-    choices = tuple(int(np.argmax(lp)) for lp in log_probs)
-    return Derived(choices, table.arch_ms(list(choices)), float(sum(lp[c] for lp, c in zip(log_probs, choices))))
+    return as_derived(log_probs, table, [np.argmax(lp) for lp in log_probs])
 
 
 def derive_under_budget(log_probs: list[list[float]], table: LatencyTable, budget_ms: float) -> Derived:
     """The most probable architecture within the budget. A budget below the smallest reachable latency is a
     TvmnasError; one at or above the largest gives the unconstrained argmax."""
-    if budget_ms + 1e-9 < table.min_ms:
-        raise TvmnasError(f"latency goal {budget_ms:g} ms is below the smallest reachable latency "
-                          f"{table.min_ms:.4f} ms")
+    check_reachable(table, budget_ms)
     if budget_ms >= table.max_ms:
         return derive_argmax(log_probs, table)
-    unit_ms = 1e-3 / (len(table.layer_ms) + 1)
-    capacity = int(math.floor((budget_ms - table.fixed_ms) / unit_ms + 1e-9))
-    # best[b]: the largest sum of log-probabilities of the layers so far within b units; -inf where none fits
-    best = np.zeros(capacity + 1)
-    picks = []
-    for lp, lat in zip(log_probs, table.layer_ms):
-        weights = [int(math.ceil(ms / unit_ms - 1e-9)) for ms in lat]
-        new = np.full(capacity + 1, -np.inf)
-        pick = np.full(capacity + 1, -1, dtype=np.int16)
-        for choice, (w, p) in enumerate(zip(weights, lp)):
-            if w > capacity:
-                continue
-            candidate = np.full(capacity + 1, -np.inf)
-            candidate[w:] = best[:capacity + 1 - w] + p
-            better = candidate > new
-            new[better], pick[better] = candidate[better], choice
-        best = new
-        picks.append(pick)
-    if not np.isfinite(best[capacity]):  # only by rounding: the cheapest fits within 1 us of the budget
-        raise TvmnasError(f"latency goal {budget_ms:g} ms is below the smallest reachable latency "
-                          f"{table.min_ms:.4f} ms")
-    choices, b = [], capacity
-    for lat, pick in zip(reversed(table.layer_ms), reversed(picks)):
-        choice = int(pick[b])
+    room_ms = budget_ms - table.fixed_ms
+    unit_ms = unit_for(table, room_ms)
+    bounds = prefix_bounds(log_probs, table.layer_ms, unit_ms, units_within(room_ms, unit_ms))
+    return best_within(log_probs, table, budget_ms, bounds, unit_ms)
+
+
+def unit_for(table: LatencyTable, room_ms: float) -> float:
+    """1 us / (layers + 1), or coarser where the room would take more than MAX_UNITS of them."""
+    return max(1e-3 / (len(table.layer_ms) + 1), room_ms / MAX_UNITS)
+
+
+def units_within(room_ms: float, unit_ms: float) -> int:
+    """Whole units in `room_ms`, rounded up by SLACK_UNITS; -1 when nothing fits."""
+    return max(-1, math.floor(room_ms / unit_ms + SLACK_UNITS))
+
+
+def unit_weights(lat, unit_ms: float) -> list[int]:
+    """Latencies in whole units, rounded down (by SLACK_UNITS more): a sum of them never exceeds the real sum's."""
+    return [max(0, math.floor(ms / unit_ms - SLACK_UNITS)) for ms in lat]
+
+
+def prefix_bounds(log_probs: list[list[float]], layer_ms, unit_ms: float, capacity: int) -> list[np.ndarray]:
+    """bounds[k][b]: the largest log-probability of the first k layers whose latencies, in units rounded down,
+    add up to at most b (-inf where none do): at least that of any prefix whose real latency fits in b units."""
+    bounds = [np.zeros(capacity + 1)]
+    for lp, lat in zip(log_probs, layer_ms):
+        prev, new = bounds[-1], np.full(capacity + 1, -np.inf)
+        for w, p in zip(unit_weights(lat, unit_ms), lp):
+            if w <= capacity:
+                np.maximum(new[w:], prev[:capacity + 1 - w] + p, out=new[w:])
+        bounds.append(new)
+    return bounds
+
+
+def within_margin(log_probs: list[list[float]], table: LatencyTable, bounds: list[np.ndarray], unit_ms: float
+                  ) -> list[int] | None:
+    """The bounds' best network within layers + 1 units less than their capacity: rounding down loses under
+    one unit a layer, so it fits the budget (still checked), and no network layers + 2 units (1-2 us where the
+    room is under 12 ms) under the goal beats it."""
+    b = len(bounds[0]) - 1 - len(table.layer_ms) - 1
+    if b < 0 or not np.isfinite(bounds[-1][b]):
+        return None
+    choices = []
+    for k in range(len(table.layer_ms), 0, -1):
+        weights = unit_weights(table.layer_ms[k - 1], unit_ms)
+        scores = [bounds[k - 1][b - w] + p if w <= b else -np.inf for w, p in zip(weights, log_probs[k - 1])]
+        choice = int(np.argmax(scores))
         choices.append(choice)
-        b -= int(math.ceil(lat[choice] / unit_ms - 1e-9))
-    choices.reverse()
-    return Derived(tuple(choices), table.arch_ms(choices), float(sum(lp[c] for lp, c in zip(log_probs, choices))))
+        b -= weights[choice]
+    return choices[::-1]
+
+
+def best_within(log_probs: list[list[float]], table: LatencyTable, budget_ms: float, bounds: list[np.ndarray],
+                unit_ms: float) -> Derived:
+    """Depth-first from the last layer to the first, the most promising path first, a branch cut when its bound
+    cannot beat the best network found so far (at first the better of the cheapest, which fits as budget >=
+    min_ms, and `within_margin`'s); after VISITS branches it stops with the best found."""
+    layers = len(table.layer_ms)
+    starts = [[np.argmin(lat) for lat in table.layer_ms], within_margin(log_probs, table, bounds, unit_ms)]
+    fitting = [as_derived(log_probs, table, c) for c in starts if c is not None]
+    best = max((d for d in fitting if d.latency_ms <= budget_ms), key=lambda d: d.log_probability)
+    chosen, visits = [0] * layers, 0
+
+    def bound(k: int, room_ms: float) -> float:
+        b = units_within(room_ms, unit_ms)
+        return bounds[k][min(b, len(bounds[k]) - 1)] if b >= 0 else -math.inf
+
+    def visit(k: int, room_ms: float, score: float) -> None:  # layers >= k are chosen; room_ms is left for < k
+        nonlocal best, visits
+        visits += 1
+        if k == 0:
+            found = as_derived(log_probs, table, chosen)
+            if found.log_probability > best.log_probability + TIE and found.latency_ms <= budget_ms:
+                best = found
+            return
+        options = sorted(((score + p + bound(k - 1, room_ms - ms), c, ms, p)
+                          for c, (ms, p) in enumerate(zip(table.layer_ms[k - 1], log_probs[k - 1]))),
+                         key=lambda o: -o[0])
+        for promise, c, ms, p in options:
+            if not promise > best.log_probability + TIE or visits >= VISITS:
+                return
+            chosen[k - 1] = c
+            visit(k - 1, room_ms - ms, score + p)
+
+    visit(layers, budget_ms - table.fixed_ms, 0.0)
+    return best
 
 
 def derive(log_probs: list[list[float]], table: LatencyTable, budget_ms: float, how: str = "budget") -> Derived:

@@ -22,6 +22,7 @@ from tvmnas.space import SearchSpace
 class LatencyTable:
     fixed_ms: float
     layer_ms: tuple[tuple[float, ...], ...]  # per searchable layer, per choice (in the layer's choice order)
+    flagged: tuple[str, ...] = ()  # the candidates whose rows the protocol flagged as noisy ("key shape")
 
     def expected_ms(self, probabilities: list[torch.Tensor]) -> torch.Tensor:
         total = torch.tensor(self.fixed_ms, device=probabilities[0].device)
@@ -45,8 +46,10 @@ def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version
                   method: str = METHOD) -> LatencyTable:
     """The table for one target/level; names the candidates the database lacks, if any."""
 
+    rows = {c: db.get(target_fp, tvm_version, c.key, c.shape_text, level, method) for c in space.candidates()}
+
     def latency(cand) -> float | None:
-        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level, method)
+        row = rows[cand]
         return row.latency_ms if row is not None and row.ok else None
 
     missing = [c for c in space.candidates() if latency(c) is None]
@@ -58,7 +61,7 @@ def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version
     fixed = sum(latency(c) for c in space.fixed_candidates())
     layers = tuple(tuple(0.0 if op == "zero" else latency(layer.candidate(op)) for op in layer.choices)
                    for layer in space.layers())
-    return LatencyTable(fixed, layers)
+    return LatencyTable(fixed, layers, tuple(f"{c.key} {c.shape_text}" for c, row in rows.items() if row.flag))
 
 
 @dataclass(frozen=True)

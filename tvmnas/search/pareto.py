@@ -25,16 +25,18 @@ class Point:
 
 
 def budgets(table: LatencyTable, points: int) -> list[float]:
+    """`points` budgets evenly across the reachable range, both ends exactly (linspace keeps them)."""
     return [float(b) for b in np.linspace(table.min_ms, table.max_ms, points)]
 
 
 def non_dominated(points: list[Point]) -> list[Point]:
-    """Each point marked dominated when another is at least as fast and at least as accurate, and better in one;
-    sorted by latency."""
+    """Each point marked dominated when another is at least as fast and at least as accurate, and better in one
+    (of equal ones, all but the first): the rest, sorted by latency, rise strictly in both. Sorted by latency."""
     marked = []
-    for p in points:
+    for i, p in enumerate(points):
         dominated = any(q.latency_ms <= p.latency_ms and q.valid_acc >= p.valid_acc
-                        and (q.latency_ms < p.latency_ms or q.valid_acc > p.valid_acc) for q in points)
+                        and (q.latency_ms < p.latency_ms or q.valid_acc > p.valid_acc or j < i)
+                        for j, q in enumerate(points) if j != i)
         marked.append(Point(p.arch, p.budget_ms, p.latency_ms, p.valid_acc, dominated))
     return sorted(marked, key=lambda p: (p.latency_ms, p.valid_acc))
 

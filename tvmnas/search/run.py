@@ -31,6 +31,7 @@ from tvmnas.search.latency import LatencyTable, search_loss
 from tvmnas.search.supernet import (Supernet, rescale_two_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
+from tvmnas.failpoints import stop_point
 from tvmnas.torch_file import load_tagged, save_tagged
 
 CHECKPOINT_FORMAT = "tvmnas-search-checkpoint"
@@ -59,6 +60,7 @@ def make_state(space: SearchSpace, cfg: SearchConfig, n_train: int, world: World
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         net = Supernet(space).to(world.device, memory_format=torch.channels_last)  # faster depthwise convs
+    world.global_batchnorm(net)  # N processes normalize each global batch as one process does
     weight_opt = torch.optim.SGD(net.weights(), lr=cfg.weight_lr, momentum=cfg.weight_momentum,
                                  weight_decay=cfg.weight_decay, nesterov=True)
     arch_opt = make_arch_optimizer(net, cfg)
@@ -260,6 +262,7 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
             save_checkpoint(ckpt_path, state, cfg)
             with log_path.open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")
+            stop_point("search-epoch-saved")
         if on_epoch:
             on_epoch(entry)
     log = state.log

@@ -16,8 +16,8 @@ import torch
 from tvmnas.data.datasets import SearchData
 from tvmnas.data.loading import batches, epoch_batches
 from tvmnas.dist import World
-from tvmnas.errors import TvmnasError
 from tvmnas.search.config import SearchConfig
+from tvmnas.search.derive import check_reachable
 from tvmnas.search.finished import FinishedRun
 from tvmnas.search.latency import LatencyTable
 from tvmnas.search.run import (arch_step, derive_arch, make_arch_optimizer, path_accuracy, save_checkpoint,
@@ -48,9 +48,7 @@ def specialize(run: FinishedRun, target: str, goal_ms: float, table: LatencyTabl
                on_step: Callable[[int, int], None] | None = None) -> dict:
     """Write a run folder for `target` (config, checkpoint with the new architecture parameters, arch,
     probabilities, summary) that `tvmnas train --run` and `tvmnas export --run` take like any search run."""
-    if goal_ms + 1e-9 < table.min_ms:
-        raise TvmnasError(f"latency goal {goal_ms:g} ms is below the smallest reachable latency of "
-                          f"{run.space.name} on {target}: {table.min_ms:.4f} ms")
+    check_reachable(table, goal_ms, f" of {run.space.name} on {target}")  # before the alpha phase, not after
     cfg = replace(run.cfg, target=target, latency_ms=goal_ms, level=level, measured_by=measured_by)
     started = time.perf_counter()
     alpha_phase(run, cfg, table, data, steps, on_step)

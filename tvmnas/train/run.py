@@ -25,6 +25,7 @@ from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate
 from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
+from tvmnas.failpoints import stop_point
 from tvmnas.torch_file import load_tagged, save_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import save_network
@@ -67,7 +68,7 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         net = init if init is not None else Network(space, arch)
-    net = net.to(world.device, memory_format=torch.channels_last)
+    net = world.global_batchnorm(net.to(world.device, memory_format=torch.channels_last))
     n_images = len(data.train) if cfg.images_per_epoch is None else min(len(data.train), cfg.images_per_epoch)
     steps = math.ceil(n_images / cfg.batch_size)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -130,6 +131,7 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
                          "schedule": schedule.state_dict(), "log": json.dumps(log), "info": json.dumps(info)})
             with (out_dir / "log.jsonl").open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")
+            stop_point("train-epoch-saved")
         if on_epoch:
             on_epoch(entry)
     if data.test is not None:

@@ -17,7 +17,7 @@ import numpy as np
 from tvmnas.errors import TvmnasError, error_line
 from tvmnas.measure.protocol import Interleaved, Protocol
 from tvmnas.measure.runner.base import Batch, Runner, run_loaded_module, set_remote_threads, time_loaded
-from tvmnas.tvm_compat import give_rpc_runner_a_deadline
+from tvmnas.tvm_compat import give_rpc_runner_a_deadline, request_server
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,27 @@ def count_servers(endpoint: RpcEndpoint) -> int:
     return tracker_summary(endpoint).get(endpoint.key, (0, 0))[0]
 
 
-def connect_session(endpoint: RpcEndpoint):
-    """Open an RPC session to the endpoint (through the tracker when it has a key)."""
+@dataclass(frozen=True)
+class ServerSession:
+    """An open RPC session and the server it reaches ("host:port"); the session closes when this is dropped."""
+
+    rpc: object
+    server: str
+
+
+def open_session(endpoint: RpcEndpoint) -> ServerSession:
+    """Open an RPC session to the endpoint (a server the tracker hands out, when it has a key)."""
     from tvm import rpc
 
     if endpoint.via_tracker:
-        tracker = rpc.connect_tracker(endpoint.host, endpoint.port)
-        return tracker.request(endpoint.key, priority=1, session_timeout=0)
-    return rpc.connect(endpoint.host, endpoint.port)
+        session, (host, port) = request_server(endpoint.host, endpoint.port, endpoint.key, priority=1)
+        return ServerSession(session, f"{host}:{port}")
+    return ServerSession(rpc.connect(endpoint.host, endpoint.port), f"{endpoint.host}:{endpoint.port}")
+
+
+def connect_session(endpoint: RpcEndpoint):
+    """The RPC session alone (see `open_session`)."""
+    return open_session(endpoint).rpc
 
 
 def direct_session(rpc_config):

@@ -1,0 +1,51 @@
+"""Run the fault tests (and the integration tier) many times in a row, each a fresh pytest, and report any
+failure: a flaky test is found here, before CI meets it. `make flake-check` runs it.
+
+Usage: python tests/flake_check.py [--fault-runs N] [--integration-runs M] [--logs DIR]
+Prints one line per run and a tally; exits 1 when any run failed. Each run's output (with the slowest
+tests) is kept under --logs."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TIERS = {"fault": ["-m", "fault and not integration"], "integration": ["-m", "integration"]}
+
+
+def run_tier(name: str, runs: int, logs: Path) -> int:
+    failed = 0
+    for i in range(1, runs + 1):
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5",
+                               *TIERS[name]], capture_output=True, text=True)
+        log = logs / f"{name}-{i}.log"
+        log.write_text(proc.stdout + proc.stderr)
+        tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+        ok = proc.returncode == 0 and "passed" in tail  # a tier whose every test skipped has not run
+        if not ok:
+            failed += 1
+            tail += f" (output in {log})"
+        print(f"{name} {i}/{runs}: {'ok' if ok else 'FAILED'} in {time.monotonic() - start:.0f} s: {tail}",
+              flush=True)
+    return failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fault-runs", type=int, default=20)
+    parser.add_argument("--integration-runs", type=int, default=10)
+    parser.add_argument("--logs", type=Path, default=Path("build/flake-check"))
+    args = parser.parse_args()
+    args.logs.mkdir(parents=True, exist_ok=True)
+    counts = {"fault": args.fault_runs, "integration": args.integration_runs}
+    failures = {name: run_tier(name, runs, args.logs) for name, runs in counts.items() if runs > 0}
+    print("; ".join(f"{name}: {counts[name] - bad}/{counts[name]} runs passed" for name, bad in failures.items()))
+    return 1 if any(failures.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
