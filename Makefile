@@ -87,7 +87,8 @@ test: install toolchain board-tools
 FAULT_RUNS ?= 20
 INTEGRATION_RUNS ?= 10
 flake-check: install toolchain board-tools
-	$(BIN)/python tests/flake_check.py --fault-runs $(FAULT_RUNS) --integration-runs $(INTEGRATION_RUNS)
+	$(BIN)/python tests/flake_check.py --fault-runs $(FAULT_RUNS) --integration-runs $(INTEGRATION_RUNS) \
+		--record bench/results/flake_check
 
 bench-kernels: install
 	$(BIN)/tvmnas bench-kernels --target x86-cpu --space fashion-mnist --db $(CACHE)/latency.db --out bench/results/kernel_choices_x86

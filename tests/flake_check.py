@@ -8,6 +8,7 @@ tests) is kept under --logs."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 TIERS = {"fault": ["-m", "fault and not integration"], "integration": ["-m", "integration"]}
 
 
-def run_tier(name: str, runs: int, logs: Path) -> int:
+def run_tier(name: str, runs: int, logs: Path, lines: list[str]) -> int:
     failed = 0
     for i in range(1, runs + 1):
         start = time.monotonic()
@@ -29,8 +30,8 @@ def run_tier(name: str, runs: int, logs: Path) -> int:
         if not ok:
             failed += 1
             tail += f" (output in {log})"
-        print(f"{name} {i}/{runs}: {'ok' if ok else 'FAILED'} in {time.monotonic() - start:.0f} s: {tail}",
-              flush=True)
+        lines.append(f"{name} {i}/{runs}: {'ok' if ok else 'FAILED'} in {time.monotonic() - start:.0f} s: {tail}")
+        print(lines[-1], flush=True)
     return failed
 
 
@@ -39,12 +40,41 @@ def main() -> int:
     parser.add_argument("--fault-runs", type=int, default=20)
     parser.add_argument("--integration-runs", type=int, default=10)
     parser.add_argument("--logs", type=Path, default=Path("build/flake-check"))
+    parser.add_argument("--record", type=Path, help="also write the tally to PREFIX.json and PREFIX.md")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     counts = {"fault": args.fault_runs, "integration": args.integration_runs}
-    failures = {name: run_tier(name, runs, args.logs) for name, runs in counts.items() if runs > 0}
-    print("; ".join(f"{name}: {counts[name] - bad}/{counts[name]} runs passed" for name, bad in failures.items()))
+    lines: list[str] = []
+    failures = {name: run_tier(name, runs, args.logs, lines) for name, runs in counts.items() if runs > 0}
+    tally = "; ".join(f"{name}: {counts[name] - bad}/{counts[name]} runs passed" for name, bad in failures.items())
+    print(tally)
+    if args.record:
+        record(args.record, {f"{name}_passed": counts[name] - bad for name, bad in failures.items()}
+               | {f"{name}_runs": counts[name] for name in failures}, lines, tally)
     return 1 if any(failures.values()) else 0
+
+
+def record(prefix: Path, summary: dict, lines: list[str], tally: str) -> None:
+    import json
+    import platform
+    from datetime import datetime, timezone
+
+    def git(*a) -> str:
+        return subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    meta = {"cpu_model": cpu, "cores": os.cpu_count(),
+            "commit": git("rev-parse", "--short=12", "HEAD") + ("+uncommitted" if git("status", "--porcelain",
+                                                                                      "--untracked-files=no") else ""),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps({"summary": summary, "meta": meta, "entries": lines},
+                                                      indent=1) + "\n")
+    prefix.with_suffix(".md").write_text("\n".join(
+        ["## Fault tests repeated (flake check)", "", tally, "", *[f"- {line}" for line in lines], "",
+         f"Measured on {meta['cpu_model']} ({meta['cores']} cores), commit {meta['commit']}, {meta['date']}.", "",
+         f"Command: `{meta['command']}`"]) + "\n")
 
 
 if __name__ == "__main__":

@@ -98,3 +98,21 @@ def test_train_killed_after_an_epoch_resumes_to_the_same_network(tmp_path, tiny_
     assert whole.keys() == resumed.keys()
     for name, tensor in whole["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][name]), name
+
+
+def test_export_killed_leaves_the_bundle_before_it_as_it_was(tmp_path):
+    from tests.deploy.conftest import save_tiny_network
+
+    network = save_tiny_network(tmp_path / "network.pt", ("mb_k3_e2", "mb_k3_e1"), {"test_acc": 0.5})
+    bundle = tmp_path / "bundle"
+    args = ["export", "--network", network, "--target", "x86-cpu", "--tune-trials", "0", "--db", tmp_path / "lat.db",
+            "--out", bundle]
+    helpers.kill_at_stop_point(tvmnas(*args, stop_at="export-bundle-written"))
+    assert not bundle.exists()  # killed before the complete bundle took its place: nothing that looks complete
+    finish(*args)
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    helpers.kill_at_stop_point(tvmnas(*args, stop_at="export-bundle-written"))
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before  # the earlier bundle, untouched
+    finish(*args)
+    assert not list(tmp_path.glob(".bundle.partial-*"))  # the next export cleared what the kill left
+    assert json.loads((bundle / "manifest.json").read_text())["arch"] == ["mb_k3_e2", "mb_k3_e1"]

@@ -5,7 +5,8 @@ first) it passes `stop_point(NAME)`; the test sees the stopped state and sends S
 point the code names, not at a moment a watcher guesses. Without the variable a stop point does nothing.
 
 The points: `tune-trials-saved` (a batch of meta-schedule trials is in the tuning records), `search-epoch-saved`
-and `train-epoch-saved` (an epoch's checkpoint and log line are written).
+and `train-epoch-saved` (an epoch's checkpoint and log line are written), `export-bundle-written` (a complete bundle
+in its partial folder, before it takes the output folder's place).
 """
 
 from __future__ import annotations

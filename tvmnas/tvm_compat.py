@@ -125,6 +125,22 @@ def save_cost_model(model, path: str) -> None:
         model.save(path)
 
 
+def build_trial(mod, target):
+    """One meta-schedule trial's runtime module, built as its LocalBuilder builds it (`default_build`, not exported
+    by the package: tvmnas builds trials in its own process instead of LocalBuilder's worker pool)."""
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+
+    return default_build(mod, target, None)
+
+
+def trial_result(times_s: list[float] | None = None, error: str | None = None):
+    """A finished trial's runner future (`LocalRunnerFuture`, the ready-made one meta-schedule's RunnerFuture API
+    lacks): its run times, or why it failed."""
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+    return LocalRunnerFuture(res=times_s) if error is None else LocalRunnerFuture(error_message=error)
+
+
 def parse_workload(line: str):
     """One line of a JSON database's workload file (the file format of `JSONDatabase`, read directly: tvmnas
     repairs databases meta-schedule refuses to load, and reads records in commit order, which its API hides)."""

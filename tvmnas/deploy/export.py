@@ -7,7 +7,9 @@ cross-linked for boards), checked against PyTorch and timed on the target's devi
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import torch
 from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
 from tvmnas.deploy.bundle import write_manifest
 from tvmnas.errors import TvmnasError
+from tvmnas.failpoints import stop_point
 from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import gpu_binary_paths, import_torch
 from tvmnas.measure.level import level_name
@@ -92,15 +95,38 @@ def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
                   tune_dir: Path, out_dir: Path, settings: ExportSettings, sample: np.ndarray | None = None,
                   predicted: Prediction | None = None, anchor_ms: float | None = None,
                   on_round: Callable[[int, int], None] | None = None) -> dict:
-    """Write the bundle into out_dir (emptied first) and return its manifest. `sample` is one preprocessed input
-    (for the runner's example command); a seeded random one when not given. The module is timed with the
-    measurement protocol against the reference module (kept in the bundle for the native runner), scaled to the
-    latency database's `anchor_ms` like the predicted latency's blocks. Without a runner (no device here) the
-    module is compiled at the default level only, and neither checked nor timed (the manifest says so)."""
+    """Write the bundle into out_dir and return its manifest. `sample` is one preprocessed input (for the runner's
+    example command); a seeded random one when not given. The module is timed with the measurement protocol
+    against the reference module (kept in the bundle for the native runner), scaled to the latency database's
+    `anchor_ms` like the predicted latency's blocks. Without a runner (no device here) the module is compiled at
+    the default level only, and neither checked nor timed (the manifest says so).
+
+    The bundle is written into a hidden `.NAME.partial-*` folder beside out_dir and takes out_dir's place only
+    when complete: an export that fails or is killed leaves the bundle that was there before as it was (a kill
+    leaves the partial folder, which the next export of out_dir removes)."""
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        manifest = _write_bundle(trained, network_file, spec, runner, tune_dir, staging, settings, sample,
+                                 predicted, anchor_ms, on_round)
+        stop_point("export-bundle-written")
+        old = staging.with_name(staging.name + "-old")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec, runner: Runner | None,
+                  tune_dir: Path, out_dir: Path, settings: ExportSettings, sample: np.ndarray | None,
+                  predicted: Prediction | None, anchor_ms: float | None,
+                  on_round: Callable[[int, int], None] | None) -> dict:
     space, net = trained.space, trained.net.eval()
     shape = (1, space.input_channels, space.input_size, space.input_size)
     if sample is None:

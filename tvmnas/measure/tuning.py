@@ -20,8 +20,8 @@ from pathlib import Path
 from tvmnas.failpoints import stop_point
 from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
-from tvmnas.tvm_compat import (load_cost_model, load_tensor_intrinsics, normalize_kernel, parse_record,
-                               parse_workload, save_cost_model)
+from tvmnas.tvm_compat import (build_trial, load_cost_model, load_tensor_intrinsics, normalize_kernel,
+                               parse_record, parse_workload, save_cost_model, trial_result)
 
 # Evolutionary search population: the schedules sampled and ranked by the cost model before each batch of trials.
 # The cost model is kept across sessions (see `tune_fused`), so ranking a larger population pays off even at a
@@ -191,7 +191,6 @@ def make_builder(spec: TargetSpec, in_memory: bool = False):
     no linking, no loading: a trial costs its compile and its timing only)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
 
     @derived_object
     class InProcessBuilder(PyBuilder):
@@ -199,7 +198,7 @@ def make_builder(spec: TargetSpec, in_memory: bool = False):
             results = []
             for item in build_inputs:
                 try:
-                    rt_mod = default_build(item.mod, item.target, None)
+                    rt_mod = build_trial(item.mod, item.target)
                     if in_memory:
                         token = f"{_MEMORY_PREFIX}{len(_IN_MEMORY)}-{id(rt_mod)}"
                         _IN_MEMORY[token] = rt_mod
@@ -222,7 +221,6 @@ def make_in_process_runner(device_kind: str, threads: int):
     import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import PyRunner
-    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 
     from tvmnas.measure.runner.base import set_threads
 
@@ -243,25 +241,51 @@ def make_in_process_runner(device_kind: str, threads: int):
                                                device=device) for info in item.args_info]
                     evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=3, repeat=1,
                                                       min_repeat_ms=10)
-                    futures.append(LocalRunnerFuture(res=[float(t) for t in evaluator(*args).results]))
+                    futures.append(trial_result([float(t) for t in evaluator(*args).results]))
                 except Exception as err:  # noqa: BLE001 - a trial that fails is a result
-                    futures.append(LocalRunnerFuture(error_message=f"{type(err).__name__}: {err}"))
+                    futures.append(trial_result(error=f"{type(err).__name__}: {err}"))
             return futures
 
     return InProcessRunner()
 
 
-def untuned_tasks(fused_mod, target, database, trials: int) -> tuple[list, int]:
-    """The extracted tasks of a fused module that the database does not yet hold `trials` records for."""
+TUNED = "tuned_budgets.jsonl"  # one line per tuning session: [kernel's structural hash, trials it was tuned with]
+
+
+def kernel_hash(database, kernel) -> str:
+    import tvm_ffi
+
+    return str(tvm_ffi.structural_hash(database.commit_workload(normalize_kernel(kernel)).mod))
+
+
+def tuned_budgets(work_dir: Path) -> dict[str, int]:
+    """Per kernel, the largest trial budget it has been tuned with (a kernel whose schedule space holds fewer
+    distinct candidates, or whose trials failed, keeps fewer valid records than its budget: it is not tuned again)."""
+    budgets: dict[str, int] = {}
+    path = Path(work_dir) / TUNED
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            key, trials = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        budgets[key] = max(budgets.get(key, 0), int(trials))
+    return budgets
+
+
+def untuned_tasks(fused_mod, target, database, trials: int, work_dir: Path) -> tuple[list, int]:
+    """The extracted tasks of a fused module that have neither `trials` valid records in the database nor been
+    tuned with a budget of `trials` before."""
     from tvm.s_tir import meta_schedule as ms
 
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)
+    budgets = tuned_budgets(work_dir)
     missing = []
     for task in tasks:
         kernel = task.dispatched[0]
         if not database.has_workload(kernel):
             missing.append(task)
-        elif len(database.get_top_k(database.commit_workload(kernel), trials)) < trials:
+        elif len(database.get_top_k(database.commit_workload(kernel), trials)) < trials \
+                and budgets.get(kernel_hash(database, kernel), 0) < trials:
             missing.append(task)
     return missing, len(tasks)
 
@@ -304,7 +328,7 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
     load_tensor_intrinsics(intrinsic_modules(spec))
     quiet_meta_schedule()
     start = time.perf_counter()
-    missing, total = untuned_tasks(fused_mod, target, database, settings.trials_per_task)
+    missing, total = untuned_tasks(fused_mod, target, database, settings.trials_per_task, work_dir)
     if missing:
         population = settings.population or min(512, max(DEFAULT_POPULATION, 2 * settings.trials_per_task))
         contexts = [
@@ -338,4 +362,7 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
         tmp = model_path.with_suffix(".tmp")
         save_cost_model(cost_model, str(tmp))
         os.replace(tmp, model_path)
+        with (Path(work_dir) / TUNED).open("a") as handle:  # appended once the session is done (a kill re-tunes)
+            handle.write("".join(json.dumps([kernel_hash(database, t.dispatched[0]), trials]) + "\n"
+                                 for t in missing))
     return TuneReport(total, len(missing), time.perf_counter() - start)

@@ -1,0 +1,43 @@
+"""The chain a user runs, as one: `profile --tune-trials 2` on the tiny space, then `search`, `train` and `export`
+with the same database. The export compiles with the records the profile tuned (it tunes nothing new), its
+manifest names that level, and its prediction is the sum of the database rows the network is made of."""
+
+import json
+
+from tvmnas.cli import main
+from tvmnas.latency_db import LatencyDB
+from tvmnas.search.latency import table_from_db
+from tvmnas.space import load_space
+from tvmnas.targets import load_target
+from tvmnas.versions import tvm_version
+
+from tests.conftest import DATA
+
+
+def test_profile_search_train_export_share_one_database(tmp_path, tiny_idx_dir, capsys):
+    space_file, db, run = DATA / "tiny-space.json", tmp_path / "lat.db", tmp_path / "run"
+    assert main(["profile", "--space", str(space_file), "--target", "x86-cpu", "--db", str(db),
+                 "--tune-trials", "2"]) == 0
+    with LatencyDB(db) as opened:
+        rows = {(r.block_key, r.input_shape): r for r in opened.rows() if r.ok and r.level == "tuned-2"}
+    space = load_space(str(space_file))
+    assert len(rows) == len(space.candidates())
+    with LatencyDB(db) as opened:
+        table = table_from_db(space, opened, load_target("x86-cpu").fingerprint("local"), tvm_version(), "tuned-2")
+    goal_ms = (table.min_ms + table.max_ms) / 2
+    assert main(["search", "--space", str(space_file), "--target", "x86-cpu", "--db", str(db), "--tune-trials", "2",
+                 "--latency-ms", f"{goal_ms:.6f}", "--data", str(tiny_idx_dir), "--batch-size", "16", "--epochs", "2",
+                 "--out", str(run)]) == 0
+    assert main(["train", "--run", str(run), "--epochs", "1", "--batch-size", "16"]) == 0
+    assert main(["export", "--run", str(run), "--target", "x86-cpu", "--db", str(db), "--tune-trials", "2"]) == 0
+    capsys.readouterr()
+
+    manifest = json.loads((run / "bundle-x86-cpu" / "manifest.json").read_text())
+    assert manifest["level"] == "tuned-2" and manifest["tvm_version"] == tvm_version()
+    assert manifest["seconds"]["kernels_tuned"] == 0  # every kernel was tuned by the profile already
+    ops = json.loads((run / "arch.json").read_text())["ops"]
+    blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
+                                         if op != "zero"]
+    assert abs(manifest["latency"]["predicted_ms"] - sum(rows[(c.key, c.shape_text)].latency_ms
+                                                         for c in blocks)) < 1e-12
+    assert all(r.target_fp == load_target("x86-cpu").fingerprint("local") for r in rows.values())
