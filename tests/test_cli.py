@@ -99,7 +99,7 @@ def test_console_script_exit_code():
     proc = subprocess.run([sys.executable, "-m", "tvmnas.cli", "profile", "--space", "nope", "--target", "x86-cpu"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "tvmnas: error: unknown search space 'nope'; known: fashion-mnist, proxyless-imagenet"
+    assert proc.stderr.strip() == "tvmnas: error: unknown search space 'nope'; known: cluttered-fashion-64, fashion-mnist, proxyless-imagenet"
 
 
 def test_bench_kernels_needs_tuning(capsys, tmp_path):
@@ -132,3 +132,13 @@ def test_help_imports_neither_torch_nor_tvm():
     for verb in verbs:
         assert heavy_imports(verb, "--help") == set(), verb
     assert heavy_imports("board", "up", "--help") == set()
+
+
+def test_verbose_shows_the_libraries_info_logs():
+    done = subprocess.run([sys.executable, "-c", "import logging, sys; from tvmnas.cli import main; "
+                           "sys.argv = ['tvmnas']; code = main(['-v', 'spaces']); "
+                           "logging.getLogger('tvm.s_tir.meta_schedule').info('tuning table'); sys.exit(code)"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "INFO tvm.s_tir.meta_schedule: tuning table" in done.stderr, done.stderr
+    quiet = subprocess.run([sys.executable, "-m", "tvmnas.cli", "spaces"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""

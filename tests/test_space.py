@@ -77,7 +77,7 @@ def test_malformed_space_names_file_and_field(tiny_space_path, write_json, patch
     assert str(path) in str(err.value) and field in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist", "proxyless-imagenet"])
+@pytest.mark.parametrize("name", ["fashion-mnist", "cluttered-fashion-64", "proxyless-imagenet"])
 def test_space_json_round_trip(name):
     space = load_space(name)
     assert space_from_json(space_to_json(space), "round trip") == space

@@ -53,7 +53,9 @@ def intrinsic_modules(spec: TargetSpec) -> tuple[str, ...]:
 
 
 def quiet_meta_schedule() -> None:
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    """Meta-schedule's per-task tables only when the user asked for info logs (`tvmnas -v`)."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
 
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
