@@ -114,6 +114,26 @@ class World:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over all ranks; its gradient is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm whose training statistics are those of the global batch: each rank's per-channel sums of x and x^2
     and its count are all-reduced (with gradients), so every rank normalizes with the mean and variance one process
@@ -125,11 +145,9 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
 
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         channels, xf = x.shape[1], x.float()
         local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_full((1,), x.numel() / channels)])
-        total = all_reduce(local)
+        total = _SumOverRanks.apply(local)
         count = total[-1]
         mean = total[:channels] / count
         var = (total[channels:2 * channels] / count - mean * mean).clamp_min(0)
@@ -183,4 +201,7 @@ def close_world(world: World) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                dist.barrier()  # every rank leaves together: gloo aborts a rank torn down while others still run
+            finally:
+                dist.destroy_process_group()
