@@ -11,9 +11,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tvmnas.files import default_db
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-DEFAULT_DB = Path.home() / ".cache" / "tvmnas" / "latency.db"
+DEFAULT_DB = default_db()
 
 
 def cpu_model() -> str:

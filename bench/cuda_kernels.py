@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from tvmnas.deploy.bundle import write_manifest
+from tvmnas.files import default_db
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.build import build_module
@@ -178,7 +179,7 @@ def main() -> None:
     p.add_argument("--gpu", default="h100")
     p.add_argument("--cpu-target", default="x86-cpu")
     p.add_argument("--cpu-level", default="tuned-8")
-    p.add_argument("--db", type=Path, default=Path.home() / ".cache" / "tvmnas" / "latency.db")
+    p.add_argument("--db", type=Path, default=default_db())
     p.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.step == "record" and args.out is None:

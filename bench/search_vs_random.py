@@ -57,6 +57,7 @@ class Net:
     arch: Arch
     predicted_ms: float
     accs: list[float] = field(default_factory=list)  # test accuracy per seed trained so far
+    search_run: str | None = None  # searched networks: the search's run folder (relative to the repository)
 
     @property
     def mean(self) -> float | None:
@@ -64,7 +65,7 @@ class Net:
 
     def entry(self) -> dict:
         return {"name": self.name, "role": self.role, "ops": list(self.arch.ops), "predicted_ms": self.predicted_ms,
-                "test_acc": self.accs, "mean": self.mean}
+                "test_acc": self.accs, "mean": self.mean, "search_run": self.search_run}
 
 
 def choice_indices(space: SearchSpace, ops: tuple[str, ...]) -> list[int]:
@@ -80,24 +81,25 @@ def extreme_arch(space: SearchSpace, table: LatencyTable, pick) -> Arch:
 
 
 def random_archs(space: SearchSpace, table: LatencyTable, centre_ms: float, tolerance: float, count: int,
-                 seed: int, exclude: set[tuple[str, ...]], tries: int = 500_000) -> list[tuple[Arch, float]]:
+                 seed: int, exclude: set[tuple[str, ...]], tries: int = 500_000) -> list[tuple[int, Arch, float]]:
     """`count` distinct architectures, each layer's choice drawn uniformly, whose predicted latency lies within
     +/-tolerance of centre_ms (rejection sampling with a seeded generator: uniform over the space restricted to
-    that latency band)."""
+    that latency band), each with the index of its draw. The draws do not depend on the band, so searches that
+    land a little elsewhere keep most of the random networks already trained (they are named by draw)."""
     rng = np.random.default_rng(seed)
     layers = space.layers()
-    found: dict[tuple[str, ...], float] = {}
-    for _ in range(tries):
+    found: dict[tuple[str, ...], tuple[int, float]] = {}
+    for draw in range(tries):
         picks = [int(rng.integers(len(layer.choices))) for layer in layers]
         ops = tuple(layer.choices[i] for layer, i in zip(layers, picks))
         latency_ms = table.arch_ms(picks)
         if abs(latency_ms / centre_ms - 1) <= tolerance and ops not in exclude and ops not in found:
-            found[ops] = latency_ms
+            found[ops] = (draw, latency_ms)
             if len(found) == count:
                 break
     if len(found) < count:
         raise SystemExit(f"only {len(found)} random architectures within +/-{tolerance:.0%} of {centre_ms:.4f} ms")
-    return [(Arch(space.name, ops), ms) for ops, ms in found.items()]
+    return [(draw, Arch(space.name, ops), ms) for ops, (draw, ms) in found.items()]
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,11 @@ def search(space: SearchSpace, target: str, goal_ms: float, seed: int, recipe: R
             "--data", recipe.data, "--seed", str(seed), *recipe.search_args]
         subprocess.run([*TVMNAS, "search", "--db", str(db), *where], check=True, cwd=REPO)
     return load_arch(run / "arch.json")
+
+
+def relative(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def pooled_sd(nets: list[Net]) -> float | None:
@@ -210,8 +217,8 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
     summary.update({"complete": complete, "space": space.name, "data": args.data, "level": level,
                     "goal_factor": args.goal_factor, "tolerance": args.tolerance, "seeds": args.seeds,
                     "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch,
-                    "search_args": args.search_args, "networks_trained": sum(1 for n in nets if n.accs)})
-    name = f"search_vs_random_{space.name}"
+                    "label": args.label, "search_args": args.search_args, "networks_trained": sum(1 for n in nets if n.accs)})
+    name = f"search_vs_random_{space.name}" + (f"_{args.label}" if args.label else "")
     plot(nets, RESULTS / f"{name}.png")
     sd = summary.get("pooled_seed_sd")
     lines = [f"## Searched vs random at equal predicted latency: {space.name} ({level})", "",
@@ -258,6 +265,9 @@ def main() -> None:
                         help="further flags for every `tvmnas search` (last on the line)")
     parser.add_argument("--stop-after", choices=STAGES, default="extra")
     parser.add_argument("--work", type=Path, help="where searches and trainings live (default runs/svr-<space>)")
+    parser.add_argument("--label", default="",
+                        help="names this set of searches (a lever under study, with its --search-args): its runs "
+                             "and results are kept apart, the signal and random networks are shared")
     args = parser.parse_args()
 
     space, spec = load_space(args.space), load_target(args.target)
@@ -285,23 +295,25 @@ def main() -> None:
             train(each, recipe, work)
             report(nets, args, space, level, complete=False)
 
+    searches = f"search-{args.label}" if args.label else "search"  # run folders of this set of searches
+    searched_name = f"searched-{args.label}" if args.label else "searched"
     step()
     if args.stop_after != "signal":
         for seed in args.search_seeds:
-            arch = search(space, args.target, goal_ms, seed, recipe, args.db, work / f"search-seed{seed}")
-            step(Net(f"searched-seed{seed}", "searched", arch, arch_ms(arch)))
+            run = work / f"{searches}-seed{seed}"
+            arch = search(space, args.target, goal_ms, seed, recipe, args.db, run)
+            step(Net(f"{searched_name}-seed{seed}", "searched", arch, arch_ms(arch), search_run=relative(run)))
     if args.stop_after not in ("signal", "search"):
         searched = [n for n in nets if n.role == "searched"]
         centre_ms = statistics.mean(n.predicted_ms for n in searched)
         taken = {n.arch.ops for n in nets}
-        for i, (arch, ms) in enumerate(random_archs(space, table, centre_ms, args.tolerance, args.randoms, 0,
-                                                    taken)):
-            step(Net(f"random-{i + 1}", "random", arch, ms))
+        for draw, arch, ms in random_archs(space, table, centre_ms, args.tolerance, args.randoms, 0, taken):
+            step(Net(f"random-{draw}", "random", arch, ms))
     if args.stop_after == "extra":
         for factor in args.extra_goal_factors:
-            run = work / f"search-goal{factor:g}"
+            run = work / f"{searches}-goal{factor:g}"
             arch = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, args.db, run)
-            step(Net(f"searched-goal{factor:g}", "extra", arch, arch_ms(arch)))
+            step(Net(f"{searched_name}-goal{factor:g}", "extra", arch, arch_ms(arch), search_run=relative(run)))
     report(nets, args, space, level, complete=args.stop_after == "extra")
 
 

@@ -12,6 +12,7 @@ from tvmnas.data import cluttered
 from tvmnas.data.cluttered import ClutteredRecipe, generate, materialize
 from tvmnas.data.datasets import load_search_data
 from tvmnas.data.idx import read_idx, write_idx
+from tvmnas import files
 from tvmnas.errors import TvmnasError
 
 SMALL = ClutteredRecipe(train_images=200, test_images=50)
@@ -105,7 +106,7 @@ def test_splits_never_mix(registered, tmp_path):
 
 def test_reused_then_regenerated_when_the_recipe_changes(registered, source):
     folder = materialize(NAME, source)
-    assert folder == cluttered.cache_root() / "data" / NAME
+    assert folder == files.cache_root() / "data" / NAME
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES + ("recipe.json",))
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert materialize(NAME, source) == folder
@@ -124,7 +125,7 @@ def test_load_search_data_resolves_a_registered_name(registered, source, monkeyp
     data = load_search_data(NAME, 1, 64, 0.25, 0)
     assert (len(data.train), len(data.valid), len(data.test)) == (150, 50, 50)
     assert data.train.images.shape[1:] == (1, 64, 64)
-    assert os.path.isdir(cluttered.cache_root() / "data" / NAME)
+    assert os.path.isdir(files.cache_root() / "data" / NAME)
 
 
 def test_unknown_names_and_missing_source(registered, tmp_path, monkeypatch):

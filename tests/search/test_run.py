@@ -84,10 +84,57 @@ def test_incompatible_checkpoint_on_resume(tiny_space, tiny_space_path, tiny_idx
 @pytest.mark.parametrize("changes, message", [
     ({"latency_ms": 0}, "must be > 0"), ({"latency_ms": -1.0}, "must be > 0"),
     ({"loss": "mul#lin"}, "unknown latency loss"), ({"warmup_epochs": 5}, "warmup"),
+    ({"supernet": "tied"}, "unknown supernet weights"), ({"weight_paths": "greedy"}, "unknown weight-step paths"),
 ])
 def test_bad_settings(tiny_space_path, tiny_idx_dir, changes, message):
     with pytest.raises(TvmnasError, match=message):
         config(tiny_space_path, tiny_idx_dir, **changes)
+
+
+def test_runs_saved_before_shared_weights_resume_with_separate_ones(tiny_space, tiny_space_path, tiny_idx_dir,
+                                                                   tmp_path):
+    from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from tvmnas.torch_file import load_tagged, save_tagged
+
+    cfg = config(tiny_space_path, tiny_idx_dir, supernet="separate")
+    data = data_for(cfg, tiny_space)
+    run = tmp_path / "run"
+    run_search(cfg, tiny_space, TABLE, data, run, stop_after_epochs=1)
+    old = {k: v for k, v in cfg.to_json().items() if k != "supernet"}  # as runs saved before the setting
+    (run / "config.json").write_text(json.dumps(old))
+    ckpt = load_tagged(run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+    save_tagged(run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {**ckpt, "config": old})
+    resumed = SearchConfig.from_json(old, "config.json")
+    assert resumed.supernet == "separate"
+    assert run_search(resumed, tiny_space, TABLE, data, run, resume=True).arch_ops
+    assert SearchConfig.from_json(config(tiny_space_path, tiny_idx_dir).to_json(), "c").supernet == "shared"
+
+
+@pytest.mark.parametrize("weight_paths", ["alpha", "uniform", "sandwich"])
+def test_weight_steps_train_the_favoured_paths_or_all_alike(tiny_space, tiny_space_path, tiny_idx_dir,
+                                                             weight_paths):
+    from tvmnas.search.run import make_state, train_epoch
+
+    cfg = config(tiny_space_path, tiny_idx_dir, supernet="shared", weight_paths=weight_paths, arch_every=1000)
+    data = data_for(cfg, tiny_space)
+    state = make_state(tiny_space, cfg, len(data.train))
+    with torch.no_grad():
+        for alpha in state.net.alphas():
+            alpha.copy_(torch.tensor([30.0] + [-30.0] * (len(alpha) - 1)))  # decided on each layer's first path
+    train_epoch(state, data, TABLE, cfg, epoch=1)  # after the warm-up; no architecture step (arch_every)
+    steps = {(i, op): int(layer.norms[c].depthwise.num_batches_tracked)  # forward passes in train mode
+             for i, layer in enumerate(state.net.layers) for c, op in enumerate(layer.choices) if op != "zero"}
+    trained = {key for key, n in steps.items() if n > 0}
+    favoured = {(i, layer.choices[0]) for i, layer in enumerate(state.net.layers)}
+    slowest = [(i, layer.choices[max(range(len(ms)), key=ms.__getitem__)])
+               for i, (layer, ms) in enumerate(zip(state.net.layers, TABLE.layer_ms))]
+    weight_steps = len(data.train) // cfg.batch_size + (len(data.train) % cfg.batch_size > 0)
+    if weight_paths == "alpha":
+        assert trained == favoured
+    else:
+        assert trained > favoured
+    # the sandwich rule runs each layer's slowest path in every step, besides the sampled one
+    assert all(steps[key] >= weight_steps for key in slowest) == (weight_paths == "sandwich")
 
 
 def test_missing_and_corrupt_data(tiny_idx_dir, tmp_path):

@@ -8,14 +8,35 @@ from tvmnas.search.supernet import (LayerPaths, Supernet, extract_subnet, rescal
                                     sample_two_paths, two_path_alpha_grad)
 
 
+WEIGHTS = ("shared", "separate")
+
+
+@pytest.fixture
+def kernels_space(write_json):
+    """Two kernels and two expansions per layer (what shared weights slice)."""
+    from tvmnas.space import load_space
+
+    return load_space(str(write_json("kernels.json", {
+        "schema_version": 1, "name": "kernels", "description": "test", "input": {"channels": 1, "size": 8},
+        "num_classes": 3, "stem": {"channels": 4, "kernel": 3, "stride": 1},
+        "first_block": {"op": "mb_k3_e1", "channels": 4},
+        "candidates": {"kernels": [3, 5], "expands": [1, 3], "zero": True},
+        "stages": [{"channels": 8, "layers": 2, "stride": 2}], "head": {"channels": 8}})))
+
+
 def count_calls(net: Supernet) -> dict:
-    """(layer, choice) -> forward calls, via hooks on every candidate module."""
+    """(layer, choice) -> forward calls, via hooks on every candidate's own module (a separate block, or the
+    depthwise BatchNorm a shared layer keeps per candidate)."""
     calls = {}
     for li, layer in enumerate(net.layers):
-        for ci, op in enumerate(layer.ops):
+        for ci, op in enumerate(layer.choices):
+            if op == "zero":
+                continue
+            module = layer.ops[ci] if net.weights_kind == "separate" else layer.norms[ci].depthwise
+
             def hook(_m, _i, _o, key=(li, ci)):
                 calls[key] = calls.get(key, 0) + 1
-            op.register_forward_hook(hook)
+            module.register_forward_hook(hook)
     return calls
 
 
@@ -24,8 +45,9 @@ def table_for(space) -> LatencyTable:
     return LatencyTable(fixed_ms=0.5, layer_ms=((1.0, 2.0), (0.3, 0.6, 0.0)))
 
 
-def test_only_sampled_paths_execute(tiny_space):
-    net = Supernet(tiny_space)
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_only_sampled_paths_execute(tiny_space, weights):
+    net = Supernet(tiny_space, weights)
     calls = count_calls(net)
     x = torch.randn(4, 1, 8, 8)
     net(x, [LayerPaths(1), LayerPaths(0)])
@@ -39,7 +61,7 @@ def test_only_sampled_paths_execute(tiny_space):
 
 
 def test_weight_step_grads_reach_only_the_sampled_path(tiny_space):
-    net = Supernet(tiny_space)
+    net = Supernet(tiny_space, "separate")
     y = torch.tensor([0, 1, 2, 0])
     F.cross_entropy(net(torch.randn(4, 1, 8, 8), [LayerPaths(1), LayerPaths(0)]), y).backward()
     layer0 = net.layers[0]
@@ -126,8 +148,9 @@ def test_sampling_is_seeded(tiny_space):
     assert a == b
 
 
-def test_extract_subnet_matches_supernet_path(tiny_space):
-    net = Supernet(tiny_space).eval()
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_extract_subnet_matches_supernet_path(tiny_space, weights):
+    net = Supernet(tiny_space, weights).eval()
     arch = Arch("tiny", ("mb_k3_e2", "mb_k3_e1"))
     sub = extract_subnet(net, arch).eval()
     x = torch.randn(2, 1, 8, 8)
@@ -136,3 +159,56 @@ def test_extract_subnet_matches_supernet_path(tiny_space):
     skip = extract_subnet(net, Arch("tiny", ("mb_k3_e1", "zero"))).eval()
     with torch.no_grad():
         assert torch.allclose(skip(x), net(x, net.arch_paths(Arch("tiny", ("mb_k3_e1", "zero")))), atol=1e-6)
+
+
+def test_shared_weight_step_trains_the_slice_of_the_sampled_path(kernels_space):
+    net = Supernet(kernels_space, "shared")
+    layer = net.layers[1]  # 8 -> 8 channels: hidden 8 (e1) or 24 (e3)
+    k3_e3 = layer.choices.index("mb_k3_e3")
+    y = torch.tensor([0, 1, 2, 0])
+    F.cross_entropy(net(torch.randn(4, 1, 8, 8), [LayerPaths(0), LayerPaths(k3_e3)]), y).backward()
+    depthwise = layer.depthwise_weight.grad  # (24, 1, 5, 5): the 3x3 path trains the centre only
+    assert depthwise[:, :, 1:4, 1:4].abs().sum() > 0
+    ring = depthwise.clone()
+    ring[:, :, 1:4, 1:4] = 0
+    assert ring.abs().sum() == 0
+    assert layer.expand_weight.grad.abs().sum() > 0
+    # each candidate keeps its own BatchNorms: the other candidates' get no gradient
+    for index, norms in enumerate(layer.norms):
+        if layer.choices[index] == "zero":
+            continue
+        assert all((p.grad is not None) == (index == k3_e3) for p in norms.parameters())
+
+
+def test_shared_candidates_share_their_weights(kernels_space):
+    """The 3x3 candidate's depthwise kernel is the centre of the 5x5 one; expansion 1 has no expand conv and uses
+    the first in_channels hidden channels."""
+    net = Supernet(kernels_space, "shared")
+    layer = net.layers[1]
+    k5 = layer.path_state_dict(layer.choices.index("mb_k5_e3"))
+    k3 = layer.path_state_dict(layer.choices.index("mb_k3_e3"))
+    assert torch.equal(k5["depthwise.conv.weight"][:, :, 1:4, 1:4], k3["depthwise.conv.weight"])
+    assert torch.equal(k5["expand.conv.weight"], k3["expand.conv.weight"])
+    e1 = layer.path_state_dict(layer.choices.index("mb_k5_e1"))
+    assert "expand.conv.weight" not in e1
+    assert torch.equal(e1["depthwise.conv.weight"], k5["depthwise.conv.weight"][:8])
+    assert torch.equal(e1["project.conv.weight"], k5["project.conv.weight"][:, :8])
+
+
+@pytest.mark.parametrize("op", ["mb_k3_e1", "mb_k5_e1", "mb_k3_e3", "mb_k5_e3", "zero"])
+def test_shared_extract_subnet_matches_every_candidate(kernels_space, op):
+    net = Supernet(kernels_space, "shared")
+    net.train()
+    x = torch.randn(6, 1, 8, 8)
+    arch = Arch("kernels", ("mb_k5_e3", op))
+    for _ in range(3):  # BatchNorm running statistics that are not the initial ones
+        net(x, net.arch_paths(arch))
+    net.eval()
+    sub = extract_subnet(net, arch).eval()
+    with torch.no_grad():
+        assert torch.allclose(sub(x), net(x, net.arch_paths(arch)), atol=1e-5)
+
+
+def test_unknown_supernet_weights_refused(tiny_space):
+    with pytest.raises(ValueError, match="unknown supernet weights"):
+        Supernet(tiny_space, "tied")

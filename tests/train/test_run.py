@@ -9,6 +9,7 @@ from tvmnas.arch import Arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.errors import TvmnasError
 from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from tvmnas.search.config import SearchConfig
 from tvmnas.search.supernet import Supernet, extract_subnet
 from tvmnas.torch_file import save_tagged
 from tvmnas.train.config import TrainConfig
@@ -37,10 +38,13 @@ def test_train_saves_a_rebuildable_network(tiny_space, tiny_idx_dir, tmp_path):
     assert summary["test_acc"] == result.test_acc and summary["init"] == "scratch"
 
 
-def test_supernet_init_takes_the_chosen_paths(tiny_space, tmp_path):
+@pytest.mark.parametrize("weights", ["shared", "separate"])
+def test_supernet_init_takes_the_chosen_paths(tiny_space, tmp_path, weights):
     torch.manual_seed(3)
-    supernet = Supernet(tiny_space)
-    save_tagged(tmp_path / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {"supernet": supernet.state_dict()})
+    supernet = Supernet(tiny_space, weights)
+    cfg = SearchConfig(space="tiny", target="x86-cpu", latency_ms=1.0, supernet=weights)
+    save_tagged(tmp_path / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                {"config": cfg.to_json(), "supernet": supernet.state_dict()})
     arch = Arch("tiny", ("mb_k3_e1", "mb_k3_e2"))
     net = network_from_search(tmp_path / "checkpoint.pt", tiny_space, arch).eval()
     want = extract_subnet(supernet, arch).eval()

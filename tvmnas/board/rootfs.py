@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from tvmnas.errors import TvmnasError
+from tvmnas.files import cache_root
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 VENV = "/opt/tvmnas-venv"  # inside the root filesystem
@@ -39,8 +40,7 @@ class RootfsSettings:
 
 
 def default_rootfs() -> Path:
-    cache = Path(os.environ.get("TVMNAS_CACHE", Path.home() / ".cache" / "tvmnas"))
-    return cache / "boards" / "aarch64" / "rootfs"
+    return cache_root() / "boards" / "aarch64" / "rootfs"
 
 
 def runtime_env(threads: int) -> list[str]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
+from tvmnas.files import default_db
 from tvmnas.measure.level import DEFAULT_TUNE_TRIALS
 from tvmnas.measure.farm import FarmPolicy
 
-DEFAULT_DB = Path(os.environ.get("TVMNAS_DB", Path.home() / ".cache" / "tvmnas" / "latency.db"))
+DEFAULT_DB = default_db()
 
 
 class ArgumentParser(argparse.ArgumentParser):

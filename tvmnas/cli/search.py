@@ -7,7 +7,7 @@ from pathlib import Path
 from tvmnas.cli.common import add_device_args, add_target_args, count, endpoint_from_args, number, world_from_args
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
-from tvmnas.search.config import DERIVATIONS, LOSSES, SearchConfig
+from tvmnas.search.config import DERIVATIONS, LOSSES, SUPERNET_WEIGHTS, WEIGHT_PATHS, SearchConfig
 
 
 def register(verbs) -> None:
@@ -43,6 +43,18 @@ def register(verbs) -> None:
     p.add_argument("--entropy-weight", type=number(0, inclusive=True), default=SearchConfig.entropy_weight,
                    help="weight of the path entropy in the architecture loss, ramped up over the search so it "
                         f"ends decided; 0 = off (default {SearchConfig.entropy_weight})")
+    p.add_argument("--supernet", choices=SUPERNET_WEIGHTS, default=SearchConfig.supernet,
+                   help="candidate weights: shared = a layer's candidates slice one set of conv weights (kernels "
+                        "centred in the largest, expansions as leading channels; each keeps its BatchNorms), so "
+                        "every step trains them all; separate = one block per candidate (ProxylessNAS) "
+                        f"(default {SearchConfig.supernet})")
+    p.add_argument("--weight-paths", choices=WEIGHT_PATHS, default=SearchConfig.weight_paths,
+                   help="paths the weight steps train after the warm-up: alpha = drawn from softmax(alpha) "
+                        "(ProxylessNAS), uniform = all alike, so the paths the search favours are not trained "
+                        "more than the others, sandwich = uniform plus each layer's slowest path in the same step "
+                        f"(BigNAS; twice the work) (default {SearchConfig.weight_paths})")
+    p.add_argument("--arch-lr", type=number(0), default=SearchConfig.arch_lr,
+                   help=f"Adam learning rate of the architecture parameters (default {SearchConfig.arch_lr})")
     add_device_args(p)
     p.set_defaults(func=cmd_search)
     register_derivations(verbs)
@@ -71,7 +83,8 @@ def search_config_from_args(args) -> SearchConfig:
     return SearchConfig(space=args.space, target=args.target, latency_ms=args.latency_ms,
                         level=level_name(args.tune_trials), measured_by=endpoint.label if endpoint else "local",
                         loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda, derive=args.derive,
-                        entropy_weight=args.entropy_weight,
+                        entropy_weight=args.entropy_weight, supernet=args.supernet, arch_lr=args.arch_lr,
+                        weight_paths=args.weight_paths,
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,
                         seed=args.seed, data=args.data, limit=args.limit)

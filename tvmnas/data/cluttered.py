@@ -38,7 +38,7 @@ from PIL import Image
 
 from tvmnas.data.idx import FASHION_MNIST_DIR, read_idx
 from tvmnas.errors import TvmnasError
-from tvmnas.files import sha256_file
+from tvmnas.files import cache_root, sha256_file
 
 GENERATOR_VERSION = 1  # bump when the generation code changes the bytes for a given recipe
 SPLITS = {"train": ("train", 0), "test": ("t10k", 1)}  # split -> (IDX file prefix, split index for the seed)
@@ -174,10 +174,6 @@ def generate(recipe: ClutteredRecipe, items: np.ndarray, labels: np.ndarray, spl
 
 
 # --- files ----------------------------------------------------------------------------------------------------
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TVMNAS_CACHE", Path.home() / ".cache" / "tvmnas"))
-
 
 def idx_names(split: str) -> tuple[str, str]:
     prefix = SPLITS[split][0]

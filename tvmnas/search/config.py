@@ -8,6 +8,10 @@ from tvmnas.errors import TvmnasError
 
 LOSSES = ("add#abs", "add#linear", "mul#log", "none")
 DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
+SUPERNET_WEIGHTS = ("shared", "separate")  # see `tvmnas.search.supernet`
+WEIGHT_PATHS = ("alpha", "uniform", "sandwich")
+# settings added since runs were first saved, with the value those earlier runs used
+EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha"}
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,18 @@ class SearchConfig:
     # the network kept at the end: "budget" = the most probable one within the goal (dynamic programming),
     # "argmax" = each layer's most probable path (ProxylessNAS)
     derive: str = "budget"
+    # the supernet's candidate weights: "shared" = a layer's candidates slice one set of conv weights (each keeps
+    # its BatchNorms), so every step trains what they share; "separate" = one block per candidate (ProxylessNAS),
+    # which on cluttered-fashion-64 stays at chance through a 12,800-image warm-up
+    # (bench/results/search_levers_cluttered-fashion-64.md)
+    supernet: str = "shared"
     epochs: int = 5
     warmup_epochs: int = 1  # uniform path sampling, alpha frozen
+    # which paths weight steps train: "alpha" = uniform in the warm-up, then drawn from softmax(alpha)
+    # (ProxylessNAS: the paths the search favours train more, which makes them look better still), "uniform" =
+    # every path alike throughout, "sandwich" = uniform plus, in the same step, the slowest path of every layer
+    # (BigNAS's sandwich rule: the widest and largest weights train every step; twice the work per step)
+    weight_paths: str = "alpha"
     images_per_epoch: int | None = 12800  # a fresh seeded sample of the training set each epoch; None = all
     batch_size: int = 64
     weight_lr: float = 0.05  # SGD, cosine schedule over all steps
@@ -52,6 +66,10 @@ class SearchConfig:
             raise TvmnasError(f"the latency goal must be > 0 ms, not {self.latency_ms}")
         if self.loss not in LOSSES:
             raise TvmnasError(f"unknown latency loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.supernet not in SUPERNET_WEIGHTS:
+            raise TvmnasError(f"unknown supernet weights {self.supernet!r}; known: {', '.join(SUPERNET_WEIGHTS)}")
+        if self.weight_paths not in WEIGHT_PATHS:
+            raise TvmnasError(f"unknown weight-step paths {self.weight_paths!r}; known: {', '.join(WEIGHT_PATHS)}")
         if self.derive not in DERIVATIONS:
             raise TvmnasError(f"unknown derivation {self.derive!r}; known: {', '.join(DERIVATIONS)}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
@@ -67,6 +85,7 @@ class SearchConfig:
 
     @classmethod
     def from_json(cls, data: dict, source: str) -> SearchConfig:
+        data = {**EARLIER_DEFAULTS, **data}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

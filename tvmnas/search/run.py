@@ -25,10 +25,10 @@ from tvmnas.data.loading import batches, epoch_batches
 from tvmnas.dist import World
 from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
-from tvmnas.search.config import SearchConfig
+from tvmnas.search.config import EARLIER_DEFAULTS, SearchConfig
 from tvmnas.search.derive import derive
 from tvmnas.search.latency import LatencyTable, search_loss
-from tvmnas.search.supernet import (Supernet, rescale_two_paths, sample_single_paths,
+from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_two_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
 from tvmnas.failpoints import stop_point
@@ -59,7 +59,8 @@ def steps_per_epoch(n_train: int, cfg: SearchConfig) -> int:
 def make_state(space: SearchSpace, cfg: SearchConfig, n_train: int, world: World = World()) -> SearchState:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        net = Supernet(space).to(world.device, memory_format=torch.channels_last)  # faster depthwise convs
+        # channels-last: faster depthwise convolutions
+        net = Supernet(space, cfg.supernet).to(world.device, memory_format=torch.channels_last)
     world.global_batchnorm(net)  # N processes normalize each global batch as one process does
     weight_opt = torch.optim.SGD(net.weights(), lr=cfg.weight_lr, momentum=cfg.weight_momentum,
                                  weight_decay=cfg.weight_decay, nesterov=True)
@@ -125,12 +126,17 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
                     workers=workers)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
     arch_steps = 0
+    slowest = [LayerPaths(max(range(len(ms)), key=ms.__getitem__)) for ms in table.layer_ms]
     for step, (x, y) in enumerate(train):
         with world.autocast():
-            logits = net(x, sample_single_paths(net, gen, uniform=warm))
+            logits = net(x, sample_single_paths(net, gen, uniform=warm or cfg.weight_paths != "alpha"))
         loss = F.cross_entropy(logits.float(), y)
         state.weight_opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.weight_paths == "sandwich":  # the slowest network's gradient added to the sampled one's
+            with world.autocast():
+                largest = net(x, slowest)
+            F.cross_entropy(largest.float(), y).backward()
         world.average([p.grad for p in net.weights()])
         state.weight_opt.step()
         state.schedule.step()
@@ -171,8 +177,8 @@ def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig, world: Wo
     see the run folder)."""
     ckpt = world.broadcast(load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
                            if world.is_main else None)
-    if ckpt.get("config") != cfg.to_json():
-        saved = ckpt.get("config") or {}
+    saved = {**EARLIER_DEFAULTS, **(ckpt.get("config") or {})}
+    if saved != cfg.to_json():
         diff = sorted(k for k in cfg.to_json() if saved.get(k) != cfg.to_json()[k])
         raise TvmnasError(f"{path} was made with other settings ({', '.join(diff)} differ)")
     try:

@@ -1,6 +1,7 @@
 """A single-path supernet with binarized paths (ProxylessNAS).
 
-Each searchable layer is a `MixedLayer`: every candidate's weights plus architecture parameters `alpha`. Which
+Each searchable layer is a `MixedLayer`: its candidates' weights (by default one set they all slice, see
+`SharedMixedLayer`) plus architecture parameters `alpha`. Which
 paths run is passed in with each call (`LayerPaths`), never kept as hidden state. A weight step runs one path per
 layer. An architecture step samples two paths per layer; the active one runs with autograd, the other runs without
 a graph, and a binary gate vector g = (1, 0) on the two outputs gives dL/dg, from which `two_path_alpha_grad`
@@ -9,13 +10,16 @@ estimates dL/dalpha for the two (the paper's "two" mode).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from tvmnas.arch import Arch
+from tvmnas.arch import Arch, parse_op
 from tvmnas.model.blocks import ConvBNAct, Head, block_module
+from tvmnas.search.config import SUPERNET_WEIGHTS
 from tvmnas.space import Layer, SearchSpace
 
 
@@ -27,22 +31,20 @@ class LayerPaths:
 
 class MixedLayer(nn.Module):
     """All candidates of one layer; `zero` contributes nothing. The residual (where the layer may be skipped) is
-    added outside the candidates, as in ProxylessNAS."""
+    added outside the candidates, as in ProxylessNAS. Subclasses say how a candidate computes (`branch`) and give
+    its weights as a standalone block's state dict (`path_state_dict`)."""
 
     def __init__(self, layer: Layer):
         super().__init__()
         self.choices = layer.choices
         self.skip = layer.stride == 1 and layer.in_channels == layer.out_channels
-        self.ops = nn.ModuleList([
-            nn.Identity() if op == "zero" else
-            block_module(op, layer.in_channels, layer.out_channels, layer.stride, residual=False)
-            for op in layer.choices])
         self.alpha = nn.Parameter(torch.zeros(len(layer.choices)))
 
     def branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        if self.choices[index] == "zero":
-            return torch.zeros_like(x)
-        return self.ops[index](x)
+        raise NotImplementedError
+
+    def path_state_dict(self, index: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor, paths: LayerPaths, gates: torch.Tensor | None = None) -> torch.Tensor:
         out = self.branch(paths.active, x)
@@ -62,14 +64,108 @@ class MixedLayer(nn.Module):
         return torch.softmax(self.alpha, 0)
 
 
-class Supernet(nn.Module):
-    def __init__(self, space: SearchSpace):
+class SeparateMixedLayer(MixedLayer):
+    """Each candidate a block of its own (ProxylessNAS): a weight step trains only the sampled ones."""
+
+    def __init__(self, layer: Layer):
+        super().__init__(layer)
+        self.ops = nn.ModuleList([
+            nn.Identity() if op == "zero" else
+            block_module(op, layer.in_channels, layer.out_channels, layer.stride, residual=False)
+            for op in layer.choices])
+
+    def branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self.choices[index] == "zero":
+            return torch.zeros_like(x)
+        return self.ops[index](x)
+
+    def path_state_dict(self, index: int) -> dict[str, torch.Tensor]:
+        return self.ops[index].state_dict()
+
+
+class PathNorms(nn.Module):
+    """One candidate's own BatchNorms over a shared layer's weights (switchable BatchNorm, as in slimmable
+    networks: the statistics of a 3x3 and a 7x7 depthwise output differ, so they are not shared)."""
+
+    def __init__(self, hidden: int, out_channels: int, expands: bool):
         super().__init__()
+        self.expand = nn.BatchNorm2d(hidden) if expands else None
+        self.depthwise = nn.BatchNorm2d(hidden)
+        self.project = nn.BatchNorm2d(out_channels)
+
+
+class SharedMixedLayer(MixedLayer):
+    """The candidates slice one set of convolution weights (as in Single-Path NAS and Once-for-All): a kxk depthwise
+    kernel is the centre of the largest one, expansion e uses the first e x in_channels hidden channels; each keeps
+    its own BatchNorms (`PathNorms`). Every weight step trains the weights all candidates share, so the supernet
+    learns about as fast as one network, where separate candidates each see a fraction of the steps."""
+
+    def __init__(self, layer: Layer):
+        super().__init__(layer)
+        self.blocks = [parse_op(op) for op in layer.choices]
+        real = [b for b in self.blocks if not b.is_zero]
+        self.kernel = max(b.kernel for b in real)
+        self.stride = layer.stride
+        cin, cout = layer.in_channels, layer.out_channels
+        hidden = cin * max(b.expand for b in real)
+        self.expand_weight = nn.Parameter(torch.empty(hidden, cin, 1, 1))
+        self.depthwise_weight = nn.Parameter(torch.empty(hidden, 1, self.kernel, self.kernel))
+        self.project_weight = nn.Parameter(torch.empty(cout, hidden, 1, 1))
+        for weight in (self.expand_weight, self.depthwise_weight, self.project_weight):
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # as nn.Conv2d initializes its weight
+        self.norms = nn.ModuleList([
+            nn.Identity() if b.is_zero else PathNorms(cin * b.expand, cout, b.expand != 1) for b in self.blocks])
+
+    def path_weights(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The candidate's expand (None at expansion 1: the block has none), depthwise and project weights."""
+        block = self.blocks[index]
+        cin = self.expand_weight.shape[1]
+        hidden = cin * block.expand
+        start = (self.kernel - block.kernel) // 2
+        end = start + block.kernel
+        expand = None if block.expand == 1 else self.expand_weight[:hidden]
+        return (expand, self.depthwise_weight[:hidden, :, start:end, start:end], self.project_weight[:, :hidden])
+
+    def branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self.blocks[index].is_zero:
+            return torch.zeros_like(x)
+        norms = self.norms[index]
+        expand, depthwise, project = self.path_weights(index)
+        if expand is not None:
+            x = F.relu6(norms.expand(F.conv2d(x, expand)))
+        x = F.relu6(norms.depthwise(F.conv2d(x, depthwise, None, self.stride, depthwise.shape[-1] // 2,
+                                             groups=depthwise.shape[0])))
+        return norms.project(F.conv2d(x, project))
+
+    def path_state_dict(self, index: int) -> dict[str, torch.Tensor]:
+        """The weights of `MBConv` (`tvmnas.model.blocks`) for this candidate, by that module's keys."""
+        norms = self.norms[index]
+        expand, depthwise, project = self.path_weights(index)
+        parts = [("expand", expand, norms.expand), ("depthwise", depthwise, norms.depthwise),
+                 ("project", project, norms.project)]
+        state = {}
+        for name, weight, norm in parts:
+            if weight is None:
+                continue
+            state[f"{name}.conv.weight"] = weight.detach().clone()
+            state.update({f"{name}.bn.{k}": v.detach().clone() for k, v in norm.state_dict().items()})
+        return state
+
+
+class Supernet(nn.Module):
+    """`weights`: "shared" (`SharedMixedLayer`, the default) or "separate" (`SeparateMixedLayer`, ProxylessNAS)."""
+
+    def __init__(self, space: SearchSpace, weights: str = "shared"):
+        super().__init__()
+        if weights not in SUPERNET_WEIGHTS:
+            raise ValueError(f"unknown supernet weights {weights!r}; known: {', '.join(SUPERNET_WEIGHTS)}")
         self.space = space
+        self.weights_kind = weights
+        layer_class = SharedMixedLayer if weights == "shared" else SeparateMixedLayer
         stem, first, head = space.stem(), space.first(), space.head()
         self.stem = ConvBNAct(stem.in_channels, stem.out_channels, space.stem_kernel, stem.stride)
         self.first = block_module(first.op, first.in_channels, first.out_channels, 1)
-        self.layers = nn.ModuleList([MixedLayer(layer) for layer in space.layers()])
+        self.layers = nn.ModuleList([layer_class(layer) for layer in space.layers()])
         self.head = Head(head.in_channels, space.head_channels, space.num_classes)
 
     def forward(self, x: torch.Tensor, paths: list[LayerPaths], gates: list[torch.Tensor] | None = None):
@@ -157,5 +253,5 @@ def extract_subnet(net: Supernet, arch: Arch):
     subnet.head.load_state_dict(net.head.state_dict())
     for i, (layer, op) in enumerate(zip(net.layers, arch.ops)):
         if op != "zero":
-            subnet.layers[str(i)].load_state_dict(layer.ops[layer.choices.index(op)].state_dict())
+            subnet.layers[str(i)].load_state_dict(layer.path_state_dict(layer.choices.index(op)))
     return subnet

@@ -41,12 +41,13 @@ class TrainResult:
 
 def network_from_search(checkpoint: Path, space: SearchSpace, arch: Arch) -> Network:
     """The architecture's network with the supernet's weights of the chosen paths (a search checkpoint)."""
+    from tvmnas.search.config import SearchConfig
     from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
     from tvmnas.search.supernet import Supernet, extract_subnet
 
     ckpt = load_tagged(checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
-    supernet = Supernet(space)
     try:
+        supernet = Supernet(space, SearchConfig.from_json(ckpt["config"], str(checkpoint)).supernet)
         supernet.load_state_dict(ckpt["supernet"])
     except (KeyError, RuntimeError) as err:
         raise TvmnasError(f"{checkpoint} does not fit space {space.name!r}: {str(err).splitlines()[0]}") from None

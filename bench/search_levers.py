@@ -1,0 +1,113 @@
+"""The levers tried on the search, side by side (issue 17): one row per set of searches of the search-vs-random
+study (`bench/search_vs_random.py`, the default set and each `--label`ed one), from its results file and its
+searches' logs: how well the supernet has learned when the architecture starts to learn (train accuracy over the
+last warm-up epoch) and at the end (validation accuracy of the derived path), and what the searched networks score
+when trained from scratch against the random ones. With `--rank-correlation`, also how well the first search's
+supernet ranks the study's networks: each trained network's path scored on the validation split with that
+supernet's weights (BatchNorm statistics measured again for the path), against its accuracy trained from scratch
+(Kendall tau, as in Yu et al., "Evaluating the search phase of NAS"; a few seconds per network). It trains and times
+nothing.
+
+    .venv/bin/python bench/search_levers.py [--space cluttered-fashion-64] [--rank-correlation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from common import REPO, RESULTS, command_line, write_results
+
+
+def search_stats(run: str) -> dict:
+    folder = REPO / run
+    config = json.loads((folder / "config.json").read_text())
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    warm = config.get("warmup_epochs", 1)
+    return {"supernet": config.get("supernet", "separate"),  # runs saved before the setting were separate
+            "warmup_epochs": warm, "epochs": config["epochs"], "arch_lr": config.get("arch_lr"),
+            "warmup_train_acc": log[warm - 1]["train_acc"] if warm >= 1 and len(log) >= warm else None,
+            "final_valid_acc": log[-1]["valid_acc"] if log else None}
+
+
+def supernet_ranking(run: str, entries: list[dict]) -> dict:
+    """Kendall tau between the run's supernet's validation accuracy of each network's path and the network's mean
+    test accuracy trained from scratch (every network of the study trained on two seeds or more)."""
+    from scipy import stats
+
+    from tvmnas.arch import Arch
+    from tvmnas.data.datasets import load_search_data
+    from tvmnas.search.config import SearchConfig
+    from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, path_accuracy
+    from tvmnas.search.supernet import Supernet
+    from tvmnas.space import load_space
+    from tvmnas.torch_file import load_tagged
+
+    ckpt = load_tagged(REPO / run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+    cfg = SearchConfig.from_json(ckpt["config"], run)
+    space = load_space(cfg.space)
+    net = Supernet(space, cfg.supernet)
+    net.load_state_dict(ckpt["supernet"])
+    data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
+                            cfg.limit)
+    scored = [(path_accuracy(net, Arch(space.name, tuple(e["ops"])), data)[1], e["mean"])
+              for e in entries if len(e["test_acc"]) >= 2]
+    tau = stats.kendalltau(*zip(*scored))
+    return {"ranking_run": run, "ranking_networks": len(scored), "kendall_tau": float(tau.statistic),
+            "kendall_p": float(tau.pvalue)}
+
+
+def row(result: dict, rank_correlation: bool) -> dict:
+    summary = result["summary"]
+    searched = [e for e in result["entries"] if e["role"] == "searched" and e.get("search_run")]
+    runs = [search_stats(e["search_run"]) for e in searched if (REPO / e["search_run"] / "log.jsonl").exists()]
+
+    def mean_of(key):
+        values = [r[key] for r in runs if r[key] is not None]
+        return statistics.mean(values) if values else None
+
+    return {"label": summary.get("label") or "(defaults)", "search_args": summary.get("search_args", []),
+            "supernet": sorted({r["supernet"] for r in runs}), "searches": len(runs),
+            "warmup_train_acc": mean_of("warmup_train_acc"), "final_supernet_valid_acc": mean_of("final_valid_acc"),
+            "searched_accs": summary.get("searched_accs", []), "searched_ms": summary.get("searched_ms", []),
+            "random_networks": len(summary.get("random_accs", [])), "p_value": summary.get("p_value"),
+            "searched_ranks": summary.get("searched_ranks"), "effect_over_sd": summary.get("effect_over_sd"),
+            **(supernet_ranking(searched[0]["search_run"], result["entries"]) if rank_correlation and searched
+               else {})}
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="cluttered-fashion-64")
+    parser.add_argument("--rank-correlation", action="store_true",
+                        help="also score the study's networks with each set's first supernet (Kendall tau)")
+    args = parser.parse_args()
+    files = sorted(RESULTS.glob(f"search_vs_random_{args.space}*.json"))
+    rows = [row(json.loads(path.read_text()), args.rank_correlation) for path in files]
+    lines = [f"## Levers on the search: {args.space}", "",
+             "Per set of searches: the supernet's train accuracy over its last warm-up epoch and its derived path's "
+             "validation accuracy at the end (both mean over the set's searches), then the searched networks "
+             "trained from scratch (mean test accuracy per search) against the random ones at equal predicted "
+             "latency (one-sided Mann-Whitney p, ranks among searched + random, effect in seed SDs); Kendall tau: "
+             "how the first search's supernet ranks the study's networks against their accuracy trained from "
+             "scratch.", "",
+             "| searches | supernet | flags | warm-up train acc | final supernet valid acc | searched accs | "
+             "randoms | p | ranks | effect (SD) | Kendall tau (networks) |",
+             "|---|---|---|---:|---:|---|---:|---:|---|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} ({r['searches']}) | {', '.join(r['supernet'])} | "
+                     f"`{' '.join(r['search_args']) or '-'}` | {fmt(r['warmup_train_acc'])} | "
+                     f"{fmt(r['final_supernet_valid_acc'])} | {', '.join(fmt(a) for a in r['searched_accs'])} | "
+                     f"{r['random_networks']} | {fmt(r['p_value'], '.4f')} | {r['searched_ranks']} | "
+                     f"{fmt(r['effect_over_sd'], '+.2f')} | "
+                     f"{fmt(r.get('kendall_tau'), '+.2f')} ({r.get('ranking_networks', '-')}) |")
+    write_results(f"search_levers_{args.space}", {"rows": rows}, rows, lines, command_line())
+
+
+if __name__ == "__main__":
+    main()
