@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tvmnas.deploy.bundle import write_manifest
+from tvmnas.deploy.bundle import MODULE_FILE, NETWORK_FILE, write_manifest
 from tvmnas.files import default_db
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.latency_db import LatencyDB
@@ -61,11 +61,11 @@ def pack(args) -> None:
         module = candidate_module(cand).eval()
         with tempfile.TemporaryDirectory() as tmp:
             built = build_module(import_torch(module, cand.input_shape), spec, 0, Path(tmp), None,
-                                 folder / "model.so")
+                                 folder / MODULE_FILE)
         np.save(folder / "input.npy", np.random.default_rng(0).standard_normal(cand.input_shape, dtype=np.float32))
         gpu = [p.name for p in gpu_binary_paths(built.lib_path)]
-        write_manifest(folder, {"module": "model.so", "device": spec.device, "threads": 0, "gpu_binaries": gpu,
-                                "input": {"shape": list(cand.input_shape)}, "classes": []}, ["model.so", *gpu])
+        write_manifest(folder, {"module": MODULE_FILE, "device": spec.device, "threads": 0, "gpu_binaries": gpu,
+                                "input": {"shape": list(cand.input_shape)}, "classes": []}, [MODULE_FILE, *gpu])
         index.append({"kind": "block", "name": cand.key, "input_shape": cand.shape_text, "dir": str(folder.relative_to(out)),
                       "input": "input.npy", "compile_s": built.compile_s})
         print(f"{cand.key} {cand.shape_text}: {built.compile_s:.1f} s")
@@ -78,7 +78,7 @@ def pack(args) -> None:
                       "dir": str(folder.relative_to(out)), "input": manifest["sample_input"],
                       "expected_top_class": manifest["expected_output"]["top_class"],
                       "expected_score": manifest["expected_output"]["score"]})
-        (folder / "network.pt").unlink()  # the device needs the module, not the weights (kept small)
+        (folder / NETWORK_FILE).unlink()  # the device needs the module, not the weights (kept small)
         write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("format", "version", "files")},
                        [manifest["module"], manifest["onnx"], manifest["sample_input"], *manifest["gpu_binaries"]])
     shutil.rmtree(out / "unused-tuning", ignore_errors=True)

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from common import REPO, command_line, write_results
+from tvmnas.deploy.bundle import MANIFEST
+from tvmnas.run_folder import SearchRun
 
 # the step each command line that make echoes starts (the first line holding the marker)
 STEPS = (("install", "pip install"), ("runner", "cmake -S"), ("profile", "tvmnas profile"),
@@ -56,9 +58,10 @@ def main() -> None:
         seconds = {name: round(end - start, 1) for (name, start), end in zip(marks, ends)}
         seconds["install"] = round(marks[0][1] if marks else 0.0, 1) + seconds.get("install", 0.0)
         run = clone / "runs" / "demo"
-        search = json.loads((run / "summary.json").read_text())
-        train = json.loads((run / "train" / "summary.json").read_text())
-        manifest = json.loads((run / "bundle-x86-cpu" / "manifest.json").read_text())
+        files = SearchRun(run)
+        search = json.loads(files.summary.read_text())
+        train = json.loads(files.train.summary.read_text())
+        manifest = json.loads((files.bundle("x86-cpu") / MANIFEST).read_text())
         with sqlite3.connect(home / ".cache" / "tvmnas" / "latency.db") as db:  # the profile's own costs
             costs = db.execute("SELECT COUNT(*), AVG(tune_s), AVG(compile_s) FROM latency WHERE level LIKE 'tuned-%' "
                                "AND error IS NULL").fetchone()

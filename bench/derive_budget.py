@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from common import DEFAULT_DB, REPO, command_line, write_results
+from tvmnas.run_folder import SearchRun
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--goals", type=float, nargs="+", default=[0.3, 0.5, 0.8])
     args = parser.parse_args()
 
-    config = json.loads((args.run / "config.json").read_text())
+    config = json.loads(SearchRun(args.run).config.read_text())
     entries = []
     with tempfile.TemporaryDirectory(prefix="tvmnas-derive-") as tmp:
         for goal in args.goals:
@@ -40,7 +41,7 @@ def main() -> None:
                 out = Path(tmp) / f"{how}-{goal:g}"
                 extra = ["--target", config["target"]] if how == "specialize" else []
                 run(how, "--run", args.run, "--latency-ms", goal, "--db", args.db, "--out", out, *extra)
-                s = json.loads((out / "summary.json").read_text())
+                s = json.loads(SearchRun(out).summary.read_text())
                 if how == "derive":
                     reachable = s["reachable_ms"]
                 entries.append({"goal_ms": goal, "how": how, "predicted_ms": s["predicted_latency_ms"],

@@ -28,6 +28,7 @@ from common import DEFAULT_DB, REPO, command_line, write_results
 
 from tvmnas.procs import free_port
 from tvmnas.search.config import SearchConfig
+from tvmnas.run_folder import SearchRun, TrainRun, read_log
 
 SEARCH_BATCH = SearchConfig.batch_size
 
@@ -47,8 +48,8 @@ def tvmnas(processes: int, *argv) -> float:
     return time.perf_counter() - start
 
 
-def alphas(run_dir: Path) -> torch.Tensor:
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["supernet"]
+def alphas(run: SearchRun) -> torch.Tensor:
+    state = torch.load(run.checkpoint, weights_only=True)["supernet"]
     return torch.cat([v for k, v in sorted(state.items()) if k.endswith("alpha")])
 
 
@@ -87,18 +88,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tvmnas-dist-") as tmp:
         tmp = Path(tmp)
         for n in (1, args.processes):
-            wall = tvmnas(n, *search, "--out", tmp / f"search-{n}")
-            log = [json.loads(line) for line in (tmp / f"search-{n}" / "log.jsonl").read_text().splitlines()]
+            runs[n] = SearchRun(tmp / f"search-{n}")
+            wall = tvmnas(n, *search, "--out", runs[n].folder)
+            log = read_log(runs[n].log)
             steps = args.images_per_epoch // SEARCH_BATCH  # weight steps (architecture steps come between)
-            runs[n] = tmp / f"search-{n}"
             entries.append({"what": "search", "processes": n, "wall_s": wall, "epoch_s": log[-1]["seconds"],
                             "steps": steps, "steps_per_s": steps / log[-1]["seconds"],
-                            "arch": json.loads((runs[n] / "arch.json").read_text())["ops"]})
+                            "arch": json.loads(runs[n].arch.read_text())["ops"]})
         for n in (1, args.processes):
-            out = tmp / f"train-{n}"
-            tvmnas(n, "train", "--arch", runs[1] / "arch.json", "--epochs", "1", "--images-per-epoch",
-                   args.images_per_epoch, "--device", "cpu", "--out", out)
-            seconds = sum(json.loads(line)["seconds"] for line in (out / "log.jsonl").read_text().splitlines())
+            out = TrainRun(tmp / f"train-{n}")
+            tvmnas(n, "train", "--arch", runs[1].arch, "--epochs", "1", "--images-per-epoch",
+                   args.images_per_epoch, "--device", "cpu", "--out", out.folder)
+            seconds = sum(e["seconds"] for e in read_log(out.log))
             entries.append({"what": "train", "processes": n, "seconds": seconds,
                             "images_per_s": args.images_per_epoch / seconds})
         data = {w: data_throughput(tmp, 256, w) for w in (0, 2)}

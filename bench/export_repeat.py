@@ -18,6 +18,7 @@ from pathlib import Path
 from common import DEFAULT_DB, command_line, write_results
 
 from tvmnas.cli import main as tvmnas
+from tvmnas.deploy.bundle import MANIFEST
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
             if tvmnas(["export", "--network", str(args.network), "--target", "x86-cpu", "--db", str(args.db),
                        "--out", str(out)]) != 0:
                 raise SystemExit("export failed")
-            lat = json.loads((out / "manifest.json").read_text())["latency"]
+            lat = json.loads((out / MANIFEST).read_text())["latency"]
             entries.append({"run": i, "measured_ms": lat["measured_ms"], "raw_ms": lat["measured_raw_ms"],
                             "speed": lat["speed"], "dispersion": lat["measured_dispersion"],
                             "predicted_ms": lat["predicted_ms"], "flag": lat["flag"]})

@@ -31,6 +31,7 @@ from tvmnas.cli import main as tvmnas
 from tvmnas.model.network import Network
 from tvmnas.space import load_space
 from tvmnas.train.network_file import save_network
+from tvmnas.deploy.bundle import MANIFEST
 
 
 def sample_archs(space, n: int, seed: int) -> list[tuple[str, ...]]:
@@ -86,7 +87,7 @@ def main() -> None:
                            "--tune-trials", str(args.tune_trials), "--out", str(bundle)])
             if code != 0:
                 raise SystemExit(f"export {i} failed")
-            lat = json.loads((bundle / "manifest.json").read_text())["latency"]
+            lat = json.loads((bundle / MANIFEST).read_text())["latency"]
             entries.append({"arch": list(ops), "predicted_ms": lat["predicted_ms"], "measured_ms": lat["measured_ms"],
                             "error": (lat["measured_ms"] - lat["predicted_ms"]) / lat["predicted_ms"],
                             "measured_dispersion": lat["measured_dispersion"], "speed": lat["speed"],

@@ -23,6 +23,7 @@ import numpy as np
 from common import DEFAULT_DB, REPO, command_line, write_results
 
 from tvmnas.space import load_space
+from tvmnas.deploy.bundle import MANIFEST, SAMPLE_FILE
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
 RUNNER = REPO / "build" / "native" / "tvmnas-run"
@@ -80,10 +81,10 @@ def main() -> None:
         train_s = run("train", "--run", out, "--epochs", "1", "--batch-size", "16", "--workers", "2")
         export_s = run("export", "--run", out, "--target", "x86-cpu", "--db", args.db)
         bundle = out / "bundle-x86-cpu"
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest = json.loads((bundle / MANIFEST).read_text())
         native = None
         if RUNNER.exists():
-            proc = subprocess.run([str(RUNNER), str(bundle), str(bundle / "sample_input.npy"), "--json"],
+            proc = subprocess.run([str(RUNNER), str(bundle), str(bundle / SAMPLE_FILE), "--json"],
                                   capture_output=True, text=True, check=True)
             native = json.loads(proc.stdout)
     latency = manifest["latency"]

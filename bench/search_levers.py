@@ -18,12 +18,14 @@ import json
 import statistics
 
 from common import REPO, RESULTS, command_line, write_results
+from tvmnas.run_folder import SearchRun, read_log
 
 
 def search_stats(run: str) -> dict:
     folder = REPO / run
-    config = json.loads((folder / "config.json").read_text())
-    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    files = SearchRun(folder)
+    config = json.loads(files.config.read_text())
+    log = read_log(files.log)
     warm = config.get("warmup_epochs", 1)
     return {"supernet": config.get("supernet", "separate"),  # runs saved before the setting were separate
             "warmup_epochs": warm, "epochs": config["epochs"], "arch_lr": config.get("arch_lr"),
@@ -44,7 +46,7 @@ def supernet_ranking(run: str, entries: list[dict]) -> dict:
     from tvmnas.space import load_space
     from tvmnas.torch_file import load_tagged
 
-    ckpt = load_tagged(REPO / run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+    ckpt = load_tagged(SearchRun(REPO / run).checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
     cfg = SearchConfig.from_json(ckpt["config"], run)
     space = load_space(cfg.space)
     net = Supernet(space, cfg.supernet)
@@ -61,7 +63,7 @@ def supernet_ranking(run: str, entries: list[dict]) -> dict:
 def row(result: dict, rank_correlation: bool) -> dict:
     summary = result["summary"]
     searched = [e for e in result["entries"] if e["role"] == "searched" and e.get("search_run")]
-    runs = [search_stats(e["search_run"]) for e in searched if (REPO / e["search_run"] / "log.jsonl").exists()]
+    runs = [search_stats(e["search_run"]) for e in searched if SearchRun(REPO / e["search_run"]).log.exists()]
 
     def mean_of(key):
         values = [r[key] for r in runs if r[key] is not None]

@@ -9,7 +9,8 @@ scored on the held-out test split:
 2. `--search-seeds` independent searches (`tvmnas search`, seeds differ) for one goal: `--goal-factor` x the
    MobileNetV2-style network's predicted latency;
 3. `--randoms` networks drawn uniformly per layer from the space (not from a supernet), within +/-`--tolerance` of
-   the searched networks' mean predicted latency;
+   the searched networks' mean predicted latency (of the default set of searches: a `--label`ed set is compared
+   with the same random networks);
 4. one search more at each of `--extra-goal-factors` (a small Pareto comparison against the random cloud).
 Verdict: a one-sided exact Mann-Whitney U test (searched > random) over per-network mean accuracies, the searched
 networks' ranks, and the effect in pooled seed-SD units. Every search and training lives in `--work` and is reused
@@ -44,6 +45,7 @@ from tvmnas.search.latency import LatencyTable, table_from_db
 from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
 from tvmnas.versions import tvm_version
+from tvmnas.run_folder import SearchRun, TrainRun
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
 MOBILENETV2_OP = "mb_k3_e6"
@@ -120,7 +122,7 @@ def train(net: Net, recipe: Recipe, work: Path) -> None:
     net.accs = []
     for seed in recipe.seeds:
         out = work / f"{net.name}-seed{seed}"
-        done = out / "summary.json"
+        done = TrainRun(out).summary
         if not (done.exists() and json.loads(done.read_text()).get("arch") == list(net.arch.ops)):
             subprocess.run([*TVMNAS, "train", "--arch", str(arch_file), "--data", recipe.data, "--epochs",
                             str(recipe.epochs), "--images-per-epoch", str(recipe.images_per_epoch), "--seed",
@@ -132,12 +134,13 @@ def train(net: Net, recipe: Recipe, work: Path) -> None:
 def search(space: SearchSpace, target: str, goal_ms: float, seed: int, recipe: Recipe, db: Path,
            run: Path) -> Arch:
     """A finished search's architecture (searched now when the run is missing or cut short)."""
-    if not (run / "arch.json").exists():
-        where = ["--resume", str(run)] if (run / "checkpoint.pt").exists() else [
+    files = SearchRun(run)
+    if not files.arch.exists():
+        where = ["--resume", str(run)] if files.checkpoint.exists() else [
             "--out", str(run), "--space", space.name, "--target", target, "--latency-ms", f"{goal_ms:.6f}",
             "--data", recipe.data, "--seed", str(seed), *recipe.search_args]
         subprocess.run([*TVMNAS, "search", "--db", str(db), *where], check=True, cwd=REPO)
-    return load_arch(run / "arch.json")
+    return load_arch(files.arch)
 
 
 def relative(path: Path) -> str:
@@ -304,8 +307,13 @@ def main() -> None:
             arch = search(space, args.target, goal_ms, seed, recipe, args.db, run)
             step(Net(f"{searched_name}-seed{seed}", "searched", arch, arch_ms(arch), search_run=relative(run)))
     if args.stop_after not in ("signal", "search"):
-        searched = [n for n in nets if n.role == "searched"]
-        centre_ms = statistics.mean(n.predicted_ms for n in searched)
+        # one random cloud per study: around the default searches' mean latency, which every labelled set of
+        # searches is compared with as well (their own latencies are in the table); this set's when those are absent
+        default_runs = [SearchRun(work / f"search-seed{seed}").arch for seed in args.search_seeds]
+        if all(path.exists() for path in default_runs):
+            centre_ms = statistics.mean(arch_ms(load_arch(path)) for path in default_runs)
+        else:
+            centre_ms = statistics.mean(n.predicted_ms for n in nets if n.role == "searched")
         taken = {n.arch.ops for n in nets}
         for draw, arch, ms in random_archs(space, table, centre_ms, args.tolerance, args.randoms, 0, taken):
             step(Net(f"random-{draw}", "random", arch, ms))

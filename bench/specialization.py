@@ -39,6 +39,7 @@ from tvmnas.search.latency import table_from_db
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
 from tvmnas.versions import tvm_version
+from tvmnas.run_folder import SearchRun
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
 PAIR = Protocol(windows=40, reference_every=1, min_span_s=5.0)  # two networks against the reference
@@ -58,8 +59,9 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     args = parser.parse_args()
 
-    config = json.loads((args.run / "config.json").read_text())
-    searched = json.loads((args.run / "summary.json").read_text())
+    run = SearchRun(args.run)
+    config = json.loads(run.config.read_text())
+    searched = json.loads(run.summary.read_text())
     space = load_space(config["space"])
     host, port = parse_host_port(args.tracker, "--tracker")
     arm = RpcRunner(RpcEndpoint(host, port, args.key, 30.0))
@@ -81,8 +83,9 @@ def main() -> None:
         tmp = Path(tmp)
         tvmnas("specialize", "--run", args.run, "--target", "arm-aarch64", "--latency-ms", arm_goal, "--db", args.db,
                "--out", tmp / "arm", *remote)
-        special = json.loads((tmp / "arm" / "summary.json").read_text())
-        winners = {"x86-cpu": load_arch(args.run / "arch.json"), "arm-aarch64": load_arch(tmp / "arm" / "arch.json")}
+        arm_run = SearchRun(tmp / "arm")
+        special = json.loads(arm_run.summary.read_text())
+        winners = {"x86-cpu": load_arch(run.arch), "arm-aarch64": load_arch(arm_run.arch)}
         shape = (1, space.input_channels, space.input_size, space.input_size)
         measured = {}
         for target, spec in specs.items():

@@ -17,7 +17,7 @@ from common import DEFAULT_DB, command_line, write_results
 
 from tvmnas.arch import Arch, load_arch
 from tvmnas.data.datasets import load_search_data
-from tvmnas.deploy.bundle import read_manifest
+from tvmnas.deploy.bundle import MANIFEST, read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.measure.tuning import tuning_dir
 from tvmnas.measure.runner.local import LocalRunner
@@ -26,6 +26,7 @@ from tvmnas.targets import load_target
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import load_network
 from tvmnas.train.run import train_network
+from tvmnas.run_folder import SearchRun, TrainRun, bundle_folder
 
 BASELINE_OP = "mb_k3_e6"
 
@@ -38,26 +39,27 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/vs_baseline"), help="where networks are trained")
     args = parser.parse_args()
 
-    winner = read_manifest(next(args.run.glob("bundle-*")))
+    run = SearchRun(args.run)
+    winner = read_manifest(run.bundles(MANIFEST)[0])
     space, spec = load_space(winner["space"]), load_target(winner["target"]["name"])
-    trained = load_network(args.run / "train" / "network.pt")
+    trained = load_network(run.train.network)
     cfg = TrainConfig(**trained.info["train_config"])
     trials = int(winner["level"].split("-")[1])
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
     runner = LocalRunner()
-    networks = [("searched (demo run)", args.run / "train" / "network.pt")]
+    networks = [("searched (demo run)", run.train.network)]
     others = [("MobileNetV2-style baseline", Arch(space.name, (BASELINE_OP,) * len(space.layers())))]
     others += [(f"searched ({p})", load_arch(p)) for p in args.also]
     for i, (label, arch) in enumerate(others):
-        out = args.work / f"net{i}"
-        if not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["arch"] != list(arch.ops):
+        out = TrainRun(args.work / f"net{i}")
+        if not out.summary.exists() or json.loads(out.summary.read_text())["arch"] != list(arch.ops):
             print(f"training {label}: {' '.join(arch.ops)}")
-            train_network(cfg, space, arch, data, out)
-        networks.append((label, out / "network.pt"))
+            train_network(cfg, space, arch, data, out.folder)
+        networks.append((label, out.network))
     entries = []
     for label, path in networks:
         net = load_network(path)
-        bundle = path.parent / f"bundle-{spec.name}"
+        bundle = bundle_folder(path.parent, spec.name)
         manifest = export_bundle(net, path, spec, runner, tuning_dir(args.db, spec, "local"), bundle,
                                  ExportSettings(tune_trials=trials))
         entries.append({"network": label, "arch": list(net.arch.ops), "test_acc": net.info["test_acc"],

@@ -75,3 +75,23 @@ def test_benches_use_the_product_not_the_tests():
                 [a.name for a in node.names] if isinstance(node, ast.Import) else []
             offenders += [f"{path.name}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
     assert offenders == []
+
+
+RUN_FILE_NAMES = {"config.json", "checkpoint.pt", "log.jsonl", "arch.json", "probabilities.json", "summary.json",
+                  "pareto.json", "settings.json", "network.pt", "manifest.json", "sample_input.npy", "model.so",
+                  "model.onnx"}
+# the owners: a run folder's files (`tvmnas.run_folder`), a bundle's (`tvmnas.deploy.bundle`)
+FILE_NAME_OWNERS = {PACKAGE / "run_folder.py", PACKAGE / "deploy" / "bundle.py"}
+
+
+def test_run_folder_file_names_are_spelled_by_their_owners_only():
+    """Every other module asks `tvmnas.run_folder` (or the bundle module) for a path: a string constant that is a
+    run or bundle file name, anywhere else in the package or the benches, is an offender."""
+    offenders = []
+    for path in [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "bench").glob("*.py")]:
+        if path in FILE_NAME_OWNERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in RUN_FILE_NAMES:
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value!r}")
+    assert offenders == []

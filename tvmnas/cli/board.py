@@ -120,14 +120,15 @@ def _run(args) -> int:
 
     from tvmnas.board.farm import run_native
     from tvmnas.board.rootfs import ensure_emulation, is_ready
+    from tvmnas.deploy.bundle import MANIFEST, SAMPLE_FILE
 
     if not is_ready(args.rootfs):
         raise TvmnasError(f"no board root filesystem at {args.rootfs}: run `tvmnas board up --emulated aarch64`")
     if not args.runner.is_file():
         raise TvmnasError(f"no aarch64 runner at {args.runner}: run `make runner-aarch64`")
-    if not (args.bundle / "manifest.json").is_file():
-        raise TvmnasError(f"{args.bundle} is not a bundle (no manifest.json)")
-    data = args.input or args.bundle / "sample_input.npy"
+    if not (args.bundle / MANIFEST).is_file():
+        raise TvmnasError(f"{args.bundle} is not a bundle (no {MANIFEST})")
+    data = args.input or args.bundle / SAMPLE_FILE
     if not data.is_file():
         raise TvmnasError(f"no input file {data}")
     ensure_emulation()

@@ -7,6 +7,7 @@ from pathlib import Path
 from tvmnas.cli.common import add_target_args, check_tools, runner_from_args
 from tvmnas.cli.progress import phase_progress
 from tvmnas.errors import TvmnasError
+from tvmnas.run_folder import SearchRun, bundle_folder
 
 
 def register(verbs) -> None:
@@ -38,7 +39,8 @@ def cmd_export(args) -> int:
     from tvmnas.train.network_file import load_network
     from tvmnas.versions import tvm_version
 
-    network_file = args.network or args.run / "train" / "network.pt"
+    run = SearchRun(args.run) if args.run is not None else None
+    network_file = args.network or run.train.network
     if args.run is not None and not network_file.exists():
         raise TvmnasError(f"{args.run} has no trained network: run `tvmnas train --run {args.run}` first")
     trained = load_network(network_file)
@@ -47,7 +49,7 @@ def cmd_export(args) -> int:
     tune_trials = 0 if args.compile_only else args.tune_trials
     runner = None if args.compile_only else runner_from_args(args, spec)
     label = runner.device_label if runner else "local"
-    out = args.out or (args.run / f"bundle-{spec.name}" if args.run else network_file.parent / f"bundle-{spec.name}")
+    out = args.out or (run.bundle(spec.name) if run else bundle_folder(network_file.parent, spec.name))
     predicted, anchor = None, None
     if runner is not None and args.db.exists():
         with LatencyDB(args.db) as db:

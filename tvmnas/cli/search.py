@@ -7,6 +7,7 @@ from pathlib import Path
 from tvmnas.cli.common import add_device_args, add_target_args, count, endpoint_from_args, number, world_from_args
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
+from tvmnas.run_folder import SearchRun, write_json
 from tvmnas.search.config import DERIVATIONS, LOSSES, SUPERNET_WEIGHTS, WEIGHT_PATHS, SearchConfig
 
 
@@ -67,8 +68,8 @@ def search_config_from_args(args) -> SearchConfig:
     from tvmnas.targets import load_target
 
     if args.resume is not None:
-        cfg = SearchConfig.from_json(read_json_object(args.resume / "config.json", "search config"),
-                                     str(args.resume / "config.json"))
+        config = SearchRun(args.resume).config
+        cfg = SearchConfig.from_json(read_json_object(config, "search config"), str(config))
         for flag, field in (("space", "space"), ("target", "target"), ("latency_ms", "latency_ms")):
             given = getattr(args, flag)
             if given is not None and given != getattr(cfg, field):
@@ -225,13 +226,11 @@ def cmd_derive(args) -> int:
     print(f"architecture: {' '.join(arch.ops)}")
     print(f"goal {args.latency_ms:g} ms on {spec.name}: predicted {derived.latency_ms:.4f} ms "
           f"({summary['goal_share']:.0%} of the goal); written to {out} (train it: tvmnas train --arch "
-          f"{out / 'arch.json'})")
+          f"{SearchRun(out).arch})")
     return 0
 
 
 def cmd_pareto(args) -> int:
-    import json
-
     from tvmnas.cli.progress import phase_progress
     from tvmnas.search.figures import pareto_figure
     from tvmnas.search.finished import load_run
@@ -243,12 +242,13 @@ def cmd_pareto(args) -> int:
         points = sweep(run.state.net, table, _run_data(run), args.points,
                        lambda done, total: progress("score", done, total, ""))
     result = {"target": spec.name, **to_json(points, table)}
-    (args.run / "pareto.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.run / "report").mkdir(exist_ok=True)
-    png = pareto_figure(result, args.run / "report" / "pareto.png")
+    files = SearchRun(args.run)
+    write_json(files.pareto, result)
+    files.report.mkdir(exist_ok=True)
+    png = pareto_figure(result, files.report / "pareto.png")
     for p in result["front"]:
         print(f"{p['latency_ms']:.4f} ms  valid {p['valid_acc']:.4f}  {' '.join(p['arch'])}")
-    print(f"{len(result['front'])} networks on the front of {len(points)}; {args.run / 'pareto.json'}, {png}")
+    print(f"{len(result['front'])} networks on the front of {len(points)}; {files.pareto}, {png}")
     return 0
 
 

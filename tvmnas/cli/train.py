@@ -7,6 +7,7 @@ from pathlib import Path
 from tvmnas.cli.common import add_device_args, count, number, world_from_args
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
+from tvmnas.run_folder import SearchRun, TrainRun, write_json
 from tvmnas.train.config import INITS, TrainConfig
 
 
@@ -42,13 +43,14 @@ def train_source(args):
     from tvmnas.space import load_space
 
     if args.run is not None:
-        config = read_json_object(args.run / "config.json", "search config")
-        if not (args.run / "arch.json").exists():
-            raise TvmnasError(f"{args.run} has no arch.json: the search has not finished (resume it with "
+        run = SearchRun(args.run)
+        config = read_json_object(run.config, "search config")
+        if not run.arch.exists():
+            raise TvmnasError(f"{args.run} has no {run.arch.name}: the search has not finished (resume it with "
                               f"`tvmnas search --resume {args.run}`)")
-        arch = load_arch(args.run / "arch.json")
+        arch = load_arch(run.arch)
         space = load_space(config["space"])
-        return space, arch, args.run / "checkpoint.pt", config.get("data")
+        return space, arch, run.checkpoint, config.get("data")
     arch = load_arch(args.arch)
     return load_space(arch.space), arch, None, None
 
@@ -58,10 +60,11 @@ def resumed_training(train_dir: Path):
     from tvmnas.registry import read_json_object
     from tvmnas.train.network_file import load_network
 
-    if not (train_dir / "checkpoint.pt").exists():
+    files = TrainRun(train_dir)
+    if not files.checkpoint.exists():
         raise TvmnasError(f"{train_dir} holds no training checkpoint to resume")
-    trained = load_network(train_dir / "network.pt")
-    settings = read_json_object(train_dir / "settings.json", "training settings")
+    trained = load_network(files.network)
+    settings = read_json_object(files.settings, "training settings")
     return trained.space, trained.arch, TrainConfig(**settings)
 
 
@@ -76,8 +79,6 @@ def cmd_train(args) -> int:
 
 
 def _train(args, world) -> int:
-    import json
-
     from tvmnas.data.datasets import load_search_data
     from tvmnas.train.run import network_from_search, train_network
 
@@ -92,7 +93,7 @@ def _train(args, world) -> int:
         cfg = TrainConfig(epochs=args.epochs, init=args.init, images_per_epoch=args.images_per_epoch or None,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data or search_data,
                           limit=args.limit)
-        out = args.out or (args.run / "train" if args.run else Path("runs") / f"train-{args.arch.stem}")
+        out = args.out or (SearchRun(args.run).train.folder if args.run else Path("runs") / f"train-{args.arch.stem}")
         init = network_from_search(checkpoint, space, arch) if cfg.init == "supernet" else None
     space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
@@ -100,7 +101,7 @@ def _train(args, world) -> int:
     say = print if world.is_main else (lambda *a, **k: None)
     if world.is_main and args.resume is None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "settings.json").write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
+        write_json(TrainRun(out).settings, cfg.to_json())
     say(f"training {' '.join(arch.ops)} ({space.name}, init {cfg.init}) for {cfg.epochs} epochs on "
         f"{len(data.train)} images; output {out}; {world.size} process(es) on {world.device.type}")
 
@@ -112,5 +113,5 @@ def _train(args, world) -> int:
         result = train_network(cfg, space, arch, data, out, init, on_step, on_epoch, world, args.workers,
                                resume=args.resume is not None)
     test = "no test set" if result.test_acc is None else f"test accuracy {result.test_acc:.4f}"
-    say(f"{test} (valid {result.valid_acc:.4f}); network in {out / 'network.pt'}")
+    say(f"{test} (valid {result.valid_acc:.4f}); network in {TrainRun(out).network}")
     return 0

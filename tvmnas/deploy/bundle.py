@@ -17,6 +17,8 @@ from tvmnas.files import sha256_file
 BUNDLE_FORMAT = "tvmnas-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
+# the files export writes beside the manifest (and the reference kernel's, `tvmnas.measure.reference`)
+MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE = "model.so", "model.onnx", "network.pt", "sample_input.npy"
 
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
-from tvmnas.deploy.bundle import write_manifest
+from tvmnas.deploy.bundle import MODULE_FILE, NETWORK_FILE, ONNX_FILE, SAMPLE_FILE, write_manifest
 from tvmnas.errors import TvmnasError
 from tvmnas.failpoints import stop_point
 from tvmnas.measure.build import build_module
@@ -36,8 +36,6 @@ from tvmnas.search.latency import Prediction
 from tvmnas.targets import TargetSpec
 from tvmnas.train.network_file import TrainedNetwork
 from tvmnas.versions import tvm_version
-
-MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE = "model.so", "model.onnx", "network.pt", "sample_input.npy"
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tvmnas.deploy.bundle import read_manifest
+from tvmnas.deploy.bundle import MANIFEST, read_manifest
 from tvmnas.errors import TvmnasError
+from tvmnas.run_folder import SearchRun
 
 
 def _read(path: Path) -> dict | None:
@@ -18,10 +19,11 @@ def run_report(run_dir: Path) -> str:
     from tvmnas.search.figures import write_run_figures
 
     run_dir = Path(run_dir)
-    search = _read(run_dir / "summary.json")
+    files = SearchRun(run_dir)
+    search = _read(files.summary)
     if search is None:
-        raise TvmnasError(f"{run_dir} holds no finished search (no summary.json)")
-    train = _read(run_dir / "train" / "summary.json")
+        raise TvmnasError(f"{run_dir} holds no finished search (no {files.summary.name})")
+    train = _read(files.train.summary)
     lines = [f"run {run_dir}: {search['target']} ({search['level']}), latency goal {search['latency_goal_ms']:g} ms",
              f"  blocks: {' '.join(search['arch'])}",
              f"  search: {search['epochs']} epochs in {search['search_seconds']:.0f} s, supernet valid accuracy "
@@ -38,7 +40,7 @@ def run_report(run_dir: Path) -> str:
         test = "n/a" if train["test_acc"] is None else f"{train['test_acc']:.4f} on {train['test_images']} images"
         lines.append(f"  trained: {train['epochs']} epochs from {train['init']} in {train['train_seconds']:.0f} s, "
                      f"test accuracy {test}")
-    bundles = sorted(p.parent for p in run_dir.glob("bundle-*/manifest.json"))
+    bundles = files.bundles(MANIFEST)
     if not bundles:
         lines.append(f"  not exported yet: tvmnas export --run {run_dir} --target {search['target']}")
     for bundle in bundles:

@@ -69,7 +69,7 @@ def bench_onnx(path: Path, spec: TargetSpec, runner: Runner, tune_dir: Path, tun
     with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:
         if progress:
             progress("compile", 0, 1, "fusing and compiling")
-        built = build_module(mod, spec, tune_trials, tune_dir, runner, Path(tmp) / "model.so", started=start,
+        built = build_module(mod, spec, tune_trials, tune_dir, runner, Path(tmp) / "network.so", started=start,
                              progress=progress)
         if progress:
             progress("compile", 1, 1, "")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tvmnas.run_folder import SearchRun, read_log
+
 
 def _pyplot():
     import matplotlib
@@ -74,16 +76,14 @@ def pareto_figure(pareto: dict, path: Path) -> Path:
 
 def write_run_figures(run_dir: Path) -> list[Path]:
     """Write the run's figures into RUN_DIR/report/; returns their paths (none for a run without epochs)."""
-    run_dir = Path(run_dir)
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()] \
-        if (run_dir / "log.jsonl").exists() else []
-    log = [e for e in log if "probabilities" in e]
-    out = run_dir / "report"
+    files = SearchRun(Path(run_dir))
+    log = [e for e in read_log(files.log) if "probabilities" in e]
+    out = files.report
     out.mkdir(exist_ok=True)
     paths = []
     if log:
-        goal = json.loads((run_dir / "config.json").read_text())["latency_ms"]
+        goal = json.loads(files.config.read_text())["latency_ms"]
         paths += [probability_figure(log, out / "probabilities.png"), latency_figure(log, goal, out / "latency.png")]
-    if (run_dir / "pareto.json").exists():
-        paths.append(pareto_figure(json.loads((run_dir / "pareto.json").read_text()), out / "pareto.png"))
+    if files.pareto.exists():
+        paths.append(pareto_figure(json.loads(files.pareto.read_text()), out / "pareto.png"))
     return paths

@@ -3,13 +3,13 @@ derivation writes, so a network can be derived for a new goal or target without 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tvmnas.arch import Arch, save_arch
 from tvmnas.errors import TvmnasError
 from tvmnas.registry import read_json_object
+from tvmnas.run_folder import SearchRun, write_json
 from tvmnas.search.config import SearchConfig
 from tvmnas.search.derive import Derived
 from tvmnas.search.run import SearchState, load_checkpoint, make_state
@@ -27,15 +27,15 @@ class FinishedRun:
 def load_run(run_dir: Path) -> FinishedRun:
     """A run's settings and its supernet from its last checkpoint (one line when either is missing)."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise TvmnasError(f"{run_dir} is not a search run (no config.json)")
-    cfg = SearchConfig.from_json(read_json_object(config_path, "search config"), str(config_path))
-    if not (run_dir / "checkpoint.pt").exists():
+    files = SearchRun(run_dir)
+    if not files.config.exists():
+        raise TvmnasError(f"{run_dir} is not a search run (no {files.config.name})")
+    cfg = SearchConfig.from_json(read_json_object(files.config, "search config"), str(files.config))
+    if not files.checkpoint.exists():
         raise TvmnasError(f"{run_dir} has no checkpoint: the search did not finish an epoch")
     space = load_space(cfg.space)
     state = make_state(space, cfg, n_train=1)  # the learning-rate schedule's own state comes from the checkpoint
-    load_checkpoint(run_dir / "checkpoint.pt", state, cfg)
+    load_checkpoint(files.checkpoint, state, cfg)
     return FinishedRun(run_dir, cfg, space, state)
 
 
@@ -50,6 +50,7 @@ def derivation_summary(arch: Arch, derived: Derived, goal_ms: float, target: str
 def write_derivation(out_dir: Path, arch: Arch, summary: dict) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_arch(arch, out_dir / "arch.json")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    files = SearchRun(out_dir)
+    save_arch(arch, files.arch)
+    write_json(files.summary, summary)
     return out_dir

@@ -1,7 +1,8 @@
 """One search run: alternate weight and architecture steps, checkpoint every epoch, prune to one network.
 
-A run directory holds: config.json (the exact settings), checkpoint.pt (supernet, optimizers, schedule, completed
-epochs), log.jsonl (one line per epoch) and, at the end, arch.json, probabilities.json and summary.json.
+A run directory (`tvmnas.run_folder.SearchRun`) holds the exact settings, a checkpoint (supernet, optimizers,
+schedule, completed epochs), a log of one line per epoch and, at the end, the architecture, its probabilities and a
+summary.
 Every epoch draws its randomness from (seed, epoch), so a run resumed from a checkpoint continues exactly as an
 uninterrupted one would.
 """
@@ -32,6 +33,7 @@ from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_two_paths, sam
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
 from tvmnas.failpoints import stop_point
+from tvmnas.run_folder import SearchRun, append_log, write_json, write_log
 from tvmnas.torch_file import load_tagged, save_tagged
 
 CHECKPOINT_FORMAT = "tvmnas-search-checkpoint"
@@ -238,7 +240,8 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
     as a kill would (tests). In a distributed world every rank runs this; only rank 0 writes files (and should
     get the callbacks); `workers` decode images in DataLoader worker processes (image sets streamed from files)."""
     run_dir = Path(run_dir)
-    ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
+    files = SearchRun(run_dir)
+    ckpt_path, log_path = files.checkpoint, files.log
     world.check_same(cfg.to_json(), "search settings")
     state = make_state(space, cfg, len(data.train), world)
     if resume:
@@ -247,9 +250,9 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
         raise TvmnasError(f"{run_dir} already holds a search; resume it with --resume or choose another --out")
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        write_json(files.config, cfg.to_json(), indent=2)
         # the checkpoint's log: an epoch cut short (or one whose line a kill kept out of the file) is as saved
-        log_path.write_text("".join(json.dumps(e) + "\n" for e in state.log))
+        write_log(log_path, state.log)
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     for epoch in range(state.epochs_done, last_epoch):
         start = time.perf_counter()
@@ -266,8 +269,7 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
         state.log.append(entry)
         if world.is_main:
             save_checkpoint(ckpt_path, state, cfg)
-            with log_path.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            append_log(log_path, entry)
             stop_point("search-epoch-saved")
         if on_epoch:
             on_epoch(entry)
@@ -282,9 +284,10 @@ def write_outcome(run_dir: Path, cfg: SearchConfig, table: LatencyTable, state: 
                   predicted_ms: float, valid_acc: float | None, **extra) -> dict:
     """A finished run's arch.json, probabilities.json and summary.json (the goal, the derived network's predicted
     latency and the share of the goal it uses, how decided each layer is)."""
-    save_arch(arch, run_dir / "arch.json")
+    files = SearchRun(run_dir)
+    save_arch(arch, files.arch)
     probabilities = probabilities_json(state.net)
-    (run_dir / "probabilities.json").write_text(json.dumps(probabilities, indent=1) + "\n")
+    write_json(files.probabilities, probabilities)
     log = state.log
     summary = {"arch": list(arch.ops), "derivation": cfg.derive, "latency_goal_ms": cfg.latency_ms,
                "predicted_latency_ms": predicted_ms, "goal_share": predicted_ms / cfg.latency_ms,
@@ -292,5 +295,5 @@ def write_outcome(run_dir: Path, cfg: SearchConfig, table: LatencyTable, state: 
                "target": cfg.target, "level": cfg.level, "min_reachable_ms": table.min_ms,
                "max_reachable_ms": table.max_ms, "top_probabilities": [max(p.values()) for p in probabilities],
                "stable_last_epochs": len(log) >= 2 and log[-1]["arch"] == log[-2]["arch"], **extra}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(files.summary, summary)
     return summary

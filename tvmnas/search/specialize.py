@@ -4,7 +4,6 @@ target's budget. No weight is trained again."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from tvmnas.data.datasets import SearchData
 from tvmnas.data.loading import batches, epoch_batches
 from tvmnas.dist import World
+from tvmnas.run_folder import SearchRun, write_json, write_log
 from tvmnas.search.config import SearchConfig
 from tvmnas.search.derive import check_reachable
 from tvmnas.search.finished import FinishedRun
@@ -56,9 +56,10 @@ def specialize(run: FinishedRun, target: str, goal_ms: float, table: LatencyTabl
     valid_acc = path_accuracy(run.state.net, arch, data, next(run.state.net.parameters()).device)[1]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-    save_checkpoint(out_dir / "checkpoint.pt", run.state, cfg)
-    (out_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in run.state.log))
+    files = SearchRun(out_dir)
+    write_json(files.config, cfg.to_json(), indent=2)
+    save_checkpoint(files.checkpoint, run.state, cfg)
+    write_log(files.log, run.state.log)
     return write_outcome(out_dir, cfg, table, run.state, arch, predicted, valid_acc,
                          specialized_from={"run": str(run.run_dir), "target": run.cfg.target,
                                            "latency_goal_ms": run.cfg.latency_ms},

@@ -1,7 +1,7 @@
 """Train the searched network on its own (from scratch or from the supernet's weights) and test it once.
 
-The output folder holds network.pt (see network_file.py; rewritten after every epoch), log.jsonl (one line per
-epoch) and summary.json (test accuracy, seconds). The test set is read once, after the last epoch.
+The output folder (`tvmnas.run_folder.TrainRun`) holds the network file (see network_file.py; rewritten after every
+epoch), a checkpoint, a log of one line per epoch and a summary (test accuracy, seconds). The test set is read once, after the last epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tvmnas.model.evaluate import evaluate
 from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
 from tvmnas.failpoints import stop_point
+from tvmnas.run_folder import TrainRun, append_log, write_json, write_log
 from tvmnas.torch_file import load_tagged, save_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import save_network
@@ -78,7 +79,8 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
     info = {"classes": list(data.train.classes), "train_config": cfg.to_json(), "valid_acc": None,
             "test_acc": None, "test_images": None}
     log, first_epoch, seconds_before = [], 0, 0.0
-    ckpt_path = out_dir / "checkpoint.pt"
+    files = TrainRun(out_dir)
+    ckpt_path = files.checkpoint
     if resume:
         ckpt = world.broadcast(load_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
                                            "training checkpoint") if world.is_main else None)
@@ -96,7 +98,7 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
         model = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+        write_log(files.log, log)
     started = time.perf_counter()
     for epoch in range(first_epoch, cfg.epochs):
         start = time.perf_counter()
@@ -126,12 +128,11 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
         log.append(entry)
         info["valid_acc"] = valid_acc
         if world.is_main:
-            save_network(out_dir / "network.pt", space, arch, net, info)
+            save_network(files.network, space, arch, net, info)
             save_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
                         {"config": cfg.to_json(), "network": net.state_dict(), "optimizer": opt.state_dict(),
                          "schedule": schedule.state_dict(), "log": json.dumps(log), "info": json.dumps(info)})
-            with (out_dir / "log.jsonl").open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            append_log(files.log, entry)
             stop_point("train-epoch-saved")
         if on_epoch:
             on_epoch(entry)
@@ -141,9 +142,9 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
     seconds = seconds_before + time.perf_counter() - started
     info["train_seconds"] = seconds
     if world.is_main:
-        save_network(out_dir / "network.pt", space, arch, net, info)
+        save_network(files.network, space, arch, net, info)
         summary = {"arch": list(arch.ops), "space": space.name, "valid_acc": info["valid_acc"],
                    "test_acc": info["test_acc"], "test_images": info["test_images"], "epochs": cfg.epochs,
                    "init": cfg.init, "train_seconds": seconds}
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(files.summary, summary)
     return TrainResult(info["valid_acc"], info["test_acc"], seconds, log)

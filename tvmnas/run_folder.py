@@ -1,0 +1,118 @@
+"""The one owner of what a run folder holds: every file name, and how its JSON and log files are read and written.
+
+A search run (`SearchRun`): config.json (the settings), checkpoint.pt (every epoch), log.jsonl (one line per epoch),
+and once finished arch.json, probabilities.json, summary.json; `tvmnas pareto` adds pareto.json, `tvmnas report` the
+report/ folder; `train --run` trains into train/ (a `TrainRun`), `export --run` writes bundle-<target>/.
+A training (`TrainRun`): settings.json, checkpoint.pt, log.jsonl, network.pt, summary.json.
+Everything else asks these classes for a path instead of spelling a file name. Pure paths and file I/O: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+SUMMARY = "summary.json"
+BUNDLE_PREFIX = "bundle-"
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    folder: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.folder / "settings.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT
+
+    @property
+    def log(self) -> Path:
+        return self.folder / LOG
+
+    @property
+    def network(self) -> Path:
+        return self.folder / "network.pt"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / SUMMARY
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    folder: Path
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT
+
+    @property
+    def log(self) -> Path:
+        return self.folder / LOG
+
+    @property
+    def arch(self) -> Path:
+        return self.folder / "arch.json"
+
+    @property
+    def probabilities(self) -> Path:
+        return self.folder / "probabilities.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / SUMMARY
+
+    @property
+    def pareto(self) -> Path:
+        return self.folder / "pareto.json"
+
+    @property
+    def report(self) -> Path:
+        return self.folder / "report"
+
+    @property
+    def train(self) -> TrainRun:
+        return TrainRun(self.folder / "train")
+
+    def bundle(self, target_name: str) -> Path:
+        return bundle_folder(self.folder, target_name)
+
+    def bundles(self, manifest_name: str) -> list[Path]:
+        """The bundle folders in the run that hold a manifest, sorted."""
+        return sorted(p.parent for p in self.folder.glob(f"{BUNDLE_PREFIX}*/{manifest_name}"))
+
+
+def bundle_folder(parent: Path, target_name: str) -> Path:
+    """Where export puts the bundle for a target: beside the run's files, or beside a network file."""
+    return parent / f"{BUNDLE_PREFIX}{target_name}"
+
+
+def write_json(path: Path, data, indent: int = 1) -> None:
+    path.write_text(json.dumps(data, indent=indent) + "\n")
+
+
+def write_log(path: Path, entries: list[dict]) -> None:
+    """The whole log, one JSON object per line."""
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
+def append_log(path: Path, entry: dict) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def read_log(path: Path) -> list[dict]:
+    """The log's entries (none when the file does not exist); blank lines are skipped."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
