@@ -13,52 +13,44 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.jsonl"
-SUMMARY = "summary.json"
 BUNDLE_PREFIX = "bundle-"
 
 
 @dataclass(frozen=True)
-class TrainRun:
+class _Run:
+    """What every run folder holds: a checkpoint, a log of one line per epoch, a summary."""
+
     folder: Path
 
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "checkpoint.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / "summary.json"
+
+
+@dataclass(frozen=True)
+class TrainRun(_Run):
     @property
     def settings(self) -> Path:
         return self.folder / "settings.json"
 
     @property
-    def checkpoint(self) -> Path:
-        return self.folder / CHECKPOINT
-
-    @property
-    def log(self) -> Path:
-        return self.folder / LOG
-
-    @property
     def network(self) -> Path:
         return self.folder / "network.pt"
 
-    @property
-    def summary(self) -> Path:
-        return self.folder / SUMMARY
-
 
 @dataclass(frozen=True)
-class SearchRun:
-    folder: Path
-
+class SearchRun(_Run):
     @property
     def config(self) -> Path:
         return self.folder / "config.json"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.folder / CHECKPOINT
-
-    @property
-    def log(self) -> Path:
-        return self.folder / LOG
 
     @property
     def arch(self) -> Path:
@@ -67,10 +59,6 @@ class SearchRun:
     @property
     def probabilities(self) -> Path:
         return self.folder / "probabilities.json"
-
-    @property
-    def summary(self) -> Path:
-        return self.folder / SUMMARY
 
     @property
     def pareto(self) -> Path:
