@@ -56,6 +56,7 @@ def supernet_ranking(run: str, entries: list[dict]) -> dict:
     scored = [(path_accuracy(net, Arch(space.name, tuple(e["ops"])), data)[1], e["mean"])
               for e in entries if len(e["test_acc"]) >= 2]
     tau = stats.kendalltau(*zip(*scored))
+    print(f"{run}: Kendall tau {tau.statistic:+.2f} over {len(scored)} networks", flush=True)
     return {"ranking_run": run, "ranking_networks": len(scored), "kendall_tau": float(tau.statistic),
             "kendall_p": float(tau.pvalue)}
 
