@@ -41,11 +41,11 @@ from common import DEFAULT_DB, REPO, RESULTS, command_line, write_results
 from tvmnas.arch import Arch, load_arch, save_arch
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.level import level_name
+from tvmnas.run_folder import SearchRun, TrainRun
 from tvmnas.search.latency import LatencyTable, table_from_db
 from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
 from tvmnas.versions import tvm_version
-from tvmnas.run_folder import SearchRun, TrainRun
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
 MOBILENETV2_OP = "mb_k3_e6"
@@ -220,7 +220,8 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
     summary.update({"complete": complete, "space": space.name, "data": args.data, "level": level,
                     "goal_factor": args.goal_factor, "tolerance": args.tolerance, "seeds": args.seeds,
                     "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch,
-                    "label": args.label, "search_args": args.search_args, "networks_trained": sum(1 for n in nets if n.accs)})
+                    "label": args.label, "search_args": args.search_args,
+                    "networks_trained": sum(1 for n in nets if n.accs)})
     name = f"search_vs_random_{space.name}" + (f"_{args.label}" if args.label else "")
     plot(nets, RESULTS / f"{name}.png")
     sd = summary.get("pooled_seed_sd")

@@ -1,7 +1,8 @@
 """Train the searched network on its own (from scratch or from the supernet's weights) and test it once.
 
 The output folder (`tvmnas.run_folder.TrainRun`) holds the network file (see network_file.py; rewritten after every
-epoch), a checkpoint, a log of one line per epoch and a summary (test accuracy, seconds). The test set is read once, after the last epoch.
+epoch), a checkpoint, a log of one line per epoch and a summary (test accuracy, seconds). The test set is read
+once, after the last epoch.
 """
 
 from __future__ import annotations
