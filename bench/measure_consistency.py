@@ -83,7 +83,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             runs = {}
             for name, runner in (("local", LocalRunner()), ("again", LocalRunner()), ("rpc", RpcRunner(endpoint))):
-                runs[name] = profile(space, spec, runner, Path(tmp) / f"{name}.db", tune, settings)
+                with runner:
+                    runs[name] = profile(space, spec, runner, Path(tmp) / f"{name}.db", tune, settings)
             # the old protocol on the same libraries (built again into a folder of our own)
             from tvmnas.measure.profile import build_candidate
 

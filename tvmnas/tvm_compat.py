@@ -73,8 +73,9 @@ def give_rpc_runner_a_deadline(runner, workers: int, timeout_s: int) -> None:
 
 
 def request_server(tracker_host: str, tracker_port: int, key: str, priority: int = 1,
-                   session_timeout_s: float = 0, max_retry: int = 5):
+                   session_timeout_s: float = 0, max_retry: int = 5, wait_s: float | None = None):
     """(session, (host, port)): a session on a server the tracker hands out under `key`, and that server's address.
+    Raises TimeoutError when no server under the key is free within `wait_s` (None: wait as long as it takes).
 
     Why: `TrackerSession.request` returns the session alone, and the farm names the server whose session it drops
     (tests inject faults into exactly that server). These are its few lines (its socket, `base.sendjson` and
@@ -89,12 +90,16 @@ def request_server(tracker_host: str, tracker_port: int, key: str, priority: int
         try:
             if tracker._sock is None:
                 tracker._connect()
+            tracker._sock.settimeout(wait_s)
             base.sendjson(tracker._sock, [base.TrackerCode.REQUEST, key, "", priority])
             answer = base.recvjson(tracker._sock)
             if answer[0] != base.TrackerCode.SUCCESS:
                 raise RuntimeError(f"the tracker answered {answer!r}")
             host, port, matchkey = answer[1]
             return rpc.connect(host, port, matchkey, session_timeout_s), (host, int(port))
+        except TimeoutError:
+            tracker.close()  # the tracker drops the request with the connection
+            raise TimeoutError(f"no server under key {key!r} was free within {wait_s:g} s") from None
         except OSError as err:
             tracker.close()
             last_error = err

@@ -28,12 +28,11 @@ def test_profile_through_two_boards_survives_one_killed(boards, tiny_space, tmp_
 
     _root, state, _ = boards
     arm = load_target("arm-aarch64")
-    runner = RpcRunner(state.endpoint())
     cands = tiny_space.candidates()[:4]
     kill, killed = fault_on_first_job(list(state.server_pids), lambda pid: stop_group(pid, "rpc_server"))
     db_path = tmp_path / "lat.db"
     policy = FarmPolicy(request_timeout_s=20, measure_timeout_s=300, on_job_sent=kill)
-    with LatencyDB(db_path) as db:
+    with RpcRunner(state.endpoint()) as runner, LatencyDB(db_path) as db:
         report = profile_candidates(cands, arm, runner, db, SLOW_JOBS, tuning_dir(db_path, arm, runner.device_label),
                                     None, policy)
     assert all(o.row.ok for o in report.outcomes), [o.row.error for o in report.outcomes]

@@ -40,8 +40,7 @@ def two_servers():
 
 def profile(tiny_space, endpoint, db_path, progress=None, policy=POLICY):
     cpu = load_target("x86-cpu")
-    runner = RpcRunner(endpoint)
-    with LatencyDB(db_path) as db:
+    with RpcRunner(endpoint) as runner, LatencyDB(db_path) as db:
         return profile_candidates(tiny_space.candidates(), cpu, runner, db, SLOW_JOBS,
                                   tuning_dir(db_path, cpu, runner.device_label), progress, policy)
 
@@ -113,9 +112,8 @@ def test_tuning_and_timing_share_the_servers(two_servers, tiny_space, tmp_path):
     """Meta-schedule's runner asks the same tracker for servers while the farm times: neither may starve."""
     tracker, _ = two_servers
     cpu = load_target("x86-cpu")
-    runner = RpcRunner(tracker)
     db_path = tmp_path / "lat.db"
-    with LatencyDB(db_path) as db:
+    with RpcRunner(tracker) as runner, LatencyDB(db_path) as db:
         out = profile_candidates(tiny_space.candidates()[:3], cpu, runner, db,
                                  ProfileSettings(tune_trials=2, protocol=FAST, farm_protocol=FAST),
                                  tuning_dir(db_path, cpu, runner.device_label), None, POLICY).outcomes
@@ -132,11 +130,10 @@ def test_tuning_and_timing_get_past_a_hung_server(two_servers, tiny_space, tmp_p
     tracker, servers = two_servers
     os.killpg(servers[1].pid, signal.SIGSTOP)
     cpu = load_target("x86-cpu")
-    runner = RpcRunner(tracker)
     db_path = tmp_path / "lat.db"
     policy = FarmPolicy(request_timeout_s=60, measure_timeout_s=8)
     try:
-        with LatencyDB(db_path) as db:
+        with RpcRunner(tracker) as runner, LatencyDB(db_path) as db:
             out = profile_candidates(tiny_space.candidates()[:2], cpu, runner, db,
                                      ProfileSettings(tune_trials=2, protocol=FAST, farm_protocol=FAST),
                                      tuning_dir(db_path, cpu, runner.device_label), None, policy).outcomes

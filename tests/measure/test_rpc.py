@@ -37,9 +37,8 @@ def test_rpc_runner_measures(rpc_farm, tiny_space, tmp_path, which):
     cpu = load_target("x86-cpu")
     endpoint = rpc_farm[which]
     check_reachable(endpoint)
-    runner = RpcRunner(endpoint)
     db_path = tmp_path / "lat.db"
-    with LatencyDB(db_path) as db:
+    with RpcRunner(endpoint) as runner, LatencyDB(db_path) as db:
         out = profile_candidates(tiny_space.candidates()[:2], cpu, runner, db, ProfileSettings(protocol=FAST),
                                  tuning_dir(db_path, cpu, runner.device_label)).outcomes
     assert all(o.row.ok and o.row.latency_ms > 0 for o in out), [o.row.error for o in out]
@@ -50,9 +49,9 @@ def test_rpc_runner_measures(rpc_farm, tiny_space, tmp_path, which):
 @pytest.mark.parametrize("which", ["direct", "tracker"])
 def test_tuning_over_rpc(rpc_farm, tiny_space, tmp_path, which):
     cpu = load_target("x86-cpu")
-    runner = RpcRunner(rpc_farm[which])
-    row = measure_candidate(tiny_space.stem(), cpu, runner, ProfileSettings(tune_trials=2, protocol=FAST),
-                            tmp_path / "tuning")
+    with RpcRunner(rpc_farm[which]) as runner:
+        row = measure_candidate(tiny_space.stem(), cpu, runner, ProfileSettings(tune_trials=2, protocol=FAST),
+                                tmp_path / "tuning")
     assert row.ok and row.tasks_tuned >= 1, row.error
 
 
@@ -85,5 +84,20 @@ def test_outputs_over_rpc_equal_local_ones(rpc_farm, tiny_space, tmp_path):
     assert row.ok, row.error
     data = np.random.default_rng(0).standard_normal(cand.input_shape).astype(np.float32)
     lib = library_path(cand, tmp_path)
-    remote = RpcRunner(rpc_farm["tracker"]).outputs(lib, "cpu", data)
+    with RpcRunner(rpc_farm["tracker"]) as runner:
+        remote = runner.outputs(lib, "cpu", data)
     np.testing.assert_allclose(remote, LocalRunner().outputs(lib, "cpu", data), rtol=1e-6)
+
+
+def test_closing_a_runner_frees_its_server_and_a_busy_key_times_out(rpc_farm):
+    """A runner's session holds the tracker's only server under the key until the runner is closed (not until the
+    garbage collector gets to it); a request while it is held fails in one line after `wait_s`."""
+    from dataclasses import replace
+
+    endpoint = replace(rpc_farm["tracker"], wait_s=1.0)
+    with RpcRunner(endpoint) as holder:
+        holder._get_session()
+        with pytest.raises(TvmnasError, match=r"no server under key 'x86-test' was free within 1 s"):
+            RpcRunner(endpoint)._get_session()
+    with RpcRunner(replace(endpoint, wait_s=60.0)) as runner:
+        assert runner._get_session() is not None

@@ -167,4 +167,11 @@ class Runner(ABC):
         """A meta-schedule runner that times tuning candidates on the same device, with the same threads."""
 
     def close(self) -> None:
-        """Release sessions and worker processes."""
+        """Release sessions and worker processes (a server reached through a tracker is free for others again
+        only once its session is closed: do not leave that to the garbage collector)."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()

@@ -25,7 +25,8 @@ class RpcEndpoint:
     host: str
     port: int
     key: str | None = None  # set: (host, port) is a tracker, and the session is requested under this key
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # to reach the address
+    wait_s: float = 600.0  # for the tracker to hand out a free server under the key
 
     @property
     def via_tracker(self) -> bool:
@@ -90,7 +91,12 @@ def open_session(endpoint: RpcEndpoint) -> ServerSession:
     from tvm import rpc
 
     if endpoint.via_tracker:
-        session, (host, port) = request_server(endpoint.host, endpoint.port, endpoint.key, priority=1)
+        try:
+            session, (host, port) = request_server(endpoint.host, endpoint.port, endpoint.key, priority=1,
+                                                   wait_s=endpoint.wait_s)
+        except TimeoutError as err:
+            raise TvmnasError(f"tracker {endpoint.host}:{endpoint.port}: {err} (every server under the key is busy; "
+                              f"a session left open holds its server until it is closed)") from None
         return ServerSession(session, f"{host}:{port}")
     return ServerSession(rpc.connect(endpoint.host, endpoint.port), f"{endpoint.host}:{endpoint.port}")
 
@@ -194,4 +200,7 @@ class RpcRunner(Runner):
         return self._ms_runner
 
     def close(self) -> None:
-        self._session = None
+        self._session = None  # the last reference: the session closes, and its server is free again
+        if self._ms_runner is not None:
+            self._ms_runner.pool.shutdown(wait=False)
+            self._ms_runner = None
