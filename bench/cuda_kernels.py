@@ -30,7 +30,7 @@ from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import gpu_binary_paths, import_torch
-from tvmnas.measure.method import METHOD
+from tvmnas.measure.method import latency_scope
 from tvmnas.versions import tvm_version
 from tvmnas.model.blocks import candidate_module
 from tvmnas.space import load_space
@@ -92,12 +92,12 @@ def record(args) -> None:
     measured = json.loads(args.measurements.read_text())
     index = {e["dir"]: e for e in measured["entries"]}
     space, cpu = load_space(measured["space"]), load_target(args.cpu_target)
-    fp = cpu.fingerprint("local")
+    scope = latency_scope(cpu, "local", args.cpu_level)
     rows = []
     with LatencyDB(args.db) as db:
         for cand in space.candidates():
             entry = index.get(f"blocks/{cand.key}_{cand.shape_text}")
-            row = db.get(fp, tvm_version(), cand.key, cand.shape_text, args.cpu_level, METHOD)
+            row = db.get(scope, cand.key, cand.shape_text)
             rows.append({"candidate": cand.key, "input_shape": cand.shape_text, "stage": cand.stage_label,
                          "gpu_ms": entry and entry.get("raw_ms"), "gpu_error": entry and entry.get("error"),
                          "cpu_ms": row.latency_ms if row is not None and row.ok else None})

@@ -29,7 +29,7 @@ def steps_per_s(space, batch: int, amp: bool, steps: int, warmup: int = 5) -> fl
         if i == warmup:
             torch.cuda.synchronize()
             start = time.perf_counter()
-        paths = sample_single_paths(net, gen, uniform=True)
+        paths = sample_single_paths(net, gen, "uniform")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             loss = torch.nn.functional.cross_entropy(net(x, paths), y)
         optimizer.zero_grad(set_to_none=True)

@@ -32,7 +32,7 @@ from tvmnas.measure.profile import ProfileSettings, profile_candidates
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.procs import free_port, start_server, stop_group
 from tvmnas.space import load_space
 from tvmnas.targets import load_target

@@ -25,7 +25,7 @@ from tvmnas.measure.build import build_module
 from tvmnas.measure.model_bench import graph_input, load_onnx
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.targets import load_target
 
 # (expansion, output channels, blocks, stride of the first block): the paper's table 2

@@ -64,16 +64,13 @@ def main() -> None:
         data, out = image_folder(tmp / "images", 32), tmp / "run"
         goal = args.latency_ms
         if goal is None:
-            from tvmnas.latency_db import LatencyDB
             from tvmnas.measure.level import level_name
-            from tvmnas.search.latency import table_from_db
+            from tvmnas.measure.method import latency_scope
+            from tvmnas.search.latency import load_table
             from tvmnas.targets import load_target
-            from tvmnas.versions import tvm_version
 
-            spec = load_target("x86-cpu")
-            with LatencyDB(args.db) as db:
-                table = table_from_db(space, db, spec.fingerprint("local"), tvm_version(),
-                                      level_name(args.tune_trials))
+            scope = latency_scope(load_target("x86-cpu"), "local", level_name(args.tune_trials))
+            table = load_table(args.db, space, scope)
             goal = round((table.min_ms + table.max_ms) / 2, 3)
         search_s = run("search", "--space", space.name, "--target", "x86-cpu", "--db", args.db, "--latency-ms", goal,
                        "--tune-trials", args.tune_trials, "--data", data, "--epochs", "2", "--warmup-epochs", "1",

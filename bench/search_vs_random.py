@@ -39,13 +39,12 @@ from scipy import stats
 from common import DEFAULT_DB, REPO, RESULTS, command_line, write_results
 
 from tvmnas.arch import Arch, load_arch, save_arch
-from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.level import level_name
+from tvmnas.measure.method import latency_scope
 from tvmnas.run_folder import SearchRun, TrainRun
-from tvmnas.search.latency import LatencyTable, table_from_db
+from tvmnas.search.latency import LatencyTable, load_table
 from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
-from tvmnas.versions import tvm_version
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
 MOBILENETV2_OP = "mb_k3_e6"
@@ -276,8 +275,7 @@ def main() -> None:
 
     space, spec = load_space(args.space), load_target(args.target)
     level = level_name(args.tune_trials)
-    with LatencyDB(args.db) as db:
-        table = table_from_db(space, db, spec.fingerprint("local"), tvm_version(), level)
+    table = load_table(args.db, space, latency_scope(spec, "local", level))
     work = args.work or REPO / "runs" / f"svr-{space.name}"
     work.mkdir(parents=True, exist_ok=True)
     recipe = Recipe(args.data, args.epochs, args.images_per_epoch, tuple(args.seeds), tuple(args.search_args))

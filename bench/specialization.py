@@ -27,18 +27,17 @@ from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import import_torch
 from tvmnas.measure.level import level_name
-from tvmnas.measure.method import METHOD
+from tvmnas.measure.method import latency_scope
 from tvmnas.measure.protocol import Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_anchor
 from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, parse_host_port
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.model.network import Network
 from tvmnas.search.latency import table_from_db
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
-from tvmnas.versions import tvm_version
 from tvmnas.run_folder import SearchRun
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
@@ -70,11 +69,10 @@ def main() -> None:
     specs = {"x86-cpu": load_target(config["target"]), "arm-aarch64": load_target("arm-aarch64")}
     runners = {"x86-cpu": LocalRunner(), "arm-aarch64": arm}
     levels = {"x86-cpu": config["level"], "arm-aarch64": level_name(args.arm_trials)}
+    scopes = {t: latency_scope(specs[t], runners[t].device_label, levels[t]) for t in specs}
     with LatencyDB(args.db) as db:
-        tables = {t: table_from_db(space, db, specs[t].fingerprint(runners[t].device_label), tvm_version(),
-                                   levels[t]) for t in specs}
-        anchors = {t: read_anchor(db, specs[t].fingerprint(runners[t].device_label), tvm_version(), METHOD)
-                   for t in specs}
+        tables = {t: table_from_db(space, db, scopes[t]) for t in specs}
+        anchors = {t: read_anchor(db, scopes[t]) for t in specs}
     x86 = tables["x86-cpu"]
     position = (config["latency_ms"] - x86.min_ms) / (x86.max_ms - x86.min_ms)
     arm_goal = round(tables["arm-aarch64"].min_ms + position * (tables["arm-aarch64"].max_ms

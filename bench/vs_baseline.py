@@ -19,7 +19,7 @@ from tvmnas.arch import Arch, load_arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.deploy.bundle import MANIFEST, read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.space import load_space
 from tvmnas.targets import load_target

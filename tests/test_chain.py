@@ -6,6 +6,7 @@ import json
 
 from tvmnas.cli import main
 from tvmnas.latency_db import LatencyDB
+from tvmnas.measure.method import latency_scope
 from tvmnas.search.latency import table_from_db
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
@@ -23,7 +24,7 @@ def test_profile_search_train_export_share_one_database(tmp_path, tiny_idx_dir, 
     space = load_space(str(space_file))
     assert len(rows) == len(space.candidates())
     with LatencyDB(db) as opened:
-        table = table_from_db(space, opened, load_target("x86-cpu").fingerprint("local"), tvm_version(), "tuned-2")
+        table = table_from_db(space, opened, latency_scope(load_target("x86-cpu"), "local", "tuned-2"))
     goal_ms = (table.min_ms + table.max_ms) / 2
     assert main(["search", "--space", str(space_file), "--target", "x86-cpu", "--db", str(db), "--tune-trials", "2",
                  "--latency-ms", f"{goal_ms:.6f}", "--data", str(tiny_idx_dir), "--batch-size", "16", "--epochs", "2",

@@ -13,7 +13,7 @@ import torch
 from tvmnas.arch import Arch, save_arch
 from tvmnas.failpoints import ENV
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.tuning import RECORDS
+from tvmnas.measure.tuning_records import RECORDS
 
 from tests import helpers
 from tests.conftest import DATA

@@ -5,9 +5,10 @@ import sqlite3
 import pytest
 
 from tvmnas.errors import TvmnasError
-from tvmnas.latency_db import LEGACY_METHOD, LatencyDB, LatencyRow, export_rows
+from tvmnas.latency_db import LEGACY_METHOD, LatencyDB, LatencyRow, LatencyScope, export_rows
 
-KEY = ("fp1", "0.27", "mb_k3_e3_i4_o8_s2", "1x4x8x8", "default", "m2")
+SCOPE = LatencyScope("fp1", "0.27", "m2", "default")
+KEY = (SCOPE, "mb_k3_e3_i4_o8_s2", "1x4x8x8")
 
 
 def row(**changes) -> LatencyRow:
@@ -35,9 +36,14 @@ def test_rows_are_isolated_by_version_target_level_and_method(tmp_path):
         db.put(row(level="tuned-8", latency_ms=0.1))
         db.put(row(method="m1", latency_ms=7.0))
         assert db.get(*KEY).latency_ms == 0.5
-        assert db.get("fp1", "0.28", *KEY[2:]) is None
-        assert [r.latency_ms for r in db.rows("fp1", "0.27", "m2")] == [0.5, 0.1]
-        assert db.count_foreign("fp1", "0.27", "m2") == 3
+        assert db.get(LatencyScope("fp1", "0.28", "m2", "default"), *KEY[1:]) is None
+        assert db.get(SCOPE.at_level("tuned-8"), *KEY[1:]).latency_ms == 0.1
+        assert [r.latency_ms for r in db.rows(SCOPE)] == [0.5, 0.1]
+        assert db.count_foreign(SCOPE) == 3
+        assert db.get(*KEY).scope == SCOPE
+        assert LatencyRow.measured(SCOPE, *KEY[1:], **{k: v for k, v in row().__dict__.items()
+                                                      if k not in ("target_fp", "tvm_version", "block_key",
+                                                                   "input_shape", "level", "method")}) == row()
 
 
 def test_failed_row_keeps_error(tmp_path):
@@ -111,12 +117,13 @@ def test_old_file_is_upgraded_its_rows_kept_and_never_used(tmp_path, version):
     old_database(path, version)
     before = path.read_bytes()
     with LatencyDB(path) as db:
-        assert db.get("fp1", "0.27", "mb_k3", "1x4x8x8", "tuned-8", "m2") is None  # measured again, not mixed
-        kept = db.get("fp1", "0.27", "mb_k3", "1x4x8x8", "tuned-8", LEGACY_METHOD)
+        tuned = SCOPE.at_level("tuned-8")
+        assert db.get(tuned, "mb_k3", "1x4x8x8") is None  # measured again, not mixed
+        kept = db.get(LatencyScope("fp1", "0.27", LEGACY_METHOD, "tuned-8"), "mb_k3", "1x4x8x8")
         assert (kept.latency_ms, kept.windows, kept.tune_s, kept.tasks_tuned, kept.measured_at) == \
             (0.5, 25, 2.0, 3, "2026-11-27T10:00:00+00:00")
         assert kept.dispersion == pytest.approx(0.1) and kept.flag == ("noisy" if version == 2 else None)
-        assert db.count_foreign("fp1", "0.27", "m2") == 1
+        assert db.count_foreign(SCOPE) == 1
         db.put(row())
         assert db.get(*KEY).latency_ms == 0.5
     assert (tmp_path / f"lat.db.schema{version}.bak").read_bytes() == before  # the old file, as it was

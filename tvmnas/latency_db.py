@@ -12,7 +12,7 @@ import csv
 import json
 import shutil
 import sqlite3
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,6 +53,21 @@ CREATE TABLE {name} (
 
 
 @dataclass(frozen=True)
+class LatencyScope:
+    """Which measurements a latency belongs to: the target as measured (its fingerprint names the target and the
+    measuring device), TVM's version, the method (protocol and compile pipeline) and the compilation level. Rows of
+    another scope are kept and never used. `tvmnas.measure.method.latency_scope` builds the one of a run."""
+
+    target_fp: str
+    tvm_version: str
+    method: str
+    level: str
+
+    def at_level(self, level: str) -> LatencyScope:
+        return replace(self, level=level)
+
+
+@dataclass(frozen=True)
 class LatencyRow:
     target_fp: str
     tvm_version: str
@@ -78,6 +93,16 @@ class LatencyRow:
     @property
     def ok(self) -> bool:
         return self.error is None and self.latency_ms is not None
+
+    @property
+    def scope(self) -> LatencyScope:
+        return LatencyScope(self.target_fp, self.tvm_version, self.method, self.level)
+
+    @classmethod
+    def measured(cls, scope: LatencyScope, block_key: str, input_shape: str, **measurement) -> LatencyRow:
+        """A row of the scope (the other fields as keywords)."""
+        return cls(target_fp=scope.target_fp, tvm_version=scope.tvm_version, block_key=block_key,
+                   input_shape=input_shape, level=scope.level, method=scope.method, **measurement)
 
 
 _COLUMNS = [f.name for f in fields(LatencyRow)]
@@ -164,29 +189,27 @@ class LatencyDB:
             self._conn.execute(f"INSERT OR REPLACE INTO latency ({', '.join(_COLUMNS)}) VALUES ({marks})",
                                [getattr(row, c) for c in _COLUMNS])
 
-    def get(self, target_fp: str, tvm_version: str, block_key: str, input_shape: str, level: str,
-            method: str) -> LatencyRow | None:
+    def get(self, scope: LatencyScope, block_key: str, input_shape: str) -> LatencyRow | None:
         cur = self._conn.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM latency WHERE target_fp=? AND tvm_version=? AND block_key=? "
-            "AND input_shape=? AND level=? AND method=?", (target_fp, tvm_version, block_key, input_shape, level,
-                                                           method))
+            "AND input_shape=? AND level=? AND method=?",
+            (scope.target_fp, scope.tvm_version, block_key, input_shape, scope.level, scope.method))
         found = cur.fetchone()
         return LatencyRow(*found) if found else None
 
-    def rows(self, target_fp: str | None = None, tvm_version: str | None = None,
-             method: str | None = None) -> list[LatencyRow]:
-        """All rows, or those of one target fingerprint, TVM version and method."""
+    def rows(self, scope: LatencyScope | None = None) -> list[LatencyRow]:
+        """All rows, or those of the scope's target fingerprint, TVM version and method (every level)."""
         query, args = f"SELECT {', '.join(_COLUMNS)} FROM latency", []
-        if target_fp is not None:
+        if scope is not None:
             query += " WHERE target_fp=? AND tvm_version=? AND method=?"
-            args = [target_fp, tvm_version, method]
+            args = [scope.target_fp, scope.tvm_version, scope.method]
         return [LatencyRow(*r) for r in self._conn.execute(query + " ORDER BY block_key, input_shape, level", args)]
 
-    def count_foreign(self, target_fp: str, tvm_version: str, method: str) -> int:
+    def count_foreign(self, scope: LatencyScope) -> int:
         """Rows that another target fingerprint, TVM version or method produced (kept, never used for this one)."""
         (n,) = self._conn.execute(
             "SELECT COUNT(*) FROM latency WHERE NOT (target_fp=? AND tvm_version=? AND method=?)",
-            (target_fp, tvm_version, method)).fetchone()
+            (scope.target_fp, scope.tvm_version, scope.method)).fetchone()
         return n
 
 

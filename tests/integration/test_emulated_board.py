@@ -12,7 +12,7 @@ from tvmnas.measure.farm import FarmPolicy
 from tvmnas.measure.profile import ProfileSettings, profile_candidates
 from tvmnas.measure.protocol import Protocol
 from tvmnas.measure.runner.rpc import RpcRunner
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.targets import load_target
 from tests.deploy.conftest import REPO, save_tiny_network
 from tests.helpers import FAST

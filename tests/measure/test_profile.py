@@ -6,15 +6,14 @@ import torch
 
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.compile import compile_fused, fuse, import_torch
-from tvmnas.measure.method import METHOD
+from tvmnas.measure.method import METHOD, latency_scope
 from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates
 from tvmnas.measure.protocol import Estimate, Interleaved
 from tvmnas.measure.reference import read_anchor
 from tvmnas.measure.runner.local import LocalRunner
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.model.blocks import candidate_module
 from tvmnas.targets import load_target
-from tvmnas.versions import tvm_version
 
 from tests.helpers import FAST
 
@@ -54,7 +53,7 @@ def test_profile_measures_then_resumes(tiny_space, cpu, tmp_path):
                and o.row.windows >= FAST.windows // 2 for o in first), [o.row.error for o in first]
     assert all(o.row.compile_s > 0 for o in first)
     with LatencyDB(db_path) as db:  # a rerun (new process, same file) measures nothing
-        assert read_anchor(db, cpu.fingerprint("local"), tvm_version(), METHOD) > 0
+        assert read_anchor(db, latency_scope(cpu, "local", "default")) > 0
         again = profile_candidates(cands, cpu, runner, db, settings, tuning_dir(db_path, cpu, "local")).outcomes
         assert all(o.cached for o in again)
         forced = profile_candidates(cands[:1], cpu, runner, db, ProfileSettings(force=True, protocol=FAST),
@@ -88,7 +87,7 @@ def test_rows_carry_the_estimate_and_later_runs_use_the_anchor(tiny_space, cpu, 
         assert [(o.row.latency_ms, o.row.dispersion, o.row.windows, o.row.dropped_windows) for o in out[1:]] == \
             [(2.0, 0.02, 40, 3), (3.0, 0.02, 40, 3)]
         assert first.batches[0].anchor_ms is None  # the first profile of the target sets the anchor
-        assert read_anchor(db, cpu.fingerprint("local"), tvm_version(), METHOD) == 0.05
+        assert read_anchor(db, latency_scope(cpu, "local", "default")) == 0.05
         second = ScriptedRunner(speed=1.5)
         rerun = profile_candidates(cands, cpu, second, db, ProfileSettings(), tuning_dir(db_path, cpu, "local"))
     assert [o.cached for o in rerun.outcomes] == [False, True, True]  # only the failed one again
@@ -104,7 +103,7 @@ def test_flagged_rows_are_measured_again_when_asked(tiny_space, cpu, tmp_path):
     with LatencyDB(db_path) as db:
         profile_candidates(cands, cpu, ScriptedRunner(flag_second=True), db, ProfileSettings(),
                            tuning_dir(db_path, cpu, "local"))
-        table = table_from_db(tiny_space, db, cpu.fingerprint("local"), tvm_version(), "default")
+        table = table_from_db(tiny_space, db, latency_scope(cpu, "local", "default"))
         assert table.flagged == (f"{cands[1].key} {cands[1].shape_text}",)  # the search can say so
         kept = profile_candidates(cands, cpu, ScriptedRunner(), db, ProfileSettings(),
                                   tuning_dir(db_path, cpu, "local"))
@@ -114,7 +113,7 @@ def test_flagged_rows_are_measured_again_when_asked(tiny_space, cpu, tmp_path):
                                   tuning_dir(db_path, cpu, "local"))
         assert [o.cached for o in redo.outcomes] == [i != 1 for i in range(len(cands))]
         assert redo.outcomes[1].row.flag is None and len(again.batches[0].libs) == 1
-        assert table_from_db(tiny_space, db, cpu.fingerprint("local"), tvm_version(), "default").flagged == ()
+        assert table_from_db(tiny_space, db, latency_scope(cpu, "local", "default")).flagged == ()
 
 
 def test_tuned_level_tunes_each_kernel_once(tiny_space, cpu, tmp_path):

@@ -14,7 +14,7 @@ from tvmnas.procs import free_port, start_tracker, stop_group
 
 from tests.loopback import fault_on_first_job, start_server, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.targets import load_target
 
 from tests.helpers import FAST

@@ -9,7 +9,7 @@ from tvmnas.procs import free_port, start_tracker
 
 from tests.loopback import start_server, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, check_reachable, parse_host_port
-from tvmnas.measure.tuning import tuning_dir
+from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.targets import load_target
 
 from tests.helpers import FAST

@@ -7,7 +7,7 @@ from tvmnas.arch import Arch
 from tvmnas.measure.compile import fuse, import_torch
 from tvmnas.measure.profile import ProfileSettings, measure_candidate
 from tvmnas.measure.runner.local import LocalRunner
-from tvmnas.measure.tuning import RECORDS, open_database
+from tvmnas.measure.tuning_records import RECORDS, open_database
 from tvmnas.model.network import Network
 from tvmnas.tvm_compat import apply_tuning_records
 from tvmnas.targets import load_target
@@ -47,7 +47,7 @@ def test_records_of_a_block_schedule_the_network_and_a_broken_database_is_repair
 
 
 def test_a_budget_keeps_only_each_kernels_first_trials(tiny_space, tmp_path):
-    from tvmnas.measure.tuning import WORKLOADS, budget_database
+    from tvmnas.measure.tuning_records import WORKLOADS, budget_database
 
     cpu = load_target("x86-cpu")
     tune_dir = tmp_path / "tuning"

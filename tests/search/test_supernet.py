@@ -143,9 +143,25 @@ def test_losses():
 
 def test_sampling_is_seeded(tiny_space):
     net = Supernet(tiny_space)
-    a = sample_single_paths(net, torch.Generator().manual_seed(3), uniform=True)
-    b = sample_single_paths(net, torch.Generator().manual_seed(3), uniform=True)
-    assert a == b
+    for how in ("alpha", "uniform", "depth"):
+        a = sample_single_paths(net, torch.Generator().manual_seed(3), how)
+        b = sample_single_paths(net, torch.Generator().manual_seed(3), how)
+        assert a == b
+
+
+def test_depth_sampling_skips_a_skippable_layer_in_half_the_draws(tiny_space):
+    """tiny: layer 0 cannot be skipped (stride 2), layer 1 can; its 'zero' takes half the draws under "depth",
+    one of its paths' share under "uniform", and the blocks share the rest alike."""
+    net = Supernet(tiny_space)
+    assert "zero" not in net.layers[0].choices and "zero" in net.layers[1].choices
+    zero = net.layers[1].choices.index("zero")
+    n = 4000
+    for how, want in (("depth", 0.5), ("uniform", 1 / len(net.layers[1].choices))):
+        gen = torch.Generator().manual_seed(0)
+        draws = [sample_single_paths(net, gen, how) for _ in range(n)]
+        assert sum(d[1].active == zero for d in draws) / n == pytest.approx(want, abs=0.03)
+    with pytest.raises(ValueError, match="unknown path sampling"):
+        sample_single_paths(net, torch.Generator(), "greedy")
 
 
 @pytest.mark.parametrize("weights", WEIGHTS)

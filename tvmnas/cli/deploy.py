@@ -29,15 +29,15 @@ def register(verbs) -> None:
 
 
 def cmd_export(args) -> int:
-    from tvmnas.cli.measure import anchor_for
     from tvmnas.deploy.export import ExportSettings, export_bundle, sample_input
     from tvmnas.latency_db import LatencyDB
     from tvmnas.measure.level import level_name
-    from tvmnas.measure.tuning import tuning_dir
+    from tvmnas.measure.method import latency_scope
+    from tvmnas.measure.reference import read_anchor
+    from tvmnas.measure.tuning_records import tuning_dir
     from tvmnas.search.latency import predict
     from tvmnas.targets import load_target
     from tvmnas.train.network_file import load_network
-    from tvmnas.versions import tvm_version
 
     run = SearchRun(args.run) if args.run is not None else None
     network_file = args.network or run.train.network
@@ -53,9 +53,9 @@ def cmd_export(args) -> int:
     predicted, anchor = None, None
     if runner is not None and args.db.exists():
         with LatencyDB(args.db) as db:
-            predicted = predict(trained.space, trained.arch.ops, db, spec.fingerprint(label), tvm_version(),
-                                level_name(tune_trials))
-            anchor = anchor_for(db, spec, label)
+            scope = latency_scope(spec, label, level_name(tune_trials))
+            predicted = predict(trained.space, trained.arch.ops, db, scope)
+            anchor = read_anchor(db, scope)
     print(f"exporting {' '.join(trained.arch.ops)} for {spec.name} ({level_name(tune_trials)}, measured by "
           f"{runner.device_label if runner else 'nothing (compile only)'}) to {out}")
     try:

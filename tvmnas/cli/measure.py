@@ -42,7 +42,7 @@ def _profile(args, space, spec, tune_trials: int, label: str):
     """Profile the space's candidates at one level with progress bars; returns the report and the settings."""
     from tvmnas.latency_db import LatencyDB
     from tvmnas.measure.profile import ProfileSettings, profile_candidates
-    from tvmnas.measure.tuning import tuning_dir
+    from tvmnas.measure.tuning_records import tuning_dir
 
     check_tools(spec)
     policy = farm_policy(args)
@@ -62,7 +62,6 @@ def _profile(args, space, spec, tune_trials: int, label: str):
 
 def cmd_profile(args) -> int:
     from tvmnas.latency_db import LatencyDB
-    from tvmnas.measure.method import METHOD
     from tvmnas.space import load_space
     from tvmnas.targets import load_target
 
@@ -91,7 +90,7 @@ def cmd_profile(args) -> int:
         print(f"failed: {o.candidate.key} {o.candidate.shape_text}: {o.row.error}", file=sys.stderr)
     if outcomes:
         with LatencyDB(args.db) as db:
-            foreign = db.count_foreign(outcomes[0].row.target_fp, outcomes[0].row.tvm_version, METHOD)
+            foreign = db.count_foreign(outcomes[0].row.scope)
         if foreign:
             print(f"note: {foreign} other rows in the database (other targets, measuring devices, TVM versions or "
                   "measuring methods) are kept and not used here")
@@ -124,8 +123,11 @@ def cmd_bench_kernels(args) -> int:
 
 def cmd_bench_model(args) -> int:
     from tvmnas.latency_db import LatencyDB
+    from tvmnas.measure.level import DEFAULT_LEVEL
+    from tvmnas.measure.method import latency_scope
     from tvmnas.measure.model_bench import bench_onnx
-    from tvmnas.measure.tuning import tuning_dir
+    from tvmnas.measure.reference import read_anchor
+    from tvmnas.measure.tuning_records import tuning_dir
     from tvmnas.targets import load_target
 
     spec = load_target(args.target)
@@ -133,7 +135,7 @@ def cmd_bench_model(args) -> int:
     runner = runner_from_args(args, spec)
     try:
         with LatencyDB(args.db) as db:
-            anchor = anchor_for(db, spec, runner.device_label)
+            anchor = read_anchor(db, latency_scope(spec, runner.device_label, DEFAULT_LEVEL))
         with phase_progress("bench-model") as progress:
             result = bench_onnx(args.model, spec, runner, tuning_dir(args.db, spec, runner.device_label),
                                 args.tune_trials, args.input_shape, anchor_ms=anchor, progress=progress)
@@ -147,12 +149,3 @@ def cmd_bench_model(args) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
-
-
-def anchor_for(db, spec, device_label: str) -> float | None:
-    """The database's reference anchor for the target and measuring device (None before its first profile)."""
-    from tvmnas.measure.method import METHOD
-    from tvmnas.measure.reference import read_anchor
-    from tvmnas.versions import tvm_version
-
-    return read_anchor(db, spec.fingerprint(device_label), tvm_version(), METHOD)

@@ -53,7 +53,9 @@ def register(verbs) -> None:
                    help="paths the weight steps train after the warm-up: alpha = drawn from softmax(alpha) "
                         "(ProxylessNAS), uniform = all alike, so the paths the search favours are not trained "
                         "more than the others, sandwich = uniform plus each layer's slowest path in the same step "
-                        f"(BigNAS; twice the work) (default {SearchConfig.weight_paths})")
+                        "(BigNAS; twice the work), depth = from the first step, a layer that may be skipped is "
+                        "skipped in half the steps, else a uniform block (elastic depth: shallow networks train as "
+                        f"often as deep ones) (default {SearchConfig.weight_paths})")
     p.add_argument("--arch-lr", type=number(0), default=SearchConfig.arch_lr,
                    help=f"Adam learning rate of the architecture parameters (default {SearchConfig.arch_lr})")
     add_device_args(p)
@@ -108,20 +110,15 @@ def cmd_search(args) -> int:
 
 def _search(args, cfg, space, spec, world) -> int:
     from tvmnas.data.datasets import load_search_data
-    from tvmnas.latency_db import LatencyDB
-    from tvmnas.search.latency import table_from_db
+    from tvmnas.measure.method import latency_scope
+    from tvmnas.search.latency import load_table
     from tvmnas.search.run import run_search
     from tvmnas.search.derive import check_reachable
-    from tvmnas.versions import tvm_version
 
     space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
 
     def read_table():  # on rank 0 (the other ranks need not see the database)
-        if not args.db.exists():
-            raise TvmnasError(f"no latency database at {args.db}: run `tvmnas profile --space {cfg.space} "
-                              f"--target {cfg.target}` first")
-        with LatencyDB(args.db) as db:
-            found = table_from_db(space, db, spec.fingerprint(cfg.measured_by), tvm_version(), cfg.level)
+        found = load_table(args.db, space, latency_scope(spec, cfg.measured_by, cfg.level))
         check_reachable(found, cfg.latency_ms, f" of {space.name} on {spec.name}")
         return found
 
@@ -184,22 +181,17 @@ def register_derivations(verbs) -> None:
 def _table_for(args, run):
     """The latency table of the run's space for --target (default the run's) at the run's level (or
     --tune-trials), from the database (one line when it has none)."""
-    from tvmnas.latency_db import LatencyDB
     from tvmnas.measure.level import level_name
-    from tvmnas.search.latency import table_from_db
+    from tvmnas.measure.method import latency_scope
+    from tvmnas.search.latency import load_table
     from tvmnas.targets import load_target
-    from tvmnas.versions import tvm_version
 
     target = args.target or run.cfg.target
     spec = load_target(target)
     endpoint = endpoint_from_args(args, spec)
     measured_by = endpoint.label if endpoint else ("local" if args.target else run.cfg.measured_by)
     level = run.cfg.level if args.tune_trials is None else level_name(args.tune_trials)
-    if not args.db.exists():
-        raise TvmnasError(f"no latency database at {args.db}")
-    with LatencyDB(args.db) as db:
-        table = table_from_db(run.space, db, spec.fingerprint(measured_by), tvm_version(), level)
-    return spec, table, level, measured_by
+    return spec, load_table(args.db, run.space, latency_scope(spec, measured_by, level)), level, measured_by
 
 
 def _run_data(run):

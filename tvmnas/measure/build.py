@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvmnas.measure.compile import compile_fused, export_library, fuse
-from tvmnas.measure.tuning import TuneSettings, tune_fused, tuning_store
+from tvmnas.measure.tuning import TuneSettings, tune_fused
+from tvmnas.measure.tuning_records import tuning_store
 from tvmnas.targets import TargetSpec
 
 

@@ -24,14 +24,13 @@ from tvmnas.measure.build import BuiltModule, build_module
 from tvmnas.measure.compile import import_torch
 from tvmnas.measure.level import level_name
 from tvmnas.measure.farm import Farm, FarmPolicy, Job, JobResult
-from tvmnas.measure.method import METHOD
+from tvmnas.measure.method import latency_scope
 from tvmnas.measure.protocol import PROFILE, Estimate, Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_anchor, write_anchor
 from tvmnas.measure.runner.base import Batch, Runner
 from tvmnas.model.blocks import candidate_module
 from tvmnas.space import Candidate
 from tvmnas.targets import TargetSpec
-from tvmnas.versions import tvm_version
 
 # A farm job times one candidate against the reference on one server, for a few seconds (half a minute at most
 # when the board stays slow).
@@ -107,14 +106,14 @@ def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, setting
 def candidate_row(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
                   estimate: Estimate, built: BuiltModule | None, speed: float | None) -> LatencyRow:
     """The row of one candidate: its estimate (or error) and what building it cost."""
-    return LatencyRow(target_fp=spec.fingerprint(runner.device_label), tvm_version=tvm_version(),
-                      block_key=cand.key, input_shape=cand.shape_text, level=settings.level, method=METHOD,
-                      target_name=spec.name, device=runner.device_label, latency_ms=estimate.latency_ms,
-                      raw_ms=estimate.raw_ms, dispersion=estimate.dispersion, windows=estimate.windows,
-                      dropped_windows=estimate.dropped, speed=speed if estimate.ok else None,
-                      compile_s=round(built.compile_s, 3) if built else 0.0,
-                      tune_s=round(built.tune_s, 3) if built else 0.0,
-                      tasks_tuned=built.tasks_tuned if built else 0, error=estimate.error, flag=estimate.flag)
+    return LatencyRow.measured(latency_scope(spec, runner.device_label, settings.level), cand.key, cand.shape_text,
+                               target_name=spec.name, device=runner.device_label, latency_ms=estimate.latency_ms,
+                               raw_ms=estimate.raw_ms, dispersion=estimate.dispersion, windows=estimate.windows,
+                               dropped_windows=estimate.dropped, speed=speed if estimate.ok else None,
+                               compile_s=round(built.compile_s, 3) if built else 0.0,
+                               tune_s=round(built.tune_s, 3) if built else 0.0,
+                               tasks_tuned=built.tasks_tuned if built else 0, error=estimate.error,
+                               flag=estimate.flag)
 
 
 def cached_row(db: LatencyDB, cand: Candidate, spec: TargetSpec, runner: Runner,
@@ -123,8 +122,7 @@ def cached_row(db: LatencyDB, cand: Candidate, spec: TargetSpec, runner: Runner,
     flagged row with `remeasure_flagged`: it is measured again)."""
     if settings.force:
         return None
-    row = db.get(spec.fingerprint(runner.device_label), tvm_version(), cand.key, cand.shape_text, settings.level,
-                 METHOD)
+    row = db.get(latency_scope(spec, runner.device_label, settings.level), cand.key, cand.shape_text)
     if row is None or not row.ok or (settings.remeasure_flagged and row.flag):
         return None
     return row
@@ -162,13 +160,13 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
     reference, writing the rows. Through a tracker, `farm` spreads the timing over every server under the key."""
     if farm is not None:
         return profile_on_farm(candidates, spec, runner, db, settings, tune_dir, farm, progress)
-    fingerprint = spec.fingerprint(runner.device_label)
+    scope = latency_scope(spec, runner.device_label, settings.level)
     with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
         outcomes, built = _build_missing(candidates, spec, runner, db, settings, tune_dir, Path(libs), progress)
         if not built:
             return ProfileReport(outcomes, 0.0, 1.0)
         order = sorted(built)
-        anchor = read_anchor(db, fingerprint, tvm_version(), METHOD)  # kept for good, `force` or not
+        anchor = read_anchor(db, scope)  # kept for good, `force` or not
         batch = Batch(tuple(built[i].lib_path for i in order), tuple(candidates[i].input_shape for i in order),
                       spec.device, spec.runtime_threads, build_reference(spec, Path(libs) / REFERENCE_FILE),
                       anchor)
@@ -180,7 +178,7 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
             db.put(row)
             outcomes[i] = Outcome(candidates[i], row, False)
         if timed.reference is not None and anchor is None:
-            write_anchor(db, spec, runner.device_label, tvm_version(), METHOD, timed.reference)
+            write_anchor(db, scope, spec.name, runner.device_label, timed.reference)
     return ProfileReport(outcomes, timed.seconds, timed.speed)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.latency_db import LatencyDB, LatencyRow
+from tvmnas.latency_db import LatencyDB, LatencyRow, LatencyScope
 from tvmnas.measure.protocol import Estimate
 from tvmnas.targets import TargetSpec
 from tvmnas.tvm_compat import SCHEDULED_ATTR
@@ -72,18 +72,18 @@ def build_reference(spec: TargetSpec, path: Path) -> Path:
     return export_library(executable, Path(path), spec)
 
 
-def read_anchor(db: LatencyDB, target_fp: str, tvm_version: str, method: str) -> float | None:
-    """The reference's latency when this database first measured the target (None before that)."""
-    row = db.get(target_fp, tvm_version, REFERENCE_KEY, REFERENCE_SHAPE_TEXT, REFERENCE_LEVEL, method)
+def read_anchor(db: LatencyDB, scope: LatencyScope) -> float | None:
+    """The reference's latency when this database first measured the scope's target (None before that; the
+    scope's level does not matter: the reference has a level of its own)."""
+    row = db.get(scope.at_level(REFERENCE_LEVEL), REFERENCE_KEY, REFERENCE_SHAPE_TEXT)
     return row.latency_ms if row is not None and row.ok else None
 
 
-def write_anchor(db: LatencyDB, spec: TargetSpec, device_label: str, tvm_version: str, method: str,
+def write_anchor(db: LatencyDB, scope: LatencyScope, target_name: str, device_label: str,
                  reference: Estimate) -> None:
     """Store the reference's latency of a run as the anchor that later latencies of the target are scaled to."""
-    db.put(LatencyRow(target_fp=spec.fingerprint(device_label), tvm_version=tvm_version, block_key=REFERENCE_KEY,
-                      input_shape=REFERENCE_SHAPE_TEXT, level=REFERENCE_LEVEL, method=method,
-                      target_name=spec.name, device=device_label, latency_ms=reference.raw_ms,
-                      raw_ms=reference.raw_ms, dispersion=reference.dispersion, windows=reference.windows,
-                      dropped_windows=0, speed=1.0, compile_s=0.0, tune_s=0.0, tasks_tuned=0, error=None,
-                      flag=reference.flag))
+    db.put(LatencyRow.measured(scope.at_level(REFERENCE_LEVEL), REFERENCE_KEY, REFERENCE_SHAPE_TEXT,
+                               target_name=target_name, device=device_label, latency_ms=reference.raw_ms,
+                               raw_ms=reference.raw_ms, dispersion=reference.dispersion, windows=reference.windows,
+                               dropped_windows=0, speed=1.0, compile_s=0.0, tune_s=0.0, tasks_tuned=0, error=None,
+                               flag=reference.flag))

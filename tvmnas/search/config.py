@@ -9,7 +9,7 @@ from tvmnas.errors import TvmnasError
 LOSSES = ("add#abs", "add#linear", "mul#log", "none")
 DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
 SUPERNET_WEIGHTS = ("shared", "separate")  # see `tvmnas.search.supernet`
-WEIGHT_PATHS = ("alpha", "uniform", "sandwich")
+WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth")
 # settings added since runs were first saved, with the value those earlier runs used
 EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha"}
 
@@ -39,7 +39,8 @@ class SearchConfig:
     # which paths weight steps train: "alpha" = uniform in the warm-up, then drawn from softmax(alpha)
     # (ProxylessNAS: the paths the search favours train more, which makes them look better still), "uniform" =
     # every path alike throughout, "sandwich" = uniform plus, in the same step, the slowest path of every layer
-    # (BigNAS's sandwich rule: the widest and largest weights train every step; twice the work per step)
+    # (BigNAS's sandwich rule: the widest and largest weights train every step; twice the work per step),
+    # "depth" = every layer that may be skipped is skipped in half the steps, else a uniform block (elastic depth)
     weight_paths: str = "alpha"
     images_per_epoch: int | None = 12800  # a fresh seeded sample of the training set each epoch; None = all
     batch_size: int = 64

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from tvmnas.errors import TvmnasError
-from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.method import METHOD
+from tvmnas.latency_db import LatencyDB, LatencyScope
 from tvmnas.search.config import LOSSES
 from tvmnas.space import SearchSpace
 
@@ -42,11 +42,19 @@ class LatencyTable:
         return self.fixed_ms + sum(max(lat) for lat in self.layer_ms)
 
 
-def table_from_db(space: SearchSpace, db: LatencyDB, target_fp: str, tvm_version: str, level: str,
-                  method: str = METHOD) -> LatencyTable:
-    """The table for one target/level; names the candidates the database lacks, if any."""
+def load_table(db_path: Path, space: SearchSpace, scope: LatencyScope) -> LatencyTable:
+    """The search's latency table from the database file (one clear line when there is no such file)."""
+    if not Path(db_path).is_file():
+        raise TvmnasError(f"no latency database at {db_path}: run `tvmnas profile --space {space.name}` for the "
+                          "target first")
+    with LatencyDB(db_path) as db:
+        return table_from_db(space, db, scope)
 
-    rows = {c: db.get(target_fp, tvm_version, c.key, c.shape_text, level, method) for c in space.candidates()}
+
+def table_from_db(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> LatencyTable:
+    """The table for one scope; names the candidates the database lacks, if any."""
+    level = scope.level
+    rows = {c: db.get(scope, c.key, c.shape_text) for c in space.candidates()}
 
     def latency(cand) -> float | None:
         row = rows[cand]
@@ -73,15 +81,14 @@ class Prediction:
     dispersion: float
 
 
-def predict(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, target_fp: str, tvm_version: str,
-            level: str, method: str = METHOD) -> Prediction | None:
+def predict(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, scope: LatencyScope) -> Prediction | None:
     """The prediction for one network from its blocks' rows (fixed parts and chosen ops; zero costs nothing).
     None when the database lacks one of them."""
     total, spread = 0.0, 0.0
     blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
                                          if op != "zero"]
     for cand in blocks:
-        row = db.get(target_fp, tvm_version, cand.key, cand.shape_text, level, method)
+        row = db.get(scope, cand.key, cand.shape_text)
         if row is None or not row.ok:
             return None
         total += row.latency_ms

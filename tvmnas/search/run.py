@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,8 +31,8 @@ from tvmnas.search.latency import LatencyTable, search_loss
 from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_two_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
-from tvmnas.failpoints import stop_point
-from tvmnas.run_folder import SearchRun, append_log, write_json, write_log
+from tvmnas.epochs import check_same_settings, run_epochs, start_log
+from tvmnas.run_folder import SearchRun, write_json
 from tvmnas.torch_file import load_tagged, save_tagged
 
 CHECKPOINT_FORMAT = "tvmnas-search-checkpoint"
@@ -112,6 +111,14 @@ def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTabl
     return loss.item()
 
 
+def weight_step_sampling(weight_paths: str, warm: bool) -> str:
+    """How a weight step draws its paths (see `sample_single_paths`): "alpha" draws from softmax(alpha) once the
+    warm-up is over; "depth" keeps elastic depth throughout; the others draw uniformly."""
+    if weight_paths in ("alpha", "depth"):
+        return "uniform" if weight_paths == "alpha" and warm else weight_paths
+    return "uniform"
+
+
 def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: SearchConfig, epoch: int,
                 on_step: Callable[[int, int], None] | None = None, world: World = World(), workers: int = 0) -> dict:
     net = state.net
@@ -131,7 +138,7 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
     slowest = [LayerPaths(max(range(len(ms)), key=ms.__getitem__)) for ms in table.layer_ms]
     for step, (x, y) in enumerate(train):
         with world.autocast():
-            logits = net(x, sample_single_paths(net, gen, uniform=warm or cfg.weight_paths != "alpha"))
+            logits = net(x, sample_single_paths(net, gen, weight_step_sampling(cfg.weight_paths, warm)))
         loss = F.cross_entropy(logits.float(), y)
         state.weight_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,10 +186,7 @@ def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig, world: Wo
     see the run folder)."""
     ckpt = world.broadcast(load_tagged(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
                            if world.is_main else None)
-    saved = {**EARLIER_DEFAULTS, **(ckpt.get("config") or {})}
-    if saved != cfg.to_json():
-        diff = sorted(k for k in cfg.to_json() if saved.get(k) != cfg.to_json()[k])
-        raise TvmnasError(f"{path} was made with other settings ({', '.join(diff)} differ)")
+    check_same_settings({**EARLIER_DEFAULTS, **(ckpt.get("config") or {})}, cfg.to_json(), path)
     try:
         state.net.load_state_dict({k: v.to(world.device) for k, v in ckpt["supernet"].items()})
         state.weight_opt.load_state_dict(ckpt["weight_opt"])
@@ -251,28 +255,22 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(files.config, cfg.to_json(), indent=2)
-        # the checkpoint's log: an epoch cut short (or one whose line a kill kept out of the file) is as saved
-        write_log(log_path, state.log)
-    last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
-    for epoch in range(state.epochs_done, last_epoch):
-        start = time.perf_counter()
+    start_log(log_path, state.log, world)
+
+    def one_epoch(epoch: int) -> dict:
         stats = train_epoch(state, data, table, cfg, epoch, on_step, world, workers)
         derived, latency = derive_arch(state.net, table, cfg)
         valid_loss, valid_acc = path_accuracy(state.net, derived, data, world.device, workers)
         with torch.no_grad():
             expected = float(table.expected_ms(state.net.probabilities()))
-        entry = {"epoch": epoch, **stats, "valid_loss": valid_loss, "valid_acc": valid_acc,
-                 "expected_latency_ms": expected, "derived_latency_ms": latency,
-                 "alpha_entropy": entropy(state.net), "arch": list(derived.ops),
-                 "probabilities": probabilities_json(state.net), "seconds": time.perf_counter() - start}
         state.epochs_done = epoch + 1
-        state.log.append(entry)
-        if world.is_main:
-            save_checkpoint(ckpt_path, state, cfg)
-            append_log(log_path, entry)
-            stop_point("search-epoch-saved")
-        if on_epoch:
-            on_epoch(entry)
+        return {**stats, "valid_loss": valid_loss, "valid_acc": valid_acc, "expected_latency_ms": expected,
+                "derived_latency_ms": latency, "alpha_entropy": entropy(state.net), "arch": list(derived.ops),
+                "probabilities": probabilities_json(state.net)}
+
+    last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
+    run_epochs(range(state.epochs_done, last_epoch), one_epoch, lambda: save_checkpoint(ckpt_path, state, cfg),
+               state.log, log_path, "search-epoch-saved", world, on_epoch)
     log = state.log
     derived, predicted = derive_arch(state.net, table, cfg)
     if state.epochs_done == cfg.epochs and world.is_main:

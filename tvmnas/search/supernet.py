@@ -198,12 +198,24 @@ class Supernet(nn.Module):
         return [LayerPaths(layer.choices.index(op)) for layer, op in zip(self.layers, arch.ops)]
 
 
-def sample_single_paths(net: Supernet, generator: torch.Generator, uniform: bool) -> list[LayerPaths]:
-    """One path per layer, uniformly (warm-up) or from softmax(alpha)."""
+SAMPLINGS = ("alpha", "uniform", "depth")
+
+
+def sample_single_paths(net: Supernet, generator: torch.Generator, how: str) -> list[LayerPaths]:
+    """One path per layer: from softmax(alpha) ("alpha"), all paths alike ("uniform"), or "depth": a layer that
+    may be skipped is skipped in half the draws, else one of its blocks alike (Once-for-All's elastic depth: the
+    shallow networks train as often as the deep ones; uniform skips a layer in 1 draw of its number of paths)."""
+    if how not in SAMPLINGS:
+        raise ValueError(f"unknown path sampling {how!r}")
     paths = []
-    for probs in net.probabilities():
+    for layer, probs in zip(net.layers, net.probabilities()):
         probs = probs.detach().cpu()  # the generator lives on the CPU, whatever the device
-        weights = torch.ones_like(probs) if uniform else probs
+        if how == "alpha":
+            weights = probs
+        else:
+            weights = torch.ones_like(probs)
+            if how == "depth" and "zero" in layer.choices and len(layer.choices) > 1:
+                weights[layer.choices.index("zero")] = len(layer.choices) - 1
         paths.append(LayerPaths(int(torch.multinomial(weights, 1, generator=generator))))
     return paths
 

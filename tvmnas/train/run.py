@@ -26,8 +26,8 @@ from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate
 from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
-from tvmnas.failpoints import stop_point
-from tvmnas.run_folder import TrainRun, append_log, write_json, write_log
+from tvmnas.epochs import check_same_settings, run_epochs, start_log
+from tvmnas.run_folder import TrainRun, write_json
 from tvmnas.torch_file import load_tagged, save_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import save_network
@@ -85,8 +85,7 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
     if resume:
         ckpt = world.broadcast(load_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
                                            "training checkpoint") if world.is_main else None)
-        if ckpt["config"] != cfg.to_json():
-            raise TvmnasError(f"{ckpt_path} was made with other settings")
+        check_same_settings(ckpt["config"], cfg.to_json(), ckpt_path)
         net.load_state_dict({k: v.to(world.device) for k, v in ckpt["network"].items()})
         opt.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
@@ -99,10 +98,10 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
         model = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_log(files.log, log)
+    start_log(files.log, log, world)
     started = time.perf_counter()
-    for epoch in range(first_epoch, cfg.epochs):
-        start = time.perf_counter()
+
+    def one_epoch(epoch: int) -> dict:
         rng = np.random.default_rng([cfg.seed, epoch])
         shards = epoch_batches(len(data.train), cfg.batch_size, None, rng, world, take=n_images)
         model.train()
@@ -123,20 +122,17 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
         world.average([totals])
         net.eval()
         valid_loss, valid_acc = evaluate(net, data.valid, world.device, workers=workers)
-        entry = {"epoch": epoch, "train_loss": totals[0].item() / totals[2].item(),
-                 "train_acc": totals[1].item() / totals[2].item(), "valid_loss": valid_loss, "valid_acc": valid_acc,
-                 "seconds": time.perf_counter() - start}
-        log.append(entry)
         info["valid_acc"] = valid_acc
-        if world.is_main:
-            save_network(files.network, space, arch, net, info)
-            save_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
-                        {"config": cfg.to_json(), "network": net.state_dict(), "optimizer": opt.state_dict(),
-                         "schedule": schedule.state_dict(), "log": json.dumps(log), "info": json.dumps(info)})
-            append_log(files.log, entry)
-            stop_point("train-epoch-saved")
-        if on_epoch:
-            on_epoch(entry)
+        return {"train_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
+                "valid_loss": valid_loss, "valid_acc": valid_acc}
+
+    def save() -> None:
+        save_network(files.network, space, arch, net, info)
+        save_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
+                    {"config": cfg.to_json(), "network": net.state_dict(), "optimizer": opt.state_dict(),
+                     "schedule": schedule.state_dict(), "log": json.dumps(log), "info": json.dumps(info)})
+
+    run_epochs(range(first_epoch, cfg.epochs), one_epoch, save, log, files.log, "train-epoch-saved", world, on_epoch)
     if data.test is not None:
         info["test_acc"] = evaluate(net, data.test, world.device, workers=workers)[1]
         info["test_images"] = len(data.test)
