@@ -33,10 +33,13 @@ from tvmnas.run_folder import SearchRun, TrainRun, read_log
 SEARCH_BATCH = SearchConfig.batch_size
 
 
-def tvmnas(processes: int, *argv) -> float:
-    """Run a tvmnas command in `processes` processes; its wall time in seconds."""
+def tvmnas(processes: int, *argv, threads: int | None = None) -> float:
+    """Run a tvmnas command in `processes` processes (one: with `threads` threads, default all cores); its wall
+    time in seconds."""
     if processes == 1:
         cmd, env = [sys.executable, "-m", "tvmnas.cli"], dict(os.environ)
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port",
                str(free_port()), "-m", "tvmnas.cli"]
@@ -102,11 +105,18 @@ def main() -> None:
             seconds = sum(e["seconds"] for e in read_log(out.log))
             entries.append({"what": "train", "processes": n, "seconds": seconds,
                             "images_per_s": args.images_per_epoch / seconds})
+        # the control: one process again, with one thread (the float additions in another order, nothing else)
+        threads = SearchRun(tmp / "search-1-thread")
+        tvmnas(1, *search, "--out", threads.folder, threads=1)
         data = {w: data_throughput(tmp, 256, w) for w in (0, 2)}
         diff = float((alphas(runs[1]) - alphas(runs[args.processes])).abs().max())
+        thread_diff = float((alphas(runs[1]) - alphas(threads)).abs().max())
+        thread_same = json.loads(threads.arch.read_text())["ops"] == json.loads(runs[1].arch.read_text())["ops"]
     search_rows = [e for e in entries if e["what"] == "search"]
     train_rows = [e for e in entries if e["what"] == "train"]
     summary = {"same_arch": search_rows[0]["arch"] == search_rows[1]["arch"], "max_alpha_diff": diff,
+               "one_process_threads": f"{os.cpu_count()} vs 1", "same_arch_threads": thread_same,
+               "max_alpha_diff_threads": thread_diff,
                "steps_per_s": {str(e["processes"]): e["steps_per_s"] for e in search_rows},
                "train_images_per_s": {str(e["processes"]): e["images_per_s"] for e in train_rows},
                "imagefolder_224_images_per_s": {f"{w}_workers": v for w, v in data.items()},
@@ -114,7 +124,9 @@ def main() -> None:
     entries.append({"what": "imagefolder-224", "images_per_s": data})
     lines = [f"## 1 vs {args.processes} processes (torchrun, gloo, {os.cpu_count()} cores)", "",
              f"Search, one epoch of {args.images_per_epoch} images: same derived architecture: "
-             f"**{summary['same_arch']}**, largest alpha difference {diff:.3f}.", "",
+             f"**{summary['same_arch']}**, largest alpha difference {diff:.3f}. The control, one process with "
+             f"{os.cpu_count()} threads vs 1 thread (the same computation, its float additions in another order): "
+             f"same derived architecture **{thread_same}**, largest alpha difference {thread_diff:.3f}.", "",
              "| processes | search weight steps/s (epoch incl. validation) | training images/s |", "|---:|---:|---:|"]
     for s, t in zip(search_rows, train_rows):
         lines.append(f"| {s['processes']} | {s['steps_per_s']:.2f} | {t['images_per_s']:.0f} |")
