@@ -17,8 +17,10 @@ from pathlib import Path
 TIERS = {"fault": ["-m", "fault and not integration"], "integration": ["-m", "integration"]}
 
 
-def run_tier(name: str, runs: int, logs: Path, lines: list[str]) -> int:
-    failed = 0
+def run_tier(name: str, runs: int, logs: Path, lines: list[str], done: dict[str, list[bool]],
+             after_each=lambda: None) -> None:
+    """Run the tier `runs` times, appending each run's line to `lines` and its outcome to `done[name]`;
+    `after_each` runs after every run (the record is kept up to date: a long check cut short keeps what it did)."""
     for i in range(1, runs + 1):
         start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5",
@@ -28,11 +30,17 @@ def run_tier(name: str, runs: int, logs: Path, lines: list[str]) -> int:
         tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
         ok = proc.returncode == 0 and "passed" in tail  # a tier whose every test skipped has not run
         if not ok:
-            failed += 1
             tail += f" (output in {log})"
         lines.append(f"{name} {i}/{runs}: {'ok' if ok else 'FAILED'} in {time.monotonic() - start:.0f} s: {tail}")
+        done.setdefault(name, []).append(ok)
         print(lines[-1], flush=True)
-    return failed
+        after_each()
+
+
+def tally_of(done: dict[str, list[bool]], counts: dict[str, int]) -> str:
+    return "; ".join(f"{name}: {sum(oks)}/{len(oks)} runs passed"
+                     + (f" (of {counts[name]} planned)" if len(oks) < counts[name] else "")
+                     for name, oks in done.items())
 
 
 def main() -> int:
@@ -40,18 +48,25 @@ def main() -> int:
     parser.add_argument("--fault-runs", type=int, default=20)
     parser.add_argument("--integration-runs", type=int, default=10)
     parser.add_argument("--logs", type=Path, default=Path("build/flake-check"))
-    parser.add_argument("--record", type=Path, help="also write the tally to PREFIX.json and PREFIX.md")
+    parser.add_argument("--record", type=Path, help="also write the tally to PREFIX.json and PREFIX.md (after "
+                                                    "every run)")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     counts = {"fault": args.fault_runs, "integration": args.integration_runs}
     lines: list[str] = []
-    failures = {name: run_tier(name, runs, args.logs, lines) for name, runs in counts.items() if runs > 0}
-    tally = "; ".join(f"{name}: {counts[name] - bad}/{counts[name]} runs passed" for name, bad in failures.items())
-    print(tally)
-    if args.record:
-        record(args.record, {f"{name}_passed": counts[name] - bad for name, bad in failures.items()}
-               | {f"{name}_runs": counts[name] for name in failures}, lines, tally)
-    return 1 if any(failures.values()) else 0
+    done: dict[str, list[bool]] = {}
+
+    def save() -> None:
+        if args.record:
+            summary = {f"{name}_{what}": value for name, oks in done.items()
+                       for what, value in (("passed", sum(oks)), ("runs", len(oks)), ("planned", counts[name]))}
+            record(args.record, summary, lines, tally_of(done, counts))
+
+    for name, runs in counts.items():
+        if runs > 0:
+            run_tier(name, runs, args.logs, lines, done, save)
+    print(tally_of(done, counts))
+    return 0 if all(all(oks) for oks in done.values()) else 1
 
 
 def record(prefix: Path, summary: dict, lines: list[str], tally: str) -> None:
