@@ -114,8 +114,8 @@ def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTabl
 def weight_step_sampling(weight_paths: str, warm: bool) -> str:
     """How a weight step draws its paths (see `sample_single_paths`): "alpha" draws from softmax(alpha) once the
     warm-up is over; "depth" keeps elastic depth throughout; the others draw uniformly."""
-    if weight_paths in ("alpha", "depth"):
-        return "uniform" if weight_paths == "alpha" and warm else weight_paths
+    if weight_paths == "depth" or (weight_paths == "alpha" and not warm):
+        return weight_paths
     return "uniform"
 
 
