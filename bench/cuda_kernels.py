@@ -25,17 +25,17 @@ import numpy as np
 import torch
 
 from tvmnas.deploy.bundle import MODULE_FILE, NETWORK_FILE, write_manifest
-from tvmnas.files import default_db
 from tvmnas.deploy.export import ExportSettings, export_bundle
+from tvmnas.files import default_db
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import gpu_binary_paths, import_torch
 from tvmnas.measure.method import latency_scope
-from tvmnas.versions import tvm_version
-from tvmnas.model.blocks import candidate_module
+from tvmnas.model.blocks import candidate_module, fold_batchnorm
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
 from tvmnas.train.network_file import load_network
+from tvmnas.versions import tvm_version
 
 RUNTIME_LIBS = ("tvm/lib/libtvm_runtime.so", "tvm/lib/libtvm_runtime_cuda.so", "tvm_ffi/lib/libtvm_ffi.so")
 
@@ -60,7 +60,7 @@ def pack(args) -> None:
         torch.manual_seed(0)
         module = candidate_module(cand).eval()
         with tempfile.TemporaryDirectory() as tmp:
-            built = build_module(import_torch(module, cand.input_shape), spec, 0, Path(tmp), None,
+            built = build_module(import_torch(fold_batchnorm(module), cand.input_shape), spec, 0, Path(tmp), None,
                                  folder / MODULE_FILE)
         np.save(folder / "input.npy", np.random.default_rng(0).standard_normal(cand.input_shape, dtype=np.float32))
         gpu = [p.name for p in gpu_binary_paths(built.lib_path)]

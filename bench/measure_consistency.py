@@ -28,12 +28,12 @@ from pathlib import Path
 from common import DEFAULT_DB, command_line, write_results
 
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.profile import ProfileSettings, profile_candidates
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
 from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.procs import free_port, start_server, stop_group
+from tvmnas.profile import ProfileSettings, profile_candidates
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
 
@@ -41,9 +41,9 @@ from tvmnas.targets import load_target
 def old_protocol_seconds(libs: list[Path], shapes: list[tuple], threads: int) -> float:
     """Measuring time of protocol 1 on these libraries: per library, 3 calls, 200 ms untimed, 5 rounds of 5
     samples of >= 25 ms; two passes over the list."""
+    import numpy as np
     import tvm
     from tvm import relax
-    import numpy as np
 
     set_threads(threads)
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def main() -> None:
                 with runner:
                     runs[name] = profile(space, spec, runner, Path(tmp) / f"{name}.db", tune, settings)
             # the old protocol on the same libraries (built again into a folder of our own)
-            from tvmnas.measure.profile import build_candidate
+            from tvmnas.profile import build_candidate
 
             libs = [build_candidate(c, spec, settings, tune, LocalRunner(), Path(tmp)).lib_path
                     for c in space.candidates()]

@@ -20,15 +20,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import REPO, command_line, write_results
-from compare import interleave_calls, ort_breakdown, ort_call, torch_call, tvm_breakdown, tvm_call
+from compare import (
+    interleave_calls,
+    ort_breakdown,
+    ort_call,
+    torch_call,
+    tvm_breakdown,
+    tvm_call,
+)
 
 from tvmnas.deploy.bundle import read_manifest
 from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import import_torch
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
+from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.targets import load_target
 from tvmnas.train.network_file import load_network
 
@@ -57,7 +64,7 @@ def main() -> None:
     set_threads(threads)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        default_lib = build_module(import_torch(trained.net, tuple(data.shape)), spec, 0, Path(tmp), LocalRunner(),
+        default_lib = build_module(import_torch(fold_batchnorm(trained.net), tuple(data.shape)), spec, 0, Path(tmp), LocalRunner(),
                                    Path(tmp) / "default.so").lib_path
         calls = {"tvm-tuned": tvm_call(args.bundle / manifest["module"], data),
                  "tvm-default": tvm_call(default_lib, data),

@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import DEFAULT_DB, REPO, command_line, write_results
 
 from tvmnas.arch import load_arch
@@ -34,11 +33,12 @@ from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, parse_host_port
 from tvmnas.measure.tuning_records import tuning_dir
+from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.model.network import Network
+from tvmnas.run_folder import SearchRun
 from tvmnas.search.latency import table_from_db
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
-from tvmnas.run_folder import SearchRun
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
 PAIR = Protocol(windows=40, reference_every=1, min_span_s=5.0)  # two networks against the reference
@@ -90,7 +90,7 @@ def main() -> None:
             libs = []
             for winner_of, arch in winners.items():
                 torch.manual_seed(0)
-                built = build_module(import_torch(Network(space, arch).eval(), shape), spec,
+                built = build_module(import_torch(fold_batchnorm(Network(space, arch)), shape), spec,
                                      int(levels[target].split("-")[1]) if "-" in levels[target] else 0,
                                      tuning_dir(args.db, spec, runners[target].device_label), runners[target],
                                      tmp / f"{winner_of}-on-{target}.so")

@@ -7,16 +7,16 @@ import subprocess
 
 import pytest
 
-from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.farm import FarmPolicy
-from tvmnas.measure.profile import ProfileSettings, profile_candidates
-from tvmnas.measure.protocol import Protocol
-from tvmnas.measure.runner.rpc import RpcRunner
-from tvmnas.measure.tuning_records import tuning_dir
-from tvmnas.targets import load_target
 from tests.deploy.conftest import REPO, save_tiny_network
 from tests.helpers import FAST
 from tests.loopback import fault_on_first_job
+from tvmnas.latency_db import LatencyDB
+from tvmnas.measure.farm import FarmPolicy
+from tvmnas.measure.protocol import Protocol
+from tvmnas.measure.runner.rpc import RpcRunner
+from tvmnas.measure.tuning_records import tuning_dir
+from tvmnas.profile import ProfileSettings, profile_candidates
+from tvmnas.targets import load_target
 
 pytestmark = pytest.mark.integration
 SLOW_JOBS = ProfileSettings(protocol=FAST, farm_protocol=Protocol(windows=3, samples_per_window=2, sample_ms=0.5,

@@ -4,18 +4,17 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import FAST
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.compile import compile_fused, fuse, import_torch
 from tvmnas.measure.method import METHOD, latency_scope
-from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates
 from tvmnas.measure.protocol import Estimate, Interleaved
 from tvmnas.measure.reference import read_anchor
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.tuning_records import tuning_dir
-from tvmnas.model.blocks import candidate_module
+from tvmnas.model.blocks import candidate_module, fold_batchnorm
+from tvmnas.profile import ProfileSettings, measure_candidate, profile_candidates
 from tvmnas.targets import load_target
-
-from tests.helpers import FAST
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def test_compiled_candidate_matches_pytorch(tiny_space, cpu):
                 m.running_mean.uniform_(-1, 1)
                 m.running_var.uniform_(0.5, 2)
     x = torch.randn(cand.input_shape)
-    executable = compile_fused(fuse(import_torch(module, cand.input_shape), cpu.tvm()), cpu.tvm())
+    executable = compile_fused(fuse(import_torch(fold_batchnorm(module), cand.input_shape), cpu.tvm()), cpu.tvm())
     vm = relax.VirtualMachine(executable, tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(x.numpy()))
     got = (out[0] if not hasattr(out, "numpy") else out).numpy()

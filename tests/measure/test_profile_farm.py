@@ -6,18 +6,16 @@ from dataclasses import replace
 
 import pytest
 
+from tests.helpers import FAST
+from tests.loopback import fault_on_first_job, start_server, stop
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.farm import FarmPolicy
-from tvmnas.measure.profile import FarmExhausted, ProfileSettings, profile_candidates
 from tvmnas.measure.protocol import Protocol
-from tvmnas.procs import free_port, start_tracker, stop_group
-
-from tests.loopback import fault_on_first_job, start_server, stop
 from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner
 from tvmnas.measure.tuning_records import tuning_dir
+from tvmnas.procs import free_port, start_tracker, stop_group
+from tvmnas.profile import FarmExhausted, ProfileSettings, profile_candidates
 from tvmnas.targets import load_target
-
-from tests.helpers import FAST
 
 pytestmark = [pytest.mark.rpc, pytest.mark.fault]
 POLICY = FarmPolicy(request_timeout_s=5, measure_timeout_s=60)

@@ -2,17 +2,20 @@
 
 import pytest
 
+from tests.helpers import FAST
+from tests.loopback import start_server, stop
 from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.profile import ProfileSettings, measure_candidate, profile_candidates
-from tvmnas.procs import free_port, start_tracker
-
-from tests.loopback import start_server, stop
-from tvmnas.measure.runner.rpc import RpcEndpoint, RpcRunner, check_reachable, parse_host_port
+from tvmnas.measure.runner.rpc import (
+    RpcEndpoint,
+    RpcRunner,
+    check_reachable,
+    parse_host_port,
+)
 from tvmnas.measure.tuning_records import tuning_dir
+from tvmnas.procs import free_port, start_tracker
+from tvmnas.profile import ProfileSettings, measure_candidate, profile_candidates
 from tvmnas.targets import load_target
-
-from tests.helpers import FAST
 
 pytestmark = pytest.mark.rpc
 
@@ -75,8 +78,8 @@ def test_bad_host_port(text):
 def test_outputs_over_rpc_equal_local_ones(rpc_farm, tiny_space, tmp_path):
     import numpy as np
 
-    from tvmnas.measure.profile import library_path
     from tvmnas.measure.runner.local import LocalRunner
+    from tvmnas.profile import library_path
 
     cpu, cand = load_target("x86-cpu"), tiny_space.stem()
     row = measure_candidate(cand, cpu, LocalRunner(), ProfileSettings(protocol=FAST), tmp_path / "tuning",

@@ -3,16 +3,16 @@ meta-schedule cannot load is repaired without losing the records that load."""
 
 import json
 
+from tests.helpers import FAST
 from tvmnas.arch import Arch
 from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.profile import ProfileSettings, measure_candidate
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.tuning_records import RECORDS, open_database
+from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.model.network import Network
-from tvmnas.tvm_compat import apply_tuning_records
+from tvmnas.profile import ProfileSettings, measure_candidate
 from tvmnas.targets import load_target
-
-from tests.helpers import FAST
+from tvmnas.tvm_compat import apply_tuning_records
 
 
 def scheduled_kernels(mod) -> int:
@@ -32,7 +32,7 @@ def test_records_of_a_block_schedule_the_network_and_a_broken_database_is_repair
     # The network's copies of the block's kernels carry other block names (numbered by position in the
     # network); the records tuned on the lone block still schedule them.
     net = Network(tiny_space, Arch("tiny", ("mb_k3_e2", "zero"))).eval()
-    fused = fuse(import_torch(net, (1, 1, 8, 8)), cpu.tvm())
+    fused = fuse(import_torch(fold_batchnorm(net), (1, 1, 8, 8)), cpu.tvm())
     assert scheduled_kernels(apply_tuning_records(fused, open_database(tune_dir))) >= row.tasks_tuned
 
     # A record whose trace belongs to another kernel makes meta-schedule's loader fail; it is dropped on open.

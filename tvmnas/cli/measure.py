@@ -6,8 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from tvmnas.cli.common import (add_farm_args, add_target_args, check_tools, farm_policy, parse_shape,
-                               runner_from_args)
+from tvmnas.cli.common import (
+    add_farm_args,
+    add_target_args,
+    check_tools,
+    farm_policy,
+    parse_shape,
+    runner_from_args,
+)
 from tvmnas.cli.progress import phase_progress
 from tvmnas.errors import TvmnasError
 
@@ -41,8 +47,8 @@ def register(verbs) -> None:
 def _profile(args, space, spec, tune_trials: int, label: str):
     """Profile the space's candidates at one level with progress bars; returns the report and the settings."""
     from tvmnas.latency_db import LatencyDB
-    from tvmnas.measure.profile import ProfileSettings, profile_candidates
     from tvmnas.measure.tuning_records import tuning_dir
+    from tvmnas.profile import ProfileSettings, profile_candidates
 
     check_tools(spec)
     policy = farm_policy(args)
@@ -99,7 +105,12 @@ def cmd_profile(args) -> int:
 
 
 def cmd_bench_kernels(args) -> int:
-    from tvmnas.measure.kernel_bench import bench_meta, kernel_table, markdown_table, write_results
+    from tvmnas.measure.kernel_bench import (
+        bench_meta,
+        kernel_table,
+        markdown_table,
+        write_results,
+    )
     from tvmnas.space import load_space
     from tvmnas.targets import load_target
 

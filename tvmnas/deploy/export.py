@@ -13,15 +13,21 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
-from tvmnas.deploy.bundle import MODULE_FILE, NETWORK_FILE, ONNX_FILE, SAMPLE_FILE, write_manifest
+from tvmnas.deploy.bundle import (
+    MODULE_FILE,
+    NETWORK_FILE,
+    ONNX_FILE,
+    SAMPLE_FILE,
+    write_manifest,
+)
 from tvmnas.errors import TvmnasError
 from tvmnas.failpoints import stop_point
 from tvmnas.measure.build import build_module
@@ -141,7 +147,7 @@ def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
     if runner is None and settings.tune_trials > 0:
         raise TvmnasError("tuning needs the target's device: give a runner, or export at --tune-trials 0")
     start = time.perf_counter()
-    built = build_module(import_torch(net, shape), spec, settings.tune_trials, tune_dir, runner,
+    built = build_module(import_torch(fold_batchnorm(net), shape), spec, settings.tune_trials, tune_dir, runner,
                          out_dir / MODULE_FILE, settings.seed, started=start)
     reference = build_reference(spec, out_dir / REFERENCE_FILE)
     tvm_diff, latency = None, {"measured_ms": None, "note": "compile-only export: no device to run on"}

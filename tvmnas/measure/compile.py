@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.targets import TargetSpec
 from tvmnas.tvm_compat import apply_tuning_records, load_tensor_intrinsics
 
@@ -24,14 +23,16 @@ PIPELINE_VERSION = 1
 
 
 def import_torch(module: torch.nn.Module, input_shape: tuple[int, ...]):
-    """Fold BatchNorm, export with torch.export and import into a Relax IRModule (weights as constants)."""
+    """Export an eval-mode module with torch.export and import it into a Relax IRModule (weights as constants).
+
+    The module is compiled as given: callers pass what deploys (a network with its BatchNorm folded, see
+    `tvmnas.model.blocks.fold_batchnorm`)."""
     from tvm.relax.frontend.torch import from_exported_program
 
-    deploy = fold_batchnorm(module)
     example = torch.zeros(input_shape)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notices
-        exported = torch.export.export(deploy, (example,))
+        exported = torch.export.export(module.eval(), (example,))
         return from_exported_program(exported)
 
 

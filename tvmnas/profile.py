@@ -22,13 +22,18 @@ from tvmnas.errors import TvmnasError, error_line
 from tvmnas.latency_db import LatencyDB, LatencyRow
 from tvmnas.measure.build import BuiltModule, build_module
 from tvmnas.measure.compile import import_torch
-from tvmnas.measure.level import level_name
 from tvmnas.measure.farm import Farm, FarmPolicy, Job, JobResult
+from tvmnas.measure.level import level_name
 from tvmnas.measure.method import latency_scope
 from tvmnas.measure.protocol import PROFILE, Estimate, Protocol
-from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_anchor, write_anchor
+from tvmnas.measure.reference import (
+    REFERENCE_FILE,
+    build_reference,
+    read_anchor,
+    write_anchor,
+)
 from tvmnas.measure.runner.base import Batch, Runner
-from tvmnas.model.blocks import candidate_module
+from tvmnas.model.blocks import candidate_module, fold_batchnorm
 from tvmnas.space import Candidate
 from tvmnas.targets import TargetSpec
 
@@ -82,7 +87,7 @@ def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
-        module = candidate_module(cand).eval()
+        module = fold_batchnorm(candidate_module(cand))
     return build_module(import_torch(module, cand.input_shape), spec, settings.tune_trials, tune_dir, runner,
                         library_path(cand, out_dir), settings.seed, started=start)
 
