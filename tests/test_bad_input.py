@@ -152,6 +152,24 @@ CASES = [
                                    str(w["db"]), "--tune-trials", "0"], "not supported for frontend ONNX: FooBarOp"),
     ("db-export-suffix", lambda w: ["db-export", str(w["tmp"] / "rows.txt"), "--db", str(w["db"])],
      "use a .json or .csv"),
+    # output paths that cannot be written: refused before anything is read, made or measured
+    ("db-export-under-a-file", lambda w: ["db-export", str(w["db"] / "rows.csv"), "--db", str(w["db"])],
+     "is a file, not a folder"),
+    ("db-export-to-a-folder", lambda w: ["db-export", str(w["run"]), "--db", str(w["db"])], "is a folder, not a file"),
+    ("search-out-is-a-file", lambda w: ["search", "--space", str(w["space"]), "--target", "x86-cpu", "--db",
+                                        str(w["db"]), "--latency-ms", "1", "--out", str(w["db"])],
+     "argument --out: " + "{db} is a file, not a folder"),
+    ("train-out-under-a-file", lambda w: ["train", "--run", str(w["run"]), "--out", str(w["db"] / "train")],
+     "argument --out: cannot create"),
+    ("derive-out-under-a-file", lambda w: ["derive", "--run", str(w["run"]), "--latency-ms", "1", "--out",
+                                           str(w["db"] / "d")], "argument --out: cannot create"),
+    ("export-out-is-a-file", lambda w: ["export", "--run", str(w["run"]), "--target", "x86-cpu", "--db", str(w["db"]),
+                                        "--out", str(w["db"])], "argument --out: "),
+    ("bench-model-json-is-a-folder", lambda w: ["bench-model", str(w["tmp"] / "m.onnx"), "--target", "x86-cpu",
+                                                "--json", str(w["run"])], "argument --json: "),
+    ("bench-kernels-out-under-a-file", lambda w: ["bench-kernels", "--target", "x86-cpu", "--space", str(w["space"]),
+                                                  "--db", str(w["db"]), "--out", str(w["db"] / "k")],
+     "argument --out: cannot create"),
 ]
 
 
@@ -162,6 +180,7 @@ def test_a_bad_input_is_one_line_and_touches_nothing(workspace, capsys, argv_of,
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2, (argv, err)
+    fragment = fragment.format(db=workspace["db"])
     assert len(err.splitlines()) == 1 and err.startswith("tvmnas: error: ") and fragment in err, (argv, err)
     assert tree_digest(workspace["db"].parent, workspace["run"]) == before
     assert not (workspace["tmp"] / "r2").exists()

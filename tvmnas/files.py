@@ -24,3 +24,23 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def why_not_writable(path: Path, folder: bool) -> str | None:
+    """Why `path` cannot be written as a file (or made a folder, when `folder`), or None when it can: checked
+    before a verb writes anything, so a bad output path costs nothing."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{path} is a file, not a folder"
+        if not folder and path.is_dir():
+            return f"{path} is a folder, not a file"
+        return None if os.access(path, os.W_OK) else f"no permission to write {path}"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot create {path}: {ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create {path}: no permission to write in {ancestor}"
+    return None

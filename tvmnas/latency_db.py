@@ -216,12 +216,13 @@ class LatencyDB:
 def export_rows(rows: list[LatencyRow], out: Path) -> None:
     """Write rows as JSON (a list of objects) or CSV, chosen by the file's suffix."""
     out = Path(out)
+    if out.suffix not in (".json", ".csv"):
+        raise TvmnasError(f"cannot export to {out}: use a .json or .csv file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".json":
         out.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
-    elif out.suffix == ".csv":
+    else:
         with out.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=_COLUMNS)
             writer.writeheader()
             writer.writerows(asdict(r) for r in rows)
-    else:
-        raise TvmnasError(f"cannot export to {out}: use a .json or .csv file name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import count
+from tvmnas.cli.common import count, output_path
 from tvmnas.errors import TvmnasError
 
 
@@ -17,7 +17,7 @@ def register(verbs) -> None:
     actions = board.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def rootfs_arg(p) -> None:
-        p.add_argument("--rootfs", type=Path, default=default_rootfs(),
+        p.add_argument("--rootfs", type=output_path(folder=True), default=default_rootfs(),
                        help=f"the boards' arm64 root filesystem, created when missing (default {default_rootfs()})")
 
     p = actions.add_parser("up", help="create the root filesystem (once), start a tracker and N RPC servers")

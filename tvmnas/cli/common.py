@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
-from tvmnas.files import default_db
+from tvmnas.files import default_db, why_not_writable
 from tvmnas.measure.level import DEFAULT_TUNE_TRIALS
 from tvmnas.measure.farm import FarmPolicy
 
@@ -48,6 +48,17 @@ def number(minimum: float = 0.0, maximum: float | None = None, inclusive: bool =
             bounds = f"{'>=' if inclusive else '>'} {minimum:g}" + ("" if maximum is None else f" and <= {maximum:g}")
             raise argparse.ArgumentTypeError(f"must be {bounds}, not {text}")
         return value
+    return parse
+
+
+def output_path(folder: bool):
+    """An argparse type: a path this process can write as a file (or create as a folder, when `folder`); a path
+    under a file, a folder where a file belongs, or no permission is refused before anything is written."""
+    def parse(text: str) -> Path:
+        problem = why_not_writable(Path(text), folder)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return Path(text)
     return parse
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import add_target_args, check_tools, runner_from_args
+from tvmnas.cli.common import add_target_args, check_tools, output_path, runner_from_args
 from tvmnas.cli.progress import phase_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.run_folder import SearchRun, bundle_folder
@@ -19,7 +19,7 @@ def register(verbs) -> None:
     p.add_argument("--compile-only", action="store_true",
                    help="no device here: compile at TVM's default schedules only, neither check nor time the "
                         "module (run the bundle on the device with tvmnas-run)")
-    p.add_argument("--out", type=Path, help="bundle folder (default RUN_DIR/bundle-<target>, or beside the "
+    p.add_argument("--out", type=output_path(folder=True), help="bundle folder (default RUN_DIR/bundle-<target>, or beside the "
                                             "network file)")
     p.set_defaults(func=cmd_export)
 

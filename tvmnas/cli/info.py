@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import DEFAULT_DB
+from tvmnas.cli.common import DEFAULT_DB, output_path
 from tvmnas.errors import TvmnasError
 
 
@@ -12,7 +12,7 @@ def register(verbs) -> None:
     verbs.add_parser("targets", help="list the known targets and what each needs").set_defaults(func=cmd_targets)
     verbs.add_parser("spaces", help="list the known search spaces").set_defaults(func=cmd_spaces)
     p = verbs.add_parser("db-export", help="write the latency database as JSON or CSV")
-    p.add_argument("out", type=Path, help="output file, .json or .csv")
+    p.add_argument("out", type=output_path(folder=False), help="output file, .json or .csv")
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"latency database (default {DEFAULT_DB})")
     p.set_defaults(func=cmd_db_export)
 
@@ -48,8 +48,6 @@ def cmd_db_export(args) -> int:
 
     if not args.db.exists():
         raise TvmnasError(f"no latency database at {args.db}")
-    if args.out.suffix not in (".json", ".csv"):
-        raise TvmnasError(f"cannot export to {args.out}: use a .json or .csv file name")
     with LatencyDB(args.db) as db:
         rows = db.rows()
     export_rows(rows, args.out)

@@ -11,6 +11,7 @@ from tvmnas.cli.common import (
     add_target_args,
     check_tools,
     farm_policy,
+    output_path,
     parse_shape,
     runner_from_args,
 )
@@ -32,7 +33,8 @@ def register(verbs) -> None:
                          help="latency of every candidate by stage, default vs tuned; writes JSON, Markdown, PNG")
     p.add_argument("--space", default="fashion-mnist", help="space to take the candidates from")
     add_target_args(p)
-    p.add_argument("--out", type=Path, help="output prefix (default bench/results/kernel_choices_<target>)")
+    p.add_argument("--out", type=output_path(folder=False),
+                   help="output prefix (default bench/results/kernel_choices_<target>)")
     add_farm_args(p)
     p.set_defaults(func=cmd_bench_kernels)
 
@@ -40,7 +42,7 @@ def register(verbs) -> None:
     p.add_argument("model", type=Path, help="ONNX file")
     add_target_args(p)
     p.add_argument("--input-shape", type=parse_shape, help="input shape such as 1x3x224x224 (default: from the model)")
-    p.add_argument("--json", type=Path, help="also write the result to this JSON file")
+    p.add_argument("--json", type=output_path(folder=False), help="also write the result to this JSON file")
     p.set_defaults(func=cmd_bench_model)
 
 
@@ -158,5 +160,6 @@ def cmd_bench_model(args) -> int:
           f"{lat['windows']} windows{'; ' + lat['flag'] if lat['flag'] else ''}); {result['kernels']} kernels, "
           f"{result['kernels_tuned']} tuned now in {result['tune_s']:.0f} s; compile {result['compile_s']:.0f} s")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import add_device_args, add_target_args, count, endpoint_from_args, number, world_from_args
+from tvmnas.cli.common import (
+    add_device_args, add_target_args, count, endpoint_from_args, number, output_path, world_from_args,
+)
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.run_folder import SearchRun, write_json
@@ -35,7 +37,7 @@ def register(verbs) -> None:
     p.add_argument("--data", help="Fashion-MNIST IDX folder, ImageFolder root, or registered data set, generated "
                                   "once into the cache (cluttered-fashion-64) (default: the installed Fashion-MNIST)")
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
-    p.add_argument("--out", type=Path, help="run directory (default runs/<space>-<target>-<goal>ms)")
+    p.add_argument("--out", type=output_path(folder=True), help="run directory (default runs/<space>-<target>-<goal>ms)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
     p.add_argument("--derive", choices=DERIVATIONS, default=SearchConfig.derive,
                    help="the network kept: budget = the most probable one within the goal (exact dynamic "
@@ -158,7 +160,7 @@ def register_derivations(verbs) -> None:
     p.add_argument("--derive", choices=DERIVATIONS, default="budget",
                    help="budget: the most probable network within the goal; argmax: each layer's most probable "
                         "path (default budget)")
-    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/derived/<target>-<goal>ms)")
+    p.add_argument("--out", type=output_path(folder=True), help="output folder (default RUN_DIR/derived/<target>-<goal>ms)")
     p.set_defaults(func=cmd_derive)
 
     p = verbs.add_parser("pareto", help="networks for a sweep of budgets, scored with the supernet: the front")
@@ -174,7 +176,7 @@ def register_derivations(verbs) -> None:
     p.set_defaults(tune_trials=None)
     p.add_argument("--steps", type=count(1), default=200,
                    help="architecture steps of the alpha-only phase (default 200)")
-    p.add_argument("--out", type=Path, help="output run folder (default RUN_DIR/specialized/<target>-<goal>ms)")
+    p.add_argument("--out", type=output_path(folder=True), help="output run folder (default RUN_DIR/specialized/<target>-<goal>ms)")
     p.set_defaults(func=cmd_specialize)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import add_device_args, count, number, world_from_args
+from tvmnas.cli.common import add_device_args, count, number, output_path, world_from_args
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.run_folder import SearchRun, TrainRun, write_json
@@ -31,7 +31,7 @@ def register(verbs) -> None:
     p.add_argument("--data", help="IDX folder, ImageFolder root, or registered data set (cluttered-fashion-64) "
                                   "(default: the search's, else Fashion-MNIST)")
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
-    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
+    p.add_argument("--out", type=output_path(folder=True), help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
     add_device_args(p)
     p.set_defaults(func=cmd_train)
 
