@@ -25,7 +25,7 @@ from tvmnas.arch import load_arch
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import import_torch
-from tvmnas.measure.level import level_name
+from tvmnas.measure.level import level_name, parse_level
 from tvmnas.measure.method import latency_scope
 from tvmnas.measure.protocol import Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_anchor
@@ -91,7 +91,7 @@ def main() -> None:
             for winner_of, arch in winners.items():
                 torch.manual_seed(0)
                 built = build_module(import_torch(fold_batchnorm(Network(space, arch)), shape), spec,
-                                     int(levels[target].split("-")[1]) if "-" in levels[target] else 0,
+                                     parse_level(levels[target]),
                                      tuning_dir(args.db, spec, runners[target].device_label), runners[target],
                                      tmp / f"{winner_of}-on-{target}.so")
                 libs.append(built.lib_path)

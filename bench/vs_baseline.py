@@ -19,14 +19,15 @@ from tvmnas.arch import Arch, load_arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.deploy.bundle import MANIFEST, read_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
-from tvmnas.measure.tuning_records import tuning_dir
+from tvmnas.measure.level import parse_level
 from tvmnas.measure.runner.local import LocalRunner
+from tvmnas.measure.tuning_records import tuning_dir
+from tvmnas.run_folder import SearchRun, TrainRun, bundle_folder
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import load_network
 from tvmnas.train.run import train_network
-from tvmnas.run_folder import SearchRun, TrainRun, bundle_folder
 
 BASELINE_OP = "mb_k3_e6"
 
@@ -44,7 +45,7 @@ def main() -> None:
     space, spec = load_space(winner["space"]), load_target(winner["target"]["name"])
     trained = load_network(run.train.network)
     cfg = TrainConfig(**trained.info["train_config"])
-    trials = int(winner["level"].split("-")[1])
+    trials = parse_level(winner["level"])
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
     runner = LocalRunner()
     networks = [("searched (demo run)", run.train.network)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from tvmnas.errors import TvmnasError
+from tvmnas.measure.level import DEFAULT_TUNE_TRIALS, level_name
 
 LOSSES = ("add#abs", "add#linear", "mul#log", "none")
 DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
@@ -19,7 +20,7 @@ class SearchConfig:
     space: str
     target: str
     latency_ms: float  # the latency goal T of the derived network
-    level: str = "tuned-8"  # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
+    level: str = level_name(DEFAULT_TUNE_TRIALS)  # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
     measured_by: str = "local"  # the measuring device of those latencies (local, rpc:H:P, tracker-key:K)
     # add#abs by default: it pulls E[LAT] to the goal from both sides (see `search_loss` and the README)
     loss: str = "add#abs"
