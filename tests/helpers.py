@@ -6,19 +6,21 @@ from tvmnas.measure.protocol import Protocol
 FAST = Protocol(windows=3, samples_per_window=2, sample_ms=0.5, warmup_ms=1.0, reference_every=2)
 
 
-def fill_db(path, space, latency_ms: dict, level: str = "tuned-8", skip: str | None = None) -> None:
-    """A latency database filled by hand: `latency_ms` by part (stem, first, head) or by layer op."""
+def fill_db(path, space, latency_ms: dict, level: str = "tuned-8", skip: str | None = None,
+            target: str = "x86-cpu") -> None:
+    """A latency database filled by hand (as if measured locally for `target`): `latency_ms` by part (stem, first,
+    head) or by layer op."""
     from tvmnas.latency_db import LatencyDB, LatencyRow
     from tvmnas.measure.method import latency_scope
     from tvmnas.targets import load_target
 
-    scope = latency_scope(load_target("x86-cpu"), "local", level)
+    scope = latency_scope(load_target(target), "local", level)
     with LatencyDB(path) as db:
         for cand in space.candidates():
             if cand.key == skip:
                 continue
             ms = latency_ms[cand.part] if cand.part != "layer" else latency_ms[cand.op]
-            db.put(LatencyRow.measured(scope, cand.key, cand.shape_text, target_name="x86-cpu", device="local",
+            db.put(LatencyRow.measured(scope, cand.key, cand.shape_text, target_name=target, device="local",
                                        latency_ms=ms, raw_ms=ms, dispersion=0.01, windows=120, dropped_windows=0,
                                        speed=1.0, compile_s=1.0, tune_s=1.0, tasks_tuned=1, error=None))
 

@@ -91,6 +91,8 @@ def test_profile_and_export_end_to_end(capsys, tmp_path, tiny_space_path):
     assert code == 0 and "7 candidates, 7 measured now" in out
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "0 measured now, 7 from the database" in out
+    code, out, _ = run(capsys, *argv, "--force")
+    assert code == 0 and "7 candidates, 7 measured now, 0 from the database" in out
     code, out, _ = run(capsys, "db-export", str(tmp_path / "rows.csv"), "--db", str(db))
     assert code == 0 and "wrote 8 rows" in out  # the 7 candidates and the reference module's anchor
 
@@ -106,6 +108,42 @@ def test_bench_kernels_needs_tuning(capsys, tmp_path):
     code, _, err = run(capsys, "bench-kernels", "--target", "x86-cpu", "--tune-trials", "0",
                        "--db", str(tmp_path / "lat.db"))
     assert_one_line_error(code, err, "--tune-trials must be > 0")
+
+
+def test_bench_kernels_tabulates_default_against_tuned(capsys, tmp_path, tiny_space, tiny_space_path):
+    """With both levels in the database nothing is measured: the table, its Markdown and its figure come from the
+    rows, each kernel with both latencies."""
+    import json
+
+    from tests import helpers
+
+    db = tmp_path / "lat.db"
+    helpers.fill_db(db, tiny_space, {"stem": 0.2, "first": 0.2, "head": 0.2, "mb_k3_e1": 0.5, "mb_k3_e2": 0.8},
+                    level="default")
+    helpers.fill_db(db, tiny_space, {"stem": 0.1, "first": 0.1, "head": 0.1, "mb_k3_e1": 0.25, "mb_k3_e2": 0.4},
+                    level="tuned-2")
+    before = db.read_bytes()
+    code, out, err = run(capsys, "bench-kernels", "--target", "x86-cpu", "--space", str(tiny_space_path),
+                         "--tune-trials", "2", "--db", str(db), "--out", str(tmp_path / "results" / "kernels"))
+    assert code == 0, err
+    entries = json.loads((tmp_path / "results" / "kernels.json").read_text())["entries"]
+    assert entries and all(abs(e["tuned_ms"] - e["default_ms"] / 2) < 1e-12 for e in entries)
+    assert (tmp_path / "results" / "kernels.png").stat().st_size > 1000 and "| tuned ms |" in out
+    assert db.read_bytes() == before
+
+
+def test_bench_model_writes_its_json(capsys, tmp_path):
+    import json
+
+    from tests.measure.test_model_bench import small_onnx
+
+    out_json = tmp_path / "results" / "m.json"
+    code, out, err = run(capsys, "bench-model", str(small_onnx(tmp_path / "m.onnx")), "--target", "x86-cpu",
+                         "--tune-trials", "0", "--db", str(tmp_path / "lat.db"), "--json", str(out_json))
+    assert code == 0, err
+    result = json.loads(out_json.read_text())
+    assert result["input_shape"] == "1x3x16x16" and result["level"] == "default"
+    assert result["latency"]["measured_ms"] > 0 and f"{result['latency']['measured_ms']:.4f} ms" in out
 
 
 def test_db_export_without_database(capsys, tmp_path):

@@ -124,3 +124,25 @@ def test_native_runner_refuses_each_bad_input_in_one_line(bundle, native_runner,
     proc = run_native(native_runner, bundle_dir, data, *extra)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("tvmnas-run: error: ") and fragment in proc.stderr, proc.stderr
+
+
+def test_compile_only_export_from_the_cli_runs_on_the_device(native_runner, tmp_path, capsys):
+    """`export --compile-only` (no device here): a bundle at TVM's default schedules, neither timed nor stored in
+    the database, that the native runner then runs with the answer PyTorch gives."""
+    from tvmnas.cli import main
+
+    network = save_tiny_network(tmp_path / "network.pt", ("mb_k3_e1", "mb_k3_e2"), {"classes": ["a", "b", "c"]})
+    db, out = tmp_path / "cache" / "lat.db", tmp_path / "bundle"
+    code = main(["export", "--network", str(network), "--target", "x86-cpu", "--compile-only", "--db", str(db),
+                 "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "not run" in stdout and f"tvmnas-run {out}" in stdout
+    manifest = read_manifest(out)
+    assert manifest["level"] == "default" and manifest["latency"]["measured_ms"] is None
+    assert not db.exists()  # nothing was measured, so nothing was stored
+    proc = run_native(native_runner, out, out / manifest["sample_input"], "--span-s", "0.2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad():
+        logits = load_network(network).net(torch.from_numpy(np.load(out / manifest["sample_input"]))).numpy()
+    assert json.loads(proc.stdout)["top_class"] == int(np.argmax(logits)) == manifest["expected_output"]["top_class"]

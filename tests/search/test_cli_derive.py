@@ -65,6 +65,33 @@ def test_pareto_front_is_monotone_and_drawn(run, capsys):
     assert (folder / "report" / "pareto.png").stat().st_size > 1000
 
 
+def test_derive_and_pareto_for_another_target(run, capsys, tmp_path, tiny_space_module):
+    """--target picks another device's table from the database: the derived network and the front are priced
+    with that device's latencies, and say which target they are for."""
+    folder, db = run
+    other, other_db = tmp_path / "run", tmp_path / "lat.db"
+    shutil.copytree(folder, other)
+    shutil.copy(db, other_db)
+    helpers.fill_db(other_db, tiny_space_module, OTHER_MS, level="tuned-8", target="arm-aarch64")
+    code, out, err = cli(capsys, "derive", "--run", other, "--target", "arm-aarch64", "--latency-ms", "0.9",
+                         "--db", other_db)
+    assert code == 0, err
+    summary = json.loads((other / "derived" / "arm-aarch64-0.9ms" / "summary.json").read_text())
+    ops = json.loads((other / "derived" / "arm-aarch64-0.9ms" / "arch.json").read_text())["ops"]
+    priced = 0.3 + sum(OTHER_MS[op] for op in ops if op != "zero")  # stem, first and head: 0.1 ms each there
+    assert summary["target"] == "arm-aarch64" and abs(summary["predicted_latency_ms"] - priced) < 1e-9
+    assert summary["predicted_latency_ms"] <= 0.9
+
+    code, _, err = cli(capsys, "pareto", "--run", other, "--target", "arm-aarch64", "--points", "3", "--db", other_db)
+    assert code == 0, err
+    pareto = json.loads((other / "pareto.json").read_text())
+    layers = len(tiny_space_module.layers())
+    assert pareto["target"] == "arm-aarch64"
+    assert pareto["reachable_ms"][1] == 0.3 + layers * max(OTHER_MS["mb_k3_e1"], OTHER_MS["mb_k3_e2"])
+    assert all(abs(p["latency_ms"] - 0.3 - sum(OTHER_MS[op] for op in p["arch"] if op != "zero")) < 1e-9
+               for p in pareto["points"])
+
+
 # non-round latencies like a measured database's (issue 22: the sweep's first budget, the minimum, was refused)
 ODD_MS = {"stem": 0.0311579, "first": 0.0207771, "head": 0.0414813, "mb_k3_e1": 0.0534317, "mb_k3_e2": 0.0871143}
 

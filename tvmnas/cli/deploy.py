@@ -19,8 +19,8 @@ def register(verbs) -> None:
     p.add_argument("--compile-only", action="store_true",
                    help="no device here: compile at TVM's default schedules only, neither check nor time the "
                         "module (run the bundle on the device with tvmnas-run)")
-    p.add_argument("--out", type=output_path(folder=True), help="bundle folder (default RUN_DIR/bundle-<target>, or beside the "
-                                            "network file)")
+    p.add_argument("--out", type=output_path(folder=True),
+                   help="bundle folder (default RUN_DIR/bundle-<target>, or beside the network file)")
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("report", help="summarize a run: blocks, accuracy, predicted and measured latency")

@@ -37,7 +37,8 @@ def register(verbs) -> None:
     p.add_argument("--data", help="Fashion-MNIST IDX folder, ImageFolder root, or registered data set, generated "
                                   "once into the cache (cluttered-fashion-64) (default: the installed Fashion-MNIST)")
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
-    p.add_argument("--out", type=output_path(folder=True), help="run directory (default runs/<space>-<target>-<goal>ms)")
+    p.add_argument("--out", type=output_path(folder=True),
+                   help="run directory (default runs/<space>-<target>-<goal>ms)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
     p.add_argument("--derive", choices=DERIVATIONS, default=SearchConfig.derive,
                    help="the network kept: budget = the most probable one within the goal (exact dynamic "
@@ -160,7 +161,8 @@ def register_derivations(verbs) -> None:
     p.add_argument("--derive", choices=DERIVATIONS, default="budget",
                    help="budget: the most probable network within the goal; argmax: each layer's most probable "
                         "path (default budget)")
-    p.add_argument("--out", type=output_path(folder=True), help="output folder (default RUN_DIR/derived/<target>-<goal>ms)")
+    p.add_argument("--out", type=output_path(folder=True),
+                   help="output folder (default RUN_DIR/derived/<target>-<goal>ms)")
     p.set_defaults(func=cmd_derive)
 
     p = verbs.add_parser("pareto", help="networks for a sweep of budgets, scored with the supernet: the front")
@@ -176,7 +178,8 @@ def register_derivations(verbs) -> None:
     p.set_defaults(tune_trials=None)
     p.add_argument("--steps", type=count(1), default=200,
                    help="architecture steps of the alpha-only phase (default 200)")
-    p.add_argument("--out", type=output_path(folder=True), help="output run folder (default RUN_DIR/specialized/<target>-<goal>ms)")
+    p.add_argument("--out", type=output_path(folder=True),
+                   help="output run folder (default RUN_DIR/specialized/<target>-<goal>ms)")
     p.set_defaults(func=cmd_specialize)
 
 

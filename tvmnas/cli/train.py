@@ -31,7 +31,8 @@ def register(verbs) -> None:
     p.add_argument("--data", help="IDX folder, ImageFolder root, or registered data set (cluttered-fashion-64) "
                                   "(default: the search's, else Fashion-MNIST)")
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
-    p.add_argument("--out", type=output_path(folder=True), help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
+    p.add_argument("--out", type=output_path(folder=True),
+                   help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
     add_device_args(p)
     p.set_defaults(func=cmd_train)
 

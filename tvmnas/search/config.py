@@ -20,7 +20,8 @@ class SearchConfig:
     space: str
     target: str
     latency_ms: float  # the latency goal T of the derived network
-    level: str = level_name(DEFAULT_TUNE_TRIALS)  # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
+    # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
+    level: str = level_name(DEFAULT_TUNE_TRIALS)
     measured_by: str = "local"  # the measuring device of those latencies (local, rpc:H:P, tracker-key:K)
     # add#abs by default: it pulls E[LAT] to the goal from both sides (see `search_loss` and the README)
     loss: str = "add#abs"
