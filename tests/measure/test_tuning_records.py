@@ -69,3 +69,38 @@ def test_a_budget_keeps_only_each_kernels_first_trials(tiny_space, tmp_path):
     kept = sorted(tuple(float(t) for t in r.run_secs) for r in one.get_all_tuning_records())
     want = sorted(tuple(float(t) for t in rec[1]) for rec in first.values())
     assert kept == want
+
+
+def test_two_profiles_on_one_database_at_once_keep_every_row_once_and_the_records_loadable(tmp_path):
+    """Two `profile` processes share a latency database and its tuning folder, started together on spaces whose
+    kernels differ (so, unserialized, each would number its new workloads over the other's): both finish, every
+    candidate's row is there once, and every tuning record replays on the workload it names, with no repair."""
+    import subprocess
+    import sys
+
+    from tests.conftest import DATA
+    from tvmnas.latency_db import LatencyDB
+    from tvmnas.measure.tuning_records import WORKLOADS
+    from tvmnas.space import load_space
+    from tvmnas.tvm_compat import parse_record, parse_workload
+
+    wide = json.loads((DATA / "tiny-space.json").read_text())
+    wide["name"] = "tiny-wide"
+    wide["stages"][0]["channels"] *= 2
+    (tmp_path / "wide.json").write_text(json.dumps(wide))
+    spaces = [DATA / "tiny-space.json", tmp_path / "wide.json"]
+    db = tmp_path / "cache" / "lat.db"
+    procs = [subprocess.Popen([sys.executable, "-m", "tvmnas.cli", "profile", "--space", str(space), "--target",
+                               "x86-cpu", "--db", str(db), "--tune-trials", "1"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for space in spaces]
+    outputs = [proc.communicate(timeout=900)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    with LatencyDB(db) as opened:
+        rows = [(r.block_key, r.input_shape) for r in opened.rows() if r.level == "tuned-1"]
+    wanted = {(c.key, c.shape_text) for space in spaces for c in load_space(str(space)).candidates()}
+    assert sorted(rows) == sorted(wanted)  # each once: a candidate both spaces share is measured into one row
+    (tune_dir,) = (db.parent / "tuning").iterdir()
+    workloads = [parse_workload(line) for line in (tune_dir / WORKLOADS).read_text().splitlines() if line.strip()]
+    records = [line for line in (tune_dir / RECORDS).read_text().splitlines() if line.strip()]
+    assert records and all(parse_record(line, workloads.__getitem__) for line in records)
+    assert not list(tune_dir.glob(RECORDS + ".bak-*"))

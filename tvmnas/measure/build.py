@@ -36,11 +36,11 @@ def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, 
     fused = fuse(relax_mod, target)
     database, tune_s, tasks_tuned, tasks = None, 0.0, 0, 0
     if tune_trials > 0:
-        store = tuning_store(tune_dir)
-        report = tune_fused(fused, spec, target, store.database, tune_dir, TuneSettings(tune_trials, seed=seed),
-                            lambda: runner.meta_schedule_runner(spec.device, spec.runtime_threads), progress,
-                            in_memory=runner.tunes_in_process)
+        with tuning_store(tune_dir).session() as store:
+            report = tune_fused(fused, spec, target, store.database, tune_dir, TuneSettings(tune_trials, seed=seed),
+                                lambda: runner.meta_schedule_runner(spec.device, spec.runtime_threads), progress,
+                                in_memory=runner.tunes_in_process)
+            database = store.budget(tune_trials)  # what tune_trials trials found, not a larger budget
         tune_s, tasks_tuned, tasks = report.seconds, report.tasks_tuned, report.tasks_total
-        database = store.budget(tune_trials)  # what tune_trials trials found, not a larger budget
     lib = export_library(compile_fused(fused, target, database), lib_path, spec)
     return BuiltModule(lib, time.perf_counter() - start - tune_s, tune_s, tasks_tuned, tasks)

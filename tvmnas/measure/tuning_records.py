@@ -5,16 +5,19 @@ its first N trials, and the log of the budgets each kernel was tuned with. Tunin
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from tvmnas.targets import TargetSpec
 from tvmnas.tvm_compat import normalize_kernel, parse_record, parse_workload
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+LOCK = "tuning.lock"  # held by the process that tunes or reads the folder (see `TuningStore.session`)
 
 
 def tuning_dir(db_path: Path, spec: TargetSpec, device_label: str) -> Path:
@@ -64,12 +67,39 @@ class TuningStore:
     in-memory database holding, for each kernel, the records of its first N tuning trials (in the order they were
     committed). Compiling at level tuned-N with the latter gives every kernel what N trials found, even after a
     larger budget added records, so a tuned-N latency stays what a tuned-N module measures. Records are only ever
-    appended, so a budget database is kept up to date by reading the lines added since it was last read."""
+    appended, so a budget database is kept up to date by reading the lines added since it was last read.
+
+    Several processes may tune into one folder (two `profile`s on one database): each works inside `session()`,
+    which holds the folder's lock and rereads what another process wrote since. Meta-schedule's JSON database
+    numbers a new workload by the workloads it has loaded, so a stale one would file records under another
+    process's workload."""
 
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = Path(work_dir)
         self._database = None
         self._budgets: dict[int, _Budget] = {}
+        self._sizes_left: tuple[int, int] | None = None  # the files' sizes when this process last let go
+
+    def _sizes(self) -> tuple[int, int]:
+        return tuple((self.work_dir / name).stat().st_size if (self.work_dir / name).exists() else 0
+                     for name in (WORKLOADS, RECORDS))
+
+    @contextmanager
+    def session(self):
+        """Hold the folder (an exclusive lock, waited for) while tuning into it and reading it."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.work_dir / LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                sizes = self._sizes()
+                if self._sizes_left is not None and sizes != self._sizes_left:
+                    self._database = None  # another process added workloads or records: load them
+                    if sizes[1] < self._sizes_left[1]:  # and rewrote the records (a repair): read them anew
+                        self._budgets.clear()
+                yield self
+            finally:
+                self._sizes_left = self._sizes()
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @property
     def database(self):
@@ -130,7 +160,8 @@ def tuning_store(work_dir: Path) -> TuningStore:
 
 def budget_database(work_dir: Path, trials: int):
     """What `trials` trials found for each kernel of the tuning directory (see `TuningStore`)."""
-    return tuning_store(work_dir).budget(trials)
+    with tuning_store(work_dir).session() as store:
+        return store.budget(trials)
 
 
 def canonical_kernel(database, kernel):
