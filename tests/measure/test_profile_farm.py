@@ -138,3 +138,30 @@ def test_tuning_and_timing_get_past_a_hung_server(two_servers, tiny_space, tmp_p
     finally:
         os.killpg(servers[1].pid, signal.SIGCONT)
     assert all(o.row.ok for o in out), [o.row.error for o in out]
+
+
+def test_the_tracker_killed_mid_profile_stops_with_one_line_and_a_rerun_measures_the_rest(tiny_space, tmp_path):
+    """The tracker (not a server) dies after the first row: the profile stops with one line naming the tracker,
+    every row measured is kept, and once a tracker is back under the same address the rerun measures only the
+    rest."""
+    from tvmnas.errors import TvmnasError
+
+    tracker = RpcEndpoint("127.0.0.1", free_port(), "x86-farm")
+    tracker_proc = start_tracker("127.0.0.1", tracker.port)
+    servers = [start_server(free_port(), tracker) for _ in range(2)]
+    try:
+        kill_tracker, seen = after_first(lambda: stop(tracker_proc))
+        with pytest.raises(TvmnasError) as raised:
+            profile(tiny_space, tracker, tmp_path / "lat.db", kill_tracker)
+        message = str(raised.value)
+        assert message.startswith(f"the RPC tracker at 127.0.0.1:{tracker.port} stopped answering"), message
+        assert "\n" not in message
+        with LatencyDB(tmp_path / "lat.db") as db:
+            kept = [r for r in db.rows() if r.ok]
+        assert 1 <= len(kept) == len(seen) < len(tiny_space.candidates())
+        tracker_proc = start_tracker("127.0.0.1", tracker.port)
+        again = profile(tiny_space, tracker, tmp_path / "lat.db").outcomes
+        assert sum(o.cached for o in again) == len(kept) and all(o.row.ok for o in again)
+    finally:
+        for proc in [tracker_proc, *servers]:
+            stop(proc)

@@ -23,7 +23,14 @@ from typing import Callable, Iterator
 from tvmnas.errors import TvmnasError, error_line
 from tvmnas.measure.protocol import Estimate, Protocol
 from tvmnas.measure.runner.base import Batch
-from tvmnas.measure.runner.rpc import RpcEndpoint, ServerSession, count_servers, open_session, time_on_session
+from tvmnas.measure.runner.rpc import (
+    RpcEndpoint,
+    ServerSession,
+    address_answers,
+    count_servers,
+    open_session,
+    time_on_session,
+)
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,10 @@ class Farm:
                 yield item
         yield from self.poll()
         if left:
+            at = f"{self.endpoint.host}:{self.endpoint.port}"
+            if not address_answers(self.endpoint, timeout_s=min(self.endpoint.timeout_s, 5.0)):
+                raise TvmnasError(f"the RPC tracker at {at} stopped answering; {left} measurement(s) not done "
+                                  "(the rows measured are kept: rerun once the tracker is back)")
             last = self.failures[-1] if self.failures else "none registered"
-            raise TvmnasError(f"no RPC server left under key {self.endpoint.key!r} at tracker "
-                              f"{self.endpoint.host}:{self.endpoint.port}; {left} measurement(s) not done "
-                              f"(last failure: {last})")
+            raise TvmnasError(f"no RPC server left under key {self.endpoint.key!r} at tracker {at}; {left} "
+                              f"measurement(s) not done (last failure: {last})")

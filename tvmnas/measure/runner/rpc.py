@@ -44,6 +44,15 @@ def parse_host_port(text: str, flag: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def address_answers(endpoint: RpcEndpoint, timeout_s: float) -> bool:
+    """Whether something accepts a connection at the endpoint's address within `timeout_s`."""
+    try:
+        socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
 def check_reachable(endpoint: RpcEndpoint) -> None:
     """Fail fast, in one line, when nothing answers at the endpoint's address or no server has its key."""
     what = "RPC tracker" if endpoint.via_tracker else "RPC server"
