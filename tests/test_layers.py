@@ -88,7 +88,7 @@ def test_benches_use_the_product_not_the_tests():
 
 RUN_FILE_NAMES = {"config.json", "checkpoint.pt", "log.jsonl", "arch.json", "probabilities.json", "summary.json",
                   "pareto.json", "settings.json", "network.pt", "manifest.json", "sample_input.npy", "model.so",
-                  "model.onnx"}
+                  "model.onnx", "derived", "specialized"}
 # the owners: a run folder's files (`tvmnas.run_folder`), a bundle's (`tvmnas.deploy.bundle`)
 FILE_NAME_OWNERS = {PACKAGE / "run_folder.py", PACKAGE / "deploy" / "bundle.py"}
 

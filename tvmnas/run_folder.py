@@ -2,7 +2,8 @@
 
 A search run (`SearchRun`): config.json (the settings), checkpoint.pt (every epoch), log.jsonl (one line per epoch),
 and once finished arch.json, probabilities.json, summary.json; `tvmnas pareto` adds pareto.json, `tvmnas report` the
-report/ folder; `train --run` trains into train/ (a `TrainRun`), `export --run` writes bundle-<target>/.
+report/ folder, `derive` derived/<target>-<goal>ms/, `specialize` specialized/<target>-<goal>ms/; `train --run` trains
+into train/ (a `TrainRun`), `export --run` writes bundle-<target>/. Runs without --out go under runs/.
 A training (`TrainRun`): settings.json, checkpoint.pt, log.jsonl, network.pt, summary.json.
 Everything else asks these classes for a path instead of spelling a file name. Pure paths and file I/O: no torch.
 """
@@ -14,6 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BUNDLE_PREFIX = "bundle-"
+RUNS = Path("runs")  # where runs go when no --out is given
+
+
+def default_search_folder(space: str, target: str, latency_ms: float) -> Path:
+    return RUNS / f"{space}-{target}-{latency_ms:g}ms"
+
+
+def default_train_folder(arch_file: Path) -> Path:
+    """Where `train --arch FILE` trains when no --out is given."""
+    return RUNS / f"train-{Path(arch_file).stem}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,14 @@ class SearchRun(_Run):
     @property
     def train(self) -> TrainRun:
         return TrainRun(self.folder / "train")
+
+    def derived(self, target_name: str, latency_ms: float) -> Path:
+        """Where `tvmnas derive` writes a network for another goal (or target)."""
+        return self.folder / "derived" / f"{target_name}-{latency_ms:g}ms"
+
+    def specialized(self, target_name: str, latency_ms: float) -> Path:
+        """Where `tvmnas specialize` writes its run folder."""
+        return self.folder / "specialized" / f"{target_name}-{latency_ms:g}ms"
 
     def bundle(self, target_name: str) -> Path:
         return bundle_folder(self.folder, target_name)

@@ -62,6 +62,19 @@ def output_path(folder: bool):
     return parse
 
 
+def add_training_args(p: argparse.ArgumentParser, epochs: int, images_per_epoch: int, batch_size: int,
+                      data_help: str, out_help: str) -> None:
+    """What a search and a training both take: how long, on which data, with which seed, into which folder."""
+    p.add_argument("--epochs", type=count(1), default=epochs, help=f"default {epochs}")
+    p.add_argument("--images-per-epoch", type=count(0), default=images_per_epoch,
+                   help=f"training images sampled for each epoch, 0 = all (default {images_per_epoch})")
+    p.add_argument("--batch-size", type=count(1), default=batch_size, help=f"default {batch_size}")
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--data", help=data_help)
+    p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
+    p.add_argument("--out", type=output_path(folder=True), help=out_help)
+
+
 def add_target_args(p: argparse.ArgumentParser, measures: bool = True) -> None:
     """--target, --db, --tune-trials and the endpoint flags; for `search` they pick which measurements to use."""
     verb = "measure" if measures else "use latencies measured"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tvmnas.cli.common import (
-    add_device_args, add_target_args, count, endpoint_from_args, number, output_path, world_from_args,
+    add_device_args, add_target_args, add_training_args, count, endpoint_from_args, number, output_path,
+    world_from_args,
 )
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
-from tvmnas.run_folder import SearchRun, write_json
+from tvmnas.run_folder import SearchRun, default_search_folder, write_json
 from tvmnas.search.config import DERIVATIONS, LOSSES, SUPERNET_WEIGHTS, WEIGHT_PATHS, SearchConfig
 
 
@@ -26,19 +27,12 @@ def register(verbs) -> None:
                    help=f"add#abs, add#linear: weight of the latency term (default {SearchConfig.loss_lambda})")
     p.add_argument("--loss-b", type=number(0, inclusive=True), default=SearchConfig.loss_b,
                    help=f"mul#log: exponent of the latency factor (default {SearchConfig.loss_b})")
-    p.add_argument("--epochs", type=count(1), default=SearchConfig.epochs, help=f"default {SearchConfig.epochs}")
+    add_training_args(p, SearchConfig.epochs, SearchConfig.images_per_epoch, SearchConfig.batch_size,
+                      data_help="Fashion-MNIST IDX folder, ImageFolder root, or registered data set, generated once "
+                                "into the cache (cluttered-fashion-64) (default: the installed Fashion-MNIST)",
+                      out_help="run directory (default runs/<space>-<target>-<goal>ms)")
     p.add_argument("--warmup-epochs", type=count(0), default=SearchConfig.warmup_epochs,
                    help=f"epochs of uniform path sampling before alpha learns (default {SearchConfig.warmup_epochs})")
-    p.add_argument("--images-per-epoch", type=count(0), default=SearchConfig.images_per_epoch,
-                   help=f"training images sampled for each epoch, 0 = all (default {SearchConfig.images_per_epoch})")
-    p.add_argument("--batch-size", type=count(1), default=SearchConfig.batch_size,
-                   help=f"default {SearchConfig.batch_size}")
-    p.add_argument("--seed", type=count(0), default=0)
-    p.add_argument("--data", help="Fashion-MNIST IDX folder, ImageFolder root, or registered data set, generated "
-                                  "once into the cache (cluttered-fashion-64) (default: the installed Fashion-MNIST)")
-    p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
-    p.add_argument("--out", type=output_path(folder=True),
-                   help="run directory (default runs/<space>-<target>-<goal>ms)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the search in RUN_DIR")
     p.add_argument("--derive", choices=DERIVATIONS, default=SearchConfig.derive,
                    help="the network kept: budget = the most probable one within the goal (exact dynamic "
@@ -128,7 +122,7 @@ def _search(args, cfg, space, spec, world) -> int:
     table = world.on_main(read_table)
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
                             cfg.limit)
-    run_dir = args.resume or args.out or Path("runs") / f"{space.name}-{spec.name}-{cfg.latency_ms:g}ms"
+    run_dir = args.resume or args.out or default_search_folder(space.name, spec.name, cfg.latency_ms)
     say = print if world.is_main else (lambda *a, **k: None)
     say(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms, "
         f"reachable {table.min_ms:.4f}-{table.max_ms:.4f} ms; {len(data.train)} train / {len(data.valid)} valid "
@@ -216,7 +210,7 @@ def cmd_derive(args) -> int:
     spec, table, level, _ = _table_for(args, run)
     derived = derive(log_probabilities(run.state.net), table, args.latency_ms, args.derive)
     arch = run.state.net.arch_of(derived.choices)
-    out = args.out or args.run / "derived" / f"{spec.name}-{args.latency_ms:g}ms"
+    out = args.out or SearchRun(args.run).derived(spec.name, args.latency_ms)
     summary = derivation_summary(arch, derived, args.latency_ms, spec.name, args.derive, level=level,
                                  reachable_ms=[table.min_ms, table.max_ms])
     write_derivation(out, arch, summary)
@@ -257,7 +251,7 @@ def cmd_specialize(args) -> int:
         raise TvmnasError("specialize needs --target: the device to specialize for")
     run = load_run(args.run)
     spec, table, level, measured_by = _table_for(args, run)
-    out = args.out or args.run / "specialized" / f"{spec.name}-{args.latency_ms:g}ms"
+    out = args.out or SearchRun(args.run).specialized(spec.name, args.latency_ms)
     with epoch_progress(lambda e: "") as (on_step, _):
         summary = specialize(run, spec.name, args.latency_ms, table, _run_data(run), out, args.steps, level,
                              measured_by, on_step)

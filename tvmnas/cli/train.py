@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import add_device_args, count, number, output_path, world_from_args
+from tvmnas.cli.common import add_device_args, add_training_args, number, world_from_args
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
-from tvmnas.run_folder import SearchRun, TrainRun, write_json
+from tvmnas.run_folder import SearchRun, TrainRun, default_train_folder, write_json
 from tvmnas.train.config import INITS, TrainConfig
 
 
@@ -20,19 +20,12 @@ def register(verbs) -> None:
     p.add_argument("--init", choices=INITS, default=TrainConfig.init,
                    help="start from random weights or from the supernet's weights of the chosen paths "
                         f"(needs --run; default {TrainConfig.init})")
-    p.add_argument("--epochs", type=count(1), default=TrainConfig.epochs, help=f"default {TrainConfig.epochs}")
-    p.add_argument("--images-per-epoch", type=count(0), default=0,
-                   help="training images sampled for each epoch, 0 = all (default 0)")
-    p.add_argument("--batch-size", type=count(1), default=TrainConfig.batch_size,
-                   help=f"default {TrainConfig.batch_size}")
+    add_training_args(p, TrainConfig.epochs, 0, TrainConfig.batch_size,
+                      data_help="IDX folder, ImageFolder root, or registered data set (cluttered-fashion-64) "
+                                "(default: the search's, else Fashion-MNIST)",
+                      out_help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
     p.add_argument("--lr", type=number(0), default=TrainConfig.lr,
                    help=f"SGD learning rate (default {TrainConfig.lr})")
-    p.add_argument("--seed", type=count(0), default=0)
-    p.add_argument("--data", help="IDX folder, ImageFolder root, or registered data set (cluttered-fashion-64) "
-                                  "(default: the search's, else Fashion-MNIST)")
-    p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")
-    p.add_argument("--out", type=output_path(folder=True),
-                   help="output folder (default RUN_DIR/train, or runs/train-<arch file>)")
     add_device_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -94,7 +87,7 @@ def _train(args, world) -> int:
         cfg = TrainConfig(epochs=args.epochs, init=args.init, images_per_epoch=args.images_per_epoch or None,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data or search_data,
                           limit=args.limit)
-        out = args.out or (SearchRun(args.run).train.folder if args.run else Path("runs") / f"train-{args.arch.stem}")
+        out = args.out or (SearchRun(args.run).train.folder if args.run else default_train_folder(args.arch))
         init = network_from_search(checkpoint, space, arch) if cfg.init == "supernet" else None
     space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
