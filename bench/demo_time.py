@@ -1,7 +1,8 @@
 """`make demo` as a new user runs it: a fresh clone, a fresh venv, empty caches (a new HOME: no pip cache, no
 latency database, no tuning records). Records the wall time of every step and what the search ended with.
 
-Results: demo_time.{json,md} (summary: fresh_machine_s, the steps' seconds) and demo_search.{json,md} (summary:
+Results: demo_time.{json,md} (summary: fresh_machine_s, the steps' seconds, warning_lines: lines of the tvmnas
+verbs' output that carry a library or Python warning; the goal is none) and demo_search.{json,md} (summary:
 top_probabilities, stable_last_epochs, the goal, the derived latency and its share of the goal).
 Debian packages (the data set, CMake, g++) count as installed: they come with the machine image here.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -24,6 +26,8 @@ from common import REPO, command_line, write_results
 from tvmnas.deploy.bundle import MANIFEST
 from tvmnas.run_folder import SearchRun
 
+# a Python warning (`...Warning: ...`) or a library's warning log line (xgboost's `WARNING: ...`)
+WARNING = re.compile(r"\w+Warning: |\bWARNING\b")
 # the step each command line that make echoes starts (the first line holding the marker)
 STEPS = (("install", "pip install"), ("runner", "cmake -S"), ("profile", "tvmnas profile"),
          ("search", "tvmnas search"), ("train", "tvmnas train"), ("export", "tvmnas export"),
@@ -42,7 +46,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
         env.update(HOME=str(home), PIP_NO_CACHE_DIR="1")
         started = time.perf_counter()
-        marks, lines = [], []
+        marks, lines, first_verb = [], [], None
         proc = subprocess.Popen(["make", "demo"], cwd=clone, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
@@ -51,7 +55,11 @@ def main() -> None:
             for name, marker in STEPS:
                 if marker in line and name not in [m[0] for m in marks]:
                     marks.append((name, now))
+                    if name == "profile":
+                        first_verb = len(lines) - 1
         total = time.perf_counter() - started
+        # from the first tvmnas verb on (pip's own notices during the install are not the tool's output)
+        warned = [line.strip() for line in lines[first_verb or 0:] if WARNING.search(line)]
         if proc.wait() != 0:
             raise SystemExit("make demo failed:\n" + "".join(lines[-30:]))
         ends = [t for _, t in marks[1:]] + [total]
@@ -79,13 +87,15 @@ def main() -> None:
                                 "steps_s": seconds,
                                 "profile_candidates": costs[0], "tune_s_per_candidate": costs[1],
                                 "compile_s_per_candidate": costs[2],
-                                "tune_and_compile_s_per_candidate": costs[1] + costs[2]},
+                                "tune_and_compile_s_per_candidate": costs[1] + costs[2],
+                                "warning_lines": len(warned), "warnings": warned[:10]},
                   ["".join(lines[-12:])],
                   [f"## `make demo` on a fresh clone with empty caches: {total / 60:.1f} min (goal 15 min)", "",
                    "| step | seconds |", "|---|---:|"] + [f"| {k} | {v:.0f} |" for k, v in seconds.items()]
                   + ["", f"Profile: {costs[0]} candidates, {costs[1]:.1f} s tuning + {costs[2]:.1f} s compiling "
                          f"each. Test accuracy {train['test_acc']:.4f}; measured {lat['measured_ms']:.4f} ms against "
-                         f"{lat['predicted_ms']:.4f} ms predicted."], cmd)
+                         f"{lat['predicted_ms']:.4f} ms predicted. Warning lines in the verbs' output: "
+                         f"{len(warned)}."], cmd)
     write_results("demo_search", {key: search[key] for key in (
         "top_probabilities", "stable_last_epochs", "latency_goal_ms", "predicted_latency_ms", "goal_share", "arch",
         "valid_acc", "search_seconds")}, [],

@@ -131,11 +131,16 @@ def save_cost_model(model, path: str) -> None:
 
 
 def build_trial(mod, target):
-    """One meta-schedule trial's runtime module, built as its LocalBuilder builds it (`default_build`, not exported
-    by the package: tvmnas builds trials in its own process instead of LocalBuilder's worker pool)."""
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    """One meta-schedule trial's runtime module, built as meta-schedule's LocalBuilder builds it (its
+    `default_build`: weight-layout rewrite blocks removed, then TIR's build), in this process instead of
+    LocalBuilder's worker pool.
 
-    return default_build(mod, target, None)
+    Why not `default_build` itself: it calls `tvm.driver.build`, deprecated in TVM 0.27 (a DeprecationWarning for
+    every trial) for `tvm.tirx.build`, which it forwards to."""
+    import tvm
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
 def trial_result(times_s: list[float] | None = None, error: str | None = None):
