@@ -55,6 +55,7 @@ def test_missing_candidates_named(capsys, tiny_space, tiny_space_path, tmp_path)
     code, _, err = search(capsys, "--space", str(tiny_space_path), "--target", "x86-cpu", "--latency-ms", "1",
                           "--db", str(tmp_path / "lat.db"))
     assert code == 2 and "lacks 1 of 7 candidates" in err and "mb_k3_e2_i8_o8_s1 1x8x4x4" in err
+    assert "run `tvmnas profile --space tiny --tune-trials 8` with the same --target" in err
 
 
 def test_missing_database_and_data(capsys, args, tmp_path):

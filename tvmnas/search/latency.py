@@ -14,6 +14,7 @@ import torch
 
 from tvmnas.errors import TvmnasError
 from tvmnas.latency_db import LatencyDB, LatencyScope
+from tvmnas.measure.level import parse_level
 from tvmnas.search.config import LOSSES
 from tvmnas.space import SearchSpace
 
@@ -45,8 +46,8 @@ class LatencyTable:
 def load_table(db_path: Path, space: SearchSpace, scope: LatencyScope) -> LatencyTable:
     """The search's latency table from the database file (one clear line when there is no such file)."""
     if not Path(db_path).is_file():
-        raise TvmnasError(f"no latency database at {db_path}: run `tvmnas profile --space {space.name}` for the "
-                          "target first")
+        raise TvmnasError(f"no latency database at {db_path}: run `tvmnas profile --space {space.name} "
+                          f"--tune-trials {parse_level(scope.level)}` for the target first")
     with LatencyDB(db_path) as db:
         return table_from_db(space, db, scope)
 
@@ -64,8 +65,9 @@ def table_from_db(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Lat
     if missing:
         first = missing[0]
         raise TvmnasError(f"the latency database lacks {len(missing)} of {len(space.candidates())} candidates of "
-                          f"{space.name!r} at level {level} (first: {first.key} {first.shape_text}); "
-                          "run `tvmnas profile` with the same --space, --target, --tune-trials and endpoint")
+                          f"{space.name!r} at level {level} (first: {first.key} {first.shape_text}); run "
+                          f"`tvmnas profile --space {space.name} --tune-trials {parse_level(level)}` with the same "
+                          "--target and endpoint")
     fixed = sum(latency(c) for c in space.fixed_candidates())
     layers = tuple(tuple(0.0 if op == "zero" else latency(layer.candidate(op)) for op in layer.choices)
                    for layer in space.layers())
