@@ -30,7 +30,9 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # results written since the commit (this bench's own, or another's running beside it) are not code changes
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return head + ("+uncommitted" if changed else "")
 
 
 def meta(command: str) -> dict:
