@@ -65,6 +65,13 @@ def space_with(tmp, name: str, **stage) -> str:
     return str(path)
 
 
+def binary_file(tmp, name: str) -> str:
+    """A file of bytes that are not text (a PNG's signature)."""
+    path = tmp / name
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    return str(path)
+
+
 def onnx_file(tmp, kind: str) -> str:
     """An ONNX model bench-model must refuse: two inputs, or an operator TVM's importer does not know."""
     import onnx
@@ -152,6 +159,11 @@ CASES = [
                                    str(w["db"]), "--tune-trials", "0"], "not supported for frontend ONNX: FooBarOp"),
     ("db-export-suffix", lambda w: ["db-export", str(w["tmp"] / "rows.txt"), "--db", str(w["db"])],
      "use a .json or .csv"),
+    # files of the wrong kind
+    ("arch-not-text", lambda w: ["train", "--arch", binary_file(w["tmp"], "arch.json")],
+     "malformed architecture file"),
+    ("network-not-torch", lambda w: ["export", "--network", str(w["space"]), "--target", "x86-cpu", "--db",
+                                     str(w["db"])], "not a file PyTorch saved"),
     # output paths that cannot be written: refused before anything is read, made or measured
     ("db-export-under-a-file", lambda w: ["db-export", str(w["db"] / "rows.csv"), "--db", str(w["db"])],
      "is a file, not a folder"),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
+from tvmnas.registry import read_json_object
 
 ARCH_SCHEMA_VERSION = 1
 _MB_PATTERN = re.compile(r"^mb_k([1-9][0-9]*)_e([1-9][0-9]*)$")
@@ -74,8 +75,4 @@ def save_arch(arch: Arch, path: Path) -> None:
 
 
 def load_arch(path: Path) -> Arch:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise TvmnasError(f"cannot read architecture file {path}: {err}") from None
-    return Arch.from_json(data, source=str(path))
+    return Arch.from_json(read_json_object(path, "architecture"), source=str(path))

@@ -48,6 +48,8 @@ def read_json_object(path: Path, what: str) -> dict:
         raise TvmnasError(f"cannot read {what} file {path}: {err.strerror}") from None
     except json.JSONDecodeError as err:
         raise TvmnasError(f"malformed {what} file {path}: {err.msg} at line {err.lineno}") from None
+    except UnicodeDecodeError:
+        raise TvmnasError(f"malformed {what} file {path}: not text (JSON expected)") from None
     if not isinstance(data, dict):
         raise TvmnasError(f"malformed {what} file {path}: expected a JSON object")
     return data

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tvmnas.errors import TvmnasError
+from tvmnas.errors import TvmnasError, error_line
 
 
 def save_tagged(path: Path, fmt: str, version: int, content: dict) -> None:
@@ -25,8 +25,8 @@ def load_tagged(path: Path, fmt: str, version: int, what: str) -> dict:
         data = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise TvmnasError(f"no {what} at {path}") from None
-    except Exception as err:
-        raise TvmnasError(f"cannot read {what} {path}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # torch.load's errors on foreign bytes say little ("KeyError: 101"): name the kind
+        raise TvmnasError(f"cannot read {what} {path}: not a file PyTorch saved ({error_line(err)})") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise TvmnasError(f"{path} is not a tvmnas {what}")
     if data.get("version") != version:
