@@ -159,6 +159,13 @@ CASES = [
                                    str(w["db"]), "--tune-trials", "0"], "not supported for frontend ONNX: FooBarOp"),
     ("db-export-suffix", lambda w: ["db-export", str(w["tmp"] / "rows.txt"), "--db", str(w["db"])],
      "use a .json or .csv"),
+    # values beyond what a machine has or a run can use
+    ("workers-beyond-the-cores", lambda w: _search(w, "--latency-ms", "1", "--workers", "100000"),
+     "argument --workers: must be <= "),
+    ("timeout-beyond-a-day", lambda w: _profile(w, "--target", "x86-cpu", "--rpc", "127.0.0.1:1", "--rpc-timeout",
+                                                "1e308"), "argument --rpc-timeout: must be > 0 and <= 86400"),
+    ("pareto-points", lambda w: ["pareto", "--run", str(w["run"]), "--db", str(w["db"]), "--points", "1000000000"],
+     "argument --points: must be <= 1000"),
     # files of the wrong kind
     ("arch-not-text", lambda w: ["train", "--arch", binary_file(w["tmp"], "arch.json")],
      "malformed architecture file"),

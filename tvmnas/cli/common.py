@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tvmnas.errors import TvmnasError
@@ -22,8 +23,8 @@ class ArgumentParser(argparse.ArgumentParser):
         raise TvmnasError(f"{verb}: {message}" if verb else message)
 
 
-def count(minimum: int):
-    """An argparse type: an integer >= minimum."""
+def count(minimum: int, maximum: int | None = None, why: str = ""):
+    """An argparse type: an integer >= minimum (and <= maximum; `why` says where that bound comes from)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -31,8 +32,13 @@ def count(minimum: int):
             raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}{why}, not {value}")
         return value
     return parse
+
+
+MAX_WAIT_S = 86400.0  # a day: any longer wait is a typo (and overflows the socket layer's timeouts)
 
 
 def number(minimum: float = 0.0, maximum: float | None = None, inclusive: bool = False):
@@ -89,7 +95,7 @@ def add_target_args(p: argparse.ArgumentParser, measures: bool = True) -> None:
     remote.add_argument("--rpc", metavar="HOST:PORT", help=f"{verb} on a TVM RPC server")
     remote.add_argument("--tracker", metavar="HOST:PORT", help=f"{verb} through a TVM RPC tracker")
     p.add_argument("--key", help="RPC key to request from the tracker (default: the target's rpc_key)")
-    p.add_argument("--rpc-timeout", type=number(0), default=10.0, metavar="S",
+    p.add_argument("--rpc-timeout", type=number(0, MAX_WAIT_S), default=10.0, metavar="S",
                    help="seconds to wait for an RPC endpoint to answer (default 10)")
 
 
@@ -99,10 +105,10 @@ def add_farm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-attempts", type=count(1), default=d.max_attempts,
                    help=f"with --tracker: tries of one candidate's timing before it is stored as failed; each try "
                         f"asks the tracker for a server again (default {d.max_attempts})")
-    p.add_argument("--measure-timeout", type=number(0), default=d.measure_timeout_s, metavar="S",
+    p.add_argument("--measure-timeout", type=number(0, MAX_WAIT_S), default=d.measure_timeout_s, metavar="S",
                    help=f"with --tracker: seconds one timing may take before its server counts as hung "
                         f"(default {d.measure_timeout_s:g})")
-    p.add_argument("--request-timeout", type=number(0), default=d.request_timeout_s, metavar="S",
+    p.add_argument("--request-timeout", type=number(0, MAX_WAIT_S), default=d.request_timeout_s, metavar="S",
                    help=f"with --tracker: seconds to wait for the tracker to hand out a server before a worker "
                         f"gives up (default {d.request_timeout_s:g})")
 
@@ -154,7 +160,8 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=RUN_DEVICES, default="auto",
                    help="cpu, cuda, or auto: cuda where PyTorch sees a GPU, else cpu (default auto)")
     p.add_argument("--amp", action="store_true", help="automatic mixed precision: bfloat16 autocast in forward passes")
-    p.add_argument("--workers", type=count(0), default=0,
+    cores = os.cpu_count() or 1
+    p.add_argument("--workers", type=count(0, 4 * cores, f" (4 per core of this machine's {cores})"), default=0,
                    help="DataLoader processes decoding images streamed from files (ImageFolder data of 64 px and "
                         "more); 0 = in this process (default 0)")
 

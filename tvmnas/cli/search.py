@@ -161,7 +161,7 @@ def register_derivations(verbs) -> None:
 
     p = verbs.add_parser("pareto", help="networks for a sweep of budgets, scored with the supernet: the front")
     p.add_argument("--run", type=Path, required=True, metavar="RUN_DIR")
-    p.add_argument("--points", type=count(2), default=12, help="budgets across the reachable range (default 12)")
+    p.add_argument("--points", type=count(2, 1000), default=12, help="budgets across the reachable range (default 12)")
     add_target_args(p, measures=False)
     p.set_defaults(tune_trials=None, func=cmd_pareto)
 
