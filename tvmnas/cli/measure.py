@@ -7,13 +7,7 @@ import sys
 from pathlib import Path
 
 from tvmnas.cli.common import (
-    add_farm_args,
-    add_target_args,
-    check_tools,
-    farm_policy,
-    output_path,
-    parse_shape,
-    runner_from_args,
+    add_farm_args, add_target_args, check_tools, farm_policy, output_path, parse_shape, runner_from_args,
 )
 from tvmnas.cli.progress import phase_progress
 from tvmnas.errors import TvmnasError
@@ -107,12 +101,7 @@ def cmd_profile(args) -> int:
 
 
 def cmd_bench_kernels(args) -> int:
-    from tvmnas.measure.kernel_bench import (
-        bench_meta,
-        kernel_table,
-        markdown_table,
-        write_results,
-    )
+    from tvmnas.measure.kernel_bench import bench_meta, kernel_table, markdown_table, write_results
     from tvmnas.space import load_space
     from tvmnas.targets import load_target
 

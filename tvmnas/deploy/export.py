@@ -21,13 +21,7 @@ import numpy as np
 import torch
 
 from tvmnas.data.datasets import PIXEL_MEAN, PIXEL_STD
-from tvmnas.deploy.bundle import (
-    MODULE_FILE,
-    NETWORK_FILE,
-    ONNX_FILE,
-    SAMPLE_FILE,
-    write_manifest,
-)
+from tvmnas.deploy.bundle import MODULE_FILE, NETWORK_FILE, ONNX_FILE, SAMPLE_FILE, write_manifest
 from tvmnas.errors import TvmnasError
 from tvmnas.failpoints import stop_point
 from tvmnas.measure.build import build_module

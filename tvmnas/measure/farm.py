@@ -24,12 +24,7 @@ from tvmnas.errors import TvmnasError, error_line
 from tvmnas.measure.protocol import Estimate, Protocol
 from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.rpc import (
-    RpcEndpoint,
-    ServerSession,
-    address_answers,
-    count_servers,
-    open_session,
-    time_on_session,
+    RpcEndpoint, ServerSession, address_answers, count_servers, open_session, time_on_session,
 )
 
 
