@@ -6,6 +6,8 @@ the way prints a warning: neither Python's nor a library's own (xgboost's cost m
 import json
 import re
 
+import pytest
+
 from tvmnas.cli import main
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.method import latency_scope
@@ -48,3 +50,14 @@ def test_profile_search_train_export_share_one_database(tmp_path, tiny_idx_dir, 
     assert abs(manifest["latency"]["predicted_ms"] - sum(rows[(c.key, c.shape_text)].latency_ms
                                                          for c in blocks)) < 1e-12
     assert all(r.target_fp == load_target("x86-cpu").fingerprint("local") for r in rows.values())
+
+    # the winner tuned deeper at export: the manifest keeps the table's prediction (tuned-2, what the search used)
+    # beside the module's level and measurement, and does not judge their difference as noise
+    deeper = tmp_path / "deeper"
+    assert main(["export", "--run", str(run), "--target", "x86-cpu", "--db", str(db), "--tune-trials", "3",
+                 "--out", str(deeper)]) == 0
+    manifest = json.loads((deeper / "manifest.json").read_text())
+    latency = manifest["latency"]
+    assert manifest["level"] == "tuned-3" and latency["predicted_level"] == "tuned-2"
+    assert latency["predicted_ms"] == pytest.approx(sum(rows[(c.key, c.shape_text)].latency_ms for c in blocks))
+    assert latency["agreement"]["within_band"] is None and manifest["seconds"]["kernels_tuned"] >= 1

@@ -52,9 +52,13 @@ def cmd_export(args) -> int:
     out = args.out or (run.bundle(spec.name) if run else bundle_folder(network_file.parent, spec.name))
     predicted, anchor = None, None
     if runner is not None and args.db.exists():
+        module_level = level_name(tune_trials)
         with LatencyDB(args.db) as db:
-            scope = latency_scope(spec, label, level_name(tune_trials))
-            predicted = predict(trained.space, trained.arch.ops, db, scope)
+            scope = latency_scope(spec, label, module_level)
+            # the prediction the search worked with: its table's level (tuned-8, say) even when the winner is
+            # tuned deeper now, so the manifest shows what the deeper tuning changed
+            table_level = _search_level(run, spec.name) or module_level
+            predicted = predict(trained.space, trained.arch.ops, db, scope.at_level(table_level))
             anchor = read_anchor(db, scope)
     print(f"exporting {' '.join(trained.arch.ops)} for {spec.name} ({level_name(tune_trials)}, measured by "
           f"{runner.device_label if runner else 'nothing (compile only)'}) to {out}")
@@ -80,6 +84,16 @@ def cmd_export(args) -> int:
     if lat["flag"]:
         print(f"note: the measurement is flagged: {lat['flag']}")
     return 0
+
+
+def _search_level(run: SearchRun | None, target_name: str) -> str | None:
+    """The level of the latency table a run's search used, when it searched for this target."""
+    from tvmnas.registry import read_json_object
+
+    if run is None or not run.config.exists():
+        return None
+    config = read_json_object(run.config, "search config")
+    return config.get("level") if config.get("target") == target_name else None
 
 
 def _predicted_text(lat: dict) -> str:

@@ -164,7 +164,7 @@ def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
         "tvm_version": tvm_version(), "level": level_name(settings.tune_trials),
         "accuracy": {"test": trained.info.get("test_acc"), "test_images": trained.info.get("test_images"),
                      "valid": trained.info.get("valid_acc")},
-        "latency": with_prediction(latency, predicted),
+        "latency": with_prediction(latency, predicted, level_name(settings.tune_trials)),
         "expected_output": {"top_class": int(np.argmax(want)), "score": float(np.max(want))},
         "checks": {"onnx_max_abs_diff": onnx_diff, "tvm_max_abs_diff": tvm_diff},
         "seconds": {"tune": round(built.tune_s, 2), "compile": round(built.compile_s, 2),
@@ -177,24 +177,29 @@ def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
                                             *gpu_binaries])
 
 
-def with_prediction(latency: dict, predicted: Prediction | None) -> dict:
+def with_prediction(latency: dict, predicted: Prediction | None, module_level: str | None = None) -> dict:
     """The manifest's latency: what was measured (see `time_network`), the database's prediction (the sum of the
     blocks' latencies) and whether the two agree within the noise band."""
     latency = {"predicted_ms": predicted.latency_ms if predicted else None,
-               "predicted_dispersion": predicted.dispersion if predicted else None, **latency}
-    latency["agreement"] = agreement(latency)
+               "predicted_dispersion": predicted.dispersion if predicted else None,
+               "predicted_level": predicted.level if predicted else None, **latency}
+    latency["agreement"] = agreement(latency, module_level)
     return latency
 
 
-def agreement(latency: dict) -> dict | None:
+def agreement(latency: dict, module_level: str | None = None) -> dict | None:
     """Predicted vs measured: their relative difference, and the noise band it is judged against (the sum of the
-    two dispersions: how much each estimate moved between quarters of its run, with a floor of 2%)."""
+    two dispersions: how much each estimate moved between quarters of its run, with a floor of 2%). When the
+    module was compiled at another level than the table's rows (tuned deeper at export), the difference is what
+    that tuning changed, not an error of the prediction: `within_band` is then None."""
     pred, meas = latency.get("predicted_ms"), latency.get("measured_ms")
     if pred is None or meas is None:
         return None
     band = max(NOISE_FLOOR, (latency.get("predicted_dispersion") or 0.0) + (latency.get("measured_dispersion") or 0.0))
     error = (meas - pred) / pred
-    return {"error": error, "band": band, "within_band": abs(error) <= band}
+    table_level = latency.get("predicted_level")
+    same = module_level is None or table_level is None or table_level == module_level
+    return {"error": error, "band": band, "within_band": abs(error) <= band if same else None}
 
 
 NOISE_FLOOR = 0.02

@@ -62,11 +62,14 @@ def latency_text(lat: dict) -> str:
                 f"{lat['measured_by']}" + (f" (flagged: {lat['flag']})" if lat.get("flag") else ""))
     if lat.get("predicted_ms") is None:
         return f"{measured}, no prediction (profile the space first)"
-    return (f"{measured}, predicted {lat['predicted_ms']:.4f} ms +/-{lat['predicted_dispersion']:.0%}: "
+    table = f" by the table at {lat['predicted_level']}" if lat.get("predicted_level") else ""
+    return (f"{measured}, predicted {lat['predicted_ms']:.4f} ms +/-{lat['predicted_dispersion']:.0%}{table}: "
             f"{agreement_text(lat['agreement'])}")
 
 
 def agreement_text(agreement: dict) -> str:
+    if agreement["within_band"] is None:  # the module was compiled at another level than the table's rows
+        return f"measured {agreement['error']:+.1%} from the table's prediction (the module is tuned at another level)"
     verdict = "agree" if agreement["within_band"] else "disagree"
     return (f"measured {agreement['error']:+.1%} from predicted, {verdict} within the noise band "
             f"+/-{agreement['band']:.1%}")

@@ -77,10 +77,12 @@ def table_from_db(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Lat
 @dataclass(frozen=True)
 class Prediction:
     """What the latency database predicts for a network: the sum of its blocks' latencies, and how much that sum
-    moved between quarters of the profile's run (the blocks' dispersions, weighted by their latencies)."""
+    moved between quarters of the profile's run (the blocks' dispersions, weighted by their latencies), at the
+    compilation level of the rows it sums."""
 
     latency_ms: float
     dispersion: float
+    level: str | None = None
 
 
 def predict(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, scope: LatencyScope) -> Prediction | None:
@@ -95,7 +97,7 @@ def predict(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, scope: Late
             return None
         total += row.latency_ms
         spread += row.latency_ms * (row.dispersion or 0.0)
-    return Prediction(total, spread / total)
+    return Prediction(total, spread / total, scope.level)
 
 
 def search_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, kind: str,
