@@ -73,14 +73,18 @@ def binary_file(tmp, name: str) -> str:
 
 
 def onnx_file(tmp, kind: str) -> str:
-    """An ONNX model bench-model must refuse: two inputs, or an operator TVM's importer does not know."""
+    """A small ONNX model: one Relu (`relu`), or one bench-model must refuse: two inputs, or an operator TVM's
+    importer does not know."""
     import onnx
     from onnx import TensorProto, helper
 
     def value(name):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 8, 8])
 
-    if kind == "two-inputs":
+    if kind == "relu":
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], kind, [value("x")], [value("y")])
+        opsets = [helper.make_opsetid("", 17)]
+    elif kind == "two-inputs":
         graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], kind, [value("a"), value("b")],
                                   [value("y")])
         opsets = [helper.make_opsetid("", 17)]
@@ -166,6 +170,11 @@ CASES = [
                                                 "1e308"), "argument --rpc-timeout: must be > 0 and <= 86400"),
     ("pareto-points", lambda w: ["pareto", "--run", str(w["run"]), "--db", str(w["db"]), "--points", "1000000000"],
      "argument --points: must be <= 1000"),
+    ("board-count", lambda w: ["board", "up", "--emulated", "aarch64", "--count", "100000", "--rootfs",
+                               str(w["tmp"] / "rootfs")], "argument --count: must be <= "),
+    ("bench-model-input-beyond-memory",
+     lambda w: ["bench-model", onnx_file(w["tmp"], "relu"), "--target", "x86-cpu", "--db", str(w["db"]),
+                "--tune-trials", "0", "--input-shape", "1x3x100000x100000"], "of this machine's"),
     # files of the wrong kind
     ("arch-not-text", lambda w: ["train", "--arch", binary_file(w["tmp"], "arch.json")],
      "malformed architecture file"),

@@ -56,6 +56,24 @@ def test_listening_addresses_sees_a_wildcard_socket_in_a_child_process():
     assert listening_addresses(proc.pid) == set()
 
 
+def test_stop_groups_kills_every_group_with_what_it_forked_and_waits_once():
+    """Many groups are killed first and waited for together (`board down` of many servers: not 10 s each)."""
+    import psutil
+
+    from tvmnas.procs import stop_groups
+
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)\n")
+    procs = [spawn([sys.executable, "-c", code]) for _ in range(4)]
+    wait_until(lambda: all(psutil.Process(p.pid).children() for p in procs), 30, what="forked children")
+    children = [c.pid for p in procs for c in psutil.Process(p.pid).children()]
+    assert stop_groups([p.pid for p in procs], timeout_s=10) == 4
+    assert all(p.poll() is not None for p in procs)  # reaped: our own children
+    wait_until(lambda: not any(psutil.pid_exists(c) and psutil.Process(c).status() != psutil.STATUS_ZOMBIE
+                               for c in children), 10, what="the forked children to go")
+    assert stop_groups([p.pid for p in procs]) == 0  # nothing left to stop
+
+
 @pytest.mark.rpc
 def test_start_tracker_and_the_tests_servers_listen_on_loopback_only():
     """A tracker from `start_tracker`, and one of tests/loopback.py's x86 servers (the tests' and benches' RPC farm)

@@ -135,22 +135,26 @@ def is_ours(pid: int, marker: str) -> bool:
 def stop_group(pid: int, marker: str | None = None) -> bool:
     """Kill the process and its session, and wait until it is gone; with a marker, only while the pid still runs
     a command holding it. False when there was nothing to stop."""
+    return stop_groups([pid], marker) == 1
+
+
+def stop_groups(pids, marker: str | None = None, timeout_s: float = 10.0) -> int:
+    """`stop_group` for many processes at once: every group is killed first, then all are waited for together
+    (within `timeout_s` in all, not each). Returns how many were stopped."""
     import psutil
 
-    if marker is not None and not is_ours(pid, marker):
-        return False
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        proc = psutil.Process(pid)
-        proc.wait(timeout=10)  # reaps our own child; a foreign one just goes away
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        return False
-    return True
+    killed = []
+    for pid in pids:
+        if marker is not None and not is_ours(pid, marker):
+            continue
+        try:
+            proc = psutil.Process(pid)
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            continue
+        killed.append(proc)
+    gone, _ = psutil.wait_procs(killed, timeout=timeout_s)  # reaps our own children; foreign ones just go away
+    return len(gone)
 
 
 def start_server(port: int, host: str = LOOPBACK, tracker: tuple[str, int] | None = None, key: str = "",

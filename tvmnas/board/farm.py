@@ -19,7 +19,7 @@ from pathlib import Path
 from tvmnas.board.rootfs import PYTHON, extra_runtime_library, in_root, runtime_env
 from tvmnas.errors import TvmnasError
 from tvmnas.measure.runner.rpc import RpcEndpoint, count_servers
-from tvmnas.procs import LOOPBACK, free_port, is_ours, spawn, start_tracker, stop_group, wait_until
+from tvmnas.procs import LOOPBACK, free_port, is_ours, spawn, start_tracker, stop_group, stop_groups, wait_until
 
 MOUNTS = (("proc", "proc", "proc"), ("tmpfs", "dev/shm", "tmpfs"))  # (type, path in the rootfs, source)
 
@@ -134,7 +134,7 @@ def down(rootfs: Path, state_file: Path | None = None) -> tuple[int, bool]:
     state = load_state(state_file)
     if state is None:
         return 0, False
-    stopped = sum(stop_group(pid, "rpc_server") for pid in state.server_pids)
+    stopped = stop_groups(state.server_pids, "rpc_server")
     tracker = state.tracker_pid is not None and stop_group(state.tracker_pid, "rpc_tracker")
     _unmount(state.mounts)
     state_file.unlink()

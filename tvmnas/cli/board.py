@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tvmnas.cli.common import count, output_path
@@ -22,7 +23,10 @@ def register(verbs) -> None:
 
     p = actions.add_parser("up", help="create the root filesystem (once), start a tracker and N RPC servers")
     p.add_argument("--emulated", choices=["aarch64"], required=True, help="the emulated architecture")
-    p.add_argument("--count", type=count(1), default=d.count, help=f"servers to start (default {d.count})")
+    cores = os.cpu_count() or 1
+    per_core = f" (4 per core of this machine's {cores})"
+    p.add_argument("--count", type=count(1, 4 * cores, per_core), default=d.count,
+                   help=f"servers to start (default {d.count})")
     p.add_argument("--tracker", metavar="HOST:PORT",
                    help="register with this tracker instead of starting one (one on another machine hands out the "
                         "servers at the address they connect from, so they must listen there: --host)")
@@ -31,7 +35,7 @@ def register(verbs) -> None:
                    help=f"address the tracker and servers listen on (default {d.host}: this machine only). They "
                         "run whatever code they are sent: anyone who can reach another address can run code here "
                         "as this user (a warning says so); prefer an SSH tunnel or a private network")
-    p.add_argument("--threads", type=count(1),
+    p.add_argument("--threads", type=count(1, 4 * cores, per_core),
                    help="TVM_NUM_THREADS of each server, what meta-schedule's tuning trials run with (default: the "
                         "arm-aarch64 target's num-cores, which profile timings use too)")
     p.add_argument("--mirror", help="Debian mirror for creating the root filesystem (default mmdebstrap's)")

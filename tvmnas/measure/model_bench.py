@@ -5,6 +5,7 @@ Users compare the network they have with a searched one on the same device, comp
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +53,18 @@ def graph_input(model, shape: tuple[int, ...] | None) -> tuple[str, tuple[int, .
     return inputs[0].name, tuple(int(d.dim_value) for d in dims)
 
 
+def check_input_fits(name: str, shape: tuple[int, ...], share: float = 1 / 8) -> None:
+    """Refuse an input whose float32 data alone would take more than `share` of this machine's memory (the
+    timing's input is made here, whatever device runs the model): one line instead of an allocation failure."""
+    import psutil
+
+    need, have = math.prod(shape) * 4, psutil.virtual_memory().total
+    if need > share * have:
+        raise TvmnasError(f"the input {name!r} of shape {'x'.join(map(str, shape))} would take "
+                          f"{need / 2**30:.1f} GiB, over 1/{round(1 / share)} of this machine's {have / 2**30:.0f} GiB "
+                          "of memory")
+
+
 def bench_onnx(path: Path, spec: TargetSpec, runner: Runner, tune_dir: Path, tune_trials: int,
                input_shape: tuple[int, ...] | None = None, anchor_ms: float | None = None,
                progress: Progress | None = None, protocol: Protocol = SINGLE) -> dict:
@@ -61,6 +74,7 @@ def bench_onnx(path: Path, spec: TargetSpec, runner: Runner, tune_dir: Path, tun
 
     model = load_onnx(path)
     name, shape = graph_input(model, input_shape)
+    check_input_fits(name, shape)
     start = time.perf_counter()
     try:
         mod = from_onnx(model, shape_dict={name: list(shape)})
