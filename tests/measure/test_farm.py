@@ -36,6 +36,10 @@ class FakeTracker:
         self.done: dict[str, int] = {name: 0 for name in behaviour}
         self.lock = threading.Lock()
         self.hangs_ended = 0  # hung calls that came back (the farm must not wait for them)
+        self.gone = False  # the tracker itself stopped answering
+
+    def answers(self, _endpoint) -> bool:
+        return not self.gone
 
     def connect(self, _endpoint):
         while True:  # like a tracker request: waits until a live server is free
@@ -72,7 +76,8 @@ def jobs(n: int) -> list[Job]:
 
 def run(tracker: FakeTracker, n: int, **policy) -> tuple[list, Farm]:
     policy = {"workers": len(tracker.behaviour), "request_timeout_s": 0.5, "measure_timeout_s": 2.0, **policy}
-    with Farm(ENDPOINT, FarmPolicy(**policy), connect=tracker.connect, measure=tracker.measure) as farm:
+    with Farm(ENDPOINT, FarmPolicy(**policy), connect=tracker.connect, measure=tracker.measure,
+              tracker_answers=tracker.answers) as farm:
         for job in jobs(n):
             farm.submit(job)
         return list(farm.results()), farm
@@ -103,12 +108,18 @@ def test_a_hung_server_times_out_and_another_measures():
     assert tracker.hangs_ended == 0  # every result was in while the hung call still hung: it was abandoned
 
 
-def test_no_server_left_stops_with_one_line_after_handing_out_what_is_done():
+@pytest.mark.parametrize("tracker_gone, message", [
+    (False, r"no RPC server left under key 'board'.*3 measurement\(s\) not done"),
+    (True, r"the RPC tracker at .* stopped answering; 3 measurement\(s\) not done"),
+])
+def test_no_server_left_stops_with_one_line_after_handing_out_what_is_done(tracker_gone, message):
+    """The one line says whether the servers went or the tracker itself did."""
     tracker = FakeTracker({"a": "dies-after-2"})
+    tracker.gone = tracker_gone
     got = []
-    with pytest.raises(TvmnasError, match=r"no RPC server left under key 'board'.*3 measurement\(s\) not done"):
+    with pytest.raises(TvmnasError, match=message):
         with Farm(ENDPOINT, FarmPolicy(workers=1, request_timeout_s=0.3), connect=tracker.connect,
-                  measure=tracker.measure) as farm:
+                  measure=tracker.measure, tracker_answers=tracker.answers) as farm:
             for job in jobs(5):
                 farm.submit(job)
             got.extend(farm.results())

@@ -81,15 +81,20 @@ def call_with_timeout(fn: Callable, timeout_s: float, *args):
     return box["value"]
 
 
+def tracker_answers(endpoint: RpcEndpoint) -> bool:
+    """Whether the tracker still accepts connections (asked once no server is left: was it the tracker that went?)."""
+    return address_answers(endpoint, timeout_s=min(endpoint.timeout_s, 5.0))
+
+
 class Farm:
     """Submit jobs, then iterate `results()`; use as a context manager (workers stop on exit)."""
 
     def __init__(self, endpoint: RpcEndpoint, policy: FarmPolicy = FarmPolicy(), connect=open_session,
-                 measure=measure_on_session) -> None:
+                 measure=measure_on_session, tracker_answers=tracker_answers) -> None:
         if not endpoint.via_tracker:
             raise TvmnasError("a farm is reached through a tracker: give --tracker HOST:PORT and --key")
         self.endpoint, self.policy = endpoint, policy
-        self._connect, self._measure = connect, measure
+        self._connect, self._measure, self._tracker_answers = connect, measure, tracker_answers
         self._jobs: queue.Queue[Job] = queue.Queue()
         self._done: queue.Queue[JobResult | None] = queue.Queue()  # None: a worker stopped
         self._lock = threading.Lock()
@@ -196,7 +201,7 @@ class Farm:
         yield from self.poll()
         if left:
             at = f"{self.endpoint.host}:{self.endpoint.port}"
-            if not address_answers(self.endpoint, timeout_s=min(self.endpoint.timeout_s, 5.0)):
+            if not self._tracker_answers(self.endpoint):
                 raise TvmnasError(f"the RPC tracker at {at} stopped answering; {left} measurement(s) not done "
                                   "(the rows measured are kept: rerun once the tracker is back)")
             last = self.failures[-1] if self.failures else "none registered"
