@@ -84,6 +84,17 @@ def row(result: dict, rank_correlation: bool) -> dict:
                else {})}
 
 
+RANKING_KEYS = ("ranking_run", "ranking_networks", "kendall_tau", "kendall_p", "band_networks", "kendall_tau_band",
+                "kendall_p_band")
+
+
+def earlier_ranking(space: str, label: str) -> dict:
+    """The supernet-ranking columns of the set's row in the last recorded table, if any."""
+    path = RESULTS / f"search_levers_{space}.json"
+    earlier = json.loads(path.read_text())["summary"]["rows"] if path.exists() else []
+    return next(({k: r[k] for k in RANKING_KEYS if k in r} for r in earlier if r["label"] == label), {})
+
+
 def fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -96,6 +107,8 @@ def main() -> None:
     args = parser.parse_args()
     files = sorted(RESULTS.glob(f"search_vs_random_{args.space}*.json"))
     rows = [row(json.loads(path.read_text()), args.rank_correlation) for path in files]
+    if not args.rank_correlation:  # keep the rankings measured before (they take minutes per set)
+        rows = [{**earlier_ranking(args.space, r["label"]), **r} for r in rows]
     lines = [f"## Levers on the search: {args.space}", "",
              "Per set of searches: the supernet's train accuracy over its last warm-up epoch and its derived path's "
              "validation accuracy at the end (both mean over the set's searches), then the searched networks "
