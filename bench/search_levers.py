@@ -106,7 +106,9 @@ def main() -> None:
                         help="also score the study's networks with each set's first supernet (Kendall tau)")
     args = parser.parse_args()
     files = sorted(RESULTS.glob(f"search_vs_random_{args.space}*.json"))
-    rows = [row(json.loads(path.read_text()), args.rank_correlation) for path in files]
+    results = [json.loads(path.read_text()) for path in files]
+    # a set whose searched networks are not trained yet (a study under way) has nothing to compare
+    rows = [row(r, args.rank_correlation) for r in results if r["summary"].get("searched_accs")]
     if not args.rank_correlation:  # keep the rankings measured before (they take minutes per set)
         rows = [{**earlier_ranking(args.space, r["label"]), **r} for r in rows]
     lines = [f"## Levers on the search: {args.space}", "",
