@@ -80,8 +80,9 @@ def record(prefix: Path, summary: dict, lines: list[str], tally: str) -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     meta = {"cpu_model": cpu, "cores": os.cpu_count(),
-            "commit": git("rev-parse", "--short=12", "HEAD") + ("+uncommitted" if git("status", "--porcelain",
-                                                                                      "--untracked-files=no") else ""),
+            # the record's own files (and other results) are not code changes
+            "commit": git("rev-parse", "--short=12", "HEAD") + ("+uncommitted" if git(
+                "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results") else ""),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps({"summary": summary, "meta": meta, "entries": lines},
