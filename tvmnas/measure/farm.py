@@ -24,7 +24,7 @@ from tvmnas.errors import TvmnasError, error_line
 from tvmnas.measure.protocol import Estimate, Protocol
 from tvmnas.measure.runner.base import Batch
 from tvmnas.measure.runner.rpc import (
-    RpcEndpoint, ServerSession, address_answers, count_servers, open_session, time_on_session,
+    RpcEndpoint, ServerSession, count_servers, open_session, time_on_session, why_unreachable,
 )
 
 
@@ -83,7 +83,7 @@ def call_with_timeout(fn: Callable, timeout_s: float, *args):
 
 def tracker_answers(endpoint: RpcEndpoint) -> bool:
     """Whether the tracker still accepts connections (asked once no server is left: was it the tracker that went?)."""
-    return address_answers(endpoint, timeout_s=min(endpoint.timeout_s, 5.0))
+    return why_unreachable(endpoint, timeout_s=min(endpoint.timeout_s, 5.0)) is None
 
 
 class Farm:

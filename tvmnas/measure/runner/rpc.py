@@ -44,24 +44,22 @@ def parse_host_port(text: str, flag: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def address_answers(endpoint: RpcEndpoint, timeout_s: float) -> bool:
-    """Whether something accepts a connection at the endpoint's address within `timeout_s`."""
+def why_unreachable(endpoint: RpcEndpoint, timeout_s: float) -> str | None:
+    """Why nothing accepts a connection at the endpoint's address within `timeout_s` (None when something does)."""
     try:
         socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s).close()
-    except OSError:
-        return False
-    return True
+    except OSError as err:
+        return "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+    return None
 
 
 def check_reachable(endpoint: RpcEndpoint) -> None:
     """Fail fast, in one line, when nothing answers at the endpoint's address or no server has its key."""
     what = "RPC tracker" if endpoint.via_tracker else "RPC server"
-    try:
-        socket.create_connection((endpoint.host, endpoint.port), timeout=endpoint.timeout_s).close()
-    except OSError as err:
-        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+    reason = why_unreachable(endpoint, endpoint.timeout_s)
+    if reason is not None:
         raise TvmnasError(f"cannot reach {what} at {endpoint.host}:{endpoint.port} "
-                          f"within {endpoint.timeout_s:g} s: {reason}") from None
+                          f"within {endpoint.timeout_s:g} s: {reason}")
     if endpoint.via_tracker and count_servers(endpoint) == 0:
         raise TvmnasError(f"no RPC server is registered under key {endpoint.key!r} "
                           f"at tracker {endpoint.host}:{endpoint.port}")
