@@ -41,7 +41,9 @@ def meta(command: str) -> dict:
 
     return {"cpu_model": cpu_model(), "llvm_cpu": llvm_get_system_cpu(), "cores": os.cpu_count(),
             "commit": commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "tvm_version": tvm.__version__, "python": platform.python_version(), "command": command}
+            "tvm_version": tvm.__version__, "python": platform.python_version(), "command": command,
+            # what else ran: near 0 on an idle machine, near the core count while another job held every core
+            "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()]}
 
 
 def write_results(name: str, summary: dict, entries: list, markdown: list[str], command: str,
@@ -51,8 +53,10 @@ def write_results(name: str, summary: dict, entries: list, markdown: list[str], 
     info = meta(command)
     (out_dir / f"{name}.json").write_text(json.dumps({"summary": summary, "meta": info, "entries": entries},
                                                      indent=1) + "\n")
+    load = "/".join(map(str, info["load_average_1_5_15_min"]))
     footer = ["", f"Measured on {info['cpu_model']} (LLVM: {info['llvm_cpu']}, {info['cores']} cores), commit "
-                  f"{info['commit']}, {info['date']}, TVM {info['tvm_version']}.", "", f"Command: `{command}`"]
+                  f"{info['commit']}, {info['date']}, TVM {info['tvm_version']}; load average at the end {load} "
+                  f"(1/5/15 min).", "", f"Command: `{command}`"]
     (out_dir / f"{name}.md").write_text("\n".join(markdown + footer) + "\n")
     print("\n".join(markdown + footer))
     return out_dir / f"{name}.json"

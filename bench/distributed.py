@@ -1,11 +1,15 @@
 """Search and training in 1 process vs N processes under torchrun (gloo, this CPU), and how fast the ImageFolder
 data path decodes 224x224 images (issue 14).
 
-Search: the demo's search (fashion-mnist, x86-cpu, the latency database's table) for one epoch without warm-up,
-the same global batch and seed in both runs; the architecture parameters and derived architectures compared, and
-steps per second. Training: one epoch of the derived network, images per second. One process gets every core as
-threads; N processes get one thread each (the cores are shared out, not added). Data: a generated folder of JPEG
-files at 256x256 streamed through the training transform (random resized crop to 224, flip) with 0 and 2 workers.
+Search: the demo's search (fashion-mnist, x86-cpu, the latency database's table; by default one epoch without
+warm-up, `--epochs 5` for the demo's whole search), the same global batch, seed and shards (N, see
+`tvmnas.dist.Shards`) in one process with every core and in N processes with one thread each; the architecture
+parameters, weights and derived architectures compared, and steps per second. The control: the same one-process
+search with one thread (sharded steps do not depend on the thread count). The plain step (one shard, every core)
+is timed beside them: what the sharding costs in one process. Training: one epoch of the derived network, the same
+three ways, its weights compared, images per second. Why shards: the plain search with 1 thread as well (its
+float sums change order with the threads). Data: a generated folder of JPEG files at 256x256 streamed
+through the training transform (random resized crop to 224, flip) with 0 and 2 workers.
 
     .venv/bin/python bench/distributed.py
 """
@@ -37,9 +41,8 @@ def tvmnas(processes: int, *argv, threads: int | None = None) -> float:
     """Run a tvmnas command in `processes` processes (one: with `threads` threads, default all cores); its wall
     time in seconds."""
     if processes == 1:
-        cmd, env = [sys.executable, "-m", "tvmnas.cli"], dict(os.environ)
-        if threads is not None:
-            env["OMP_NUM_THREADS"] = str(threads)
+        cmd = [sys.executable, "-m", "tvmnas.cli"]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads or os.cpu_count()))
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port",
                str(free_port()), "-m", "tvmnas.cli"]
@@ -51,9 +54,15 @@ def tvmnas(processes: int, *argv, threads: int | None = None) -> float:
     return time.perf_counter() - start
 
 
-def alphas(run: SearchRun) -> torch.Tensor:
-    state = torch.load(run.checkpoint, weights_only=True)["supernet"]
-    return torch.cat([v for k, v in sorted(state.items()) if k.endswith("alpha")])
+def learned(checkpoint: Path, key: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's learned tensors (weights and alphas; not the BatchNorm running statistics, which are
+    measured again for evaluation on each process's threads)."""
+    state = torch.load(checkpoint, weights_only=True)[key]
+    return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
+
+
+def max_diff(a: dict, b: dict, which=lambda k: True) -> float:
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if which(k))
 
 
 def data_throughput(tmp: Path, images: int, workers: int) -> float:
@@ -82,54 +91,79 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--images-per-epoch", type=int, default=6400)
+    parser.add_argument("--epochs", type=int, default=1, help="search epochs (the demo's: 5, the first a warm-up)")
     args = parser.parse_args()
 
+    n = args.processes
     search = ["search", "--space", "fashion-mnist", "--target", "x86-cpu", "--latency-ms", "0.5", "--db", args.db,
-              "--epochs", "1", "--warmup-epochs", "0", "--images-per-epoch", args.images_per_epoch,
-              "--device", "cpu"]
-    entries, runs = [], {}
+              "--epochs", args.epochs, "--warmup-epochs", 0 if args.epochs == 1 else 1, "--images-per-epoch",
+              args.images_per_epoch, "--device", "cpu"]
+    ways = {"plain": (1, ["--shards", 1], None), "one": (1, ["--shards", n], None), "many": (n, [], None),
+            "one-thread": (1, ["--shards", n], 1), "plain-one-thread": (1, ["--shards", 1], 1)}
+    # name: (processes, flags, threads of one process)
+    entries, found = [], {}
     with tempfile.TemporaryDirectory(prefix="tvmnas-dist-") as tmp:
         tmp = Path(tmp)
-        for n in (1, args.processes):
-            runs[n] = SearchRun(tmp / f"search-{n}")
-            wall = tvmnas(n, *search, "--out", runs[n].folder)
-            log = read_log(runs[n].log)
-            steps = args.images_per_epoch // SEARCH_BATCH  # weight steps (architecture steps come between)
-            entries.append({"what": "search", "processes": n, "wall_s": wall, "epoch_s": log[-1]["seconds"],
-                            "steps": steps, "steps_per_s": steps / log[-1]["seconds"],
-                            "arch": json.loads(runs[n].arch.read_text())["ops"]})
-        for n in (1, args.processes):
-            out = TrainRun(tmp / f"train-{n}")
-            tvmnas(n, "train", "--arch", runs[1].arch, "--epochs", "1", "--images-per-epoch",
-                   args.images_per_epoch, "--device", "cpu", "--out", out.folder)
+        for name, (processes, flags, threads) in ways.items():
+            run = SearchRun(tmp / f"search-{name}")
+            wall = tvmnas(processes, *search, *flags, "--out", run.folder, threads=threads)
+            log = read_log(run.log)
+            seconds = sum(e["seconds"] for e in log)
+            steps = args.epochs * args.images_per_epoch // SEARCH_BATCH  # weight steps (arch steps between)
+            found[name] = learned(run.checkpoint, "supernet")
+            entries.append({"what": "search", "way": name, "processes": processes, "flags": list(map(str, flags)),
+                            "threads": threads or os.cpu_count() // processes, "wall_s": wall, "seconds": seconds,
+                            "steps": steps, "steps_per_s": steps / seconds,
+                            "arch": json.loads(run.arch.read_text())["ops"]})
+        for name, (processes, flags, threads) in ways.items():
+            if name.endswith("one-thread"):
+                continue
+            out = TrainRun(tmp / f"train-{name}")
+            tvmnas(processes, "train", "--arch", SearchRun(tmp / "search-one").arch, "--epochs", "1",
+                   "--images-per-epoch", args.images_per_epoch, "--device", "cpu", *flags, "--out", out.folder)
             seconds = sum(e["seconds"] for e in read_log(out.log))
-            entries.append({"what": "train", "processes": n, "seconds": seconds,
+            found[f"train-{name}"] = learned(out.checkpoint, "network")
+            entries.append({"what": "train", "way": name, "processes": processes, "seconds": seconds,
                             "images_per_s": args.images_per_epoch / seconds})
-        # the control: one process again, with one thread (the float additions in another order, nothing else)
-        threads = SearchRun(tmp / "search-1-thread")
-        tvmnas(1, *search, "--out", threads.folder, threads=1)
         data = {w: data_throughput(tmp, 256, w) for w in (0, 2)}
-        diff = float((alphas(runs[1]) - alphas(runs[args.processes])).abs().max())
-        thread_diff = float((alphas(runs[1]) - alphas(threads)).abs().max())
-        thread_same = json.loads(threads.arch.read_text())["ops"] == json.loads(runs[1].arch.read_text())["ops"]
-    search_rows = [e for e in entries if e["what"] == "search"]
-    train_rows = [e for e in entries if e["what"] == "train"]
-    summary = {"same_arch": search_rows[0]["arch"] == search_rows[1]["arch"], "max_alpha_diff": diff,
-               "one_process_threads": f"{os.cpu_count()} vs 1", "same_arch_threads": thread_same,
-               "max_alpha_diff_threads": thread_diff,
-               "steps_per_s": {str(e["processes"]): e["steps_per_s"] for e in search_rows},
-               "train_images_per_s": {str(e["processes"]): e["images_per_s"] for e in train_rows},
+    search_rows = {e["way"]: e for e in entries if e["what"] == "search"}
+    train_rows = {e["way"]: e for e in entries if e["what"] == "train"}
+
+    def is_alpha(key: str) -> bool:
+        return key.endswith("alpha")
+
+    summary = {"same_arch": search_rows["one"]["arch"] == search_rows["many"]["arch"],
+               "max_alpha_diff": max_diff(found["one"], found["many"], is_alpha),
+               "max_weight_diff": max_diff(found["one"], found["many"]), "shards": n,
+               "one_process_threads": f"{os.cpu_count()} vs 1",
+               "same_arch_threads": search_rows["one"]["arch"] == search_rows["one-thread"]["arch"],
+               "max_alpha_diff_threads": max_diff(found["one"], found["one-thread"], is_alpha),
+               "same_arch_plain_threads": search_rows["plain"]["arch"] == search_rows["plain-one-thread"]["arch"],
+               "max_alpha_diff_plain_threads": max_diff(found["plain"], found["plain-one-thread"], is_alpha),
+               "train_max_weight_diff": max_diff(found["train-one"], found["train-many"]),
+               "steps_per_s": {"1": search_rows["one"]["steps_per_s"], str(n): search_rows["many"]["steps_per_s"]},
+               "steps_per_s_plain": search_rows["plain"]["steps_per_s"],
+               "train_images_per_s": {"1": train_rows["one"]["images_per_s"],
+                                      str(n): train_rows["many"]["images_per_s"]},
+               "train_images_per_s_plain": train_rows["plain"]["images_per_s"],
                "imagefolder_224_images_per_s": {f"{w}_workers": v for w, v in data.items()},
-               "images_per_epoch": args.images_per_epoch, "gpu": None}
+               "search_epochs": args.epochs, "images_per_epoch": args.images_per_epoch, "gpu": None}
     entries.append({"what": "imagefolder-224", "images_per_s": data})
-    lines = [f"## 1 vs {args.processes} processes (torchrun, gloo, {os.cpu_count()} cores)", "",
-             f"Search, one epoch of {args.images_per_epoch} images: same derived architecture: "
-             f"**{summary['same_arch']}**, largest alpha difference {diff:.3f}. The control, one process with "
-             f"{os.cpu_count()} threads vs 1 thread (the same computation, its float additions in another order): "
-             f"same derived architecture **{thread_same}**, largest alpha difference {thread_diff:.3f}.", "",
-             "| processes | search weight steps/s (epoch incl. validation) | training images/s |", "|---:|---:|---:|"]
-    for s, t in zip(search_rows, train_rows):
-        lines.append(f"| {s['processes']} | {s['steps_per_s']:.2f} | {t['images_per_s']:.0f} |")
+    lines = [f"## 1 vs {n} processes (torchrun, gloo, {os.cpu_count()} cores), {n} shards per batch", "",
+             f"Search, {args.epochs} epoch(s) of {args.images_per_epoch} images: same derived architecture "
+             f"**{summary['same_arch']}**, largest alpha difference {summary['max_alpha_diff']:.3g}, largest weight "
+             f"difference {summary['max_weight_diff']:.3g}. The control, one process with {os.cpu_count()} threads "
+             f"vs 1 thread: same architecture **{summary['same_arch_threads']}**, largest alpha difference "
+             f"{summary['max_alpha_diff_threads']:.3g}. Training one epoch: largest weight difference "
+             f"{summary['train_max_weight_diff']:.3g}. Why shards: the plain step (one shard, every thread) with "
+             f"{os.cpu_count()} threads vs 1 (the same sums in another order): same architecture "
+             f"**{summary['same_arch_plain_threads']}**, largest alpha difference "
+             f"{summary['max_alpha_diff_plain_threads']:.3g}.", "",
+             "| run | search weight steps/s (epoch incl. validation) | training images/s |", "|---|---:|---:|"]
+    labels = {"plain": f"1 process, 1 shard, {os.cpu_count()} threads",
+              "one": f"1 process, {n} shards, {os.cpu_count()} threads", "many": f"{n} processes, 1 thread each"}
+    for way, label in labels.items():
+        lines.append(f"| {label} | {search_rows[way]['steps_per_s']:.2f} | {train_rows[way]['images_per_s']:.0f} |")
     lines += ["", "ImageFolder, 256x256 JPEG -> random resized crop 224 + flip, batch 32: "
               + ", ".join(f"{w} workers {v:.0f} images/s" for w, v in data.items()) + ".",
               "", "No GPU was lent to this session: GPU throughput is not recorded."]

@@ -3,8 +3,8 @@
 One process: `World()` (rank 0 of 1). Several, launched by `torchrun --nproc-per-node N` (on one machine) or
 `torchrun --nnodes M --node-rank R --rdzv-endpoint HOST:PORT ...` (on several): `init_world` reads the
 environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and joins the process group,
-gloo on CPU and NCCL on CUDA. Every rank runs the same steps on its shard of each global batch; gradients are
-averaged across ranks; only rank 0 writes files and prints.
+gloo on CPU and NCCL on CUDA. Every rank runs the same steps on its shards of each global batch (`Shards`: N
+processes compute bit for bit what one computes); only rank 0 writes files and prints.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -80,15 +81,6 @@ class World:
             raise TvmnasError(error)
         return result
 
-    def global_batchnorm(self, module: torch.nn.Module) -> torch.nn.Module:
-        """In a distributed world, make the module's BatchNorm layers normalize over the global batch (see
-        `GlobalBatchNorm2d`), so N processes compute what one does; in one process, leave it as it is."""
-        if self.distributed:
-            for m in module.modules():
-                if type(m) is torch.nn.BatchNorm2d:
-                    m.__class__ = GlobalBatchNorm2d  # same parameters, buffers and state_dict: only forward differs
-        return module
-
     def memory_bytes(self) -> int | None:
         """The GPU's memory (None on CPU: the space's own bound holds there)."""
         if self.device.type != "cuda":
@@ -114,54 +106,111 @@ class World:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
 
-class _SumOverRanks(torch.autograd.Function):
-    """The sum of a tensor over all ranks; its gradient is the sum of the ranks' gradients."""
+@dataclass(frozen=True)
+class Shards:
+    """How every global batch of a search or training is computed: as `count` fixed shards of equal size, each its
+    own forward and backward with its own BatchNorm statistics (ghost batches, as data-parallel training without
+    synchronized BatchNorm normalizes), their gradients summed in shard order. The shards are split among the
+    processes (`count` a multiple of the world size; rank r holds the r-th run of count/size shards) and, where a
+    process holds several, they run in parallel threads. With more than one shard every shard runs on one
+    intra-op thread and no running BatchNorm statistics are kept during the steps (callers measure them again
+    before evaluating): the arithmetic of a step then depends on `count` alone, so N processes, or one process
+    with any number of threads, compute bit for bit the same. One shard in one process is the plain step, with
+    every thread on it.
 
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
+    Why exact and not "equal up to reduction order": the search amplifies any difference (measured: one process
+    at 2 threads vs 1 thread, the same computation with float sums in another order, ends one epoch with alphas
+    4.5 apart and another network; `bench/results/distributed.md`)."""
 
-        total = tensor.clone()
-        dist.all_reduce(total)
-        return total
+    count: int
+    world: World = World()
+    threads: int = field(default_factory=torch.get_num_threads)  # the process's threads before a run
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.count % self.world.size:
+            raise TvmnasError(f"{self.count} shard(s) per batch do not split over {self.world.size} processes: "
+                              f"give --shards a multiple of the number of processes (the same --shards in any "
+                              f"number of processes computes the same)")
 
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
+    @property
+    def local(self) -> int:
+        return self.count // self.world.size
 
+    @property
+    def plain(self) -> bool:
+        """One shard in one process: the ordinary step."""
+        return self.count == 1
 
-class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
-    """BatchNorm whose training statistics are those of the global batch: each rank's per-channel sums of x and x^2
-    and its count are all-reduced (with gradients), so every rank normalizes with the mean and variance one process
-    would compute over the whole batch. SyncBatchNorm's arithmetic, on CPU and gloo as well (torch's runs on GPUs
-    only). Every rank must run the same layers in the same order, as the search and training do."""
+    def split(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's part of a global batch as its shards, in order."""
+        if len(y) % self.local:
+            raise TvmnasError(f"a batch part of {len(y)} images does not split into {self.local} shards")
+        return list(zip(x.chunk(self.local), y.chunk(self.local)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
+    def run(self, fn, items: list) -> list:
+        """fn(item) for each of this rank's shards, in order (in parallel threads on a CPU)."""
+        if len(items) == 1 or self.world.device.type != "cpu":
+            return [fn(item) for item in items]
+        from concurrent.futures import ThreadPoolExecutor
 
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        channels, xf = x.shape[1], x.float()
-        local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_full((1,), x.numel() / channels)])
-        total = _SumOverRanks.apply(local)
-        count = total[-1]
-        mean = total[:channels] / count
-        var = (total[channels:2 * channels] / count - mean * mean).clamp_min(0)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-                self.running_var.mul_(1 - factor).add_(var * count / (count - 1).clamp_min(1), alpha=factor)
-        shape = (1, channels, 1, 1)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y.to(x.dtype)
+        with ThreadPoolExecutor(max_workers=max(1, min(len(items), self.threads))) as pool:
+            return list(pool.map(fn, items))
+
+    def sum(self, per_shard: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        """Per tensor, the sum over every shard of the world (this rank's given in order), added in shard order:
+        the same additions whichever process holds which shard."""
+        if self.plain:
+            return list(per_shard[0])
+        rows = [torch.cat([t.reshape(-1) for t in tensors]) for tensors in per_shard]
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            mine = torch.stack(rows)
+            everyone = [torch.empty_like(mine) for _ in range(self.world.size)]
+            dist.all_gather(everyone, mine)
+            rows = [row for part in everyone for row in part]
+        total = rows[0].clone()
+        for row in rows[1:]:
+            total += row
+        out, offset = [], 0
+        for t in per_shard[0]:
+            out.append(total[offset:offset + t.numel()].view(t.shape))
+            offset += t.numel()
+        return out
+
+    def set_mean_gradients(self, params: list[torch.Tensor], per_shard: list) -> None:
+        """Each parameter's .grad: the mean over every shard of the world of its gradient, None where no shard's
+        paths used it (the same paths run in every shard and rank)."""
+        used = [i for i, g in enumerate(per_shard[0]) if g is not None]
+        for param in params:
+            param.grad = None
+        for i, total in zip(used, self.sum([[grads[i] for i in used] for grads in per_shard])):
+            params[i].grad = total / self.count
+
+    @contextmanager
+    def steps(self, module: torch.nn.Module):
+        """Around a run of steps: with more than one shard, BatchNorm without running statistics and one intra-op
+        thread per shard (on a GPU: deterministic cuDNN algorithms); all restored after, so evaluation runs on
+        every thread."""
+        if self.plain:
+            yield
+            return
+        norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        kept = [m.track_running_stats for m in norms]
+        threads, cudnn = torch.get_num_threads(), torch.backends.cudnn.deterministic
+        try:
+            for m in norms:
+                m.track_running_stats = False
+            if self.world.device.type == "cpu":
+                torch.set_num_threads(1)
+            else:  # GPUs: the same convolution algorithms in every process
+                torch.backends.cudnn.deterministic = True
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.backends.cudnn.deterministic = cudnn
+            for m, track in zip(norms, kept):
+                m.track_running_stats = track
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -215,3 +215,42 @@ def test_the_search_ends_decided_and_reports_it(tiny_space, tiny_space_path, tin
 def test_epoch_smaller_than_a_batch_is_refused(tiny_space_path, tiny_idx_dir):
     with pytest.raises(TvmnasError, match="images_per_epoch must be at least the batch size"):
         config(tiny_space_path, tiny_idx_dir, images_per_epoch=8)
+
+
+def test_sharded_steps_are_the_same_at_any_thread_count(tiny_space, tiny_space_path, tiny_idx_dir):
+    """With 2 shards per batch every shard runs on one thread and the shards' gradients are added in order: a
+    process with 2 threads computes bit for bit what one with 1 thread does (and so what 2 processes do), where
+    plain steps' float sums change order with the threads."""
+    from tvmnas.dist import Shards
+    from tvmnas.search.run import make_state, train_epoch
+
+    cfg = config(tiny_space_path, tiny_idx_dir, shards=2)
+    data = data_for(cfg, tiny_space)
+    learned = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            state = make_state(tiny_space, cfg, len(data.train))
+            train_epoch(state, data, TABLE, cfg, epoch=1, shards=Shards(2))  # weight and architecture steps
+            assert torch.get_num_threads() == n  # restored after the steps
+            learned.append(dict(state.net.named_parameters()))
+            norms = [m for m in state.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            assert all(m.track_running_stats and int(m.num_batches_tracked) == 0 for m in norms)
+    finally:
+        torch.set_num_threads(threads)
+    assert learned[0].keys() == learned[1].keys()
+    assert all(torch.equal(learned[0][k], learned[1][k]) for k in learned[0])
+    assert learned[0]["layers.0.alpha"].abs().max() > 0  # architecture steps ran
+
+
+def test_shards_add_in_shard_order_and_refuse_what_does_not_split(tiny_space_path, tiny_idx_dir):
+    from tvmnas.dist import Shards, World
+
+    rows = [[torch.tensor([1e8, 1.0])], [torch.tensor([-1e8, 1.0])], [torch.tensor([1.0, 1e8])]]
+    total, = Shards(3).sum(rows)
+    assert total.tolist() == [(1e8 + -1e8) + 1.0, 1e8]  # ((a + b) + c) in float32: the order shows
+    with pytest.raises(TvmnasError, match="3 shard.s. per batch do not split over 2 processes"):
+        Shards(3, World(0, 2))
+    with pytest.raises(TvmnasError, match="a batch of 16 does not split into 3 equal shards"):
+        config(tiny_space_path, tiny_idx_dir, shards=3)

@@ -75,6 +75,11 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int, images_per_epoch:
     p.add_argument("--images-per-epoch", type=count(0), default=images_per_epoch,
                    help=f"training images sampled for each epoch, 0 = all (default {images_per_epoch})")
     p.add_argument("--batch-size", type=count(1), default=batch_size, help=f"default {batch_size}")
+    p.add_argument("--shards", type=count(1),
+                   help="compute each batch as this many equal shards, each with its own BatchNorm statistics, "
+                        "their gradients summed in order: the same number in 1 or N processes (torchrun) gives the "
+                        "same result, bit for bit; with more than one, every shard runs on one thread (default: "
+                        "the number of processes)")
     p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--data", help=data_help)
     p.add_argument("--limit", type=count(1), help="use only the first N training images (quick trials)")

@@ -60,8 +60,9 @@ def register(verbs) -> None:
     register_derivations(verbs)
 
 
-def search_config_from_args(args) -> SearchConfig:
-    """A new run's settings from the flags, or a resumed run's saved settings (flags given must agree)."""
+def search_config_from_args(args, processes: int = 1) -> SearchConfig:
+    """A new run's settings from the flags (shards: default one per process), or a resumed run's saved settings
+    (flags given must agree)."""
     from tvmnas.measure.level import level_name
     from tvmnas.registry import read_json_object
     from tvmnas.targets import load_target
@@ -69,7 +70,8 @@ def search_config_from_args(args) -> SearchConfig:
     if args.resume is not None:
         config = SearchRun(args.resume).config
         cfg = SearchConfig.from_json(read_json_object(config, "search config"), str(config))
-        for flag, field in (("space", "space"), ("target", "target"), ("latency_ms", "latency_ms")):
+        for flag, field in (("space", "space"), ("target", "target"), ("latency_ms", "latency_ms"),
+                            ("shards", "shards")):
             given = getattr(args, flag)
             if given is not None and given != getattr(cfg, field):
                 raise TvmnasError(f"--{flag.replace('_', '-')} {given} differs from the resumed run's "
@@ -87,7 +89,7 @@ def search_config_from_args(args) -> SearchConfig:
                         weight_paths=args.weight_paths,
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,
-                        seed=args.seed, data=args.data, limit=args.limit)
+                        shards=args.shards or processes, seed=args.seed, data=args.data, limit=args.limit)
 
 
 def cmd_search(args) -> int:
@@ -96,10 +98,10 @@ def cmd_search(args) -> int:
 
     from tvmnas.dist import close_world
 
-    cfg = search_config_from_args(args)
-    space, spec = load_space(cfg.space), load_target(cfg.target)
     world = world_from_args(args)
     try:
+        cfg = search_config_from_args(args, world.size)
+        space, spec = load_space(cfg.space), load_target(cfg.target)
         return _search(args, cfg, space, spec, world)
     finally:
         close_world(world)

@@ -71,19 +71,20 @@ def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.T
 
 
 def epoch_batches(n: int, size: int, count: int | None, rng: np.random.Generator, world: World,
-                  wrap: bool = False, take: int | None = None) -> list[np.ndarray]:
+                  wrap: bool = False, take: int | None = None, multiple: int = 1) -> list[np.ndarray]:
     """This rank's shards of an epoch's global batches of `size` from a seeded permutation of n images (its first
     `take` when given): the same global batches on any number of ranks, and no image twice across ranks.
     `count` batches (all that fit when None); with `wrap`, a batch that would run past the end starts again at
     the beginning (validation batches for architecture steps). A last partial batch is cut to a multiple of the
-    world size."""
+    world size and of `multiple` (the shards of a batch, a multiple of the world size)."""
     order = rng.permutation(n)[:take]
     n = len(order)
     out, pos = [], 0
     while count is None or len(out) < count:
         if pos + size > n:
             if not wrap:
-                tail = order[pos:pos + (n - pos) // world.size * world.size]
+                unit = max(world.size, multiple)
+                tail = order[pos:pos + (n - pos) // unit * unit]
                 if len(tail):
                     out.append(world.shard(tail))
                 break

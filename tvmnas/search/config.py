@@ -46,6 +46,9 @@ class SearchConfig:
     weight_paths: str = "alpha"
     images_per_epoch: int | None = 12800  # a fresh seeded sample of the training set each epoch; None = all
     batch_size: int = 64
+    # each batch computed as this many fixed shards, each with its own BatchNorm statistics (see
+    # `tvmnas.dist.Shards`): the same number in 1 or N processes computes the same search, bit for bit
+    shards: int = 1
     weight_lr: float = 0.05  # SGD, cosine schedule over all steps
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
@@ -80,6 +83,7 @@ class SearchConfig:
                               f"{self.warmup_epochs})")
         if self.images_per_epoch is not None and self.images_per_epoch < self.batch_size:
             raise TvmnasError(f"images_per_epoch must be at least the batch size ({self.batch_size})")
+        check_shards(self.batch_size, self.shards)
         if not 0 < self.valid_fraction < 1:
             raise TvmnasError(f"valid_fraction must be in (0, 1), not {self.valid_fraction}")
 
@@ -97,3 +101,8 @@ class SearchConfig:
             return cls(**data)
         except TypeError as err:
             raise TvmnasError(f"{source}: {err}") from None
+
+
+def check_shards(batch_size: int, shards: int) -> None:
+    if shards < 1 or batch_size % shards:
+        raise TvmnasError(f"a batch of {batch_size} does not split into {shards} equal shards")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tvmnas.arch import Arch, save_arch
 from tvmnas.data.datasets import SearchData
 from tvmnas.data.loading import batches, epoch_batches
-from tvmnas.dist import World
+from tvmnas.dist import Shards, World
 from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 from tvmnas.search.config import EARLIER_DEFAULTS, SearchConfig
@@ -62,7 +62,6 @@ def make_state(space: SearchSpace, cfg: SearchConfig, n_train: int, world: World
         torch.manual_seed(cfg.seed)
         # channels-last: faster depthwise convolutions
         net = Supernet(space, cfg.supernet).to(world.device, memory_format=torch.channels_last)
-    world.global_batchnorm(net)  # N processes normalize each global batch as one process does
     weight_opt = torch.optim.SGD(net.weights(), lr=cfg.weight_lr, momentum=cfg.weight_momentum,
                                  weight_decay=cfg.weight_decay, nesterov=True)
     arch_opt = make_arch_optimizer(net, cfg)
@@ -80,35 +79,68 @@ def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.
 
 
 def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTable, cfg: SearchConfig, x, y,
-              gen: torch.Generator, entropy_weight: float = 0.0, world: World = World()) -> float:
-    """One architecture update from a validation batch (this rank's shard of it): binary gates over two sampled
-    paths per layer plus the expected-latency term and `entropy_weight` x the mean path entropy, the alpha
-    gradients averaged over the ranks; the two alphas of each layer are rescaled afterwards. The weights'
-    gradients are dropped (weights learn only in weight steps)."""
+              gen: torch.Generator, entropy_weight: float = 0.0, shards: Shards = Shards(1)) -> float:
+    """One architecture update from a validation batch (this rank's part of it): binary gates over two sampled
+    paths per layer plus the expected-latency term and `entropy_weight` x the mean path entropy; the two alphas of
+    each layer are rescaled afterwards. The batch's cross-entropy is the mean of its shards' (see `Shards`); its
+    gradient reaches each shard's gates, from which the alpha gradients come (the weights get none)."""
     paths, gates = sample_two_paths(net, gen)
-    gates = [g.to(x.device).requires_grad_() for g in gates]
     old_pairs = [a.detach()[[p.active, p.other]].clone() for a, p in zip(net.alphas(), paths)]
-    with world.autocast():
-        logits = net(x, paths, gates)
-    ce = F.cross_entropy(logits.float(), y)
+
+    def forward(shard):
+        sx, sy = shard
+        shard_gates = [g.to(sx.device, copy=True).requires_grad_() for g in gates]
+        with shards.world.autocast():
+            logits = net(sx, paths, shard_gates)
+        return F.cross_entropy(logits.float(), sy), shard_gates
+
+    outs = shards.run(forward, shards.split(x, y))
+    ce_sum, = shards.sum([[ce.detach().reshape(())] for ce, _ in outs])
+    ce = (ce_sum / shards.count).requires_grad_()
     probabilities = net.probabilities()
     loss = search_loss(ce, table.expected_ms(probabilities), cfg.latency_ms, cfg.loss,
                        cfg.loss_a, cfg.loss_b, cfg.loss_lambda)
     if entropy_weight > 0:
         loss = loss + entropy_weight * mean_entropy(probabilities)
     arch_opt.zero_grad(set_to_none=True)
-    loss.backward()  # alpha.grad now holds the latency term's gradient (None without one)
+    loss.backward()  # alpha.grad now holds the latency term's gradient (None without one), ce.grad dloss/dCE
+    per_shard = ce.grad / shards.count
+    gate_grads = shards.sum(shards.run(lambda out: torch.autograd.grad(out[0], out[1], per_shard), outs))
     with torch.no_grad():
-        for alpha, layer_paths, gate in zip(net.alphas(), paths, gates):
-            gate_part = two_path_alpha_grad(alpha, layer_paths, gate.grad)
+        for alpha, layer_paths, gate_grad in zip(net.alphas(), paths, gate_grads):
+            gate_part = two_path_alpha_grad(alpha, layer_paths, gate_grad)
             alpha.grad = gate_part if alpha.grad is None else alpha.grad + gate_part
-    world.average([alpha.grad for alpha in net.alphas()])
     arch_opt.step()
     for alpha, layer_paths, old in zip(net.alphas(), paths, old_pairs):
         rescale_two_paths(alpha, layer_paths, old)
-    for weight in net.weights():
-        weight.grad = None
     return loss.item()
+
+
+def weight_step(state: SearchState, cfg: SearchConfig, x, y, paths: list[LayerPaths],
+                slowest: list[LayerPaths] | None, shards: Shards) -> torch.Tensor:
+    """One weight update on the sampled paths (plus, `slowest` given, the slowest network's loss: the sandwich
+    rule), the batch's gradient the mean of its shards' (see `Shards`); returns this rank's (loss sum, correct,
+    images)."""
+    net, weights = state.net, state.net.weights()
+
+    def compute(shard):
+        sx, sy = shard
+        with shards.world.autocast():
+            logits = net(sx, paths)
+        loss = F.cross_entropy(logits.float(), sy)
+        grads = torch.autograd.grad(loss, weights, allow_unused=True)
+        if slowest is not None:
+            with shards.world.autocast():
+                largest = net(sx, slowest)
+            more = torch.autograd.grad(F.cross_entropy(largest.float(), sy), weights, allow_unused=True)
+            grads = [b if a is None else a if b is None else a + b for a, b in zip(grads, more)]
+        return grads, [loss.item() * len(sy), int((logits.argmax(1) == sy).sum()), len(sy)]
+
+    results = shards.run(compute, shards.split(x, y))
+    shards.set_mean_gradients(weights, [grads for grads, _ in results])
+    state.weight_opt.step()
+    state.schedule.step()
+    return torch.tensor([sum(column) for column in zip(*(stats for _, stats in results))], dtype=torch.float64)
 
 
 def weight_step_sampling(weight_paths: str, warm: bool) -> str:
@@ -120,12 +152,13 @@ def weight_step_sampling(weight_paths: str, warm: bool) -> str:
 
 
 def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: SearchConfig, epoch: int,
-                on_step: Callable[[int, int], None] | None = None, world: World = World(), workers: int = 0) -> dict:
-    net = state.net
+                on_step: Callable[[int, int], None] | None = None, shards: Shards = Shards(1),
+                workers: int = 0) -> dict:
+    net, world = state.net, shards.world
     net.train()
     rng, gen = epoch_generators(cfg.seed, epoch)
     train_batches = epoch_batches(len(data.train), cfg.batch_size, None, rng, world,
-                                  take=epoch_size(len(data.train), cfg))
+                                  take=epoch_size(len(data.train), cfg), multiple=shards.count)
     n_steps = len(train_batches)
     warm = epoch < cfg.warmup_epochs
     n_arch = 0 if warm else n_steps // cfg.arch_every
@@ -136,28 +169,18 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
     arch_steps = 0
     slowest = [LayerPaths(max(range(len(ms)), key=ms.__getitem__)) for ms in table.layer_ms]
-    for step, (x, y) in enumerate(train):
-        with world.autocast():
-            logits = net(x, sample_single_paths(net, gen, weight_step_sampling(cfg.weight_paths, warm)))
-        loss = F.cross_entropy(logits.float(), y)
-        state.weight_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.weight_paths == "sandwich":  # the slowest network's gradient added to the sampled one's
-            with world.autocast():
-                largest = net(x, slowest)
-            F.cross_entropy(largest.float(), y).backward()
-        world.average([p.grad for p in net.weights()])
-        state.weight_opt.step()
-        state.schedule.step()
-        totals += torch.tensor([loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
-                               dtype=torch.float64)
-        if not warm and (step + 1) % cfg.arch_every == 0:
-            vx, vy = next(valid)
-            ramp = (epoch - cfg.warmup_epochs + (step + 1) / n_steps) / (cfg.epochs - cfg.warmup_epochs)
-            arch_step(net, state.arch_opt, table, cfg, vx, vy, gen, cfg.entropy_weight * ramp, world)
-            arch_steps += 1
-        if on_step:
-            on_step(step + 1, n_steps)
+    with shards.steps(net):
+        for step, (x, y) in enumerate(train):
+            paths = sample_single_paths(net, gen, weight_step_sampling(cfg.weight_paths, warm))
+            totals += weight_step(state, cfg, x, y, paths, slowest if cfg.weight_paths == "sandwich" else None,
+                                  shards)
+            if not warm and (step + 1) % cfg.arch_every == 0:
+                vx, vy = next(valid)
+                ramp = (epoch - cfg.warmup_epochs + (step + 1) / n_steps) / (cfg.epochs - cfg.warmup_epochs)
+                arch_step(net, state.arch_opt, table, cfg, vx, vy, gen, cfg.entropy_weight * ramp, shards)
+                arch_steps += 1
+            if on_step:
+                on_step(step + 1, n_steps)
     world.average([totals])  # the mean over ranks of the sums: scaled alike, so the ratios are global
     loss_sum, correct, seen = totals.tolist()
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "arch_steps": arch_steps}
@@ -247,6 +270,7 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
     files = SearchRun(run_dir)
     ckpt_path, log_path = files.checkpoint, files.log
     world.check_same(cfg.to_json(), "search settings")
+    shards = Shards(cfg.shards, world)
     state = make_state(space, cfg, len(data.train), world)
     if resume:
         load_checkpoint(ckpt_path, state, cfg, world)
@@ -258,7 +282,7 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
     start_log(log_path, state.log, world)
 
     def one_epoch(epoch: int) -> dict:
-        stats = train_epoch(state, data, table, cfg, epoch, on_step, world, workers)
+        stats = train_epoch(state, data, table, cfg, epoch, on_step, shards, workers)
         derived, latency = derive_arch(state.net, table, cfg)
         valid_loss, valid_acc = path_accuracy(state.net, derived, data, world.device, workers)
         with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from tvmnas.errors import TvmnasError
+from tvmnas.search.config import check_shards
 
 INITS = ("scratch", "supernet")
 
@@ -15,6 +16,7 @@ class TrainConfig:
     init: str = "scratch"  # or "supernet": start from the search's weights of the chosen paths
     images_per_epoch: int | None = None  # a fresh seeded sample of the training split each epoch; None = all
     batch_size: int = 128
+    shards: int = 1  # each batch as this many fixed shards (see `tvmnas.dist.Shards`)
     lr: float = 0.1  # SGD with Nesterov momentum, cosine schedule over all steps
     momentum: float = 0.9
     weight_decay: float = 4e-5
@@ -31,6 +33,7 @@ class TrainConfig:
             raise TvmnasError(f"unknown initialization {self.init!r}; known: {', '.join(INITS)}")
         if self.images_per_epoch is not None and self.images_per_epoch < self.batch_size:
             raise TvmnasError(f"images_per_epoch must be at least the batch size ({self.batch_size})")
+        check_shards(self.batch_size, self.shards)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from tvmnas.arch import Arch
 from tvmnas.data.datasets import SearchData
 from tvmnas.data.loading import batches, epoch_batches
-from tvmnas.dist import World
+from tvmnas.dist import Shards, World
 from tvmnas.errors import TvmnasError
-from tvmnas.model.evaluate import evaluate
+from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
 from tvmnas.epochs import check_same_settings, run_epochs, start_log
@@ -56,6 +56,25 @@ def network_from_search(checkpoint: Path, space: SearchSpace, arch: Arch) -> Net
     return extract_subnet(supernet, arch)
 
 
+def train_step(net: Network, opt: torch.optim.Optimizer, cfg: TrainConfig, x, y, shards: Shards) -> torch.Tensor:
+    """One SGD step, the batch's gradient the mean of its shards' (see `Shards`); returns this rank's (loss sum,
+    correct, images)."""
+    params = list(net.parameters())
+
+    def compute(shard):
+        sx, sy = shard
+        with shards.world.autocast():
+            logits = net(sx)
+        loss = F.cross_entropy(logits.float(), sy, label_smoothing=cfg.label_smoothing)
+        return (torch.autograd.grad(loss, params, allow_unused=True),
+                [loss.item() * len(sy), int((logits.argmax(1) == sy).sum()), len(sy)])
+
+    results = shards.run(compute, shards.split(x, y))
+    shards.set_mean_gradients(params, [grads for grads, _ in results])
+    opt.step()
+    return torch.tensor([sum(column) for column in zip(*(stats for _, stats in results))], dtype=torch.float64)
+
+
 TRAIN_CHECKPOINT_FORMAT = "tvmnas-train-checkpoint"
 TRAIN_CHECKPOINT_VERSION = 1
 
@@ -64,14 +83,16 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
                   init: Network | None = None, on_step: Callable[[int, int], None] | None = None,
                   on_epoch: Callable[[dict], None] | None = None, world: World = World(), workers: int = 0,
                   resume: bool = False) -> TrainResult:
-    """Train (or, `resume`, continue training) in out_dir. In a distributed world the network is wrapped in
-    DistributedDataParallel, each rank trains on its shard of every global batch, and only rank 0 writes."""
+    """Train (or, `resume`, continue training) in out_dir. Every batch is computed as `cfg.shards` shards (see
+    `Shards`: 1 or N processes train the same network, bit for bit); with more than one, the BatchNorm statistics
+    are measured again before every evaluation. In a distributed world only rank 0 writes."""
     out_dir = Path(out_dir)
     world.check_same(cfg.to_json(), "training settings")
+    shards = Shards(cfg.shards, world)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         net = init if init is not None else Network(space, arch)
-    net = world.global_batchnorm(net.to(world.device, memory_format=torch.channels_last))
+    net = net.to(world.device, memory_format=torch.channels_last)
     n_images = len(data.train) if cfg.images_per_epoch is None else min(len(data.train), cfg.images_per_epoch)
     steps = math.ceil(n_images / cfg.batch_size)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -91,11 +112,6 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
         schedule.load_state_dict(ckpt["schedule"])
         log, info = json.loads(ckpt["log"]), json.loads(ckpt["info"])
         first_epoch, seconds_before = len(log), sum(e["seconds"] for e in log)
-    model = net
-    if world.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     start_log(files.log, log, world)
@@ -103,23 +119,20 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
 
     def one_epoch(epoch: int) -> dict:
         rng = np.random.default_rng([cfg.seed, epoch])
-        shards = epoch_batches(len(data.train), cfg.batch_size, None, rng, world, take=n_images)
-        model.train()
+        index = epoch_batches(len(data.train), cfg.batch_size, None, rng, world, take=n_images,
+                              multiple=shards.count)
+        net.train()
         totals = torch.zeros(3, dtype=torch.float64)
-        for step, (x, y) in enumerate(batches(data.train, shards, world.device, train=True, seed=cfg.seed,
-                                              epoch=epoch, workers=workers)):
-            with world.autocast():
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # DistributedDataParallel averages the gradients over the ranks
-            opt.step()
-            schedule.step()
-            totals += torch.tensor([loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
-                                   dtype=torch.float64)
-            if on_step:
-                on_step(step + 1, len(shards))
+        with shards.steps(net):
+            for step, (x, y) in enumerate(batches(data.train, index, world.device, train=True, seed=cfg.seed,
+                                                  epoch=epoch, workers=workers)):
+                totals += train_step(net, opt, cfg, x, y, shards)
+                schedule.step()
+                if on_step:
+                    on_step(step + 1, len(index))
         world.average([totals])
+        if not shards.plain:  # no running statistics were kept during the steps
+            recalibrate_batchnorm(net, net, data.train, world.device, workers=workers)
         net.eval()
         valid_loss, valid_acc = evaluate(net, data.valid, world.device, workers=workers)
         info["valid_acc"] = valid_acc
