@@ -129,8 +129,8 @@ class Shards:
     def __post_init__(self) -> None:
         if self.count < 1 or self.count % self.world.size:
             raise TvmnasError(f"{self.count} shard(s) per batch do not split over {self.world.size} processes: "
-                              f"give --shards a multiple of the number of processes (the same --shards in any "
-                              f"number of processes computes the same)")
+                              f"the number of processes must divide --shards (the same --shards in any number "
+                              f"of processes computes the same)")
 
     @property
     def local(self) -> int:

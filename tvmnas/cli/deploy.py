@@ -89,11 +89,12 @@ def cmd_export(args) -> int:
 def _search_level(run: SearchRun | None, target_name: str) -> str | None:
     """The level of the latency table a run's search used, when it searched for this target."""
     from tvmnas.registry import read_json_object
+    from tvmnas.search.config import SearchConfig
 
     if run is None or not run.config.exists():
         return None
-    config = read_json_object(run.config, "search config")
-    return config.get("level") if config.get("target") == target_name else None
+    config = SearchConfig.from_json(read_json_object(run.config, "search config"), str(run.config))
+    return config.level if config.target == target_name else None
 
 
 def _predicted_text(lat: dict) -> str:
