@@ -104,3 +104,21 @@ def test_two_profiles_on_one_database_at_once_keep_every_row_once_and_the_record
     records = [line for line in (tune_dir / RECORDS).read_text().splitlines() if line.strip()]
     assert records and all(parse_record(line, workloads.__getitem__) for line in records)
     assert not list(tune_dir.glob(RECORDS + ".bak-*"))
+
+
+def test_cold_cache_tuning_times_each_trial_call_by_call(tiny_space, tmp_path):
+    from tvmnas.measure.tuning import TuneSettings, make_in_process_runner, tune_fused
+    from tvmnas.measure.tuning_records import tuning_store
+
+    cpu = load_target("x86-cpu")
+    net = Network(tiny_space, Arch("tiny", ("mb_k3_e2", "zero"))).eval()
+    fused = fuse(import_torch(fold_batchnorm(net), (1, 1, 8, 8)), cpu.tvm())
+    for cold in (False, True):
+        work = tmp_path / f"cold-{cold}"
+        work.mkdir()
+        with tuning_store(work).session() as store:
+            report = tune_fused(fused, cpu, cpu.tvm(), store.database, work, TuneSettings(1),
+                                lambda: make_in_process_runner("cpu", 1, cold), in_memory=True)
+            timings = {len(r.run_secs) for r in store.database.get_all_tuning_records()}
+        assert report.tasks_tuned > 0
+        assert timings == ({10} if cold else {1})  # cold: ten single calls, each after a cache flush

@@ -88,10 +88,12 @@ def make_builder(spec: TargetSpec, in_memory: bool = False):
     return InProcessBuilder()
 
 
-def make_in_process_runner(device_kind: str, threads: int):
+def make_in_process_runner(device_kind: str, threads: int, cold_cache: bool = False):
     """A meta-schedule runner that times the in-memory builder's modules in this process, on this machine's
     device with `threads` CPU threads (meta-schedule's LocalRunner runs each trial in a worker process: a process
-    start, a sanity check and a library load per batch)."""
+    start, a sanity check and a library load per batch). Trials run hot (the kernel's data in cache from the call
+    before), or, `cold_cache` (CPU), one call at a time after flushing the cache of every argument but the first,
+    as a kernel runs inside a network after another kernel's data went through the caches."""
     import numpy as np
     import tvm
     from tvm.ir.utils import derived_object
@@ -114,8 +116,12 @@ def make_in_process_runner(device_kind: str, threads: int):
                         raise RuntimeError(f"no built module for {item.artifact_path}")
                     args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in info.shape]).astype(info.dtype),
                                                device=device) for info in item.args_info]
-                    evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=3, repeat=1,
-                                                      min_repeat_ms=10)
+                    if cold_cache and device_kind != "cuda":
+                        evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=1, repeat=10,
+                                                          f_preproc="cache_flush_cpu_non_first_arg")
+                    else:
+                        evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=3, repeat=1,
+                                                          min_repeat_ms=10)
                     futures.append(trial_result([float(t) for t in evaluator(*args).results]))
                 except Exception as err:  # noqa: BLE001 - a trial that fails is a result
                     futures.append(trial_result(error=f"{type(err).__name__}: {err}"))
