@@ -201,7 +201,8 @@ def main() -> None:
     rows = []
     earlier = RESULTS / f"{NAME}.json"
     if args.skip_done and earlier.exists():
-        rows = [r for r in json.loads(earlier.read_text())["entries"] if r.get("bundle_arch") == winner.manifest["arch"]]
+        rows = [r for r in json.loads(earlier.read_text())["entries"]
+                if (r.get("bundle_arch"), r.get("level")) == (winner.manifest["arch"], winner.manifest["level"])]
     done = {r["lever"] for r in rows}
     with tempfile.TemporaryDirectory(prefix="tvmnas-levers-") as tmp:
         for name, lever in levers.items():

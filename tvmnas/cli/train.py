@@ -86,11 +86,11 @@ def _train(args, world) -> int:
         if args.init == "supernet" and checkpoint is None:
             raise TvmnasError("--init supernet needs --run (the search's checkpoint holds the weights)")
         cfg = TrainConfig(epochs=args.epochs, init=args.init, images_per_epoch=args.images_per_epoch or None,
-                          batch_size=args.batch_size, shards=args.shards or world.size, lr=args.lr, seed=args.seed, data=args.data or search_data,
-                          limit=args.limit)
+                          batch_size=args.batch_size, shards=args.shards or world.size, lr=args.lr, seed=args.seed,
+                          data=args.data or search_data, limit=args.limit)
         out = args.out or (SearchRun(args.run).train.folder if args.run else default_train_folder(args.arch))
         init = network_from_search(checkpoint, space, arch) if cfg.init == "supernet" else None
-    Shards(cfg.shards, world)  # a count that does not split over the processes is refused before anything is written
+    Shards(cfg.shards, world)  # shards the processes do not divide: refused before anything is written
     space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
                             cfg.limit)
