@@ -115,8 +115,10 @@ class Shards:
     process holds several, they run in parallel threads. With more than one shard every shard runs on one
     intra-op thread and no running BatchNorm statistics are kept during the steps (callers measure them again
     before evaluating): the arithmetic of a step then depends on `count` alone, so N processes, or one process
-    with any number of threads, compute bit for bit the same. One shard in one process is the plain step, with
-    every thread on it.
+    with any number of threads, compute bit for bit the same (on one kind of CPU and software: other hardware
+    runs other kernels). One shard in one process is the plain step, with every thread on it. The price: each
+    rank gathers every shard's gradients (count x the parameters per step, where an all-reduce moves about 2x),
+    small for the networks searched here.
 
     Why exact and not "equal up to reduction order": the search amplifies any difference (measured: one process
     at 2 threads vs 1 thread, the same computation with float sums in another order, ends one epoch with alphas
@@ -129,8 +131,8 @@ class Shards:
     def __post_init__(self) -> None:
         if self.count < 1 or self.count % self.world.size:
             raise TvmnasError(f"{self.count} shard(s) per batch do not split over {self.world.size} processes: "
-                              f"the number of processes must divide --shards (the same --shards in any number "
-                              f"of processes computes the same)")
+                              f"run it in a number of processes that divides the shards (--shards of a new run; a "
+                              f"resumed run keeps its own)")
 
     @property
     def local(self) -> int:
@@ -153,7 +155,8 @@ class Shards:
             return [fn(item) for item in items]
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=max(1, min(len(items), self.threads))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(items), self.threads)),
+                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
             return list(pool.map(fn, items))
 
     def sum(self, per_shard: list[list[torch.Tensor]]) -> list[torch.Tensor]:

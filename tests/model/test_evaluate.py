@@ -34,3 +34,18 @@ def test_evaluate_counts_correct_predictions():
     loss, acc = evaluate(always_b, data, batch_size=16)
     assert acc == float(np.mean(data.labels == 1))
     assert loss > 0
+
+
+def test_recalibration_samples_across_a_set_in_class_order():
+    """An image folder's training set is sorted by class: the statistics come from a seeded sample of all of it,
+    not from its first images (which would all be of the first class)."""
+    rng = np.random.default_rng(1)
+    dark, bright = rng.integers(0, 50, (200, 1, 4, 4)), rng.integers(200, 255, (200, 1, 4, 4))
+    data = ImageSet(np.concatenate([dark, bright]).astype(np.uint8), np.repeat([0, 1], 200), ("dark", "bright"))
+    norm = torch.nn.BatchNorm2d(1)
+    recalibrate_batchnorm(norm, norm, data, n_batches=2, batch_size=20)  # 40 of the 400 images
+    with torch.no_grad():
+        x, _ = next(batches(data, [np.arange(400)], torch.device("cpu")))
+    dark_mean, bright_mean = float(x[:200].mean()), float(x[200:].mean())
+    assert dark_mean + 0.25 * (bright_mean - dark_mean) < float(norm.running_mean) < \
+        bright_mean - 0.25 * (bright_mean - dark_mean)

@@ -100,12 +100,12 @@ def test_runs_saved_before_shared_weights_resume_with_separate_ones(tiny_space, 
     data = data_for(cfg, tiny_space)
     run = tmp_path / "run"
     run_search(cfg, tiny_space, TABLE, data, run, stop_after_epochs=1)
-    old = {k: v for k, v in cfg.to_json().items() if k != "supernet"}  # as runs saved before the setting
+    old = {k: v for k, v in cfg.to_json().items() if k not in ("supernet", "shards")}  # saved before both
     (run / "config.json").write_text(json.dumps(old))
     ckpt = load_tagged(run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
     save_tagged(run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {**ckpt, "config": old})
     resumed = SearchConfig.from_json(old, "config.json")
-    assert resumed.supernet == "separate"
+    assert resumed.supernet == "separate" and resumed.shards == 1
     assert run_search(resumed, tiny_space, TABLE, data, run, resume=True).arch_ops
     assert SearchConfig.from_json(config(tiny_space_path, tiny_idx_dir).to_json(), "c").supernet == "shared"
 

@@ -59,3 +59,23 @@ def test_network_file_refuses_other_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(TvmnasError, match="cannot read network file"):
         load_network(tmp_path / "junk.pt")
+
+
+def test_trainings_saved_before_shards_resume_as_one_shard(tiny_space, tiny_idx_dir, tmp_path):
+    from tvmnas.train.run import TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION
+    from tvmnas.torch_file import load_tagged
+
+    arch = Arch("tiny", ("mb_k3_e2", "zero"))
+    cfg = TrainConfig(epochs=2, batch_size=16, data=str(tiny_idx_dir))
+    data = load_search_data(cfg.data, 1, 8, cfg.valid_fraction, cfg.seed)
+    out = tmp_path / "train"
+    train_network(TrainConfig(epochs=1, batch_size=16, data=str(tiny_idx_dir)), tiny_space, arch, data, out)
+    path = out / "checkpoint.pt"
+    ckpt = load_tagged(path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION, "training checkpoint")
+    old = {k: v for k, v in ckpt["config"].items() if k != "shards"}  # as trainings saved before the setting
+    save_tagged(path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION, {**ckpt, "config": {**old, "epochs": 2}})
+    resumed = TrainConfig.from_json({**old, "epochs": 2}, "settings.json")
+    assert resumed == cfg and resumed.shards == 1
+    assert len(train_network(resumed, tiny_space, arch, data, out, resume=True).log) == 2
+    with pytest.raises(TvmnasError, match="settings.json: .*unexpected keyword"):
+        TrainConfig.from_json({**old, "colour": "blue"}, "settings.json")

@@ -109,11 +109,13 @@ def cmd_search(args) -> int:
 
 def _search(args, cfg, space, spec, world) -> int:
     from tvmnas.data.datasets import load_search_data
+    from tvmnas.dist import Shards
     from tvmnas.measure.method import latency_scope
     from tvmnas.search.latency import load_table
     from tvmnas.search.run import run_search
     from tvmnas.search.derive import check_reachable
 
+    Shards(cfg.shards, world)  # shards the processes do not divide: refused before anything is read or written
     space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
 
     def read_table():  # on rank 0 (the other ranks need not see the database)

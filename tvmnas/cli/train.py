@@ -59,7 +59,7 @@ def resumed_training(train_dir: Path):
         raise TvmnasError(f"{train_dir} holds no training checkpoint to resume")
     trained = load_network(files.network)
     settings = read_json_object(files.settings, "training settings")
-    return trained.space, trained.arch, TrainConfig(**settings)
+    return trained.space, trained.arch, TrainConfig.from_json(settings, str(files.settings))
 
 
 def cmd_train(args) -> int:
@@ -79,6 +79,9 @@ def _train(args, world) -> int:
 
     if args.resume is not None:
         space, arch, cfg = resumed_training(args.resume)
+        if args.shards is not None and args.shards != cfg.shards:
+            raise TvmnasError(f"--shards {args.shards} differs from the resumed training's {cfg.shards} "
+                              f"({args.resume})")
         out, init = args.resume, None
     else:
         space, arch, checkpoint, search_data = train_source(args)

@@ -32,8 +32,9 @@ def recalibrate_batchnorm(forward: Callable[[torch.Tensor], torch.Tensor], modul
 
     During the search each op's statistics mix inputs from every upstream path that was sampled, so they do
     not fit the derived network; its accuracy is only meaningful after they are measured again on training
-    images run through exactly that path (as single-path NAS methods do before evaluating). The first
-    `n_batches` x `batch_size` images are used, so the result is deterministic. Leaves `module` in eval mode.
+    images run through exactly that path (as single-path NAS methods do before evaluating). `n_batches` x
+    `batch_size` images of a fixed seeded sample are used, so the result is deterministic (a sample, not the first
+    images: an image folder's training set is in class order). Leaves `module` in eval mode.
     """
     norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     momenta = [m.momentum for m in norms]
@@ -41,7 +42,8 @@ def recalibrate_batchnorm(forward: Callable[[torch.Tensor], torch.Tensor], modul
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the calibration batches
     module.train()
-    index = [np.arange(b * batch_size, (b + 1) * batch_size) % len(images) for b in range(n_batches)]
+    sample = np.random.default_rng(0).permutation(len(images))
+    index = [sample[np.arange(b * batch_size, (b + 1) * batch_size) % len(images)] for b in range(n_batches)]
     for x, _ in batches(images, index, device, workers=workers):
         forward(x)
     for m, momentum in zip(norms, momenta):

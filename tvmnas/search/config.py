@@ -12,7 +12,7 @@ DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
 SUPERNET_WEIGHTS = ("shared", "separate")  # see `tvmnas.search.supernet`
 WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth")
 # settings added since runs were first saved, with the value those earlier runs used
-EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha"}
+EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1}
 
 
 @dataclass(frozen=True)

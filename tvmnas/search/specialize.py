@@ -14,7 +14,7 @@ import torch
 
 from tvmnas.data.datasets import SearchData
 from tvmnas.data.loading import batches, epoch_batches
-from tvmnas.dist import World
+from tvmnas.dist import Shards, World
 from tvmnas.run_folder import SearchRun, write_json, write_log
 from tvmnas.search.config import SearchConfig
 from tvmnas.search.derive import check_reachable
@@ -36,11 +36,13 @@ def alpha_phase(run: FinishedRun, cfg: SearchConfig, table: LatencyTable, data: 
     rng, gen = np.random.default_rng([cfg.seed, 7_919]), torch.Generator().manual_seed(cfg.seed + 7_919)
     device = next(net.parameters()).device
     net.train()
-    valid = epoch_batches(len(data.valid), cfg.batch_size, steps, rng, World(device=device), wrap=True)
-    for step, (x, y) in enumerate(batches(data.valid, valid, device)):
-        arch_step(net, optimizer, table, cfg, x, y, gen, cfg.entropy_weight * (step + 1) / steps)
-        if on_step:
-            on_step(step + 1, steps)
+    shards = Shards(cfg.shards, World(device=device))  # the run's shards, all in this process
+    valid = epoch_batches(len(data.valid), cfg.batch_size, steps, rng, shards.world, wrap=True)
+    with shards.steps(net):
+        for step, (x, y) in enumerate(batches(data.valid, valid, device)):
+            arch_step(net, optimizer, table, cfg, x, y, gen, cfg.entropy_weight * (step + 1) / steps, shards)
+            if on_step:
+                on_step(step + 1, steps)
 
 
 def specialize(run: FinishedRun, target: str, goal_ms: float, table: LatencyTable, data: SearchData,

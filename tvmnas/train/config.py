@@ -8,6 +8,8 @@ from tvmnas.errors import TvmnasError
 from tvmnas.search.config import check_shards
 
 INITS = ("scratch", "supernet")
+# settings added since trainings were first saved, with the value those earlier trainings used
+EARLIER_DEFAULTS = {"shards": 1}
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,10 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, source: str) -> TrainConfig:
+        try:
+            return cls(**{**EARLIER_DEFAULTS, **data})
+        except TypeError as err:
+            raise TvmnasError(f"{source}: {err}") from None

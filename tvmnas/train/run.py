@@ -106,7 +106,8 @@ def train_network(cfg: TrainConfig, space: SearchSpace, arch: Arch, data: Search
     if resume:
         ckpt = world.broadcast(load_tagged(ckpt_path, TRAIN_CHECKPOINT_FORMAT, TRAIN_CHECKPOINT_VERSION,
                                            "training checkpoint") if world.is_main else None)
-        check_same_settings(ckpt["config"], cfg.to_json(), ckpt_path)
+        check_same_settings(TrainConfig.from_json(ckpt["config"], str(ckpt_path)).to_json(), cfg.to_json(),
+                            ckpt_path)
         net.load_state_dict({k: v.to(world.device) for k, v in ckpt["network"].items()})
         opt.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
