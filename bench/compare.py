@@ -88,20 +88,49 @@ def interleave_calls(calls: dict[str, Callable], spec: TargetSpec, protocol: Pro
 
 
 class KernelTimer:
-    """A `WindowTimer` over one compiled kernel of a module, called with recorded arguments."""
+    """A `WindowTimer` over one compiled kernel of a module, called with recorded arguments: hot (back-to-back
+    calls, its data in cache, as tuning times it) or `cold` (every call after flushing the cache of all arguments
+    but the first, as inside a network where the kernel before it filled the caches)."""
 
-    def __init__(self, library, symbol: str, args: list) -> None:
+    def __init__(self, library, symbol: str, args: list, cold: bool = False) -> None:
         import tvm
 
         self._library, self._symbol, self._args, self._device = library, symbol, args, tvm.cpu()
+        self._cold = cold
 
     def warm_up(self, warmup_ms: float) -> float:
         return self._library.time_evaluator(self._symbol, self._device, number=1, repeat=1,
                                             min_repeat_ms=max(1, int(warmup_ms)))(*self._args).mean * 1e3
 
     def window(self, calls: int, samples: int) -> list[float]:
-        result = self._library.time_evaluator(self._symbol, self._device, number=calls, repeat=samples)(*self._args)
-        return [s * 1e3 for s in result.results]
+        if not self._cold:
+            result = self._library.time_evaluator(self._symbol, self._device, number=calls,
+                                                  repeat=samples)(*self._args)
+            return [s * 1e3 for s in result.results]
+        result = self._library.time_evaluator(self._symbol, self._device, number=1, repeat=calls * samples,
+                                              f_preproc="cache_flush_cpu_non_first_arg")(*self._args)
+        one = [s * 1e3 for s in result.results]
+        return [sum(one[i * calls:(i + 1) * calls]) / calls for i in range(samples)]
+
+
+def op_kind(symbol: str, args: list) -> str:
+    """What a kernel computes, from its name and its arguments' shapes: depthwise kxk, pointwise expand or project
+    (1x1 convolutions widening or narrowing the channels), other convolutions (the stem), pooling, linear."""
+    shapes = [tuple(int(d) for d in a.shape) for a in args if hasattr(a, "shape")]
+    if "conv2d" in symbol:
+        weights = [s for s in shapes[1:] if len(s) == 4]
+        weight = weights[0] if weights else None
+        channels = shapes[0][1] if shapes and len(shapes[0]) == 4 else None  # the data's (NCHW)
+        if weight and weight[1] == 1 and weight[2] > 1 and weight[0] == channels:
+            return f"depthwise {weight[2]}x{weight[3]}"
+        if weight and weight[2:] == (1, 1):
+            return "pointwise expand" if weight[0] > weight[1] else "pointwise project"
+        return "conv (stem)"
+    if "mean" in symbol or "pool" in symbol:
+        return "pooling"
+    if "matmul" in symbol or "dense" in symbol or "linear" in symbol:
+        return "linear"
+    return "other"
 
 
 def kernel_calls(lib_path: Path, data: np.ndarray):
@@ -125,15 +154,50 @@ def kernel_calls(lib_path: Path, data: np.ndarray):
     return lib, kernels, seen
 
 
+def vm_call(lib_path: Path, data: np.ndarray, skip_kernels: bool) -> Callable[[], None]:
+    """The module's VM with an instrument on every call: it skips the kernels (`skip_kernels`: what is left is the
+    VM's own work, plus the instrument's) or lets them run (the instrument's cost alone, to subtract)."""
+    import tvm
+    from tvm import relax
+    from tvm.runtime.vm import VMInstrumentReturnKind
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
+    x = tvm.runtime.tensor(data, device=tvm.cpu())
+    skip, run = int(VMInstrumentReturnKind.SKIP_RUN), int(VMInstrumentReturnKind.NO_OP)
+
+    def instrument(func, symbol, before, ret, *args):
+        return skip if skip_kernels and before and not symbol.startswith("vm.builtin") else run
+
+    vm.set_instrument(instrument)
+    return lambda: vm["main"](x)
+
+
 def tvm_breakdown(lib_path: Path, data: np.ndarray, spec: TargetSpec, protocol: Protocol = COMPARE) -> dict:
-    """Each kernel call's latency and the whole network's, all timed in one interleaved run."""
+    """Each kernel call's latency hot and cold, the whole network's, and the VM's own cost, all timed in one
+    interleaved run. The VM's cost: a run whose instrument skips every kernel, less what the instrument itself
+    adds (a run whose instrument lets every kernel run, less the plain run)."""
     lib, kernels, seen = kernel_calls(lib_path, data)
-    timers = {f"{i:02d} {symbol}": KernelTimer(kernels, symbol, args) for i, (symbol, args) in enumerate(seen)}
+    timers = {}
+    for i, (symbol, args) in enumerate(seen):
+        timers[f"{i:02d} {symbol}"] = KernelTimer(kernels, symbol, args)
+        timers[f"{i:02d} {symbol} cold"] = KernelTimer(kernels, symbol, args, cold=True)
     timers["network"] = CallableTimer(tvm_call(lib_path, data))
-    est = interleave(timers, spec, protocol)
-    per_kernel = {name: e.raw_ms for name, e in est.items() if name != "network"}
-    return {"kernels_ms": per_kernel, "sum_kernels_ms": sum(per_kernel.values()),
-            "network_ms": est["network"].raw_ms, "kernel_calls": len(seen)}
+    timers["vm skipping kernels"] = CallableTimer(vm_call(lib_path, data, skip_kernels=True))
+    timers["vm instrumented"] = CallableTimer(vm_call(lib_path, data, skip_kernels=False))
+    est = {name: e.raw_ms for name, e in interleave(timers, spec, protocol).items()}
+    hot = {f"{i:02d} {symbol}": est[f"{i:02d} {symbol}"] for i, (symbol, _) in enumerate(seen)}
+    cold = {name: est[f"{name} cold"] for name in hot}
+    kinds: dict[str, dict[str, float]] = {}
+    for (symbol, args), name in zip(seen, hot):
+        kind = kinds.setdefault(op_kind(symbol, args), {"calls": 0, "hot_ms": 0.0, "cold_ms": 0.0})
+        kind["calls"] += 1
+        kind["hot_ms"] += hot[name]
+        kind["cold_ms"] += cold[name]
+    instrument_ms = est["vm instrumented"] - est["network"]
+    return {"kernels_ms": hot, "kernels_cold_ms": cold, "sum_kernels_ms": sum(hot.values()),
+            "sum_kernels_cold_ms": sum(cold.values()), "network_ms": est["network"], "kernel_calls": len(seen),
+            "by_op_kind": kinds, "vm_own_ms": est["vm skipping kernels"] - instrument_ms,
+            "vm_instrument_ms": instrument_ms}
 
 
 def ort_breakdown(onnx_path: Path, data: np.ndarray, threads: int, runs: int = 300) -> dict:
