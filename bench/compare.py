@@ -119,18 +119,55 @@ def op_kind(symbol: str, args: list) -> str:
     shapes = [tuple(int(d) for d in a.shape) for a in args if hasattr(a, "shape")]
     if "conv2d" in symbol:
         weights = [s for s in shapes[1:] if len(s) == 4]
-        weight = weights[0] if weights else None
         channels = shapes[0][1] if shapes and len(shapes[0]) == 4 else None  # the data's (NCHW)
-        if weight and weight[1] == 1 and weight[2] > 1 and weight[0] == channels:
-            return f"depthwise {weight[2]}x{weight[3]}"
-        if weight and weight[2:] == (1, 1):
-            return "pointwise expand" if weight[0] > weight[1] else "pointwise project"
-        return "conv (stem)"
+        return conv_kind(weights[0] if weights else None, channels)
     if "mean" in symbol or "pool" in symbol:
         return "pooling"
     if "matmul" in symbol or "dense" in symbol or "linear" in symbol:
         return "linear"
     return "other"
+
+
+def conv_kind(weight: tuple | None, in_channels: int | None) -> str:
+    """A convolution's kind from its OIHW weight shape and its input channels."""
+    if weight and weight[1] == 1 and weight[2] > 1 and weight[0] == in_channels:
+        return f"depthwise {weight[2]}x{weight[3]}"
+    if weight and weight[2:] == (1, 1):
+        return "pointwise expand" if weight[0] > weight[1] else "pointwise project"
+    return "conv (stem)"
+
+
+def ort_kinds(onnx_path: Path, nodes_ms: dict[str, float]) -> dict[str, dict]:
+    """onnxruntime's profiled nodes by the kinds of `op_kind`: a node is matched to the ONNX node of the same
+    module path (its name without the last part, or for a convolution fused with what follows it, which
+    onnxruntime names after its last output, without the last two), convolutions classified by weight shape;
+    the rest (layout reorders, flatten) as "other"."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in model.graph.initializer}
+    exact, coarse = {}, {}  # by the path without the last part; convolutions also without the last two
+    for node in model.graph.node:
+        kind = None
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights:
+            weight = weights[node.input[1]]
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            kind = conv_kind(weight, weight[1] * group)
+            coarse.setdefault(node.name.rsplit("/", 2)[0], kind)
+        elif node.op_type in ("GlobalAveragePool", "ReduceMean", "AveragePool"):
+            kind = "pooling"
+        elif node.op_type in ("Gemm", "MatMul"):
+            kind = "linear"
+        if kind:
+            exact[node.name.rsplit("/", 1)[0]] = kind
+    out: dict[str, dict] = {}
+    for name, ms in nodes_ms.items():
+        kind = exact.get(name.rsplit("/", 1)[0]) or coarse.get(name.rsplit("/", 2)[0], "other")
+        entry = out.setdefault(kind, {"nodes": 0, "ms": 0.0})
+        entry["nodes"] += 1
+        entry["ms"] += ms
+    return out
 
 
 def kernel_calls(lib_path: Path, data: np.ndarray):

@@ -25,6 +25,7 @@ from compare import (
     interleave_calls,
     ort_breakdown,
     ort_call,
+    ort_kinds,
     torch_call,
     tvm_breakdown,
     tvm_call,
@@ -84,10 +85,12 @@ def main() -> None:
                "arch": manifest["arch"], "level": manifest["level"], "threads": threads,
                "native_runner_ms": native_ms(args.bundle, manifest),
                "tvm_sum_kernels_ms": tvm_kernels["sum_kernels_ms"], "tvm_network_ms": tvm_kernels["network_ms"],
-               "tvm_sum_kernels_cold_ms": tvm_kernels["sum_kernels_cold_ms"], "tvm_vm_own_ms": tvm_kernels["vm_own_ms"],
+               "tvm_sum_kernels_cold_ms": tvm_kernels["sum_kernels_cold_ms"],
+               "tvm_vm_own_ms": tvm_kernels["vm_own_ms"],
                "ort_sum_nodes_ms": ort_nodes["sum_nodes_ms"], "ort_model_run_ms": ort_nodes["model_run_ms"]}
     entries = [{"runtime": n, "latency_ms": ms, "over_onnxruntime": ms / ort_ms} for n, ms in latency.items()]
-    entries += [{"tvm_breakdown": tvm_kernels, "ort_breakdown": ort_nodes}]
+    ort_kind = ort_kinds(args.bundle / manifest["onnx"], ort_nodes["nodes_ms"])
+    entries += [{"tvm_breakdown": tvm_kernels, "ort_breakdown": {**ort_nodes, "by_op_kind": ort_kind}}]
     lines = [f"## Runtimes of the exported winner at batch 1 ({spec.name}, {threads} threads)", "",
              f"`{' '.join(manifest['arch'])}`, TVM tuned = the bundle's module ({manifest['level']}). Goals "
              f"(<= 1.0x onnxruntime, <= 0.5x PyTorch): **{'met' if summary['goal_met'] else 'not met'}**.", "",
@@ -99,10 +102,15 @@ def main() -> None:
               f"| sum of kernels, each timed cold ms | {tvm_kernels['sum_kernels_cold_ms']:.4f} | |",
               f"| the VM's own work (kernels skipped) ms | {tvm_kernels['vm_own_ms']:.4f} | |",
               f"| whole network ms | {tvm_kernels['network_ms']:.4f} | {ort_nodes['model_run_ms']:.4f} |",
-              "", "| TVM kernels by kind | calls | hot ms | cold ms | share of the hot sum |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {kind} | {k['calls']} | {k['hot_ms']:.4f} | {k['cold_ms']:.4f} | "
-              f"{k['hot_ms'] / tvm_kernels['sum_kernels_ms']:.0%} |"
-              for kind, k in sorted(tvm_kernels["by_op_kind"].items(), key=lambda kv: -kv[1]["hot_ms"])]
+              "", "| by kind | TVM kernels | hot ms | cold ms | share (hot) | onnxruntime nodes | profiled ms | share |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    none = {"calls": 0, "hot_ms": 0.0, "cold_ms": 0.0}
+    for kind in sorted(set(tvm_kernels["by_op_kind"]) | set(ort_kind),
+                       key=lambda k: -tvm_kernels["by_op_kind"].get(k, none)["hot_ms"]):
+        t, o = tvm_kernels["by_op_kind"].get(kind, none), ort_kind.get(kind, {"nodes": 0, "ms": 0.0})
+        lines.append(f"| {kind} | {t['calls']} | {t['hot_ms']:.4f} | {t['cold_ms']:.4f} | "
+                     f"{t['hot_ms'] / tvm_kernels['sum_kernels_ms']:.0%} | {o['nodes']} | {o['ms']:.4f} | "
+                     f"{o['ms'] / ort_nodes['sum_nodes_ms']:.0%} |")
     if summary["native_runner_ms"] is not None:
         lines += ["", f"Native runner (C++, no Python), tuned module: {summary['native_runner_ms']:.4f} ms."]
     lines += ["", "One interleaved run of the protocol (windows of each runtime beside the reference module's; "
