@@ -24,7 +24,8 @@ def tree_digest(*roots) -> dict:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_idx_dir_module):
-    """A latency database (with a tuning folder beside it) and a finished search run of the tiny space."""
+    """A latency database (with a tuning folder beside it), a finished search run of the tiny space and a
+    training of its network."""
     from tvmnas.space import load_space
 
     tmp = tmp_path_factory.mktemp("bad-input")
@@ -37,7 +38,9 @@ def workspace(tmp_path_factory, tiny_idx_dir_module):
     assert main(["search", "--space", str(space_path), "--target", "x86-cpu", "--db", str(db), "--latency-ms", "1.0",
                  "--data", str(tiny_idx_dir_module), "--batch-size", "16", "--epochs", "1", "--warmup-epochs", "0",
                  "--out", str(run)]) == 0
-    return {"tmp": tmp, "db": db, "run": run, "space": space_path, "data": tiny_idx_dir_module}
+    trained = tmp / "trained"
+    assert main(["train", "--run", str(run), "--epochs", "1", "--batch-size", "16", "--out", str(trained)]) == 0
+    return {"tmp": tmp, "db": db, "run": run, "space": space_path, "data": tiny_idx_dir_module, "trained": trained}
 
 
 def target_file(tmp, name: str, tvm_target: dict) -> str:
@@ -144,6 +147,10 @@ CASES = [
     ("shards-zero", lambda w: _search(w, "--latency-ms", "1", "--shards", "0"), "argument --shards: must be >= 1"),
     ("train-shards-uneven", lambda w: ["train", "--run", str(w["run"]), "--shards", "5"],
      "a batch of 128 does not split into 5 equal shards"),
+    ("resume-other-shards", lambda w: ["search", "--resume", str(w["run"]), "--shards", "2", "--db", str(w["db"])],
+     "--shards 2 differs from the resumed run's 1"),
+    ("train-resume-other-shards", lambda w: ["train", "--resume", str(w["trained"]), "--shards", "2"],
+     "--shards 2 differs from the resumed training's 1"),
     ("goal-below-min", lambda w: _search(w, "--latency-ms", "0.1"), "below the smallest reachable latency"),
     ("goal-nan", lambda w: _search(w, "--latency-ms", "nan"), "argument --latency-ms: must be > 0, not nan"),
     ("goal-inf", lambda w: _search(w, "--latency-ms", "inf"), "argument --latency-ms"),
