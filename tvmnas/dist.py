@@ -190,6 +190,11 @@ class Shards:
         for i, total in zip(used, self.sum([[grads[i] for i in used] for grads in per_shard])):
             params[i].grad = total / self.count
 
+    @staticmethod
+    def totals(per_shard: list[list[float]]) -> torch.Tensor:
+        """This rank's sums over its shards of each shard's counts (loss sum, correct, images), as float64."""
+        return torch.tensor([sum(column) for column in zip(*per_shard)], dtype=torch.float64)
+
     @contextmanager
     def steps(self, module: torch.nn.Module):
         """Around a run of steps: with more than one shard, BatchNorm without running statistics and one intra-op

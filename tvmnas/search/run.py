@@ -140,7 +140,7 @@ def weight_step(state: SearchState, cfg: SearchConfig, x, y, paths: list[LayerPa
     shards.set_mean_gradients(weights, [grads for grads, _ in results])
     state.weight_opt.step()
     state.schedule.step()
-    return torch.tensor([sum(column) for column in zip(*(stats for _, stats in results))], dtype=torch.float64)
+    return Shards.totals([stats for _, stats in results])
 
 
 def weight_step_sampling(weight_paths: str, warm: bool) -> str:

@@ -72,7 +72,7 @@ def train_step(net: Network, opt: torch.optim.Optimizer, cfg: TrainConfig, x, y,
     results = shards.run(compute, shards.split(x, y))
     shards.set_mean_gradients(params, [grads for grads, _ in results])
     opt.step()
-    return torch.tensor([sum(column) for column in zip(*(stats for _, stats in results))], dtype=torch.float64)
+    return Shards.totals([stats for _, stats in results])
 
 
 TRAIN_CHECKPOINT_FORMAT = "tvmnas-train-checkpoint"
