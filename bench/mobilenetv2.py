@@ -22,6 +22,7 @@ from compare import interleave_calls, ort_breakdown, ort_call, torch_call, tvm_b
 
 from tvmnas.deploy.export import export_onnx
 from tvmnas.measure.build import build_module
+from tvmnas.measure.compile import import_onnx
 from tvmnas.measure.model_bench import graph_input, load_onnx
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
@@ -70,12 +71,10 @@ def bench_size(size: int, trials: int, spec, tune_dir: Path, tmp: Path) -> dict:
     net = mobilenet_v2(shape[1], classes, stem_stride).eval()
     onnx_path = tmp / f"mobilenetv2_{size}.onnx"
     export_onnx(net, shape, onnx_path)
-    from tvm.relax.frontend.onnx import from_onnx
-
     model = load_onnx(onnx_path)  # as bench-model imports it
     name, shape = graph_input(model, None)
     start = time.perf_counter()
-    built = build_module(from_onnx(model, shape_dict={name: list(shape)}), spec, trials, tune_dir, LocalRunner(),
+    built = build_module(import_onnx(model, name, shape), spec, trials, tune_dir, LocalRunner(),
                          tmp / f"mobilenetv2_{size}.so", started=start,
                          progress=lambda phase, done, total, detail: print(f"\r{size}: {phase} {done}/{total} "
                                                                            f"{detail}", end="", flush=True))

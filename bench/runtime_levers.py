@@ -7,7 +7,9 @@ Levers (`--levers`, default all):
   spin-0        TVM_THREAD_POOL_SPIN_COUNT=0: TVM's workers sleep between kernels (read once per process: timed in
   spin-large    a child process), or 1e6: they spin longer; onnxruntime left at its default spinning
   compiled      relax.build(exec_mode="compiled"): the VM program compiled too, not interpreted
-  nhwc          convolutions in NHWC/OHWI (relax ConvertLayout before fusion), tuned at the module's trials
+  nhwc          the convolutions in another layout (`tvmnas.measure.layout`: NHWC, or channels in blocks of 8
+  nchw8c        or 16 as onnxruntime's CPU convolutions use), tuned at the module's trials; with `@N` (`--layout-
+  nchw16c       trials`), tuned at N trials
   fresh-hot     the kernels tuned again from nothing (an empty tuning folder, no cost model) at the module's
   fresh-cold    trials, timing each trial hot (as profiling does) or cold (cache flushed before each call, as a
                 kernel runs inside a network): does tuning with cold caches find faster schedules?
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ from compare import interleave_calls, ort_call, tvm_call
 from tvmnas.deploy.bundle import read_manifest
 from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import export_library, fuse, import_torch
+from tvmnas.measure.layout import LAYOUTS
 from tvmnas.measure.level import parse_level
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
@@ -118,7 +122,7 @@ def lever_compiled(winner: Winner, tmp: Path) -> dict:
     from tvm import relax
 
     target = winner.spec.tvm()
-    fused = apply_tuning_records(fuse(winner.relax_module(), target), budget_database(winner.tune_dir,
+    fused = apply_tuning_records(fuse(winner.relax_module(), target, winner.spec.conv_layout), budget_database(winner.tune_dir,
                                                                                       winner.trials))
     with target:
         executable = relax.build(fused, target=target, exec_mode="compiled")
@@ -126,13 +130,13 @@ def lever_compiled(winner: Winner, tmp: Path) -> dict:
     return {**timed(winner, tvm_call(lib, winner.data), winner.spec.runtime_threads), "tune_s": 0.0}
 
 
-def lever_nhwc(winner: Winner, tmp: Path) -> dict:
-    from tvm import relax
-
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(winner.relax_module())
-    built = build_module(mod, winner.spec, winner.trials, winner.tune_dir, LocalRunner(), tmp / "nhwc.so")
-    return {**timed(winner, tvm_call(built.lib_path, winner.data), winner.spec.runtime_threads),
-            "tune_s": built.tune_s, "kernels": built.tasks, "kernels_tuned": built.tasks_tuned}
+def lever_layout(layout: str, trials: int | None = None):
+    def run(winner: Winner, tmp: Path) -> dict:
+        built = build_module(winner.relax_module(), replace(winner.spec, conv_layout=layout), trials or winner.trials,
+                             winner.tune_dir, LocalRunner(), tmp / f"{layout}-{trials}.so")
+        return {**timed(winner, tvm_call(built.lib_path, winner.data), winner.spec.runtime_threads),
+                "tune_s": built.tune_s, "kernels": built.tasks, "kernels_tuned": built.tasks_tuned}
+    return run
 
 
 def lever_fresh(cold_cache: bool):
@@ -142,7 +146,7 @@ def lever_fresh(cold_cache: bool):
         from tvmnas.measure.tuning_records import tuning_store
 
         target = winner.spec.tvm()
-        fused = fuse(winner.relax_module(), target)
+        fused = fuse(winner.relax_module(), target, winner.spec.conv_layout)
         work = tmp / ("fresh-cold" if cold_cache else "fresh-hot")
         work.mkdir()
         with tuning_store(work).session() as store:
@@ -181,6 +185,8 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=Path("runs/demo/bundle-x86-cpu"))
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="its tuning folder holds the records")
     parser.add_argument("--deeper", type=int, nargs="*", default=[64, 128, 256], help="trials per kernel")
+    parser.add_argument("--layout-trials", type=int, nargs="*", default=[64],
+                        help="also tune each layout lever at these trials per kernel")
     parser.add_argument("--levers", nargs="*", help="only these (names as in the table)")
     parser.add_argument("--skip-done", action="store_true", help="keep the rows of the last record")
     parser.add_argument("--child-exported", action="store_true", help=argparse.SUPPRESS)
@@ -192,7 +198,11 @@ def main() -> None:
         return
     set_threads(winner.spec.runtime_threads)
     levers = {"threads-1": lever_threads_1, "spin-0": lever_spin(0), "spin-large": lever_spin(SPIN_LARGE),
-              "compiled": lever_compiled, "nhwc": lever_nhwc, "fresh-hot": lever_fresh(False),
+              "compiled": lever_compiled,
+              **{layout: lever_layout(layout) for layout in LAYOUTS if layout != winner.spec.conv_layout},
+              **{f"{layout}@{n}": lever_layout(layout, n) for layout in LAYOUTS if layout != winner.spec.conv_layout
+                 for n in args.layout_trials},
+              "fresh-hot": lever_fresh(False),
               "fresh-cold": lever_fresh(True),
               **{f"tuned-{n}": lever_deeper(n) for n in args.deeper}}
     unknown = set(args.levers or []) - set(levers)

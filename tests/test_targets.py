@@ -1,8 +1,10 @@
 import os
+from dataclasses import replace
 
 import pytest
 
 from tvmnas.errors import TvmnasError
+from tvmnas.measure.layout import LAYOUTS
 from tvmnas.targets import list_targets, load_target
 
 
@@ -31,6 +33,8 @@ def test_fingerprint_separates_devices_and_targets():
     assert x86.fingerprint("local") == load_target("x86-cpu").fingerprint("local")  # stable across loads
     assert x86.fingerprint("local") != x86.fingerprint("rpc:127.0.0.1:9090")
     assert x86.fingerprint() != load_target("arm-aarch64").fingerprint()
+    # a latency measured with the convolutions in one layout is not one of another layout
+    assert len({replace(x86, conv_layout=layout).fingerprint() for layout in LAYOUTS}) == len(LAYOUTS)
 
 
 def test_user_adds_target_by_adding_a_file(tmp_path, monkeypatch, write_json):
@@ -51,6 +55,8 @@ def test_unknown_target_lists_known():
     ({"schema_version": 1, "name": "t", "device": "tpu", "tvm_target": {"kind": "llvm"}}, "device"),
     ({"schema_version": 1, "name": "t", "device": "cpu", "tvm_target": {}}, "tvm_target.kind"),
     ({"schema_version": 1, "device": "cpu", "tvm_target": {"kind": "llvm"}}, "name"),
+    ({"schema_version": 1, "name": "t", "device": "cpu", "tvm_target": {"kind": "llvm"}, "conv_layout": "nc"},
+     "conv_layout"),
 ])
 def test_malformed_target_names_file_and_field(write_json, data, field):
     path = write_json("bad-target.json", data)

@@ -1,8 +1,9 @@
 """Hardware targets: one JSON file each in `targets/`, looked up by name.
 
 A file gives the TVM target as a JSON object (TVM 0.27 rejects `"llvm -mcpu=..."` strings), the device kind the
-compiled module runs on, and optionally a host target, a cross compiler and a default RPC key. The value "host"
-for `mcpu` / `num-cores` stands for this machine's CPU model / core count.
+compiled module runs on, and optionally a host target, a cross compiler, a default RPC key and the layout its
+convolutions compile in (`conv_layout`, see `tvmnas.measure.layout`; "nchw" when absent). The value "host" for
+`mcpu` / `num-cores` stands for this machine's CPU model / core count.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from tvmnas.errors import TvmnasError
+from tvmnas.measure.layout import LAYOUTS
 from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
 
 TARGET_SCHEMA_VERSION = 1
@@ -32,6 +34,7 @@ class TargetSpec:
     cross_compiler: str | None = None
     rpc_key: str | None = None
     needs: tuple[str, ...] = field(default_factory=tuple)
+    conv_layout: str = "nchw"
 
     def resolved(self) -> dict:
         """The TVM target dict with "host" placeholders replaced by this machine's values."""
@@ -62,9 +65,10 @@ class TargetSpec:
         return tvm.target.Target(self.resolved(), host=self.tvm_host)
 
     def fingerprint(self, device_label: str = "local") -> str:
-        """Identifies where a latency was measured: resolved target, host target, measuring device and threads."""
-        blob = json.dumps([self.resolved(), self.tvm_host, self.device, device_label, self.runtime_threads],
-                          sort_keys=True)
+        """Identifies where and how a latency was measured: resolved target, host target, measuring device,
+        threads and (where not the imported NCHW) the convolutions' layout."""
+        what = [self.resolved(), self.tvm_host, self.device, device_label, self.runtime_threads]
+        blob = json.dumps(what + ([self.conv_layout] if self.conv_layout != "nchw" else []), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def missing_tools(self) -> list[str]:
@@ -83,6 +87,10 @@ def target_from_json(data: dict, source: str) -> TargetSpec:
     if device not in DEVICES:
         raise TvmnasError(f"malformed target file {source}: field 'device' must be one of {', '.join(DEVICES)}")
     needs = f.get("needs", list, "a list of strings", [], required=False)
+    layout = f.get("conv_layout", str, f"one of {', '.join(LAYOUTS)}", "nchw", required=False)
+    if layout not in LAYOUTS:
+        raise TvmnasError(f"malformed target file {source}: field 'conv_layout' must be one of "
+                          f"{', '.join(LAYOUTS)}, not {layout!r}")
     return TargetSpec(
         name=f.get("name", str, "a string"),
         description=f.get("description", str, "a string", "", required=False),
@@ -92,6 +100,7 @@ def target_from_json(data: dict, source: str) -> TargetSpec:
         cross_compiler=f.get("cross_compiler", str, "a compiler command", None, required=False),
         rpc_key=f.get("rpc_key", str, "a string", None, required=False),
         needs=tuple(str(n) for n in needs),
+        conv_layout=layout,
     )
 
 

@@ -195,3 +195,43 @@ def apply_tuning_records(fused_mod, database, top_k: int = 8):
             fused_mod.update_func(gvar, scheduled.with_attr(SCHEDULED_ATTR, True))
             break
     return fused_mod
+
+
+def onnx_clip_as_relax_clip():
+    """A context in which TVM's ONNX frontend imports a Clip with constant bounds (a ReLU6) as `relax.clip`, not
+    as two kernels of its own (`Clip._impl_v13` emits `topi.maximum`/`topi.minimum` through `emit_te`): a layout
+    pass follows relax ops only, and every ReLU6 would otherwise cut a network's blocked layout. Clips whose
+    bounds are not constants import as before."""
+    import contextlib
+
+    import numpy as np
+    from tvm import relax
+    from tvm.ir.expr import GenericConst
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    clip = onnx_frontend.Clip
+    original = clip._impl_v13.__func__
+
+    def bound(expr, default: float) -> float | None:
+        if expr is None:
+            return default
+        data = expr.value.numpy() if isinstance(expr, GenericConst) else None  # a constant tensor
+        if data is not None and data.size == 1:
+            value = float(data.reshape(()))
+            return None if np.isnan(value) else value
+        return None
+
+    def impl_v13(cls, bb, inputs, attr, params):
+        low, high = bound(inputs[1], -np.inf), bound(inputs[2], np.inf)
+        if low is None or high is None:
+            return original(cls, bb, inputs, attr, params)
+        return relax.op.clip(inputs[0], low, high)
+
+    @contextlib.contextmanager
+    def patched():
+        clip._impl_v13 = classmethod(impl_v13)
+        try:
+            yield
+        finally:
+            clip._impl_v13 = classmethod(original)
+    return patched()

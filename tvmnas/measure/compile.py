@@ -9,13 +9,16 @@ comes from the compilation that deploys.
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from pathlib import Path
 
 import torch
 
 from tvmnas.targets import TargetSpec
-from tvmnas.tvm_compat import apply_tuning_records, load_tensor_intrinsics
+from tvmnas.tvm_compat import apply_tuning_records, load_tensor_intrinsics, onnx_clip_as_relax_clip
+
+LOG = logging.getLogger(__name__)
 
 # Bumped whenever what a candidate compiles to changes (passes, layouts, schedules): its latencies are then
 # measured again (see `tvmnas.measure.method`).
@@ -36,20 +39,39 @@ def import_torch(module: torch.nn.Module, input_shape: tuple[int, ...]):
         return from_exported_program(exported)
 
 
-def fuse(mod, target):
-    """Legalize and fuse into the TIR kernels that meta-schedule tunes (TVM's "zero" pipeline, without tuning)."""
+def import_onnx(model, input_name: str, input_shape: tuple[int, ...]):
+    """Import an ONNX model into a Relax IRModule, its Clip nodes with constant bounds (ReLU6) as `relax.clip`,
+    which a layout pass can follow (see `onnx_clip_as_relax_clip`)."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    with onnx_clip_as_relax_clip():
+        return from_onnx(model, shape_dict={input_name: list(input_shape)})
+
+
+def fuse(mod, target, layout: str = "nchw"):
+    """Legalize and fuse into the TIR kernels that meta-schedule tunes (TVM's "zero" pipeline, without tuning),
+    with the convolutions in `layout` (see `tvmnas.measure.layout`)."""
     import tvm
     from tvm import relax
 
+    from tvmnas.measure.layout import LEGALIZE, convert_layout
+
     passes = tvm.transform.Sequential([
-        relax.transform.LegalizeOps(),
+        relax.transform.LegalizeOps(LEGALIZE),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ])
     with target:
-        return passes(mod)
+        if layout == "nchw":
+            return passes(mod)
+        try:
+            return passes(convert_layout(mod, layout))
+        except Exception as err:  # noqa: BLE001 - a TVM pass that cannot handle some op of a user's model
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+            LOG.warning("convolutions stay in NCHW: TVM cannot move this module to %s (%s)", layout, reason)
+            return passes(mod)
 
 
 def compile_fused(fused_mod, target, database=None):

@@ -13,6 +13,7 @@ from typing import Callable
 
 from tvmnas.errors import TvmnasError
 from tvmnas.measure.build import build_module
+from tvmnas.measure.compile import import_onnx
 from tvmnas.measure.level import level_name
 from tvmnas.measure.protocol import SINGLE, Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference
@@ -70,14 +71,12 @@ def bench_onnx(path: Path, spec: TargetSpec, runner: Runner, tune_dir: Path, tun
                progress: Progress | None = None, protocol: Protocol = SINGLE) -> dict:
     """Import, build (tuning what the target's database lacks) and time the model with the single-network
     protocol; `progress(phase, done, total, detail)` hears of tuning and timing."""
-    from tvm.relax.frontend.onnx import from_onnx
-
     model = load_onnx(path)
     name, shape = graph_input(model, input_shape)
     check_input_fits(name, shape)
     start = time.perf_counter()
     try:
-        mod = from_onnx(model, shape_dict={name: list(shape)})
+        mod = import_onnx(model, name, shape)
     except Exception as err:
         raise TvmnasError(f"TVM cannot import {path}: {str(err).splitlines()[0]}") from None
     with tempfile.TemporaryDirectory(prefix="tvmnas-") as tmp:

@@ -1,0 +1,130 @@
+"""Convolution layouts: every layout computes what NCHW computes, and the blocked region is not cut at activations."""
+
+import numpy as np
+import pytest
+import torch
+
+from tvmnas.measure.compile import compile_fused, fuse, import_onnx, import_torch
+from tvmnas.measure.layout import LAYOUTS, check_layout
+
+
+class Mixed(torch.nn.Module):
+    """A one-channel stem, an MBConv with ReLU6 and a depthwise 7x7, a residual add, a strided grouped 3x3 with
+    ReLU, a strided depthwise 5x5, channels that 16 does not divide (24), and a head: the shapes a layout must
+    handle. With `sliced`, the residual is added to a strided slice (a shape ConvertLayout cannot follow in ONNX)."""
+
+    def __init__(self, sliced: bool = False):
+        super().__init__()
+        self.sliced = sliced
+        self.stem = torch.nn.Conv2d(1, 16, 3, padding=1, stride=2)
+        self.expand = torch.nn.Conv2d(16, 24, 1)
+        self.depthwise = torch.nn.Conv2d(24, 24, 7, padding=3, groups=24, stride=2 if sliced else 1)
+        self.project = torch.nn.Conv2d(24, 16, 1)
+        self.grouped = torch.nn.Conv2d(16, 32, 3, padding=1, groups=4, stride=1 if sliced else 2)
+        self.down = torch.nn.Conv2d(32, 32, 5, padding=2, groups=32, stride=2)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = torch.nn.functional.relu6(self.depthwise(torch.nn.functional.relu6(self.expand(x))))
+        y = (x[:, :, ::2, ::2] if self.sliced else x) + self.project(y)
+        y = torch.nn.functional.relu6(self.down(torch.relu(self.grouped(y))))
+        return self.head(y.mean((2, 3)))
+
+
+def onnx_model(net: torch.nn.Module, x: torch.Tensor):
+    import io
+    import warnings
+
+    import onnx
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), buffer, input_names=["x"], dynamo=False, opset_version=13)
+    model = onnx.load_from_string(buffer.getvalue())
+    assert any(node.op_type == "Clip" for node in model.graph.node)
+    return model
+
+
+def run(fused, x: np.ndarray, target) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(compile_fused(fused, target), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x))
+    return (out[0] if not hasattr(out, "numpy") else out).numpy()
+
+
+def kernels(fused) -> list[str]:
+    import tvm
+
+    return [gvar.name_hint for gvar, func in fused.functions_items() if isinstance(func, tvm.tirx.PrimFunc)]
+
+
+def tvm_target():
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "num-cores": 1})
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    torch.manual_seed(0)
+    net = Mixed().eval()
+    x = torch.randn(1, 1, 28, 28)
+    return net(x).detach().numpy(), import_torch(net, (1, 1, 28, 28)), x.numpy(), tvm_target()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_layout_computes_what_pytorch_computes(mixed, layout):
+    expected, mod, x, target = mixed
+    np.testing.assert_allclose(run(fuse(mod, target, layout), x, target), expected, rtol=1e-4, atol=1e-5)
+
+
+def blocked_region_is_whole(fused) -> None:
+    names = kernels(fused)
+    transforms = [n for n in names if "layout_transform" in n]
+    # into the blocked region after the stem (its one input channel stays NCHW) and out of it before the head;
+    # a ReLU6 that layouts could not follow would add two more each
+    assert len(transforms) <= 2, names
+    assert sum("conv2d" in n and "maximum" in n for n in names) == 3, names  # each ReLU6 fused into its conv
+
+
+def test_blocked_region_is_not_cut_by_relu6(mixed):
+    _, mod, _, target = mixed
+    blocked_region_is_whole(fuse(mod, target, "nchw8c"))
+    assert "R.clip" in mod.script()  # the caller's module is left as it was
+
+
+def test_onnx_relu6_follows_the_layout_too():
+    """TVM's ONNX frontend lowers Clip to kernels of its own; imported as Max/Min it follows the layout."""
+    torch.manual_seed(0)
+    net, x = Mixed().eval(), torch.randn(1, 1, 28, 28)
+    target = tvm_target()
+    fused = fuse(import_onnx(onnx_model(net, x), "x", (1, 1, 28, 28)), target, "nchw8c")
+    blocked_region_is_whole(fused)
+    np.testing.assert_allclose(run(fused, x.numpy(), target), net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_strided_slice_residual_computes_the_same():
+    torch.manual_seed(0)
+    net, x = Mixed(sliced=True).eval(), torch.randn(1, 1, 28, 28)
+    target = tvm_target()
+    fused = fuse(import_onnx(onnx_model(net, x), "x", (1, 1, 28, 28)), target, "nchw8c")
+    np.testing.assert_allclose(run(fused, x.numpy(), target), net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_module_tvm_cannot_convert_compiles_in_nchw(mixed, monkeypatch, caplog):
+    """Where TVM's layout pass fails on some op of a user's model, the model still compiles, in NCHW, and says so."""
+    import tvmnas.measure.layout
+
+    def failing(mod, layout):
+        raise RuntimeError("Check failed: (res != std::string::npos) is false: Invalid SLayout")
+
+    monkeypatch.setattr(tvmnas.measure.layout, "convert_layout", failing)
+    expected, mod, x, target = mixed
+    fused = fuse(mod, target, "nchw8c")
+    assert "convolutions stay in NCHW: TVM cannot move this module to nchw8c (Check failed" in caplog.text
+    assert not [n for n in kernels(fused) if "layout_transform" in n]
+    np.testing.assert_allclose(run(fused, x, target), expected, rtol=1e-4, atol=1e-5)

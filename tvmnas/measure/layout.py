@@ -1,0 +1,117 @@
+"""The layout of a compiled module's convolutions: NCHW (as imported), NHWC, or blocked channels (activations in
+NCHW{b}c, weights in OIHW{b}o).
+
+A convolution in NCHW vectorizes along the image's width (14 or 28 pixels in these networks, with a 7-wide
+window) or not at all; in a blocked layout the innermost axis is `b` consecutive channels, so every multiply-add
+is a full vector and depthwise convolutions, which have no channel reduction to vectorize, get one too (the layout
+onnxruntime's CPU convolutions use). Relax's `ConvertLayout` moves each convolution (and the element-wise ops,
+means and pools around it) to the blocked layout and keeps layout transforms only where a tensor enters or leaves
+the blocked region; a convolution whose channels `b` does not divide (a one-channel stem) stays in NCHW. The
+weights' transform is a constant folded at compile time: they are packed once, not per call.
+
+TVM 0.27 has no lowering for a blocked conv2d (its legalization leaves it unlowered) and no layout rule for
+`clip` (a ReLU6 would cut the blocked region at every activation): `blocked_layout` rewrites clip as
+maximum/minimum, and `LEGALIZE` lowers the blocked conv2d to the compute below, which meta-schedule then tunes.
+"""
+
+from __future__ import annotations
+
+# Each layout's (activation, weight) layouts for Relax's ConvertLayout; a name here is part of what a latency was
+# measured for.
+LAYOUTS = {"nchw": None, "nhwc": ("NHWC", "OHWI"), "nchw8c": ("NCHW8c", "OIHW8o"),
+           "nchw16c": ("NCHW16c", "OIHW16o")}
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    return layout
+
+
+def convert_layout(mod, layout: str):
+    """The Relax module with its convolutions in `layout` (unchanged for "nchw")."""
+    from tvm import relax
+
+    if LAYOUTS[check_layout(layout)] is None:
+        return mod
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": list(LAYOUTS[layout])})(_clip_as_min_max(mod))
+
+
+def _clip_as_min_max(mod):
+    from tvm import relax
+
+    import tvm
+    from tvm import tirx
+
+    clip = tvm.ir.Op.get("relax.clip")
+
+    @relax.expr_functor.mutator
+    class ClipAsMinMax(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op != clip or not all(isinstance(b, (tirx.IntImm, tirx.FloatImm)) for b in call.args[1:]):
+                return call
+            x, low, high = call.args
+            dtype = str(x.ty.dtype)
+            return relax.op.minimum(relax.op.maximum(x, relax.const(float(low.value), dtype)),
+                                    relax.const(float(high.value), dtype))
+
+    rewritten = mod.clone()  # the caller's module stays as it was
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewritten[gvar] = ClipAsMinMax().visit_expr(func)
+    return rewritten
+
+
+def conv2d_blocked(data, kernel, strides, padding, dilation, groups: int, out_dtype: str):
+    """conv2d of NCHW{b}c data with OIHW{b}o weights (per-group input channels unblocked), output NCHW{b}c."""
+    from tvm import te, topi
+
+    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    o_chunks, per_group_in, kh, kw, o_block = (int(d) for d in kernel.shape)
+    (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    out_per_group = o_chunks * o_block // groups
+    padded = data
+    if top or left or bottom or right:
+        padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad")
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+
+    if per_group_in == 1 and out_per_group == 1 and o_block == block:  # depthwise: output channel = input channel
+        def depthwise(b, oc, y, x, o):
+            return te.sum(padded[b, oc, y * sh + ry * dh, x * sw + rx * dw, o].astype(out_dtype)
+                          * kernel[oc, 0, ry, rx, o].astype(out_dtype), axis=[ry, rx])
+        return te.compute((n, o_chunks, out_h, out_w, o_block), depthwise, name="conv2d_nchwc")
+
+    ric = te.reduce_axis((0, per_group_in), "ric")
+
+    def grouped(b, oc, y, x, o):
+        cin = ric if groups == 1 else (oc * o_block + o) // out_per_group * per_group_in + ric
+        return te.sum(padded[b, cin // block, y * sh + ry * dh, x * sw + rx * dw, cin % block].astype(out_dtype)
+                      * kernel[oc, ric, ry, rx, o].astype(out_dtype), axis=[ric, ry, rx])
+    return te.compute((n, o_chunks, out_h, out_w, o_block), grouped, name="conv2d_nchwc")
+
+
+def _legalize_conv2d(bb, call):
+    import tvm
+
+    attrs = call.attrs
+    if len(attrs.data_layout) == 4:  # plain layouts: TVM's own lowering
+        return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+    if not (attrs.data_layout.startswith("NCHW") and attrs.kernel_layout.startswith("OIHW")
+            and attrs.out_layout == attrs.data_layout):
+        raise ValueError(f"no lowering for conv2d in {attrs.data_layout}/{attrs.kernel_layout}")
+    return bb.call_te(conv2d_blocked, call.args[0], call.args[1], attrs.strides, attrs.padding, attrs.dilation,
+                      int(attrs.groups), _dtype_or(attrs.out_dtype, call.args[0].ty.dtype),
+                      primfunc_name_hint="conv2d")
+
+
+def _dtype_or(out_dtype, data_dtype) -> str:
+    """conv2d's out_dtype, or the data's where it is unset (None or "" by frontend; "void" in TVM's own terms)."""
+    name = "" if out_dtype is None else str(out_dtype)
+    return name if name not in ("", "void", "None") else str(data_dtype)
+
+
+LEGALIZE = {"relax.nn.conv2d": _legalize_conv2d}
