@@ -122,8 +122,8 @@ def lever_compiled(winner: Winner, tmp: Path) -> dict:
     from tvm import relax
 
     target = winner.spec.tvm()
-    fused = apply_tuning_records(fuse(winner.relax_module(), target, winner.spec.conv_layout), budget_database(winner.tune_dir,
-                                                                                      winner.trials))
+    fused = apply_tuning_records(fuse(winner.relax_module(), target, winner.spec.conv_layout),
+                                 budget_database(winner.tune_dir, winner.trials))
     with target:
         executable = relax.build(fused, target=target, exec_mode="compiled")
     lib = export_library(executable, tmp / "compiled.so", winner.spec)
@@ -132,8 +132,9 @@ def lever_compiled(winner: Winner, tmp: Path) -> dict:
 
 def lever_layout(layout: str, trials: int | None = None):
     def run(winner: Winner, tmp: Path) -> dict:
-        built = build_module(winner.relax_module(), replace(winner.spec, conv_layout=layout), trials or winner.trials,
-                             winner.tune_dir, LocalRunner(), tmp / f"{layout}-{trials}.so")
+        level = winner.trials if trials is None else trials
+        built = build_module(winner.relax_module(), replace(winner.spec, conv_layout=layout), level,
+                             winner.tune_dir, LocalRunner(), tmp / f"{layout}-{level}.so")
         return {**timed(winner, tvm_call(built.lib_path, winner.data), winner.spec.runtime_threads),
                 "tune_s": built.tune_s, "kernels": built.tasks, "kernels_tuned": built.tasks_tuned}
     return run

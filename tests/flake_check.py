@@ -1,10 +1,11 @@
 """Run the fault tests (and the integration tier) many times in a row, each a fresh pytest, and report any
 failure: a flaky test is found here, before CI meets it. `make flake-check` runs it.
 
-Usage: python tests/flake_check.py [--fault-runs N] [--integration-runs M] [--logs DIR] [--record PREFIX [--resume]]
-Prints one line per run and a tally; exits 1 when any run failed. --resume continues a check cut short (a
-session's end): the runs recorded at PREFIX count, at the same commit and plan only, and the rest run. Each run's output (with the slowest
-tests) is kept under --logs."""
+Usage: python tests/flake_check.py [--fault-runs N] [--integration-runs M] [--logs DIR]
+                                   [--record PREFIX [--resume]]
+Prints one line per run and a tally; exits 1 when any run failed. Each run's output (with the slowest tests) is
+kept under --logs. --resume continues a check cut short (a session's end): the runs recorded at PREFIX count when
+they ran at this commit (a clean tree), with the same planned counts, on this kind of machine; the rest run."""
 
 from __future__ import annotations
 
@@ -71,8 +72,9 @@ def main() -> int:
 
     def save() -> None:
         if args.record:
-            summary = {f"{name}_{what}": value for name, oks in done.items()
-                       for what, value in (("passed", sum(oks)), ("runs", len(oks)), ("planned", counts[name]))}
+            summary = {f"{name}_{what}": value for name, planned in counts.items()
+                       for what, value in (("passed", sum(done.get(name, []))), ("runs", len(done.get(name, []))),
+                                           ("planned", planned))}
             record(args.record, summary, lines, tally_of(done, counts), commands)
 
     for name, runs in counts.items():
@@ -92,36 +94,47 @@ def commit() -> str:
         "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results") else "")
 
 
+def machine() -> dict:
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu_model": cpu, "cores": os.cpu_count()}
+
+
 def resumed(prefix: Path, counts: dict[str, int]) -> tuple[list[str], dict[str, list[bool]], list[str]]:
     """The lines, outcomes and commands of the check recorded at `prefix`; ValueError when it was at another
     commit or planned other counts (its runs would not be runs of this check)."""
     import json
     try:
         saved = json.loads(prefix.with_suffix(".json").read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"no readable record ({e})") from None
-    if saved["meta"]["commit"] != commit():
-        raise ValueError(f"it was recorded at commit {saved['meta']['commit']}, this is {commit()}")
-    summary = saved["summary"]
+        meta, summary, entries = saved["meta"], saved["summary"], list(saved["entries"])
+        done: dict[str, list[bool]] = {}
+        for line in entries:
+            name, rest = line.split(" ", 1)
+            done.setdefault(name, []).append(rest.split(": ", 2)[1].startswith("ok"))
+        commands = meta.get("commands") or [meta["command"]]
+        here = machine()
+        recorded = {key: meta[key] for key in here}
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"no readable record ({type(e).__name__}: {e})") from None
+    if commit().endswith("+uncommitted"):
+        raise ValueError("the tree has uncommitted changes: commit them, then start a check")
+    if meta["commit"] != commit():
+        raise ValueError(f"it was recorded at commit {meta['commit']}, this is {commit()}")
+    if recorded != here:
+        raise ValueError(f"it ran on {recorded}, this is {here}")
     for name, planned in counts.items():
-        if summary.get(f"{name}_planned", planned) != planned:
-            raise ValueError(f"it planned {summary[f'{name}_planned']} {name} runs, not {planned}")
-    done: dict[str, list[bool]] = {}
-    for line in saved["entries"]:
-        name, rest = line.split(" ", 1)
-        done.setdefault(name, []).append(rest.split(": ", 2)[1].startswith("ok"))
-    commands = saved["meta"].get("commands") or [saved["meta"]["command"]]
-    return list(saved["entries"]), done, commands
+        if summary.get(f"{name}_planned", 0) != planned:
+            raise ValueError(f"it planned {summary.get(f'{name}_planned', 0)} {name} runs, not {planned}")
+    return entries, done, commands
 
 
 def record(prefix: Path, summary: dict, lines: list[str], tally: str, commands: list[str]) -> None:
     import json
-    import platform
     from datetime import datetime, timezone
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    meta = {"cpu_model": cpu, "cores": os.cpu_count(), "commit": commit(),
+    meta = {**machine(), "commit": commit(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": commands[0],
             "commands": commands}
     prefix.parent.mkdir(parents=True, exist_ok=True)

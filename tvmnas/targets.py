@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.layout import LAYOUTS
+from tvmnas.measure.layout import LAYOUTS, check_layout
 from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
 
 TARGET_SCHEMA_VERSION = 1
@@ -88,9 +88,10 @@ def target_from_json(data: dict, source: str) -> TargetSpec:
         raise TvmnasError(f"malformed target file {source}: field 'device' must be one of {', '.join(DEVICES)}")
     needs = f.get("needs", list, "a list of strings", [], required=False)
     layout = f.get("conv_layout", str, f"one of {', '.join(LAYOUTS)}", "nchw", required=False)
-    if layout not in LAYOUTS:
-        raise TvmnasError(f"malformed target file {source}: field 'conv_layout' must be one of "
-                          f"{', '.join(LAYOUTS)}, not {layout!r}")
+    try:
+        check_layout(layout)
+    except ValueError as err:
+        raise TvmnasError(f"malformed target file {source}: field 'conv_layout': {err}") from None
     return TargetSpec(
         name=f.get("name", str, "a string"),
         description=f.get("description", str, "a string", "", required=False),

@@ -198,10 +198,10 @@ def apply_tuning_records(fused_mod, database, top_k: int = 8):
 
 
 def onnx_clip_as_relax_clip():
-    """A context in which TVM's ONNX frontend imports a Clip with constant bounds (a ReLU6) as `relax.clip`, not
-    as two kernels of its own (`Clip._impl_v13` emits `topi.maximum`/`topi.minimum` through `emit_te`): a layout
-    pass follows relax ops only, and every ReLU6 would otherwise cut a network's blocked layout. Clips whose
-    bounds are not constants import as before."""
+    """A context in which TVM's ONNX frontend imports a float Clip with constant bounds (a ReLU6) as `relax.clip`,
+    not as two kernels of its own (`Clip._impl_v1` and `_impl_v13`, which `_impl_v11` calls, emit `topi.maximum`/
+    `topi.minimum` through `emit_te`): a layout pass follows relax ops only, and every ReLU6 would otherwise cut a
+    network's blocked layout. Other Clips import as before."""
     import contextlib
 
     import numpy as np
@@ -210,28 +210,35 @@ def onnx_clip_as_relax_clip():
     from tvm.relax.frontend.onnx import onnx_frontend
 
     clip = onnx_frontend.Clip
-    original = clip._impl_v13.__func__
+    originals = {name: vars(clip)[name] for name in ("_impl_v1", "_impl_v13")}
 
     def bound(expr, default: float) -> float | None:
         if expr is None:
             return default
         data = expr.value.numpy() if isinstance(expr, GenericConst) else None  # a constant tensor
-        if data is not None and data.size == 1:
-            value = float(data.reshape(()))
-            return None if np.isnan(value) else value
+        if data is not None and data.size == 1 and not np.isnan(float(data.reshape(()))):
+            return float(data.reshape(()))
         return None
 
+    def as_relax_clip(x, low: float | None, high: float | None):
+        if low is None or high is None or not str(x.ty.dtype).startswith("float"):
+            return None
+        return relax.op.clip(x, low, high)
+
+    def impl_v1(cls, bb, inputs, attr, params):
+        out = as_relax_clip(inputs[0], float(attr.get("min", -np.inf)), float(attr.get("max", np.inf)))
+        return out if out is not None else originals["_impl_v1"].__func__(cls, bb, inputs, attr, params)
+
     def impl_v13(cls, bb, inputs, attr, params):
-        low, high = bound(inputs[1], -np.inf), bound(inputs[2], np.inf)
-        if low is None or high is None:
-            return original(cls, bb, inputs, attr, params)
-        return relax.op.clip(inputs[0], low, high)
+        out = as_relax_clip(inputs[0], bound(inputs[1], -np.inf), bound(inputs[2], np.inf))
+        return out if out is not None else originals["_impl_v13"].__func__(cls, bb, inputs, attr, params)
 
     @contextlib.contextmanager
     def patched():
-        clip._impl_v13 = classmethod(impl_v13)
+        clip._impl_v1, clip._impl_v13 = classmethod(impl_v1), classmethod(impl_v13)
         try:
             yield
         finally:
-            clip._impl_v13 = classmethod(original)
+            for name, method in originals.items():
+                setattr(clip, name, method)
     return patched()

@@ -98,7 +98,7 @@ def test_blocked_region_is_not_cut_by_relu6(mixed):
 
 
 def test_onnx_relu6_follows_the_layout_too():
-    """TVM's ONNX frontend lowers Clip to kernels of its own; imported as Max/Min it follows the layout."""
+    """TVM's ONNX frontend lowers Clip to kernels of its own; imported as relax.clip it follows the layout."""
     torch.manual_seed(0)
     net, x = Mixed().eval(), torch.randn(1, 1, 28, 28)
     target = tvm_target()
@@ -128,3 +128,31 @@ def test_module_tvm_cannot_convert_compiles_in_nchw(mixed, monkeypatch, caplog):
     assert "convolutions stay in NCHW: TVM cannot move this module to nchw8c (Check failed" in caplog.text
     assert not [n for n in kernels(fused) if "layout_transform" in n]
     np.testing.assert_allclose(run(fused, x, target), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels, out_channels, groups, kernel, stride, dilation, padding", [
+    (16, 32, 1, 3, 1, 1, (1, 0, 2, 1)),     # plain, asymmetric padding
+    (16, 16, 16, 5, 2, 1, (2, 2, 2, 2)),    # depthwise, strided
+    (8, 16, 8, 3, 1, 2, (2, 2, 2, 2)),      # depthwise with channel multiplier 2, dilated
+    (32, 16, 4, 3, 2, 1, (1, 1, 0, 0)),     # grouped: groups of 8 channels in, 4 out
+])
+def test_blocked_conv2d_computes_what_nchw_computes(channels, out_channels, groups, kernel, stride, dilation,
+                                                    padding):
+    import tvm
+    from tvm import relax
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, channels, 13, 11)).astype("float32")
+    weight = rng.standard_normal((out_channels, channels // groups, kernel, kernel)).astype("float32")
+    bb = relax.BlockBuilder()
+    data = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(data, relax.const(weight), strides=stride, padding=padding,
+                                                    dilation=dilation, groups=groups))
+        bb.emit_func_output(out)
+    mod, target = bb.get(), tvm_target()
+    expected = run(fuse(mod, target, "nchw"), x, target)
+    fused = fuse(mod, target, "nchw8c")
+    assert any("layout_transform" in name for name in kernels(fused))  # it did run blocked
+    np.testing.assert_allclose(run(fused, x, target), expected, rtol=1e-4, atol=1e-4)

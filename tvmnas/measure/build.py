@@ -28,9 +28,10 @@ class BuiltModule:
 
 def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, runner, lib_path: Path,
                  seed: int = 0, started: float | None = None, progress=None) -> BuiltModule:
-    """Fuse (convolutions in the target's layout), tune (kernels the target's database lacks, timed by `runner`'s device),
-    compile and export a Relax module at level `level_name(tune_trials)`. `started` (perf_counter) counts earlier
-    steps, such as the import, in compile_s; `progress(phase, done, total, detail)` hears of the tuning trials."""
+    """Fuse (convolutions in the target's layout), tune (kernels the target's database lacks, timed by
+    `runner`'s device), compile and export a Relax module at level `level_name(tune_trials)`. `started`
+    (perf_counter) counts earlier steps, such as the import, in compile_s; `progress(phase, done, total, detail)`
+    hears of the tuning trials."""
     start = time.perf_counter() if started is None else started
     target = spec.tvm()
     fused = fuse(relax_mod, target, spec.conv_layout)

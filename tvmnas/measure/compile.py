@@ -54,7 +54,7 @@ def fuse(mod, target, layout: str = "nchw"):
     import tvm
     from tvm import relax
 
-    from tvmnas.measure.layout import LEGALIZE, convert_layout
+    from tvmnas.measure.layout import LEGALIZE, check_layout, convert_layout
 
     passes = tvm.transform.Sequential([
         relax.transform.LegalizeOps(LEGALIZE),
@@ -63,15 +63,15 @@ def fuse(mod, target, layout: str = "nchw"):
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ])
+    check_layout(layout)
     with target:
-        if layout == "nchw":
-            return passes(mod)
         try:
-            return passes(convert_layout(mod, layout))
-        except Exception as err:  # noqa: BLE001 - a TVM pass that cannot handle some op of a user's model
+            converted = convert_layout(mod, layout)
+        except Exception as err:  # noqa: BLE001 - TVM's ConvertLayout cannot handle some op of a user's model
             reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
             LOG.warning("convolutions stay in NCHW: TVM cannot move this module to %s (%s)", layout, reason)
-            return passes(mod)
+            converted = mod
+        return passes(converted)
 
 
 def compile_fused(fused_mod, target, database=None):

@@ -10,11 +10,15 @@ the blocked region; a convolution whose channels `b` does not divide (a one-chan
 weights' transform is a constant folded at compile time: they are packed once, not per call.
 
 TVM 0.27 has no lowering for a blocked conv2d (its legalization leaves it unlowered) and no layout rule for
-`clip` (a ReLU6 would cut the blocked region at every activation): `blocked_layout` rewrites clip as
-maximum/minimum, and `LEGALIZE` lowers the blocked conv2d to the compute below, which meta-schedule then tunes.
+`clip` (a ReLU6 would cut the converted region at every activation, in NHWC too): `convert_layout` rewrites clip
+as maximum/minimum, and `LEGALIZE` lowers the blocked conv2d to the compute below, which meta-schedule then tunes.
+Where ConvertLayout fails on some op of a user's model, `tvmnas.measure.compile.fuse` compiles it in NCHW and
+says so.
 """
 
 from __future__ import annotations
+
+import math
 
 # Each layout's (activation, weight) layouts for Relax's ConvertLayout; a name here is part of what a latency was
 # measured for.
@@ -38,10 +42,8 @@ def convert_layout(mod, layout: str):
 
 
 def _clip_as_min_max(mod):
-    from tvm import relax
-
     import tvm
-    from tvm import tirx
+    from tvm import relax, tirx
 
     clip = tvm.ir.Op.get("relax.clip")
 
@@ -53,8 +55,13 @@ def _clip_as_min_max(mod):
                 return call
             x, low, high = call.args
             dtype = str(x.ty.dtype)
-            return relax.op.minimum(relax.op.maximum(x, relax.const(float(low.value), dtype)),
-                                    relax.const(float(high.value), dtype))
+            if not dtype.startswith(("float", "bfloat")):
+                return call
+            if math.isfinite(float(low.value)):  # an infinite bound (a ReLU) is no operation
+                x = relax.op.maximum(x, relax.const(float(low.value), dtype))
+            if math.isfinite(float(high.value)):
+                x = relax.op.minimum(x, relax.const(float(high.value), dtype))
+            return x
 
     rewritten = mod.clone()  # the caller's module stays as it was
     for gvar, func in mod.functions_items():
@@ -100,7 +107,8 @@ def _legalize_conv2d(bb, call):
     attrs = call.attrs
     if len(attrs.data_layout) == 4:  # plain layouts: TVM's own lowering
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
-    if not (attrs.data_layout.startswith("NCHW") and attrs.kernel_layout.startswith("OIHW")
+    block = attrs.data_layout[4:-1]
+    if not (attrs.data_layout == f"NCHW{block}c" and attrs.kernel_layout == f"OIHW{block}o"
             and attrs.out_layout == attrs.data_layout):
         raise ValueError(f"no lowering for conv2d in {attrs.data_layout}/{attrs.kernel_layout}")
     return bb.call_te(conv2d_blocked, call.args[0], call.args[1], attrs.strides, attrs.padding, attrs.dilation,
