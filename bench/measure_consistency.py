@@ -88,9 +88,9 @@ def main() -> None:
             # the old protocol on the same libraries (built again into a folder of our own)
             from tvmnas.profile import build_candidate
 
-            libs = [build_candidate(c, spec, settings, tune, LocalRunner(), Path(tmp)).lib_path
-                    for c in space.candidates()]
-            old_s = old_protocol_seconds(libs, [c.input_shape for c in space.candidates()], spec.runtime_threads)
+            built = [build_candidate(c, spec, settings, tune, LocalRunner(), Path(tmp)) for c in space.candidates()]
+            old_s = old_protocol_seconds([b.lib_path for b in built], [b.input_shape for b in built],
+                                         spec.runtime_threads)
     finally:
         stop_group(server.pid)
 

@@ -83,13 +83,14 @@ def library_path(cand: Candidate, out_dir: Path) -> Path:
 
 def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings, tune_dir: Path, runner: Runner,
                     out_dir: Path) -> BuiltModule:
-    """Compile one candidate at the settings' level into a library under out_dir (see `build_module`)."""
+    """Compile one candidate at the settings' level into a library under out_dir (see `build_module`), as a block
+    inside a network: its input and output in the layout its neighbours hand over (`BuiltModule.input_shape`)."""
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         module = fold_batchnorm(candidate_module(cand))
     return build_module(import_torch(module, cand.input_shape), spec, settings.tune_trials, tune_dir, runner,
-                        library_path(cand, out_dir), settings.seed, started=start)
+                        library_path(cand, out_dir), settings.seed, started=start, interior=True)
 
 
 def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, settings: ProfileSettings,
@@ -102,7 +103,7 @@ def measure_candidate(cand: Candidate, spec: TargetSpec, runner: Runner, setting
             built = build_candidate(cand, spec, settings, tune_dir, runner, out)
         except Exception as err:  # noqa: BLE001 - the row carries it
             return candidate_row(cand, spec, runner, settings, Estimate.failed(error_line(err)), None, None)
-        batch = Batch((built.lib_path,), (cand.input_shape,), spec.device, spec.runtime_threads,
+        batch = Batch((built.lib_path,), (built.input_shape,), spec.device, spec.runtime_threads,
                       build_reference(spec, Path(tmp) / REFERENCE_FILE))
         timed = runner.measure(batch, settings.protocol)
     return candidate_row(cand, spec, runner, settings, timed.estimates[0], built, timed.speed)
@@ -172,7 +173,7 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
             return ProfileReport(outcomes, 0.0, 1.0)
         order = sorted(built)
         anchor = read_anchor(db, scope)  # kept for good, `force` or not
-        batch = Batch(tuple(built[i].lib_path for i in order), tuple(candidates[i].input_shape for i in order),
+        batch = Batch(tuple(built[i].lib_path for i in order), tuple(built[i].input_shape for i in order),
                       spec.device, spec.runtime_threads, build_reference(spec, Path(libs) / REFERENCE_FILE),
                       anchor)
         timed = runner.measure(batch, settings.protocol,
@@ -214,7 +215,7 @@ def profile_on_farm(candidates: list[Candidate], spec: TargetSpec, runner: Runne
 
         def submit(i: int, module: BuiltModule) -> None:
             built_modules[i] = module
-            farm.submit(Job(i, Batch((module.lib_path,), (candidates[i].input_shape,), spec.device,
+            farm.submit(Job(i, Batch((module.lib_path,), (module.input_shape,), spec.device,
                                      spec.runtime_threads, reference), settings.farm_protocol))
             for done in farm.poll():
                 take(done)

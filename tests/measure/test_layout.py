@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tvmnas.measure.compile import compile_fused, fuse, import_onnx, import_torch
-from tvmnas.measure.layout import LAYOUTS, check_layout
+from tvmnas.measure.layout import LAYOUTS, check_layout, input_shape
 
 
 class Mixed(torch.nn.Module):
@@ -156,3 +156,32 @@ def test_blocked_conv2d_computes_what_nchw_computes(channels, out_channels, grou
     fused = fuse(mod, target, "nchw8c")
     assert any("layout_transform" in name for name in kernels(fused))  # it did run blocked
     np.testing.assert_allclose(run(fused, x, target), expected, rtol=1e-4, atol=1e-4)
+
+
+class MBConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.expand = torch.nn.Conv2d(16, 48, 1)
+        self.depthwise = torch.nn.Conv2d(48, 48, 5, padding=2, groups=48)
+        self.project = torch.nn.Conv2d(48, 16, 1)
+
+    def forward(self, x):
+        relu6 = torch.nn.functional.relu6
+        return x + self.project(relu6(self.depthwise(relu6(self.expand(x)))))
+
+
+def test_candidate_block_takes_and_returns_the_blocked_layout():
+    """Inside a network the tensors stay blocked from block to block: a candidate measured alone must not pay
+    for a transform in and one out, which the network does not run."""
+    torch.manual_seed(0)
+    net, x = MBConv().eval(), torch.randn(1, 16, 14, 14)
+    target = tvm_target()
+    fused = fuse(import_torch(net, (1, 16, 14, 14)), target, "nchw8c", interior=True)
+    assert input_shape(fused) == (1, 2, 14, 14, 8)
+    assert not [n for n in kernels(fused) if "layout_transform" in n], kernels(fused)
+    blocked = x.numpy().reshape(1, 2, 8, 14, 14).transpose(0, 1, 3, 4, 2)  # NCHW -> NCHW8c
+    out = run(fused, np.ascontiguousarray(blocked), target)
+    expected = net(x).detach().numpy().reshape(1, 2, 8, 14, 14).transpose(0, 1, 3, 4, 2)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # in NCHW there is nothing to strip: the module is the imported one
+    assert input_shape(fuse(import_torch(net, (1, 16, 14, 14)), target, "nchw", interior=True)) == (1, 16, 14, 14)

@@ -48,13 +48,14 @@ def import_onnx(model, input_name: str, input_shape: tuple[int, ...]):
         return from_onnx(model, shape_dict={input_name: list(input_shape)})
 
 
-def fuse(mod, target, layout: str = "nchw"):
+def fuse(mod, target, layout: str = "nchw", interior: bool = False):
     """Legalize and fuse into the TIR kernels that meta-schedule tunes (TVM's "zero" pipeline, without tuning),
-    with the convolutions in `layout` (see `tvmnas.measure.layout`)."""
+    with the convolutions in `layout` (see `tvmnas.measure.layout`); `interior`: a candidate block, which takes and
+    returns that layout as its neighbours in a network do (`without_boundary_transforms`)."""
     import tvm
     from tvm import relax
 
-    from tvmnas.measure.layout import LEGALIZE, check_layout, convert_layout
+    from tvmnas.measure.layout import LEGALIZE, check_layout, convert_layout, without_boundary_transforms
 
     passes = tvm.transform.Sequential([
         relax.transform.LegalizeOps(LEGALIZE),
@@ -71,7 +72,7 @@ def fuse(mod, target, layout: str = "nchw"):
             reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
             LOG.warning("convolutions stay in NCHW: TVM cannot move this module to %s (%s)", layout, reason)
             converted = mod
-        return passes(converted)
+        return passes(without_boundary_transforms(converted) if interior else converted)
 
 
 def compile_fused(fused_mod, target, database=None):

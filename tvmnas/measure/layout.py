@@ -70,6 +70,62 @@ def _clip_as_min_max(mod):
     return rewritten
 
 
+def without_boundary_transforms(mod):
+    """The module as a block inside a network sees it: `main` takes its input already in the layout the converted
+    region uses and returns its output in it, without the layout transforms at entry and exit.
+
+    A candidate block compiled alone gets a transform into the blocked layout at its input and one out of it at its
+    output; in a network of such blocks the tensors stay blocked from block to block and those transforms happen
+    once, not once per block. A latency table of whole candidates would add them up block by block. Only an input
+    whose every use is the same transform, and an output that is a transform's result, are stripped; otherwise
+    the module is left as it is."""
+    import tvm
+    from tvm import relax
+
+    transform = tvm.ir.Op.get("relax.layout_transform")
+    func = mod["main"]
+    if len(func.params) != 1 or len(func.body.blocks) != 1:
+        return mod
+    (param,), block = func.params, func.body.blocks[0]
+
+    def is_transform(value) -> bool:
+        return isinstance(value, relax.Call) and value.op.same_as(transform)
+
+    users = [b for b in block.bindings if any(v.same_as(param) for v in relax.analysis.free_vars(b.value))]
+    remap, new_param = {}, param
+    if users and all(is_transform(b.value) for b in users) \
+            and len({str(b.value.attrs.index_map) for b in users}) == 1:
+        new_param = relax.Var(param.name, users[0].var.ty)
+        remap.update({b.var: new_param for b in users})
+    values = relax.analysis.get_var2val(func)
+    output = values.get(func.body.body)
+    last = output.fields[0] if isinstance(output, relax.Tuple) and len(output.fields) == 1 else func.body.body
+    if is_transform(values.get(last)):
+        remap[last] = values[last].args[0]
+    if not remap:
+        return mod
+
+    @relax.expr_functor.mutator
+    class Strip(relax.PyExprMutator):
+        def visit_var_binding_(self, binding):
+            if binding.var in remap:  # its uses now read what it transformed
+                self.set_var_remap(binding.var, self.visit_expr(remap[binding.var]))
+                return
+            super().visit_var_binding_(binding)
+
+        def visit_var_(self, var):
+            return new_param if var.same_as(param) else super().visit_var_(var)
+
+    stripped = mod.clone()
+    stripped["main"] = relax.Function([new_param], Strip().visit_expr(func.body), attrs=func.attrs)
+    return stripped
+
+
+def input_shape(mod) -> tuple[int, ...]:
+    """The shape of the one input of the module's `main`."""
+    return tuple(int(d) for d in mod["main"].params[0].ty.shape)
+
+
 def conv2d_blocked(data, kernel, strides, padding, dilation, groups: int, out_dtype: str):
     """conv2d of NCHW{b}c data with OIHW{b}o weights (per-group input channels unblocked), output NCHW{b}c."""
     from tvm import te, topi
