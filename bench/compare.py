@@ -117,10 +117,14 @@ def op_kind(symbol: str, args: list) -> str:
     """What a kernel computes, from its name and its arguments' shapes: depthwise kxk, pointwise expand or project
     (1x1 convolutions widening or narrowing the channels), other convolutions (the stem), pooling, linear."""
     shapes = [tuple(int(d) for d in a.shape) for a in args if hasattr(a, "shape")]
-    if "conv2d" in symbol:
-        weights = [s for s in shapes[1:] if len(s) == 4]
-        channels = shapes[0][1] if shapes and len(shapes[0]) == 4 else None  # the data's (NCHW)
-        return conv_kind(weights[0] if weights else None, channels)
+    if "conv2d" in symbol and shapes:
+        rank = len(shapes[0])  # 4: NCHW data, OIHW weights; 5: NCHW{b}c data, OIHW{b}o weights
+        weights = [s for s in shapes[1:] if len(s) == rank]
+        weight = weights[0] if weights and rank in (4, 5) else None
+        if rank == 5:  # as NCHW / OIHW
+            weight = weight and (weight[0] * weight[4], *weight[1:4])
+            return conv_kind(weight, shapes[0][1] * shapes[0][4])
+        return conv_kind(weight, shapes[0][1] if rank == 4 else None)
     if "mean" in symbol or "pool" in symbol:
         return "pooling"
     if "matmul" in symbol or "dense" in symbol or "linear" in symbol:
