@@ -7,9 +7,9 @@ Levers (`--levers`, default all):
   spin-0        TVM_THREAD_POOL_SPIN_COUNT=0: TVM's workers sleep between kernels (read once per process: timed in
   spin-large    a child process), or 1e6: they spin longer; onnxruntime left at its default spinning
   compiled      relax.build(exec_mode="compiled"): the VM program compiled too, not interpreted
-  nhwc          the convolutions in another layout (`tvmnas.measure.layout`: NHWC, or channels in blocks of 8
-  nchw8c        or 16 as onnxruntime's CPU convolutions use), tuned at the module's trials; with `@N` (`--layout-
-  nchw16c       trials`), tuned at N trials
+  nchw, nhwc,   each layout of `tvmnas.measure.layout` other than the target's `conv_layout` (NCHW as imported,
+  nchw8c, ...   NHWC, channels in blocks of 8 or 16 as onnxruntime's CPU convolutions use), tuned at the module's
+                trials; `<layout>@N` (`--layout-trials`): tuned at N trials
   fresh-hot     the kernels tuned again from nothing (an empty tuning folder, no cost model) at the module's
   fresh-cold    trials, timing each trial hot (as profiling does) or cold (cache flushed before each call, as a
                 kernel runs inside a network): does tuning with cold caches find faster schedules?
