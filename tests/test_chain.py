@@ -43,7 +43,9 @@ def test_profile_search_train_export_share_one_database(tmp_path, tiny_idx_dir, 
 
     manifest = json.loads((run / "bundle-x86-cpu" / "manifest.json").read_text())
     assert manifest["level"] == "tuned-2" and manifest["tvm_version"] == tvm_version()
-    assert manifest["seconds"]["kernels_tuned"] == 0  # every kernel was tuned by the profile already
+    # every kernel was tuned by the profile already, but for the network's layout transforms into and out of the
+    # blocked region (x86-cpu compiles in NCHW8c; no block has them: see `without_boundary_transforms`)
+    assert manifest["seconds"]["kernels_tuned"] <= 2
     ops = json.loads((run / "arch.json").read_text())["ops"]
     blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
                                          if op != "zero"]
