@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.layout import LAYOUTS, check_layout
+from tvmnas.measure.layout import LAYOUTS, check_layout, layout_tag
 from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
 
 TARGET_SCHEMA_VERSION = 1
@@ -68,7 +68,8 @@ class TargetSpec:
         """Identifies where and how a latency was measured: resolved target, host target, measuring device,
         threads and (where not the imported NCHW) the convolutions' layout."""
         what = [self.resolved(), self.tvm_host, self.device, device_label, self.runtime_threads]
-        blob = json.dumps(what + ([self.conv_layout] if self.conv_layout != "nchw" else []), sort_keys=True)
+        blob = json.dumps(what + ([layout_tag(self.conv_layout)] if self.conv_layout != "nchw" else []),
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def missing_tools(self) -> list[str]:

@@ -26,6 +26,16 @@ LAYOUTS = {"nchw": None, "nhwc": ("NHWC", "OHWI"), "nchw8c": ("NCHW8c", "OIHW8o"
            "nchw16c": ("NCHW16c", "OIHW16o")}
 
 
+# What a blocked layout compiles to (its conv2d compute and design space, see `tvmnas.measure.conv_schedule`):
+# raised whenever that changes, so its latencies and tuning records are made again.
+BLOCKED_REVISION = 2
+
+
+def layout_tag(layout: str) -> str:
+    """The layout as a latency's fingerprint names it (blocked layouts with their revision)."""
+    return f"{layout}-r{BLOCKED_REVISION}" if layout.startswith("nchw") and layout != "nchw" else layout
+
+
 def check_layout(layout: str) -> str:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
@@ -148,10 +158,18 @@ def conv2d_blocked(data, kernel, strides, padding, dilation, groups: int, out_dt
                           * kernel[oc, 0, ry, rx, o].astype(out_dtype), axis=[ry, rx])
         return te.compute((n, o_chunks, out_h, out_w, o_block), depthwise, name="conv2d_nchwc")
 
+    if groups == 1:  # input channels as (block of `block`, channel in it): no division in the data's index
+        icc, icb = te.reduce_axis((0, c_chunks), "icc"), te.reduce_axis((0, block), "icb")
+
+        def regular(b, oc, y, x, o):
+            return te.sum(padded[b, icc, y * sh + ry * dh, x * sw + rx * dw, icb].astype(out_dtype)
+                          * kernel[oc, icc * block + icb, ry, rx, o].astype(out_dtype), axis=[icc, icb, ry, rx])
+        return te.compute((n, o_chunks, out_h, out_w, o_block), regular, name="conv2d_nchwc")
+
     ric = te.reduce_axis((0, per_group_in), "ric")
 
     def grouped(b, oc, y, x, o):
-        cin = ric if groups == 1 else (oc * o_block + o) // out_per_group * per_group_in + ric
+        cin = (oc * o_block + o) // out_per_group * per_group_in + ric
         return te.sum(padded[b, cin // block, y * sh + ry * dh, x * sw + rx * dw, cin % block].astype(out_dtype)
                       * kernel[oc, ric, ry, rx, o].astype(out_dtype), axis=[ric, ry, rx])
     return te.compute((n, o_chunks, out_h, out_w, o_block), grouped, name="conv2d_nchwc")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvmnas.failpoints import stop_point
+from tvmnas.measure.conv_schedule import design_space
 from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
 from tvmnas.measure.tuning_records import canonical_kernel, kernel_hash, record_budgets, tuned_budgets
@@ -192,7 +193,7 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
         contexts = [
             ms.TuneContext(
                 mod=canonical_kernel(database, task.dispatched[0]), target=task.target,
-                space_generator="post-order-apply",
+                space_generator=design_space(task.dispatched[0]),
                 search_strategy=ms.search_strategy.EvolutionarySearch(
                     population_size=population, init_min_unmeasured=population // 4),
                 task_name=task.task_name, rand_state=settings.seed, num_threads="physical",

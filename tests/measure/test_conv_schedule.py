@@ -1,0 +1,102 @@
+"""The blocked convolution's design space: every schedule in it computes what the kernel computes, and its traces
+replay under other sampled decisions (meta-schedule's search mutates them)."""
+
+import numpy as np
+import pytest
+import torch
+
+from tvmnas.measure.compile import fuse, import_torch
+from tvmnas.measure.conv_schedule import blocked_conv_space, design_space, has_blocked_conv
+
+
+class Net(torch.nn.Module):
+    """A strided regular 3x3 convolution (padding computed once), an MBConv (pointwise expand with ReLU6, a
+    depthwise 5x5 with its padding per channel block, a pointwise project with a residual add), a grouped 3x3 with
+    4 channels per group (not in the space: its reduction is not blocked), and a bias-free pointwise convolution
+    whose result is the kernel's output (nothing fused after it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.regular = torch.nn.Conv2d(8, 16, 3, padding=1, stride=2)
+        self.expand = torch.nn.Conv2d(16, 48, 1)
+        self.depthwise = torch.nn.Conv2d(48, 48, 5, padding=2, groups=48)
+        self.project = torch.nn.Conv2d(48, 16, 1)
+        self.grouped = torch.nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.last = torch.nn.Conv2d(16, 24, 1, bias=False)
+
+    def forward(self, x):
+        x = torch.relu(self.regular(x))
+        y = torch.nn.functional.relu6(self.depthwise(torch.nn.functional.relu6(self.expand(x))))
+        x = x + self.project(y)
+        return self.last(torch.relu(self.grouped(x))).mean((2, 3))
+
+
+@pytest.fixture(scope="module")
+def conv_kernels():
+    import tvm
+
+    from tvmnas.targets import load_target
+
+    target = load_target("x86-cpu").tvm()
+    fused = fuse(import_torch(Net().eval(), (1, 8, 14, 14)), target, "nchw8c")
+    kernels = [tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+               for _, func in fused.functions_items() if isinstance(func, tvm.tirx.PrimFunc)]
+    return target, [k for k in kernels if has_blocked_conv(k)]
+
+
+def copy(kernel):
+    import tvm
+
+    return tvm.ir.load_json(tvm.ir.save_json(kernel))  # a schedule may rewrite the module it was made from
+
+
+def outputs(kernel, target) -> np.ndarray:
+    import tvm
+
+    from tvmnas.tvm_compat import build_trial
+
+    rng = np.random.default_rng(0)
+    params = kernel["main"].params
+    args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.shape]).astype("float32")) for p in params]
+    build_trial(kernel, target)(*args)
+    return args[-1].numpy()
+
+
+def test_every_blocked_conv_but_the_grouped_one_is_in_the_space(conv_kernels):
+    _, kernels = conv_kernels
+    spaces = [design_space(copy(k)) for k in kernels]
+    assert len(kernels) == 6
+    assert sum(s == "post-order-apply" for s in spaces) == 1  # the grouped 3x3
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_schedule_of_the_space_computes_what_the_kernel_computes(conv_kernels, seed):
+    from tvm.s_tir import Schedule
+
+    target, kernels = conv_kernels
+    checked = 0
+    for kernel in kernels:
+        if design_space(copy(kernel)) == "post-order-apply":
+            continue
+        sch = Schedule(copy(kernel), seed=seed)
+        blocked_conv_space(sch)
+        np.testing.assert_allclose(outputs(sch.mod, target), outputs(copy(kernel), target), rtol=1e-5, atol=1e-5)
+        checked += 1
+    assert checked == 5
+
+
+def test_traces_have_the_same_instructions_whatever_was_sampled(conv_kernels):
+    """Meta-schedule replays a trace with mutated decisions and requires each instruction to give as many
+    results as when it was recorded (a loop kept or dropped by a tile size of 1 would break the replay)."""
+    from tvm.s_tir import Schedule
+
+    _, kernels = conv_kernels
+    for kernel in kernels:
+        if design_space(copy(kernel)) == "post-order-apply":
+            continue
+        shapes = set()
+        for seed in range(1, 13):
+            sch = Schedule(copy(kernel), seed=seed)
+            blocked_conv_space(sch)
+            shapes.add(tuple((inst.kind.name, len(inst.outputs)) for inst in sch.trace.insts))
+        assert len(shapes) == 1

@@ -1,0 +1,133 @@
+"""The design space meta-schedule tunes a blocked convolution's kernel in (CPU).
+
+Meta-schedule's generic rules tile every loop of a kernel at several levels; sampled at random, few of those
+schedules keep the output tile in registers, so at the few trials per kernel that a latency table affords
+(tuned-8) the best one found is often 2-3x slower than a register-blocked schedule. For a convolution in NCHW{b}c
+(`tvmnas.measure.layout.conv2d_blocked`) the good schedules are well known (TVM's former x86 `conv2d_NCHWc`
+templates, oneDNN's direct convolution): keep a tile of `oc_inner` channel blocks x `x_inner` output pixels of one
+row in vector registers, sweep the reduction (input channel blocks, the window, the block's input channels) around
+it, vectorize the `b` channels of a block, and parallelize over output channel blocks (and rows). `blocked_conv_space`
+builds that schedule with the two tile sizes as sampled decisions, so meta-schedule's evolutionary search and cost
+model choose them (and mutate them) as they would any tile size; the bias, activation and residual add fused after
+the convolution run on the tile while it is in cache; the padding is computed per channel block (depthwise) or once
+(others).
+"""
+
+from __future__ import annotations
+
+CONV_BLOCK = "conv2d_nchwc"  # the name of the blocked convolution's compute (see `layout.conv2d_blocked`)
+
+# Largest sampled tiles: x_inner output pixels x oc_inner channel blocks accumulate in vector registers (an x86-64
+# core with AVX-512 has 32).
+MAX_X_INNER = 16
+MAX_OC_INNER = 4
+
+
+def has_blocked_conv(kernel) -> bool:
+    """Whether a fused kernel (an IRModule of one TIR function) computes a blocked convolution."""
+    from tvm.s_tir import Schedule
+
+    try:
+        Schedule(kernel).get_sblock(CONV_BLOCK)
+    except Exception:  # noqa: BLE001 - TVM raises its own error for a missing block
+        return False
+    return True
+
+
+def design_space(kernel):
+    """The design space meta-schedule tunes `kernel` (an IRModule of one fused TIR function) in:
+    `blocked_conv_space` for a blocked convolution it can schedule, meta-schedule's generic rules
+    ("post-order-apply") for everything else."""
+    import tvm
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    if has_blocked_conv(kernel):
+        # A copy: a schedule may rewrite the function it was made from in place.
+        probe = Schedule(tvm.ir.load_json(tvm.ir.save_json(kernel)))
+        try:
+            blocked_conv_space(probe)
+        except Exception:  # noqa: BLE001 - a fused kernel of another shape (a reduction after the convolution)
+            return "post-order-apply"
+        return ms.space_generator.ScheduleFn(blocked_conv_space)
+    return "post-order-apply"
+
+
+def blocked_conv_space(sch) -> None:
+    """Schedule the fused kernel in `sch` (pad -> blocked conv -> element-wise epilogue) as described above."""
+    conv = sch.get_sblock(CONV_BLOCK)
+    producers = sch.get_producers(conv)
+    pads = [p for p in producers if sch.get(p).name_hint.startswith("pad")]
+    spatial, reduction = _loops_by_kind(sch, conv)
+    b, oc, y, x, o = spatial
+    depthwise = len(reduction) == 2  # (ry, rx); otherwise (icc, icb, ry, rx)
+
+    x_outer, x_inner = sch.split(x, sch.sample_perfect_tile(x, n=2, max_innermost_factor=MAX_X_INNER))
+    oc_outer, oc_inner = sch.split(oc, sch.sample_perfect_tile(oc, n=2, max_innermost_factor=MAX_OC_INNER))
+    if depthwise:
+        window = reduction
+    else:
+        icc, icb, ry, rx = reduction
+        window = [icc, ry, rx, icb]
+    sch.reorder(b, oc_outer, y, x_outer, *window, oc_inner, x_inner, o)
+
+    epilogue = _epilogue(sch, conv)
+    sch.reverse_compute_at(epilogue, x_outer, preserve_unit_loops=True)
+    if pads and depthwise:  # a channel block's padded map, computed where its outputs are
+        parallel = sch.fuse(b, oc_outer)
+        sch.compute_at(pads[0], parallel, preserve_unit_loops=True)
+    else:  # a regular convolution reads every input channel block: pad once
+        parallel = sch.fuse(b, oc_outer, y)
+        for pad in pads:
+            _parallel_vectorized(sch, pad)
+    sch.parallel(parallel)
+    sch.vectorize(o)
+    sch.unroll(x_inner)
+    sch.unroll(oc_inner)
+    init = sch.decompose_reduction(conv, window[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(epilogue)[-1])
+    for pad in pads if depthwise else []:
+        sch.vectorize(sch.get_loops(pad)[-1])
+
+
+def _loops_by_kind(sch, block):
+    """The block's spatial loops (b, oc, y, x, o) and its reduction loops, from its iteration variables."""
+    from tvm import tirx
+
+    loops = sch.get_loops(block)
+    kinds = [v.iter_type for v in sch.get(block).iter_vars]
+    spatial = [lp for lp, k in zip(loops, kinds) if k == tirx.IterVar.DataPar]
+    reduction = [lp for lp, k in zip(loops, kinds) if k == tirx.IterVar.CommReduce]
+    if len(spatial) != 5 or len(reduction) not in (2, 4):
+        raise ValueError(f"unexpected loops in {CONV_BLOCK}: {len(spatial)} spatial, {len(reduction)} reduction")
+    return spatial, reduction
+
+
+def _epilogue(sch, conv):
+    """One block computing everything element-wise after the convolution (bias, activations, residual add),
+    which writes the kernel's output from the convolution's result; a plain copy where nothing follows."""
+    from tvm import tirx
+
+    consumers = sch.get_consumers(conv)
+    if not consumers:
+        return sch.cache_write(conv, 0, "global")
+    if len(consumers) != 1:
+        raise ValueError(f"{CONV_BLOCK} has {len(consumers)} consumers")
+    epilogue = consumers[0]
+    if any(v.iter_type != tirx.IterVar.DataPar for v in sch.get(epilogue).iter_vars):
+        raise ValueError(f"{CONV_BLOCK} is followed by a reduction")
+    while True:
+        following = sch.get_consumers(epilogue)
+        if len(following) != 1:
+            break
+        sch.reverse_compute_inline(following[0])  # raises where the consumer is not element-wise
+    if sch.get_consumers(epilogue):
+        raise ValueError("the convolution's epilogue is not a chain")
+    return epilogue
+
+
+def _parallel_vectorized(sch, block) -> None:
+    loops = sch.get_loops(block)
+    sch.vectorize(loops[-1])
+    sch.parallel(sch.fuse(*loops[:-2]) if len(loops) > 2 else loops[0])
