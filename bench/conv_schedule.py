@@ -18,7 +18,7 @@ import numpy as np
 from common import command_line, write_results
 
 from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.conv_schedule import blocked_conv_space, design_space, has_blocked_conv
+from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, design_space, has_blocked_conv
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.tuning import make_builder, make_in_process_runner
 from tvmnas.model.blocks import block_module, fold_batchnorm
@@ -39,13 +39,8 @@ def blocked_kernels(spec, target, block):
     fused = fuse(import_torch(net, (1, cin, size, size)), target, spec.conv_layout, interior=True)
     kernels = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")})
                for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    return [k for k in kernels if has_blocked_conv(k) and design_space(copy(k)) != "post-order-apply"]
+    return [k for k in kernels if has_blocked_conv(k) and design_space(copy_kernel(k)) != "post-order-apply"]
 
-
-def copy(kernel):
-    import tvm
-
-    return tvm.ir.load_json(tvm.ir.save_json(kernel))
 
 
 def tuned(kernel, spec, target, trials: int, space):
@@ -54,13 +49,14 @@ def tuned(kernel, spec, target, trials: int, space):
     with tempfile.TemporaryDirectory() as work:
         start = time.perf_counter()
         database = ms.tir_integration.tune_tir(
-            copy(kernel), target, work, max_trials_global=trials, num_trials_per_iter=trials,
+            copy_kernel(kernel), target, work, max_trials_global=trials, num_trials_per_iter=trials,
             builder=make_builder(spec, in_memory=True), runner=make_in_process_runner("cpu", spec.runtime_threads),
             seed=0, space=space,
             strategy=ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16),
             measure_callbacks=[ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()])
         seconds = time.perf_counter() - start
-        return build_trial(ms.tir_integration.compile_tir(database, copy(kernel), target).mod, target), seconds
+        best = ms.tir_integration.compile_tir(database, copy_kernel(kernel), target)
+        return build_trial(best.mod, target), seconds
 
 
 def time_us(libs: dict, args) -> dict:
@@ -93,7 +89,7 @@ def main() -> None:
             params = kernel["main"].params
             inputs = [rng.uniform(-1, 1, [int(d) for d in p.shape]).astype("float32") for p in params]
             arrays = [tvm.runtime.tensor(a) for a in inputs]
-            build_trial(copy(kernel), target)(*arrays)
+            build_trial(copy_kernel(kernel), target)(*arrays)
             expected = arrays[-1].numpy().copy()
             libs, tune_s = {}, {}
             for name, space in (("generic", "post-order-apply"),

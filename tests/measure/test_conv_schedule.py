@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.conv_schedule import blocked_conv_space, design_space, has_blocked_conv
+from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, design_space, has_blocked_conv
 
 
 class Net(torch.nn.Module):
@@ -44,11 +44,6 @@ def conv_kernels():
     return target, [k for k in kernels if has_blocked_conv(k)]
 
 
-def copy(kernel):
-    import tvm
-
-    return tvm.ir.load_json(tvm.ir.save_json(kernel))  # a schedule may rewrite the module it was made from
-
 
 def outputs(kernel, target) -> np.ndarray:
     import tvm
@@ -64,7 +59,7 @@ def outputs(kernel, target) -> np.ndarray:
 
 def test_every_blocked_conv_but_the_grouped_one_is_in_the_space(conv_kernels):
     _, kernels = conv_kernels
-    spaces = [design_space(copy(k)) for k in kernels]
+    spaces = [design_space(copy_kernel(k)) for k in kernels]
     assert len(kernels) == 6
     assert sum(s == "post-order-apply" for s in spaces) == 1  # the grouped 3x3
 
@@ -76,11 +71,12 @@ def test_every_schedule_of_the_space_computes_what_the_kernel_computes(conv_kern
     target, kernels = conv_kernels
     checked = 0
     for kernel in kernels:
-        if design_space(copy(kernel)) == "post-order-apply":
+        if design_space(copy_kernel(kernel)) == "post-order-apply":
             continue
-        sch = Schedule(copy(kernel), seed=seed)
+        sch = Schedule(copy_kernel(kernel), seed=seed)
         blocked_conv_space(sch)
-        np.testing.assert_allclose(outputs(sch.mod, target), outputs(copy(kernel), target), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outputs(sch.mod, target), outputs(copy_kernel(kernel), target),
+                                   rtol=1e-5, atol=1e-5)
         checked += 1
     assert checked == 5
 
@@ -92,11 +88,11 @@ def test_traces_have_the_same_instructions_whatever_was_sampled(conv_kernels):
 
     _, kernels = conv_kernels
     for kernel in kernels:
-        if design_space(copy(kernel)) == "post-order-apply":
+        if design_space(copy_kernel(kernel)) == "post-order-apply":
             continue
         shapes = set()
         for seed in range(1, 13):
-            sch = Schedule(copy(kernel), seed=seed)
+            sch = Schedule(copy_kernel(kernel), seed=seed)
             blocked_conv_space(sch)
             shapes.add(tuple((inst.kind.name, len(inst.outputs)) for inst in sch.trace.insts))
         assert len(shapes) == 1

@@ -34,17 +34,22 @@ def has_blocked_conv(kernel) -> bool:
     return True
 
 
+def copy_kernel(kernel):
+    """A deep copy of a kernel module: a schedule may rewrite the function it was made from in place."""
+    import tvm
+
+    return tvm.ir.load_json(tvm.ir.save_json(kernel))
+
+
 def design_space(kernel):
     """The design space meta-schedule tunes `kernel` (an IRModule of one fused TIR function) in:
     `blocked_conv_space` for a blocked convolution it can schedule, meta-schedule's generic rules
     ("post-order-apply") for everything else."""
-    import tvm
     from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
     if has_blocked_conv(kernel):
-        # A copy: a schedule may rewrite the function it was made from in place.
-        probe = Schedule(tvm.ir.load_json(tvm.ir.save_json(kernel)))
+        probe = Schedule(copy_kernel(kernel))
         try:
             blocked_conv_space(probe)
         except Exception:  # noqa: BLE001 - a fused kernel of another shape (a reduction after the convolution)
