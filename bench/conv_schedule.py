@@ -36,7 +36,7 @@ def blocked_kernels(spec, target, block):
 
     op, cin, cout, stride, size = block
     net = fold_batchnorm(block_module(op, cin, cout, stride).eval())
-    fused = fuse(import_torch(net, (1, cin, size, size)), target, spec.conv_layout, interior=True)
+    fused = fuse(import_torch(net, (1, cin, size, size)), target, spec.layout, interior=True)
     kernels = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")})
                for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     return [k for k in kernels if has_blocked_conv(k) and design_space(copy_kernel(k)) != "post-order-apply"]

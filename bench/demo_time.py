@@ -77,6 +77,7 @@ def main() -> None:
             cache, fresh = Path.home() / ".cache" / "tvmnas", home / ".cache" / "tvmnas"
             for old in [*cache.glob("latency.db*"), cache / "tuning"]:  # the boards' root filesystem stays
                 shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+            cache.mkdir(parents=True, exist_ok=True)
             for new in [*fresh.glob("latency.db*"), fresh / "tuning"]:
                 (shutil.copytree if new.is_dir() else shutil.copy2)(new, cache / new.name)
             shutil.rmtree(REPO / "runs" / "demo", ignore_errors=True)

@@ -2,9 +2,10 @@
 latency as a share of the goal, (a) by `tvmnas derive` (the most probable architecture under the goal, exact
 dynamic programme over the search's final alphas) and (b) by `tvmnas specialize` on the same target (a short
 alpha-only phase with the new goal, then the same derivation; no weight trained).
-Goal: the derived predicted latency in [0.9, 1.0] x goal.
+Goal: the derived predicted latency in [0.9, 1.0] x goal. The goals default to 25%, 50% and 75% of the way across
+the latency range the search's table reaches (`--fractions`), so they bind on any CPU; `--goals` names them in ms.
 
-    .venv/bin/python bench/derive_budget.py --run runs/demo --goals 0.3 0.5 0.8
+    .venv/bin/python bench/derive_budget.py --run runs/demo [--goals 0.08 0.12 0.16]
 """
 
 from __future__ import annotations
@@ -30,13 +31,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
-    parser.add_argument("--goals", type=float, nargs="+", default=[0.3, 0.5, 0.8])
+    parser.add_argument("--goals", type=float, nargs="+", help="latency goals in ms (default: see --fractions)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75],
+                        help="goals as fractions of the way from the smallest to the largest reachable latency")
     args = parser.parse_args()
 
     config = json.loads(SearchRun(args.run).config.read_text())
     entries = []
     with tempfile.TemporaryDirectory(prefix="tvmnas-derive-") as tmp:
-        for goal in args.goals:
+        goals = args.goals
+        if goals is None:  # the reachable range, from a derivation at the searched goal
+            out = Path(tmp) / "range"
+            run("derive", "--run", args.run, "--latency-ms", config["latency_ms"], "--db", args.db, "--out", out)
+            low, high = json.loads(SearchRun(out).summary.read_text())["reachable_ms"]
+            goals = [round(low + f * (high - low), 4) for f in args.fractions]
+        for goal in goals:
             for how in ("derive", "specialize"):
                 out = Path(tmp) / f"{how}-{goal:g}"
                 extra = ["--target", config["target"]] if how == "specialize" else []

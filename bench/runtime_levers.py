@@ -122,7 +122,7 @@ def lever_compiled(winner: Winner, tmp: Path) -> dict:
     from tvm import relax
 
     target = winner.spec.tvm()
-    fused = apply_tuning_records(fuse(winner.relax_module(), target, winner.spec.conv_layout),
+    fused = apply_tuning_records(fuse(winner.relax_module(), target, winner.spec.layout),
                                  budget_database(winner.tune_dir, winner.trials))
     with target:
         executable = relax.build(fused, target=target, exec_mode="compiled")
@@ -147,7 +147,7 @@ def lever_fresh(cold_cache: bool):
         from tvmnas.measure.tuning_records import tuning_store
 
         target = winner.spec.tvm()
-        fused = fuse(winner.relax_module(), target, winner.spec.conv_layout)
+        fused = fuse(winner.relax_module(), target, winner.spec.layout)
         work = tmp / ("fresh-cold" if cold_cache else "fresh-hot")
         work.mkdir()
         with tuning_store(work).session() as store:
@@ -200,8 +200,8 @@ def main() -> None:
     set_threads(winner.spec.runtime_threads)
     levers = {"threads-1": lever_threads_1, "spin-0": lever_spin(0), "spin-large": lever_spin(SPIN_LARGE),
               "compiled": lever_compiled,
-              **{layout: lever_layout(layout) for layout in LAYOUTS if layout != winner.spec.conv_layout},
-              **{f"{layout}@{n}": lever_layout(layout, n) for layout in LAYOUTS if layout != winner.spec.conv_layout
+              **{layout: lever_layout(layout) for layout in LAYOUTS if layout != winner.spec.layout},
+              **{f"{layout}@{n}": lever_layout(layout, n) for layout in LAYOUTS if layout != winner.spec.layout
                  for n in args.layout_trials},
               "fresh-hot": lever_fresh(False),
               "fresh-cold": lever_fresh(True),

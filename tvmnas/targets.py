@@ -2,8 +2,9 @@
 
 A file gives the TVM target as a JSON object (TVM 0.27 rejects `"llvm -mcpu=..."` strings), the device kind the
 compiled module runs on, and optionally a host target, a cross compiler, a default RPC key and the layout its
-convolutions compile in (`conv_layout`, see `tvmnas.measure.layout`; "nchw" when absent). The value "host" for
-`mcpu` / `num-cores` stands for this machine's CPU model / core count.
+convolutions compile in (`conv_layout`, see `tvmnas.measure.layout`; "nchw" when absent, "auto" for the blocked
+layout the CPU's vectors suit). The value "host" for `mcpu` / `num-cores` stands for this machine's CPU model / core
+count.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from tvmnas.errors import TvmnasError
-from tvmnas.measure.layout import LAYOUTS, check_layout, layout_tag
+from tvmnas.measure.layout import AUTO, LAYOUTS, check_layout, layout_tag, resolve_layout
 from tvmnas.registry import Fields, find_entry, list_entries, read_json_object
 
 TARGET_SCHEMA_VERSION = 1
@@ -50,6 +51,11 @@ class TargetSpec:
         return target
 
     @property
+    def layout(self) -> str:
+        """The layout its convolutions compile in (`conv_layout` with "auto" resolved for this target)."""
+        return resolve_layout(self.conv_layout, self.tvm()) if self.conv_layout == AUTO else self.conv_layout
+
+    @property
     def runtime_threads(self) -> int:
         """CPU threads a module runs with when measured, tuned or deployed: the target's num-cores (0 = TVM's
         default, for GPU targets)."""
@@ -68,7 +74,8 @@ class TargetSpec:
         """Identifies where and how a latency was measured: resolved target, host target, measuring device,
         threads and (where not the imported NCHW) the convolutions' layout."""
         what = [self.resolved(), self.tvm_host, self.device, device_label, self.runtime_threads]
-        blob = json.dumps(what + ([layout_tag(self.conv_layout)] if self.conv_layout != "nchw" else []),
+        layout = self.layout
+        blob = json.dumps(what + ([layout_tag(layout)] if layout != "nchw" else []),
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -88,9 +95,9 @@ def target_from_json(data: dict, source: str) -> TargetSpec:
     if device not in DEVICES:
         raise TvmnasError(f"malformed target file {source}: field 'device' must be one of {', '.join(DEVICES)}")
     needs = f.get("needs", list, "a list of strings", [], required=False)
-    layout = f.get("conv_layout", str, f"one of {', '.join(LAYOUTS)}", "nchw", required=False)
+    layout = f.get("conv_layout", str, f"one of {', '.join([*LAYOUTS, AUTO])}", "nchw", required=False)
     try:
-        check_layout(layout)
+        layout == AUTO or check_layout(layout)
     except ValueError as err:
         raise TvmnasError(f"malformed target file {source}: field 'conv_layout': {err}") from None
     return TargetSpec(

@@ -10,14 +10,15 @@ from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, design
 
 
 class Net(torch.nn.Module):
-    """A strided regular 3x3 convolution (padding computed once), an MBConv (pointwise expand with ReLU6, a
+    """A strided regular 3x3 stem on 3 channels (NCHW in, blocked out; padding computed once), an MBConv (pointwise expand with ReLU6, a
     depthwise 5x5 with its padding per channel block, a pointwise project with a residual add), a grouped 3x3 with
     4 channels per group (not in the space: its reduction is not blocked), and a bias-free pointwise convolution
-    whose result is the kernel's output (nothing fused after it)."""
+    whose result is the kernel's output (nothing fused after it). In nchw16c the expand reads 16-channel blocks
+    and the last convolution writes 8-channel ones (16 does not divide 24)."""
 
     def __init__(self):
         super().__init__()
-        self.regular = torch.nn.Conv2d(8, 16, 3, padding=1, stride=2)
+        self.regular = torch.nn.Conv2d(3, 16, 3, padding=1, stride=2)
         self.expand = torch.nn.Conv2d(16, 48, 1)
         self.depthwise = torch.nn.Conv2d(48, 48, 5, padding=2, groups=48)
         self.project = torch.nn.Conv2d(48, 16, 1)
@@ -31,14 +32,14 @@ class Net(torch.nn.Module):
         return self.last(torch.relu(self.grouped(x))).mean((2, 3))
 
 
-@pytest.fixture(scope="module")
-def conv_kernels():
+@pytest.fixture(scope="module", params=["nchw8c", "nchw16c"])
+def conv_kernels(request):
     import tvm
 
     from tvmnas.targets import load_target
 
     target = load_target("x86-cpu").tvm()
-    fused = fuse(import_torch(Net().eval(), (1, 8, 14, 14)), target, "nchw8c")
+    fused = fuse(import_torch(Net().eval(), (1, 3, 14, 14)), target, request.param)
     kernels = [tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
                for _, func in fused.functions_items() if isinstance(func, tvm.tirx.PrimFunc)]
     return target, [k for k in kernels if has_blocked_conv(k)]

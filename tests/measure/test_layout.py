@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tvmnas.measure.compile import compile_fused, fuse, import_onnx, import_torch
-from tvmnas.measure.layout import LAYOUTS, check_layout, input_shape
+from tvmnas.measure.layout import LAYOUTS, blocked_conv_layouts, check_layout, input_shape, resolve_layout
 
 
 class Mixed(torch.nn.Module):
@@ -130,14 +130,38 @@ def test_module_tvm_cannot_convert_compiles_in_nchw(mixed, monkeypatch, caplog):
     np.testing.assert_allclose(run(fused, x, target), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_each_tensor_takes_the_largest_block_that_divides_its_channels():
+    blocks = LAYOUTS["nchw16c"]
+    assert blocked_conv_layouts(blocks, 24, 144) == ["NCHW8c", "OIHW16o", "NCHW16c"]  # expand of a 24-channel stage
+    assert blocked_conv_layouts(blocks, 144, 24) == ["NCHW16c", "OIHW8o", "NCHW8c"]  # its projection
+    assert blocked_conv_layouts(blocks, 3, 32) == ["NCHW", "OIHW16o", "NCHW16c"]  # an RGB stem writes blocked
+    assert blocked_conv_layouts(blocks, 16, 12) == ["NCHW", "OIHW", "NCHW"]  # no block divides 12: stays NCHW
+    assert blocked_conv_layouts(LAYOUTS["nchw8c"], 32, 144) == ["NCHW8c", "OIHW8o", "NCHW8c"]
+
+
+def test_auto_layout_follows_the_cpu_vectors():
+    import tvm
+
+    def target(**fields):
+        return tvm.target.Target({"num-cores": 1, **fields})
+
+    assert resolve_layout("auto", target(kind="llvm", mcpu="skylake-avx512")) == "nchw16c"
+    assert resolve_layout("auto", target(kind="llvm", mcpu="znver3")) == "nchw8c"  # AVX2: 8 float lanes
+    assert resolve_layout("auto", tvm.target.Target({"kind": "cuda", "arch": "sm_90"})) == "nchw"
+    assert resolve_layout("nchw8c", target(kind="llvm", mcpu="skylake-avx512")) == "nchw8c"
+
+
+@pytest.mark.parametrize("layout", ["nchw8c", "nchw16c"])
 @pytest.mark.parametrize("channels, out_channels, groups, kernel, stride, dilation, padding", [
     (16, 32, 1, 3, 1, 1, (1, 0, 2, 1)),     # plain, asymmetric padding
     (16, 16, 16, 5, 2, 1, (2, 2, 2, 2)),    # depthwise, strided
     (8, 16, 8, 3, 1, 2, (2, 2, 2, 2)),      # depthwise with channel multiplier 2, dilated
     (32, 16, 4, 3, 2, 1, (1, 1, 0, 0)),     # grouped: groups of 8 channels in, 4 out
+    (24, 48, 1, 1, 1, 1, (0, 0, 0, 0)),     # pointwise, 8-blocks in, 16-blocks out (nchw16c)
+    (3, 16, 1, 3, 2, 1, (1, 1, 1, 1)),      # an RGB stem: NCHW in, blocked out
 ])
-def test_blocked_conv2d_computes_what_nchw_computes(channels, out_channels, groups, kernel, stride, dilation,
-                                                    padding):
+def test_blocked_conv2d_computes_what_nchw_computes(layout, channels, out_channels, groups, kernel, stride,
+                                                    dilation, padding):
     import tvm
     from tvm import relax
 
@@ -153,7 +177,7 @@ def test_blocked_conv2d_computes_what_nchw_computes(channels, out_channels, grou
         bb.emit_func_output(out)
     mod, target = bb.get(), tvm_target()
     expected = run(fuse(mod, target, "nchw"), x, target)
-    fused = fuse(mod, target, "nchw8c")
+    fused = fuse(mod, target, layout)
     assert any("layout_transform" in name for name in kernels(fused))  # it did run blocked
     np.testing.assert_allclose(run(fused, x, target), expected, rtol=1e-4, atol=1e-4)
 

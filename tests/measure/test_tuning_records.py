@@ -33,7 +33,7 @@ def test_records_of_a_block_schedule_the_network_and_a_broken_database_is_repair
     # network); the records tuned on the lone block (compiled as a block inside a network, in the target's
     # layout) still schedule them.
     net = Network(tiny_space, Arch("tiny", ("mb_k3_e2", "zero"))).eval()
-    fused = fuse(import_torch(fold_batchnorm(net), (1, 1, 8, 8)), cpu.tvm(), cpu.conv_layout)
+    fused = fuse(import_torch(fold_batchnorm(net), (1, 1, 8, 8)), cpu.tvm(), cpu.layout)
     assert scheduled_kernels(apply_tuning_records(fused, open_database(tune_dir))) >= row.tasks_tuned
 
     # A record whose trace belongs to another kernel makes meta-schedule's loader fail; it is dropped on open.

@@ -36,7 +36,7 @@ def build_module(relax_mod, spec: TargetSpec, tune_trials: int, tune_dir: Path, 
     hears of the tuning trials; `interior`: a candidate block (see `fuse`)."""
     start = time.perf_counter() if started is None else started
     target = spec.tvm()
-    fused = fuse(relax_mod, target, spec.conv_layout, interior)
+    fused = fuse(relax_mod, target, spec.layout, interior)
     database, tune_s, tasks_tuned, tasks = None, 0.0, 0, 0
     if tune_trials > 0:
         with tuning_store(tune_dir).session() as store:

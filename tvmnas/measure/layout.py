@@ -6,8 +6,13 @@ window) or not at all; in a blocked layout the innermost axis is `b` consecutive
 is a full vector and depthwise convolutions, which have no channel reduction to vectorize, get one too (the layout
 onnxruntime's CPU convolutions use). Relax's `ConvertLayout` moves each convolution (and the element-wise ops,
 means and pools around it) to the blocked layout and keeps layout transforms only where a tensor enters or leaves
-the blocked region; a convolution whose channels `b` does not divide (a one-channel stem) stays in NCHW. The
-weights' transform is a constant folded at compile time: they are packed once, not per call.
+the blocked region. The block is chosen per tensor from its channel count: the layout's first block size that
+divides it (`nchw16c`: 16 channels, one AVX-512 vector, where 16 divides the channels, else 8), so a network with
+24-channel stages still runs its 144-channel layers 16 wide, and a convolution may read one block size and write
+another. A convolution whose input channels no block divides (a one- or three-channel stem) reads NCHW and writes
+blocked; one whose output channels no block divides stays in NCHW. The weights' transform is a constant folded at
+compile time: they are packed once, not per call. A target may name `auto`: nchw16c where its CPU has AVX-512,
+else nchw8c.
 
 TVM 0.27 has no lowering for a blocked conv2d (its legalization leaves it unlowered) and no layout rule for
 `clip` (a ReLU6 would cut the converted region at every activation, in NHWC too): `convert_layout` rewrites clip
@@ -19,16 +24,18 @@ says so.
 from __future__ import annotations
 
 import math
+import re
 
-# Each layout's (activation, weight) layouts for Relax's ConvertLayout; a name here is part of what a latency was
-# measured for.
-LAYOUTS = {"nchw": None, "nhwc": ("NHWC", "OHWI"), "nchw8c": ("NCHW8c", "OIHW8o"),
-           "nchw16c": ("NCHW16c", "OIHW16o")}
+# Each layout: the (activation, weight) layouts of a plain layout for Relax's ConvertLayout, or a blocked layout's
+# block sizes, the first that divides a tensor's channels taken. A name here is part of what a latency was measured
+# for.
+LAYOUTS = {"nchw": None, "nhwc": ("NHWC", "OHWI"), "nchw8c": (8,), "nchw16c": (16, 8)}
+AUTO = "auto"  # a target's conv_layout: nchw16c where its CPU has 16 float lanes (AVX-512), else nchw8c (NCHW off CPUs)
 
 
 # What a blocked layout compiles to (its conv2d compute and design space, see `tvmnas.measure.conv_schedule`):
 # raised whenever that changes, so its latencies and tuning records are made again.
-BLOCKED_REVISION = 2
+BLOCKED_REVISION = 3
 
 
 def layout_tag(layout: str) -> str:
@@ -42,13 +49,46 @@ def check_layout(layout: str) -> str:
     return layout
 
 
+def resolve_layout(layout: str, tvm_target) -> str:
+    """A target's conv_layout with `auto` resolved for its TVM target."""
+    if layout != AUTO:
+        return check_layout(layout)
+    from tvm.target.codegen import target_has_features
+
+    if tvm_target.kind.name != "llvm":
+        return "nchw"
+    return "nchw16c" if target_has_features("avx512f", tvm_target) else "nchw8c"
+
+
+def blocked_conv_layouts(blocks: tuple[int, ...], in_channels: int, out_channels: int) -> list[str]:
+    """The (data, weight, output) layouts of a convolution in a blocked layout of `blocks`: NCHW where no block
+    divides its output channels, NCHW data where none divides its input channels."""
+    def block(channels: int) -> int | None:
+        return next((b for b in blocks if channels % b == 0), None)
+
+    data, out = block(in_channels), block(out_channels)
+    if out is None:
+        return ["NCHW", "OIHW", "NCHW"]
+    return ["NCHW" if data is None else f"NCHW{data}c", f"OIHW{out}o", f"NCHW{out}c"]
+
+
 def convert_layout(mod, layout: str):
     """The Relax module with its convolutions in `layout` (unchanged for "nchw")."""
     from tvm import relax
 
-    if LAYOUTS[check_layout(layout)] is None:
+    spec = LAYOUTS[check_layout(layout)]
+    if spec is None:
         return mod
-    return relax.transform.ConvertLayout({"relax.nn.conv2d": list(LAYOUTS[layout])})(_clip_as_min_max(mod))
+    if isinstance(spec[0], str):  # a plain layout
+        return relax.transform.ConvertLayout({"relax.nn.conv2d": list(spec)})(_clip_as_min_max(mod))
+
+    def per_conv(call) -> dict:
+        if getattr(call.op, "name", "") != "relax.nn.conv2d":
+            return {}
+        data, weight = call.args[0].ty.shape, call.args[1].ty.shape
+        return {"relax.nn.conv2d": blocked_conv_layouts(spec, int(data[1]), int(weight[0]))}
+
+    return relax.transform.ConvertLayout({}, layout_cb=per_conv)(_clip_as_min_max(mod))
 
 
 def _clip_as_min_max(mod):
@@ -137,24 +177,34 @@ def input_shape(mod) -> tuple[int, ...]:
 
 
 def conv2d_blocked(data, kernel, strides, padding, dilation, groups: int, out_dtype: str):
-    """conv2d of NCHW{b}c data with OIHW{b}o weights (per-group input channels unblocked), output NCHW{b}c."""
+    """conv2d of NCHW{a}c data (or NCHW data: one block of all its channels) with OIHW{b}o weights (per-group
+    input channels unblocked), output NCHW{b}c."""
     from tvm import te, topi
 
-    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    plain = len(data.shape) == 4
+    if plain:
+        n, channels, height, width = (int(d) for d in data.shape)
+        c_chunks, block = 1, channels
+    else:
+        n, c_chunks, height, width, block = (int(d) for d in data.shape)
     o_chunks, per_group_in, kh, kw, o_block = (int(d) for d in kernel.shape)
     (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
     top, left, bottom, right = (int(p) for p in padding)
     out_per_group = o_chunks * o_block // groups
     padded = data
     if top or left or bottom or right:
-        padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad")
+        tail = [] if plain else [0]
+        padded = topi.nn.pad(data, [0, 0, top, left, *tail], [0, 0, bottom, right, *tail], name="pad")
     out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
     out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
 
+    def at(b, chunk, y, x, c):  # the (padded) input's channel `c` of block `chunk`
+        return (padded[b, chunk * block + c, y, x] if plain else padded[b, chunk, y, x, c]).astype(out_dtype)
+
     if per_group_in == 1 and out_per_group == 1 and o_block == block:  # depthwise: output channel = input channel
         def depthwise(b, oc, y, x, o):
-            return te.sum(padded[b, oc, y * sh + ry * dh, x * sw + rx * dw, o].astype(out_dtype)
+            return te.sum(at(b, oc, y * sh + ry * dh, x * sw + rx * dw, o)
                           * kernel[oc, 0, ry, rx, o].astype(out_dtype), axis=[ry, rx])
         return te.compute((n, o_chunks, out_h, out_w, o_block), depthwise, name="conv2d_nchwc")
 
@@ -162,7 +212,7 @@ def conv2d_blocked(data, kernel, strides, padding, dilation, groups: int, out_dt
         icc, icb = te.reduce_axis((0, c_chunks), "icc"), te.reduce_axis((0, block), "icb")
 
         def regular(b, oc, y, x, o):
-            return te.sum(padded[b, icc, y * sh + ry * dh, x * sw + rx * dw, icb].astype(out_dtype)
+            return te.sum(at(b, icc, y * sh + ry * dh, x * sw + rx * dw, icb)
                           * kernel[oc, icc * block + icb, ry, rx, o].astype(out_dtype), axis=[icc, icb, ry, rx])
         return te.compute((n, o_chunks, out_h, out_w, o_block), regular, name="conv2d_nchwc")
 
@@ -170,7 +220,7 @@ def conv2d_blocked(data, kernel, strides, padding, dilation, groups: int, out_dt
 
     def grouped(b, oc, y, x, o):
         cin = (oc * o_block + o) // out_per_group * per_group_in + ric
-        return te.sum(padded[b, cin // block, y * sh + ry * dh, x * sw + rx * dw, cin % block].astype(out_dtype)
+        return te.sum(at(b, cin // block, y * sh + ry * dh, x * sw + rx * dw, cin % block)
                       * kernel[oc, ric, ry, rx, o].astype(out_dtype), axis=[ric, ry, rx])
     return te.compute((n, o_chunks, out_h, out_w, o_block), grouped, name="conv2d_nchwc")
 
@@ -179,12 +229,12 @@ def _legalize_conv2d(bb, call):
     import tvm
 
     attrs = call.attrs
-    if len(attrs.data_layout) == 4:  # plain layouts: TVM's own lowering
+    if len(attrs.out_layout) == 4:  # plain layouts: TVM's own lowering
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
-    block = attrs.data_layout[4:-1]
-    if not (attrs.data_layout == f"NCHW{block}c" and attrs.kernel_layout == f"OIHW{block}o"
-            and attrs.out_layout == attrs.data_layout):
-        raise ValueError(f"no lowering for conv2d in {attrs.data_layout}/{attrs.kernel_layout}")
+    block = attrs.out_layout[4:-1]
+    if not (re.fullmatch(r"NCHW(\d+c)?", attrs.data_layout) and attrs.kernel_layout == f"OIHW{block}o"
+            and attrs.out_layout == f"NCHW{block}c"):
+        raise ValueError(f"no lowering for conv2d in {attrs.data_layout}/{attrs.kernel_layout}/{attrs.out_layout}")
     return bb.call_te(conv2d_blocked, call.args[0], call.args[1], attrs.strides, attrs.padding, attrs.dilation,
                       int(attrs.groups), _dtype_or(attrs.out_dtype, call.args[0].ty.dtype),
                       primfunc_name_hint="conv2d")
