@@ -15,8 +15,12 @@ scored on the held-out test split:
 Verdict: a one-sided exact Mann-Whitney U test (searched > random) over per-network mean accuracies, the searched
 networks' ranks, and the effect in pooled seed-SD units. Every search and training lives in `--work` and is reused
 when the bench runs again, so the study accumulates over several sittings; the results files are rewritten after
-each training (`summary.complete` says whether everything is in). It times nothing: latencies are the predictions
-of the database `tvmnas profile` filled (profile the space first).
+each training (`summary.complete` says whether everything is in). A training missing from `--work` (a new machine)
+is taken from the results files of earlier runs in bench/results when one of them trained the same architecture on
+the same seed with the same data and recipe (accuracy does not depend on the machine; `--retrain` turns this off),
+and so are the default searches' architectures that centre the random cloud: a study carries across machines, and
+only what depends on this machine's latency table (the searches, networks new to the band) runs again. It times
+nothing: latencies are the predictions of the database `tvmnas profile` filled (profile the space first).
 
     .venv/bin/tvmnas profile --space cluttered-fashion-64 --target x86-cpu
     .venv/bin/python bench/search_vs_random.py                # the whole study (hours here; resumable)
@@ -59,6 +63,7 @@ class Net:
     predicted_ms: float
     accs: list[float] = field(default_factory=list)  # test accuracy per seed trained so far
     search_run: str | None = None  # searched networks: the search's run folder (relative to the repository)
+    recorded: int = 0  # how many of `accs` come from earlier results files, not from a training in --work
 
     @property
     def mean(self) -> float | None:
@@ -66,7 +71,8 @@ class Net:
 
     def entry(self) -> dict:
         return {"name": self.name, "role": self.role, "ops": list(self.arch.ops), "predicted_ms": self.predicted_ms,
-                "test_acc": self.accs, "mean": self.mean, "search_run": self.search_run}
+                "test_acc": self.accs, "mean": self.mean, "search_run": self.search_run,
+                "seeds_from_earlier_results": self.recorded}
 
 
 def choice_indices(space: SearchSpace, ops: tuple[str, ...]) -> list[int]:
@@ -114,20 +120,64 @@ class Recipe:
     search_args: tuple[str, ...]
 
 
-def train(net: Net, recipe: Recipe, work: Path) -> None:
-    """Train the network on each seed not yet done (a finished training of the same settings is reused)."""
+def results_files(space: str) -> list[Path]:
+    """This study's results files in bench/results: the default set of searches and every labelled set."""
+    own = RESULTS / f"search_vs_random_{space}.json"
+    return ([own] if own.exists() else []) + sorted(RESULTS.glob(f"search_vs_random_{space}_*.json"))
+
+
+def recorded_trainings(space: str, recipe: Recipe) -> dict[tuple[tuple[str, ...], int], float]:
+    """(architecture's ops, seed) -> test accuracy, from the results files of earlier runs trained with the same
+    data, epochs and images per epoch."""
+    found = {}
+    for path in results_files(space):
+        results = json.loads(path.read_text())
+        s = results["summary"]
+        if (s.get("data"), s.get("train_epochs"), s.get("train_images_per_epoch")) != (
+                recipe.data, recipe.epochs, recipe.images_per_epoch):
+            continue
+        for entry in results["entries"]:
+            for seed, acc in zip(s["seeds"], entry["test_acc"]):
+                found.setdefault((tuple(entry["ops"]), seed), acc)
+    return found
+
+
+def recorded_default_searches(space: str, goal_factor: float, seeds: list[int]) -> list[tuple[str, ...]]:
+    """The architectures the default set of searches found in an earlier run (same goal factor, no extra search
+    flags), one per search seed, or [] when that run lacks one of them."""
+    path = RESULTS / f"search_vs_random_{space}.json"
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())
+    s = results["summary"]
+    if s.get("goal_factor") != goal_factor or s.get("search_args"):
+        return []
+    found = {e["name"]: tuple(e["ops"]) for e in results["entries"] if e["role"] == "searched"}
+    return [found[f"searched-seed{seed}"] for seed in seeds] if all(
+        f"searched-seed{seed}" in found for seed in seeds) else []
+
+
+def train(net: Net, recipe: Recipe, work: Path, recorded: dict) -> None:
+    """Train the network on each seed not yet done (a finished training of the same settings in `work` is reused,
+    else one in `recorded`)."""
     arch_file = work / f"{net.name}.json"
     save_arch(net.arch, arch_file)
-    net.accs = []
+    net.accs, net.recorded = [], 0
     for seed in recipe.seeds:
         out = work / f"{net.name}-seed{seed}"
         done = TrainRun(out).summary
-        if not (done.exists() and json.loads(done.read_text()).get("arch") == list(net.arch.ops)):
+        trained_here = done.exists() and json.loads(done.read_text()).get("arch") == list(net.arch.ops)
+        if not trained_here and (net.arch.ops, seed) in recorded:
+            net.accs.append(recorded[(net.arch.ops, seed)])
+            net.recorded += 1
+            continue
+        if not trained_here:
             subprocess.run([*TVMNAS, "train", "--arch", str(arch_file), "--data", recipe.data, "--epochs",
                             str(recipe.epochs), "--images-per-epoch", str(recipe.images_per_epoch), "--seed",
                             str(seed), "--out", str(out)], check=True, cwd=REPO)
         net.accs.append(json.loads(done.read_text())["test_acc"])
-    print(f"{net.name}: {' '.join(net.arch.ops)} {net.predicted_ms:.4f} ms, test acc {net.accs}", flush=True)
+    print(f"{net.name}: {' '.join(net.arch.ops)} {net.predicted_ms:.4f} ms, test acc {net.accs}"
+          + (f" ({net.recorded} from earlier results)" if net.recorded else ""), flush=True)
 
 
 def search(space: SearchSpace, target: str, goal_ms: float, seed: int, recipe: Recipe, db: Path,
@@ -220,7 +270,8 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
                     "goal_factor": args.goal_factor, "tolerance": args.tolerance, "seeds": args.seeds,
                     "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch,
                     "label": args.label, "search_args": args.search_args,
-                    "networks_trained": sum(1 for n in nets if n.accs)})
+                    "networks_trained": sum(1 for n in nets if n.accs),
+                    "trainings_from_earlier_results": sum(n.recorded for n in nets)})
     name = f"search_vs_random_{space.name}" + (f"_{args.label}" if args.label else "")
     plot(nets, RESULTS / f"{name}.png")
     sd = summary.get("pooled_seed_sd")
@@ -242,6 +293,9 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
                      f"{summary['searched_ranks']}; effect {summary.get('effect_over_sd', float('nan')):+.2f} "
                      f"seed SDs; mean searched above the random 75th percentile: "
                      f"{summary['searched_above_random_p75']}.")
+    if summary["trainings_from_earlier_results"]:
+        lines.append(f"{summary['trainings_from_earlier_results']} of {sum(len(n.accs) for n in nets)} trainings "
+                     "are taken from earlier results files (the same architecture, seed, data and recipe).")
     if not complete:
         lines.append("Incomplete: rerun the same command to continue the study.")
     lines.append(f"Figure: `{name}.png` (latency on x, accuracy on y).")
@@ -268,6 +322,8 @@ def main() -> None:
                         help="further flags for every `tvmnas search` (last on the line)")
     parser.add_argument("--stop-after", choices=STAGES, default="extra")
     parser.add_argument("--work", type=Path, help="where searches and trainings live (default runs/svr-<space>)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train every network missing from --work, even where earlier results files have it")
     parser.add_argument("--label", default="",
                         help="names this set of searches (a lever under study, with its --search-args): its runs "
                              "and results are kept apart, the signal and random networks are shared")
@@ -279,6 +335,7 @@ def main() -> None:
     work = args.work or REPO / "runs" / f"svr-{space.name}"
     work.mkdir(parents=True, exist_ok=True)
     recipe = Recipe(args.data, args.epochs, args.images_per_epoch, tuple(args.seeds), tuple(args.search_args))
+    recorded = {} if args.retrain else recorded_trainings(space.name, recipe)
 
     def arch_ms(arch: Arch) -> float:
         return table.arch_ms(choice_indices(space, arch.ops))
@@ -294,7 +351,7 @@ def main() -> None:
         for each in [net] if net else list(nets):
             if each not in nets:
                 nets.append(each)
-            train(each, recipe, work)
+            train(each, recipe, work, recorded)
             report(nets, args, space, level, complete=False)
 
     searches = f"search-{args.label}" if args.label else "search"  # run folders of this set of searches
@@ -309,8 +366,11 @@ def main() -> None:
         # one random cloud per study: around the default searches' mean latency, which every labelled set of
         # searches is compared with as well (their own latencies are in the table); this set's when those are absent
         default_runs = [SearchRun(work / f"search-seed{seed}").arch for seed in args.search_seeds]
+        earlier = [] if args.retrain else recorded_default_searches(space.name, args.goal_factor, args.search_seeds)
         if all(path.exists() for path in default_runs):
             centre_ms = statistics.mean(arch_ms(load_arch(path)) for path in default_runs)
+        elif earlier:  # priced with this machine's table
+            centre_ms = statistics.mean(arch_ms(Arch(space.name, ops)) for ops in earlier)
         else:
             centre_ms = statistics.mean(n.predicted_ms for n in nets if n.role == "searched")
         taken = {n.arch.ops for n in nets}

@@ -97,7 +97,8 @@ def target_from_json(data: dict, source: str) -> TargetSpec:
     needs = f.get("needs", list, "a list of strings", [], required=False)
     layout = f.get("conv_layout", str, f"one of {', '.join([*LAYOUTS, AUTO])}", "nchw", required=False)
     try:
-        layout == AUTO or check_layout(layout)
+        if layout != AUTO:
+            check_layout(layout)
     except ValueError as err:
         raise TvmnasError(f"malformed target file {source}: field 'conv_layout': {err}") from None
     return TargetSpec(

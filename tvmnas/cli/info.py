@@ -25,6 +25,7 @@ def cmd_targets(_args) -> int:
         missing = spec.missing_tools()
         print(f"{name}: {spec.description}")
         print(f"    device {spec.device}, TVM target {spec.tvm_target}"
+              + (f", conv_layout {spec.conv_layout}" if spec.conv_layout != "nchw" else "")
               + (f", RPC key {spec.rpc_key}" if spec.rpc_key else ""))
         for need in spec.needs:
             print(f"    needs: {need}")
