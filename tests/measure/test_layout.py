@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from tvmnas.measure.compile import compile_fused, fuse, import_onnx, import_torch
-from tvmnas.measure.layout import LAYOUTS, blocked_conv_layouts, check_layout, input_shape, resolve_layout
+from tvmnas.measure.layout import (
+    LAYOUTS,
+    blocked_conv_layouts,
+    check_layout,
+    input_shape,
+    pad_inner_channels,
+    resolve_layout,
+)
 
 
 class Mixed(torch.nn.Module):
@@ -209,3 +216,59 @@ def test_candidate_block_takes_and_returns_the_blocked_layout():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
     # in NCHW there is nothing to strip: the module is the imported one
     assert input_shape(fuse(import_torch(net, (1, 16, 14, 14)), target, "nchw", interior=True)) == (1, 16, 14, 14)
+
+
+class Expand3(torch.nn.Module):
+    """An MBConv with expansion 3 (72 channels inside, which 16 does not divide) and a SiLU-free activation chain,
+    followed by a 1x1 whose input is also a residual (its 24 channels must stay 24)."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = torch.nn.Conv2d(24, 72, 1)
+        self.depthwise = torch.nn.Conv2d(72, 72, 5, padding=2, groups=72)
+        self.project = torch.nn.Conv2d(72, 24, 1)
+        self.tail = torch.nn.Conv2d(24, 24, 1)
+
+    def forward(self, x):
+        relu6 = torch.nn.functional.relu6
+        y = x + self.project(relu6(self.depthwise(relu6(self.expand(x)))))
+        return y + self.tail(y)
+
+
+def conv_channels(mod) -> list[int]:
+    return [int(b.value.ty.shape[1]) for b in mod["main"].body.blocks[0].bindings
+            if getattr(b.value, "op", None) is not None and getattr(b.value.op, "name", "") == "relax.nn.conv2d"]
+
+
+def test_inner_channels_are_padded_to_the_block_and_compute_the_same():
+    from tvm import relax
+
+    torch.manual_seed(0)
+    net, x = Expand3().eval(), torch.randn(1, 24, 14, 14)
+    mod = relax.transform.FoldConstant()(import_torch(net, (1, 24, 14, 14)))
+    padded = pad_inner_channels(mod, 16)
+    assert conv_channels(mod) == [72, 72, 24, 24]
+    assert conv_channels(padded) == [80, 80, 24, 24]  # the block's output and the residual's keep 24
+    assert conv_channels(pad_inner_channels(mod, 8)) == [72, 72, 24, 24]  # 8 divides 72: nothing to pad
+    target = tvm_target()
+    expected = net(x).detach().numpy()
+    np.testing.assert_allclose(run(fuse(padded, target), x.numpy(), target), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run(fuse(mod, target, "nchw16c"), x.numpy(), target), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_convolution_between_two_padded_chains_pads_its_input_and_its_output():
+    from tvm import relax
+
+    torch.manual_seed(0)
+    relu = torch.nn.ReLU
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(16, 72, 1), relu(), torch.nn.Conv2d(72, 72, 3, padding=1, groups=72), relu(),
+        torch.nn.Conv2d(72, 40, 1), torch.nn.Conv2d(40, 40, 3, padding=1, groups=40), relu(),
+        torch.nn.Conv2d(40, 24, 1)).eval()
+    x = torch.randn(1, 16, 7, 7)
+    mod = relax.transform.FoldConstant()(import_torch(net, (1, 16, 7, 7)))
+    padded = pad_inner_channels(mod, 16)
+    assert conv_channels(padded) == [80, 80, 48, 48, 24]
+    target = tvm_target()
+    np.testing.assert_allclose(run(fuse(padded, target), x.numpy(), target), net(x).detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
