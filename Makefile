@@ -7,8 +7,8 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # Where the demo keeps its latency database and tuning records (reused by reruns).
 CACHE ?= $(HOME)/.cache/tvmnas
 # The demo's latency goal for the searched network (ms, predicted from the measured kernels): on this CPU the space
-# reaches about 0.03-0.12 ms with AVX-512 (the nchw16c layout) and 0.06-0.21 ms without (nchw8c;
-# bench/results/demo_search.md), so the goal binds on both.
+# reached 0.03-0.12 and 0.06-0.18 ms in two profiles of one day with AVX-512 (the nchw16c layout) and 0.06-0.21 ms
+# without (nchw8c; bench/results/demo_search.md), so the goal binds on both.
 LATENCY_MS ?= 0.1
 # Epochs of training the searched network (about 150 s each here on 2 cores; one keeps `make demo` within 15
 # minutes on a fresh machine: `make demo TRAIN_EPOCHS=3` trains longer and more accurately).
