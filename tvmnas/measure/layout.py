@@ -103,10 +103,10 @@ def pad_inner_channels(mod, multiple: int):
     The chain: a convolution (constant weights, groups 1) whose output channels `multiple` does not divide, then
     element-wise ops (activations, a per-channel constant such as a bias) and at least one depthwise convolution,
     ending in the input of a convolution with groups 1 and constant weights, every value used once (the inside of
-    an MBConv block; tensors between blocks are left alone, as a block measured alone sees them). The first convolution gets
-    zero filters (and its per-channel constants zeros), depthwise ones zero filters, the last one zero weights for
-    the added input channels: what those channels hold never reaches an output, so the module computes what it
-    did. Tensors that leave a chain (a block's output, a residual) keep their channels."""
+    an MBConv block; tensors between blocks are left alone, as a block measured alone sees them). The first
+    convolution gets zero filters (and its per-channel constants zeros), depthwise ones zero filters, the last one
+    zero weights for the added input channels: what those channels hold never reaches an output, so the module
+    computes what it did. Tensors that leave a chain (a block's output, a residual) keep their channels."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -143,7 +143,9 @@ def pad_inner_channels(mod, multiple: int):
             return None
         return value
 
-    rewrites: dict = {}  # binding var -> (new op args builder)
+    # binding var -> what to pad to which size: a convolution's filters ("out") and input channels ("in"), a
+    # depthwise convolution ("depthwise"), an element-wise op's per-channel constants ("elementwise")
+    rewrites: dict = {}
     for start in bindings:
         first = conv(start)
         if first is None or int(first.attrs.groups) != 1 or str(first.attrs.data_layout) != "NCHW":
