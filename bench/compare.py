@@ -1,4 +1,5 @@
-"""Runtimes side by side under tvmnas's measurement protocol (bench/runtimes.py, bench/mobilenetv2.py).
+"""Runtimes side by side under tvmnas's measurement protocol (bench/runtimes.py, bench/mobilenetv2.py,
+bench/model_families.py).
 
 Every runtime is a Python callable that runs one inference with its output ready; the protocol interleaves their
 windows with the reference module's, so a slow phase of the shared machine hits all of them alike, and the ratios
@@ -239,6 +240,47 @@ def tvm_breakdown(lib_path: Path, data: np.ndarray, spec: TargetSpec, protocol: 
             "sum_kernels_cold_ms": sum(cold.values()), "network_ms": est["network"], "kernel_calls": len(seen),
             "by_op_kind": kinds, "vm_own_ms": est["vm skipping kernels"] - instrument_ms,
             "vm_instrument_ms": instrument_ms}
+
+
+def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: TargetSpec, tune_dir: Path,
+                    tmp: Path) -> dict:
+    """A PyTorch network exported to ONNX, compiled the way `tvmnas bench-model` compiles it (the target's tuning
+    records, `trials` trials for the kernels they lack), checked against onnxruntime's outputs and timed beside
+    onnxruntime and PyTorch eager in one interleaved run, with both breakdowns."""
+    import time
+
+    from tvmnas.deploy.export import export_onnx
+    from tvmnas.measure.build import build_module
+    from tvmnas.measure.compile import import_onnx
+    from tvmnas.measure.model_bench import graph_input, load_onnx
+    from tvmnas.measure.runner.local import LocalRunner
+
+    onnx_path = tmp / f"{name}.onnx"
+    export_onnx(net, shape, onnx_path)
+    model = load_onnx(onnx_path)  # as bench-model imports it
+    input_name, shape = graph_input(model, None)
+    start = time.perf_counter()
+    built = build_module(import_onnx(model, input_name, shape), spec, trials, tune_dir, LocalRunner(),
+                         tmp / f"{name}.so", started=start,
+                         progress=lambda phase, done, total, detail: print(f"\r{name}: {phase} {done}/{total} "
+                                                                           f"{detail}", end="", flush=True))
+    print()
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    calls = {"tvm": tvm_call(built.lib_path, data), "onnxruntime": ort_call(onnx_path, data, spec.runtime_threads),
+             "pytorch-eager": torch_call(net, data)}
+    expected = calls["onnxruntime"]()
+    for call_name, call in calls.items():
+        if not np.allclose(call(), expected, rtol=1e-3, atol=1e-3):
+            raise SystemExit(f"{name}: {call_name}'s outputs differ from onnxruntime's")
+    est = interleave_calls(calls, spec)
+    latency = {n: e.raw_ms for n, e in est.items()}
+    return {"input_shape": list(shape), "tune_trials": trials, "tune_s": built.tune_s,
+            "compile_s": built.compile_s, "tasks": built.tasks, "tasks_tuned": built.tasks_tuned,
+            "latency_ms": latency, "dispersion": {n: e.dispersion for n, e in est.items()},
+            "tvm_over_onnxruntime": latency["tvm"] / latency["onnxruntime"],
+            "tvm_over_pytorch": latency["tvm"] / latency["pytorch-eager"],
+            "tvm_breakdown": tvm_breakdown(built.lib_path, data, spec),
+            "ort_breakdown": ort_breakdown(onnx_path, data, spec.runtime_threads)}
 
 
 def ort_breakdown(onnx_path: Path, data: np.ndarray, threads: int, runs: int = 300) -> dict:

@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from common import DEFAULT_DB, command_line, write_results
-from compare import interleave_calls, ort_breakdown, ort_call, torch_call, tvm_breakdown, tvm_call
+from compare import compare_network
 
-from tvmnas.deploy.export import export_onnx
-from tvmnas.measure.build import build_module
-from tvmnas.measure.compile import import_onnx
-from tvmnas.measure.model_bench import graph_input, load_onnx
 from tvmnas.measure.runner.base import set_threads
-from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.tuning_records import tuning_dir
 from tvmnas.targets import load_target
 
@@ -69,31 +62,7 @@ def bench_size(size: int, trials: int, spec, tune_dir: Path, tmp: Path) -> dict:
     shape, classes, stem_stride = MODELS[size]
     torch.manual_seed(0)
     net = mobilenet_v2(shape[1], classes, stem_stride).eval()
-    onnx_path = tmp / f"mobilenetv2_{size}.onnx"
-    export_onnx(net, shape, onnx_path)
-    model = load_onnx(onnx_path)  # as bench-model imports it
-    name, shape = graph_input(model, None)
-    start = time.perf_counter()
-    built = build_module(import_onnx(model, name, shape), spec, trials, tune_dir, LocalRunner(),
-                         tmp / f"mobilenetv2_{size}.so", started=start,
-                         progress=lambda phase, done, total, detail: print(f"\r{size}: {phase} {done}/{total} "
-                                                                           f"{detail}", end="", flush=True))
-    print()
-    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    calls = {"tvm": tvm_call(built.lib_path, data), "onnxruntime": ort_call(onnx_path, data, spec.runtime_threads),
-             "pytorch-eager": torch_call(net, data)}
-    expected = calls["onnxruntime"]()
-    for call_name, call in calls.items():
-        assert np.allclose(call(), expected, rtol=1e-3, atol=1e-3), call_name
-    est = interleave_calls(calls, spec)
-    latency = {n: e.raw_ms for n, e in est.items()}
-    return {"size": size, "input_shape": list(shape), "tune_trials": trials, "tune_s": built.tune_s,
-            "compile_s": built.compile_s, "tasks": built.tasks, "tasks_tuned": built.tasks_tuned,
-            "latency_ms": latency, "dispersion": {n: e.dispersion for n, e in est.items()},
-            "tvm_over_onnxruntime": latency["tvm"] / latency["onnxruntime"],
-            "tvm_over_pytorch": latency["tvm"] / latency["pytorch-eager"],
-            "tvm_breakdown": tvm_breakdown(built.lib_path, data, spec),
-            "ort_breakdown": ort_breakdown(onnx_path, data, spec.runtime_threads)}
+    return {"size": size, **compare_network(net, shape, f"mobilenetv2_{size}", trials, spec, tune_dir, tmp)}
 
 
 def main() -> None:
