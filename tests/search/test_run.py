@@ -85,6 +85,7 @@ def test_incompatible_checkpoint_on_resume(tiny_space, tiny_space_path, tiny_idx
     ({"latency_ms": 0}, "must be > 0"), ({"latency_ms": -1.0}, "must be > 0"),
     ({"loss": "mul#lin"}, "unknown latency loss"), ({"warmup_epochs": 5}, "warmup"),
     ({"supernet": "tied"}, "unknown supernet weights"), ({"weight_paths": "greedy"}, "unknown weight-step paths"),
+    ({"arch_lr_schedule": "linear"}, "unknown architecture learning-rate schedule"),
 ])
 def test_bad_settings(tiny_space_path, tiny_idx_dir, changes, message):
     with pytest.raises(TvmnasError, match=message):
@@ -202,6 +203,23 @@ def test_add_abs_pulls_the_expected_latency_to_the_goal_from_both_sides(tiny_spa
 
     start = 0.5 + 1.5 + 0.3  # uniform paths: fixed + mean of each layer
     assert expected(1.6, "tight") < start < expected(2.9, "loose")
+
+
+def test_cosine_arch_lr_decays_to_zero_over_the_search(tiny_space, tiny_space_path, tiny_idx_dir, monkeypatch):
+    import tvmnas.search.run as run
+
+    cfg = config(tiny_space_path, tiny_idx_dir, arch_lr=0.2, arch_lr_schedule="cosine")
+    assert [cfg.arch_lr_at(t) for t in (0.0, 0.5, 1.0)] == pytest.approx([0.2, 0.1, 0.0])
+    assert config(tiny_space_path, tiny_idx_dir, arch_lr=0.2).arch_lr_at(1.0) == 0.2  # constant
+    seen = []
+    real_step = run.arch_step
+    monkeypatch.setattr(run, "arch_step", lambda net, opt, *a, **k: seen.append(opt.param_groups[0]["lr"])
+                        or real_step(net, opt, *a, **k))
+    data = data_for(cfg, tiny_space)
+    state = run.make_state(tiny_space, cfg, len(data.train))
+    for epoch in (1, 2):  # the two epochs after the warm-up
+        run.train_epoch(state, data, TABLE, cfg, epoch=epoch)
+    assert len(seen) > 4 and seen == sorted(seen, reverse=True) and seen[0] > 0.19 and seen[-1] < 1e-9
 
 
 def test_the_search_ends_decided_and_reports_it(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):

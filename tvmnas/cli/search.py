@@ -11,7 +11,14 @@ from tvmnas.cli.common import (
 from tvmnas.cli.progress import epoch_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.run_folder import SearchRun, default_search_folder, write_json
-from tvmnas.search.config import DERIVATIONS, LOSSES, SUPERNET_WEIGHTS, WEIGHT_PATHS, SearchConfig
+from tvmnas.search.config import (
+    ARCH_LR_SCHEDULES,
+    DERIVATIONS,
+    LOSSES,
+    SUPERNET_WEIGHTS,
+    WEIGHT_PATHS,
+    SearchConfig,
+)
 
 
 def register(verbs) -> None:
@@ -55,6 +62,9 @@ def register(verbs) -> None:
                         f"often as deep ones) (default {SearchConfig.weight_paths})")
     p.add_argument("--arch-lr", type=number(0), default=SearchConfig.arch_lr,
                    help=f"Adam learning rate of the architecture parameters (default {SearchConfig.arch_lr})")
+    p.add_argument("--arch-lr-schedule", choices=ARCH_LR_SCHEDULES, default=SearchConfig.arch_lr_schedule,
+                   help="constant, or cosine: decays from --arch-lr to 0 over the search after the warm-up "
+                        f"(default {SearchConfig.arch_lr_schedule})")
     add_device_args(p)
     p.set_defaults(func=cmd_search)
     register_derivations(verbs)
@@ -86,6 +96,7 @@ def search_config_from_args(args, processes: int = 1) -> SearchConfig:
                         level=level_name(args.tune_trials), measured_by=endpoint.label if endpoint else "local",
                         loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda, derive=args.derive,
                         entropy_weight=args.entropy_weight, supernet=args.supernet, arch_lr=args.arch_lr,
+                        arch_lr_schedule=args.arch_lr_schedule,
                         weight_paths=args.weight_paths,
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from tvmnas.errors import TvmnasError
@@ -11,8 +12,9 @@ LOSSES = ("add#abs", "add#linear", "mul#log", "none")
 DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
 SUPERNET_WEIGHTS = ("shared", "separate")  # see `tvmnas.search.supernet`
 WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth")
+ARCH_LR_SCHEDULES = ("constant", "cosine")  # see `arch_lr_at`
 # settings added since runs were first saved, with the value those earlier runs used
-EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1}
+EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class SearchConfig:
     # after every second weight step), so the step is 0.1: a layer's alphas can then move by the ~2 nats that
     # separate a decided layer (p >= 0.5 of 7 paths) from a uniform one
     arch_lr: float = 0.1
+    # "cosine": the architecture step decays from arch_lr to 0 over the search after its warm-up, so the last
+    # steps refine the decided paths instead of swinging them (the weights' schedule); "constant": arch_lr
+    arch_lr_schedule: str = "constant"
     arch_beta2: float = 0.999
     arch_every: int = 2  # one architecture step after every this many weight steps
     # weight of the mean path entropy in the architecture loss, ramped from 0 after the warm-up to this at the
@@ -76,6 +81,9 @@ class SearchConfig:
             raise TvmnasError(f"unknown supernet weights {self.supernet!r}; known: {', '.join(SUPERNET_WEIGHTS)}")
         if self.weight_paths not in WEIGHT_PATHS:
             raise TvmnasError(f"unknown weight-step paths {self.weight_paths!r}; known: {', '.join(WEIGHT_PATHS)}")
+        if self.arch_lr_schedule not in ARCH_LR_SCHEDULES:
+            raise TvmnasError(f"unknown architecture learning-rate schedule {self.arch_lr_schedule!r}; known: "
+                              f"{', '.join(ARCH_LR_SCHEDULES)}")
         if self.derive not in DERIVATIONS:
             raise TvmnasError(f"unknown derivation {self.derive!r}; known: {', '.join(DERIVATIONS)}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
@@ -89,6 +97,12 @@ class SearchConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def arch_lr_at(self, progress: float) -> float:
+        """The architecture learning rate `progress` (0..1) of the way through the search after its warm-up."""
+        if self.arch_lr_schedule == "cosine":
+            return self.arch_lr * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        return self.arch_lr
 
     @classmethod
     def from_json(cls, data: dict, source: str) -> SearchConfig:

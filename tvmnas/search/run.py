@@ -177,6 +177,8 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
             if not warm and (step + 1) % cfg.arch_every == 0:
                 vx, vy = next(valid)
                 ramp = (epoch - cfg.warmup_epochs + (step + 1) / n_steps) / (cfg.epochs - cfg.warmup_epochs)
+                for group in state.arch_opt.param_groups:
+                    group["lr"] = cfg.arch_lr_at(ramp)
                 arch_step(net, state.arch_opt, table, cfg, vx, vy, gen, cfg.entropy_weight * ramp, shards)
                 arch_steps += 1
             if on_step:
