@@ -19,8 +19,12 @@ each training (`summary.complete` says whether everything is in). A training mis
 is taken from the results files of earlier runs in bench/results when one of them trained the same architecture on
 the same seed with the same data and recipe (accuracy does not depend on the machine; `--retrain` turns this off),
 and so are the default searches' architectures that centre the random cloud: a study carries across machines, and
-only what depends on this machine's latency table (the searches, networks new to the band) runs again. It times
-nothing: latencies are the predictions of the database `tvmnas profile` filled (profile the space first).
+only what depends on the latency table (the searches, networks new to the band) runs again. It times nothing:
+latencies are the predictions of a latency table pinned for the study (`search_vs_random_<space>_table.json` in
+bench/pinned: taken once from the database `tvmnas profile` filled, then kept), so that the study means the same
+on every machine it continues on: a fresh profile here would differ from the last (tuned-8 schedules found anew
+differ by up to 1.8x per network), and every band and search with it. The searches read the pinned table from a
+database in `--work`; `--repin` takes the table from `--db` again (a new study).
 
     .venv/bin/tvmnas profile --space cluttered-fashion-64 --target x86-cpu
     .venv/bin/python bench/search_vs_random.py                # the whole study (hours here; resumable)
@@ -43,10 +47,11 @@ from scipy import stats
 from common import DEFAULT_DB, REPO, RESULTS, command_line, write_results
 
 from tvmnas.arch import Arch, load_arch, save_arch
+from tvmnas.latency_db import LatencyDB, LatencyRow, now_utc
 from tvmnas.measure.level import level_name
 from tvmnas.measure.method import latency_scope
 from tvmnas.run_folder import SearchRun, TrainRun
-from tvmnas.search.latency import LatencyTable, load_table
+from tvmnas.search.latency import LatencyTable, load_table, table_from_db
 from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
 
@@ -118,6 +123,39 @@ class Recipe:
     images_per_epoch: int
     seeds: tuple[int, ...]
     search_args: tuple[str, ...]
+
+
+def table_file(space: str) -> Path:
+    return REPO / "bench" / "pinned" / f"search_vs_random_{space}_table.json"
+
+
+def pinned_table(space: SearchSpace, target: str, level: str, db: Path, work: Path, repin: bool
+                 ) -> tuple[LatencyTable, Path]:
+    """The study's latency table and a database in `work` holding it (for the searches): the pinned file's, or,
+    the first time (or with `repin`), `db`'s, pinned then."""
+    scope = latency_scope(load_target(target), "local", level)
+    path = table_file(space.name)
+    if repin or not path.exists():
+        load_table(db, space, scope)  # one clear line when there is no database or it lacks a candidate
+        with LatencyDB(db) as source:
+            rows = [{"block_key": c.key, "input_shape": c.shape_text,
+                     "latency_ms": source.get(scope, c.key, c.shape_text).latency_ms} for c in space.candidates()]
+        path.write_text(json.dumps({"space": space.name, "target": target, "level": level, "made": now_utc(),
+                                    "source": f"the latency database {db}", "rows": rows}, indent=1) + "\n")
+    pinned = json.loads(path.read_text())
+    if (pinned["space"], pinned["target"], pinned["level"]) != (space.name, target, level):
+        raise SystemExit(f"{path.name} pins the table of {pinned['target']} at {pinned['level']}, not {target} at "
+                         f"{level}: pass --target {pinned['target']} --tune-trials {pinned['level'][6:]}, or "
+                         "--repin to start a study with this machine's table")
+    study_db = work / "latency.db"
+    study_db.unlink(missing_ok=True)
+    with LatencyDB(study_db) as out:
+        for row in pinned["rows"]:
+            out.put(LatencyRow.measured(scope, row["block_key"], row["input_shape"], target_name=target,
+                                        device="local", latency_ms=row["latency_ms"], raw_ms=row["latency_ms"],
+                                        dispersion=None, windows=0, dropped_windows=0, speed=None,
+                                        compile_s=0.0, tune_s=0.0, tasks_tuned=0, error=None))
+        return table_from_db(space, out, scope), study_db
 
 
 def results_files(space: str) -> list[Path]:
@@ -264,7 +302,26 @@ def plot(nets: list[Net], path: Path) -> None:
     plt.close(fig)
 
 
+def not_reached(nets: list[Net], path: Path, recipe_keys: dict) -> list[Net]:
+    """The networks an earlier run recorded in the results file at `path` (same recipe) that this run has not
+    reached yet: a run stopped early, or still on its way, never drops from the file what another one recorded."""
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())
+    if any(results["summary"].get(k) != v for k, v in recipe_keys.items()):
+        return []
+    names = {n.name for n in nets}
+    return [Net(e["name"], e["role"], Arch(results["summary"]["space"], tuple(e["ops"])), e["predicted_ms"],
+                list(e["test_acc"]), e.get("search_run"), len(e["test_acc"]))
+            for e in results["entries"] if e["name"] not in names and e["test_acc"]]
+
+
 def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool) -> None:
+    name = f"search_vs_random_{space.name}" + (f"_{args.label}" if args.label else "")
+    if not args.repin:
+        nets = nets + not_reached(nets, RESULTS / f"{name}.json", {
+            "space": space.name, "data": args.data, "level": level, "goal_factor": args.goal_factor,
+            "seeds": args.seeds, "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch})
     summary = verdict(nets, args.goal_factor)
     summary.update({"complete": complete, "space": space.name, "data": args.data, "level": level,
                     "goal_factor": args.goal_factor, "tolerance": args.tolerance, "seeds": args.seeds,
@@ -272,7 +329,6 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
                     "label": args.label, "search_args": args.search_args,
                     "networks_trained": sum(1 for n in nets if n.accs),
                     "trainings_from_earlier_results": sum(n.recorded for n in nets)})
-    name = f"search_vs_random_{space.name}" + (f"_{args.label}" if args.label else "")
     plot(nets, RESULTS / f"{name}.png")
     sd = summary.get("pooled_seed_sd")
     lines = [f"## Searched vs random at equal predicted latency: {space.name} ({level})", "",
@@ -306,8 +362,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="cluttered-fashion-64")
     parser.add_argument("--data", default="cluttered-fashion-64", help="a data-set name or folder (--data of tvmnas)")
-    parser.add_argument("--target", default="x86-cpu")
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB)
+    parser.add_argument("--target", help="default: the pinned table's target, else x86-cpu")
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB,
+                        help="where the latency table is taken from the first time (or with --repin)")
     parser.add_argument("--tune-trials", type=int, default=8, help="the profile's level (tuned-N)")
     parser.add_argument("--goal-factor", type=float, default=0.67,
                         help="the searches' goal, as a fraction of the MobileNetV2-style network's predicted ms")
@@ -324,16 +381,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="where searches and trainings live (default runs/svr-<space>)")
     parser.add_argument("--retrain", action="store_true",
                         help="train every network missing from --work, even where earlier results files have it")
+    parser.add_argument("--repin", action="store_true",
+                        help="take the study's latency table from --db again (and pin it): a new study")
     parser.add_argument("--label", default="",
                         help="names this set of searches (a lever under study, with its --search-args): its runs "
                              "and results are kept apart, the signal and random networks are shared")
     args = parser.parse_args()
 
-    space, spec = load_space(args.space), load_target(args.target)
+    space = load_space(args.space)
+    if args.target is None:  # the pinned table's, else x86-cpu
+        pinned = table_file(space.name)
+        args.target = json.loads(pinned.read_text())["target"] if pinned.exists() and not args.repin else "x86-cpu"
     level = level_name(args.tune_trials)
-    table = load_table(args.db, space, latency_scope(spec, "local", level))
     work = args.work or REPO / "runs" / f"svr-{space.name}"
     work.mkdir(parents=True, exist_ok=True)
+    table, study_db = pinned_table(space, args.target, level, args.db, work, args.repin)
     recipe = Recipe(args.data, args.epochs, args.images_per_epoch, tuple(args.seeds), tuple(args.search_args))
     recorded = {} if args.retrain else recorded_trainings(space.name, recipe)
 
@@ -360,7 +422,7 @@ def main() -> None:
     if args.stop_after != "signal":
         for seed in args.search_seeds:
             run = work / f"{searches}-seed{seed}"
-            arch = search(space, args.target, goal_ms, seed, recipe, args.db, run)
+            arch = search(space, args.target, goal_ms, seed, recipe, study_db, run)
             step(Net(f"{searched_name}-seed{seed}", "searched", arch, arch_ms(arch), search_run=relative(run)))
     if args.stop_after not in ("signal", "search"):
         # one random cloud per study: around the default searches' mean latency, which every labelled set of
@@ -379,7 +441,7 @@ def main() -> None:
     if args.stop_after == "extra":
         for factor in args.extra_goal_factors:
             run = work / f"{searches}-goal{factor:g}"
-            arch = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, args.db, run)
+            arch = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, study_db, run)
             step(Net(f"{searched_name}-goal{factor:g}", "extra", arch, arch_ms(arch), search_run=relative(run)))
     report(nets, args, space, level, complete=args.stop_after == "extra")
 
