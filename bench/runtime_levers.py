@@ -238,7 +238,8 @@ def record(winner: Winner, rows: list[dict]) -> None:
     lines = [f"## Levers on the exported winner ({winner.spec.name}, {winner.spec.runtime_threads} threads, "
              f"{winner.manifest['level']})", "", f"`{' '.join(winner.manifest['arch'])}`. Each lever's module timed "
              "in one interleaved run of its own beside the exported module and onnxruntime (threads-1 and the "
-             "spin counts: beside onnxruntime only).", "",
+             "spin counts: beside onnxruntime only). Weight pre-packing is not a row: the weights are constants and "
+             "their layout transform is folded at compile time in every variant (packed once, not per call).", "",
              "| lever | / onnxruntime | / exported module | tuning s |", "|---|---:|---:|---:|"]
     for r in rows:
         over_exported = "" if r.get("over_exported") is None else f"{r['over_exported']:.2f}"
