@@ -5,8 +5,9 @@ last warm-up epoch) and at the end (validation accuracy of the derived path), an
 when trained from scratch against the random ones. With `--rank-correlation`, also how well the first search's
 supernet ranks the study's networks: each trained network's path scored on the validation split with that
 supernet's weights (BatchNorm statistics measured again for the path), against its accuracy trained from scratch
-(Kendall tau, as in Yu et al., "Evaluating the search phase of NAS"; a few seconds per network). It trains and times
-nothing.
+(Kendall tau, as in Yu et al., "Evaluating the search phase of NAS"; a few seconds per network). A set whose search
+runs are not here (results files travel to a new machine, run folders do not) keeps its supernet columns from the
+last table. It trains and times nothing.
 
     .venv/bin/python bench/search_levers.py [--space cluttered-fashion-64] [--rank-correlation]
 """
@@ -88,11 +89,14 @@ RANKING_KEYS = ("ranking_run", "ranking_networks", "kendall_tau", "kendall_p", "
                 "kendall_p_band")
 
 
-def earlier_ranking(space: str, label: str) -> dict:
-    """The supernet-ranking columns of the set's row in the last recorded table, if any."""
+SUPERNET_KEYS = ("supernet", "searches", "warmup_train_acc", "final_supernet_valid_acc")
+
+
+def earlier_row(space: str, label: str, keys: tuple[str, ...]) -> dict:
+    """Those columns of the set's row in the last recorded table, if any."""
     path = RESULTS / f"search_levers_{space}.json"
     earlier = json.loads(path.read_text())["summary"]["rows"] if path.exists() else []
-    return next(({k: r[k] for k in RANKING_KEYS if k in r} for r in earlier if r["label"] == label), {})
+    return next(({k: r[k] for k in keys if k in r} for r in earlier if r["label"] == label), {})
 
 
 def fmt(value, spec: str = ".3f") -> str:
@@ -110,7 +114,10 @@ def main() -> None:
     # a set whose searched networks are not trained yet (a study under way) has nothing to compare
     rows = [row(r, args.rank_correlation) for r in results if r["summary"].get("searched_accs")]
     if not args.rank_correlation:  # keep the rankings measured before (they take minutes per set)
-        rows = [{**earlier_ranking(args.space, r["label"]), **r} for r in rows]
+        rows = [{**earlier_row(args.space, r["label"], RANKING_KEYS), **r} for r in rows]
+    # a set whose search logs are gone (a new machine keeps results files, not run folders): its supernet columns
+    # as recorded before
+    rows = [{**r, **earlier_row(args.space, r["label"], SUPERNET_KEYS)} if not r["searches"] else r for r in rows]
     lines = [f"## Levers on the search: {args.space}", "",
              "Per set of searches: the supernet's train accuracy over its last warm-up epoch and its derived path's "
              "validation accuracy at the end (both mean over the set's searches), then the searched networks "
