@@ -136,3 +136,31 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path):
     with pytest.raises(TvmnasError, match="latency schema version 9, this tvmnas reads 3"):
         LatencyDB(path)
     assert path.read_bytes() == before
+
+
+def test_processes_opening_a_new_file_at_once_all_get_the_database(tmp_path):
+    """Several openers of a file that does not exist yet (two `profile` runs started together): one creates the
+    tables, the others find them; none fails, and every row is kept."""
+    import threading
+
+    for attempt in range(5):
+        path = tmp_path / f"lat{attempt}.db"
+        openers = 6
+        barrier, errors = threading.Barrier(openers), []
+
+        def open_and_put(i: int) -> None:
+            barrier.wait()
+            try:
+                with LatencyDB(path) as db:
+                    db.put(row(block_key=f"b{i}"))
+            except Exception as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_and_put, args=(i,)) for i in range(openers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        with LatencyDB(path) as db:
+            assert sorted(r.block_key for r in db.rows()) == [f"b{i}" for i in range(openers)]

@@ -130,16 +130,26 @@ class LatencyDB:
         except sqlite3.DatabaseError as err:
             raise TvmnasError(f"{self.path} is not a usable latency database ({err})") from None
 
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
     def _check_or_create(self) -> None:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = self._tables()
         if not tables:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            with self._conn:
-                self._conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                self._conn.execute(_LATENCY_TABLE.format(name="latency"))
-                self._conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                       [("app", DB_APP), ("schema_version", str(DB_SCHEMA_VERSION))])
-            return
+            # under the write lock, looking again: of processes that open a new file at once, one creates the
+            # tables and the others wait for it, then find them
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._tables():
+                    self._conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    self._conn.execute(_LATENCY_TABLE.format(name="latency"))
+                    self._conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                                           [("app", DB_APP), ("schema_version", str(DB_SCHEMA_VERSION))])
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+            tables = self._tables()
         meta = dict(self._conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
         if meta.get("app") != DB_APP or "latency" not in tables:
             raise TvmnasError(f"{self.path} is a SQLite file but not a tvmnas latency database")
