@@ -12,6 +12,7 @@ import csv
 import json
 import shutil
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ DB_APP = "tvmnas-latency"
 # dropped_windows, speed). Older files are upgraded on open: their rows are kept under method "legacy" (never used
 # again) and a copy of the old file is left beside it.
 DB_SCHEMA_VERSION = 3
+BUSY_TIMEOUT_S = 30.0  # how long opening waits for other processes that hold the file
 LEGACY_METHOD = "legacy"
 
 _LATENCY_TABLE = """
@@ -125,10 +127,23 @@ class LatencyDB:
         if self.path.is_dir():
             raise TvmnasError(f"{self.path} is a folder, not a latency database file")
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30)
-            self._check_or_create()
+            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+            self._open_when_free()
         except sqlite3.DatabaseError as err:
             raise TvmnasError(f"{self.path} is not a usable latency database ({err})") from None
+
+    def _open_when_free(self) -> None:
+        """Check (or create) the file, waiting while other processes hold it: SQLite answers some lock conflicts
+        at once instead of waiting its timeout (switching a file to WAL while another connection reads it, or two
+        writers that both read first), so those are tried again until the timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._check_or_create()
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
