@@ -26,9 +26,10 @@ on every machine it continues on: a fresh profile here would differ from the las
 differ by up to 1.8x per network), and every band and search with it. The searches read the pinned table from a
 database in `--work`; `--repin` takes the table from `--db` again (a new study).
 
-    .venv/bin/tvmnas profile --space cluttered-fashion-64 --target x86-cpu
     .venv/bin/python bench/search_vs_random.py                # the whole study (hours here; resumable)
     .venv/bin/python bench/search_vs_random.py --stop-after signal
+    .venv/bin/tvmnas profile --space S --target T && .venv/bin/python bench/search_vs_random.py --space S \
+        --target T --repin                                    # a new study, priced by this machine's profile
 """
 
 from __future__ import annotations
