@@ -242,6 +242,27 @@ def tvm_breakdown(lib_path: Path, data: np.ndarray, spec: TargetSpec, protocol: 
             "vm_instrument_ms": instrument_ms}
 
 
+def add_target_args(parser) -> None:
+    """--target and --db (whose tuning folder is used, as bench-model uses it)."""
+    from common import DEFAULT_DB
+
+    parser.add_argument("--target", default="x86-cpu")
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="its tuning directory is used, as bench-model")
+
+
+def runtime_target(name: str) -> TargetSpec:
+    """The target, with TVM's and PyTorch's thread pools at its runtime threads."""
+    import torch
+
+    from tvmnas.measure.runner.base import set_threads
+    from tvmnas.targets import load_target
+
+    spec = load_target(name)
+    set_threads(spec.runtime_threads)
+    torch.set_num_threads(spec.runtime_threads)
+    return spec
+
+
 def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: TargetSpec, tune_dir: Path,
                     tmp: Path) -> dict:
     """A PyTorch network exported to ONNX, compiled the way `tvmnas bench-model` compiles it (the target's tuning

@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common import DEFAULT_DB, command_line, write_results
-from compare import compare_network
+from common import command_line, write_results
+from compare import add_target_args, compare_network, runtime_target
 
-from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.tuning_records import tuning_dir
-from tvmnas.targets import load_target
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -83,13 +81,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--tune-trials", type=int, default=8)
-    parser.add_argument("--target", default="x86-cpu")
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="its tuning directory is used, as bench-model")
+    add_target_args(parser)
     args = parser.parse_args()
 
-    spec = load_target(args.target)
-    set_threads(spec.runtime_threads)
-    torch.set_num_threads(spec.runtime_threads)
+    spec = runtime_target(args.target)
     entries = []
     with tempfile.TemporaryDirectory(prefix="tvmnas-families-") as tmp:
         for name in args.models:
