@@ -101,8 +101,8 @@ def main() -> None:
                    "| step | seconds |", "|---|---:|"] + [f"| {k} | {v:.0f} |" for k, v in seconds.items()]
                   + ["", f"Profile: {costs[0]} candidates, {costs[1]:.1f} s tuning + {costs[2]:.1f} s compiling "
                          f"each. Test accuracy {train['test_acc']:.4f}; measured {lat['measured_ms']:.4f} ms against "
-                         f"{lat['predicted_ms']:.4f} ms predicted (as timed {lat['measured_raw_ms']:.4f} ms, the reference at "
-                         f"{lat['speed']:.2f}x its profile's time). Warning lines in the verbs' output: "
+                         f"{lat['predicted_ms']:.4f} ms predicted (as timed {lat['measured_raw_ms']:.4f} ms, the "
+                         f"reference at {lat['speed']:.2f}x its profile's time). Warning lines in the verbs' output: "
                          f"{len(warned)}."], cmd)
     write_results("demo_search", {key: search[key] for key in (
         "top_probabilities", "stable_last_epochs", "latency_goal_ms", "predicted_latency_ms", "goal_share", "arch",
