@@ -142,6 +142,8 @@ CASES = [
                                   str(w["db"].parent)], "is a folder, not a latency database file"),
     ("batch-size", lambda w: _search(w, "--latency-ms", "1", "--batch-size", "0"), "argument --batch-size: must be"),
     ("loss", lambda w: _search(w, "--latency-ms", "1", "--loss", "cubic"), "argument --loss: invalid choice"),
+    ("arch-lr-schedule", lambda w: _search(w, "--latency-ms", "1", "--arch-lr-schedule", "linear"),
+     "argument --arch-lr-schedule: invalid choice"),
     ("shards-uneven", lambda w: _search(w, "--latency-ms", "1", "--shards", "3"),
      "a batch of 64 does not split into 3 equal shards"),
     ("shards-zero", lambda w: _search(w, "--latency-ms", "1", "--shards", "0"), "argument --shards: must be >= 1"),
