@@ -11,8 +11,9 @@ Levers (`--levers`, default all):
   nchw8c, ...   NHWC, channels in blocks of 8 or 16 as onnxruntime's CPU convolutions use), tuned at the module's
                 trials; `<layout>@N` (`--layout-trials`): tuned at N trials
   fresh-hot     the kernels tuned again from nothing (an empty tuning folder, no cost model) at the module's
-  fresh-cold    trials, timing each trial hot (as profiling does) or cold (cache flushed before each call, as a
-                kernel runs inside a network): does tuning with cold caches find faster schedules?
+  fresh-cold    trials, timing each trial hot (as profiling does), cold (cache flushed before each call, as a
+  fresh-auto    kernel runs inside a network), or cold only for kernels whose weights exceed the L2
+                cache: does tuning with cold caches find faster schedules?
   tuned-N       the winner's kernels tuned deeper (`--deeper 64 128 256`), records kept in the target's tuning
                 folder (what `tvmnas export --tune-trials N` does; a later run reuses them)
 Every result is written after each lever (a run cut short keeps what it did); `--skip-done` keeps the rows of an
@@ -140,7 +141,7 @@ def lever_layout(layout: str, trials: int | None = None):
     return run
 
 
-def lever_fresh(cold_cache: bool):
+def lever_fresh(cache: str):
     def run(winner: Winner, tmp: Path) -> dict:
         from tvmnas.measure.compile import compile_fused
         from tvmnas.measure.tuning import TuneSettings, make_in_process_runner, tune_fused
@@ -148,11 +149,11 @@ def lever_fresh(cold_cache: bool):
 
         target = winner.spec.tvm()
         fused = fuse(winner.relax_module(), target, winner.spec.layout)
-        work = tmp / ("fresh-cold" if cold_cache else "fresh-hot")
+        work = tmp / f"fresh-{cache}"
         work.mkdir()
         with tuning_store(work).session() as store:
             report = tune_fused(fused, winner.spec, target, store.database, work, TuneSettings(winner.trials),
-                                lambda: make_in_process_runner("cpu", winner.spec.runtime_threads, cold_cache),
+                                lambda: make_in_process_runner("cpu", winner.spec.runtime_threads, cache),
                                 in_memory=True)
             database = store.budget(winner.trials)
         lib = export_library(compile_fused(fused, target, database), tmp / f"{work.name}.so", winner.spec)
@@ -203,8 +204,9 @@ def main() -> None:
               **{layout: lever_layout(layout) for layout in LAYOUTS if layout != winner.spec.layout},
               **{f"{layout}@{n}": lever_layout(layout, n) for layout in LAYOUTS if layout != winner.spec.layout
                  for n in args.layout_trials},
-              "fresh-hot": lever_fresh(False),
-              "fresh-cold": lever_fresh(True),
+              "fresh-hot": lever_fresh("hot"),
+              "fresh-cold": lever_fresh("cold"),
+              "fresh-auto": lever_fresh("auto"),
               **{f"tuned-{n}": lever_deeper(n) for n in args.deeper}}
     unknown = set(args.levers or []) - set(levers)
     if unknown:

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tvmnas.failpoints import stop_point
 from tvmnas.measure.conv_schedule import design_space
 from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
-from tvmnas.measure.tuning_records import canonical_kernel, kernel_hash, record_budgets, tuned_budgets
+from tvmnas.measure.tuning_records import (build_timeouts, canonical_kernel, kernel_hash, record_budgets,
+                                           record_build_timeout, tuned_budgets)
 from tvmnas.tvm_compat import build_trial, load_cost_model, load_tensor_intrinsics, save_cost_model, trial_result
 
 # Evolutionary search population: the schedules sampled and ranked by the cost model before each batch of trials.
@@ -27,12 +33,18 @@ from tvmnas.tvm_compat import build_trial, load_cost_model, load_tensor_intrinsi
 # few trials per kernel; meta-schedule's default of 512 costs seconds per kernel here.
 DEFAULT_POPULATION = 64
 
+# One trial's build (TIR lowering and LLVM code generation) takes 0.1-10 s here. Nothing in TVM interrupts one, and a
+# pathological schedule can build for hours (seen: an NHWC trial under the generic rules, >14 min in LLVM's code
+# generation), which would hang a profile or an export for ever; past this the process ends instead.
+BUILD_TIMEOUT_S = 600.0
+
 
 @dataclass(frozen=True)
 class TuneSettings:
     trials_per_task: int
     population: int | None = None  # None = max(DEFAULT_POPULATION, 2 x trials), at most 512
     seed: int = 0
+    build_timeout_s: float = BUILD_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,71 @@ _IN_MEMORY: dict[str, object] = {}  # built trial modules handed from the in-pro
 _MEMORY_PREFIX = "tvmnas-memory:"
 
 
-def make_builder(spec: TargetSpec, in_memory: bool = False):
+class BuildWatchdog:
+    """Calls `on_timeout(seconds, module)` from its own thread when one build inside `watching()` runs past
+    `timeout_s`. TVM's calls release the GIL, so the thread runs while a build is stuck in code generation."""
+
+    def __init__(self, timeout_s: float, on_timeout) -> None:
+        self._timeout_s, self._on_timeout = timeout_s, on_timeout
+        self._cond = threading.Condition()
+        self._started: float | None = None
+        self._what = None
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watching(self, what):
+        """Around one build; `what` (the trial's module) goes to `on_timeout` if the build hangs."""
+        with self._cond:
+            self._started, self._what = time.monotonic(), what
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True, name="tvmnas-build-watchdog")
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._started = None
+                self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._started is None:
+                    self._cond.wait()
+                    continue
+                left = self._started + self._timeout_s - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            seconds, what = time.monotonic() - self._started, self._what
+        self._on_timeout(seconds, what)
+
+
+def end_on_build_timeout(work_dir: Path, seed: int):
+    """The production `on_timeout`: log the timeout in the tuning folder (the next session there samples its
+    trials with another seed), keep the hung trial's TIR for a bug report, say so in one line and end the process
+    (exit 1). The records committed before stay: a rerun goes on from them."""
+    def on_timeout(seconds: float, mod) -> None:
+        script = Path(work_dir) / f"hung_trial_{build_timeouts(work_dir)}.py"
+        try:
+            script.write_text(mod.script())
+        except Exception:  # noqa: BLE001 - the message matters more than the script
+            script = None
+        record_build_timeout(work_dir, seed, seconds)
+        kept = f"; its schedule is in {script}" if script else ""
+        sys.stderr.write(f"tvmnas: error: a tuning trial's build ran past {seconds:.0f} s (TVM cannot interrupt "
+                         f"code generation){kept}; rerun to go on: the next session samples other trials\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    return on_timeout
+
+
+def make_builder(spec: TargetSpec, in_memory: bool = False, watchdog: BuildWatchdog | None = None):
     """A meta-schedule builder that builds in this process. It exports loadable shared libraries for a runner
     elsewhere (an RPC server), or, `in_memory`, keeps the built module for `make_in_process_runner` (no export,
-    no linking, no loading: a trial costs its compile and its timing only)."""
+    no linking, no loading: a trial costs its compile and its timing only). `watchdog` watches every build."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 
@@ -74,7 +147,8 @@ def make_builder(spec: TargetSpec, in_memory: bool = False):
             results = []
             for item in build_inputs:
                 try:
-                    rt_mod = build_trial(item.mod, item.target)
+                    with watchdog.watching(item.mod) if watchdog else nullcontext():
+                        rt_mod = build_trial(item.mod, item.target)
                     if in_memory:
                         token = f"{_MEMORY_PREFIX}{len(_IN_MEMORY)}-{id(rt_mod)}"
                         _IN_MEMORY[token] = rt_mod
@@ -89,20 +163,43 @@ def make_builder(spec: TargetSpec, in_memory: bool = False):
     return InProcessBuilder()
 
 
-def make_in_process_runner(device_kind: str, threads: int, cold_cache: bool = False):
+TRIAL_CACHE_MODES = ("hot", "cold", "auto")
+
+
+def l2_cache_bytes() -> int:
+    """This machine's L2 cache of one core (Linux sysfs; 1 MiB where unknown)."""
+    try:
+        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip().upper()
+        return int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}[text[-1]] if text[-1] in "KM" else int(text)
+    except (OSError, ValueError, KeyError):
+        return 1 << 20
+
+
+def times_cold(args_info, cache_bytes: int) -> bool:
+    """`auto`: whether a kernel's trials are timed cold: when its weights (the arguments between the first, the
+    activation the kernel before it just wrote, and the last, its output) exceed the L2 cache, so that a network's
+    run loads them from farther away than back-to-back calls do (cold timing flushes the output too)."""
+    size = sum(int(np.prod([int(d) for d in info.shape])) * np.dtype(info.dtype).itemsize for info in args_info[1:-1])
+    return size > cache_bytes
+
+
+def make_in_process_runner(device_kind: str, threads: int, cache: str = "hot"):
     """A meta-schedule runner that times the in-memory builder's modules in this process, on this machine's
     device with `threads` CPU threads (meta-schedule's LocalRunner runs each trial in a worker process: a process
-    start, a sanity check and a library load per batch). Trials run hot (the kernel's data in cache from the call
-    before), or, `cold_cache` (CPU), one call at a time after flushing the cache of every argument but the first,
-    as a kernel runs inside a network after another kernel's data went through the caches."""
-    import numpy as np
+    start, a sanity check and a library load per batch). `cache` (CPU): `hot` times back-to-back calls (the
+    kernel's data in cache from the call before); `cold` times one call at a time after flushing the cache of
+    every argument but the first, as a kernel runs inside a network after another kernel's data went through the
+    caches; `auto` times cold the kernels whose weights exceed the L2 cache (see `times_cold`)."""
     import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import PyRunner
 
     from tvmnas.measure.runner.base import set_threads
 
+    if cache not in TRIAL_CACHE_MODES:
+        raise ValueError(f"cache must be one of {TRIAL_CACHE_MODES}, not {cache!r}")
     rng = np.random.default_rng(0)
+    l2_bytes = l2_cache_bytes()
 
     @derived_object
     class InProcessRunner(PyRunner):
@@ -117,7 +214,9 @@ def make_in_process_runner(device_kind: str, threads: int, cold_cache: bool = Fa
                         raise RuntimeError(f"no built module for {item.artifact_path}")
                     args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in info.shape]).astype(info.dtype),
                                                device=device) for info in item.args_info]
-                    if cold_cache and device_kind != "cuda":
+                    cold = device_kind != "cuda" and (cache == "cold" or
+                                                      (cache == "auto" and times_cold(item.args_info, l2_bytes)))
+                    if cold:
                         evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=1, repeat=10,
                                                           f_preproc="cache_flush_cpu_non_first_arg")
                     else:
@@ -189,6 +288,7 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
     start = time.perf_counter()
     missing, total = untuned_tasks(fused_mod, target, database, settings.trials_per_task, work_dir)
     if missing:
+        seed = settings.seed + build_timeouts(work_dir)
         population = settings.population or min(512, max(DEFAULT_POPULATION, 2 * settings.trials_per_task))
         contexts = [
             ms.TuneContext(
@@ -196,7 +296,7 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
                 space_generator=design_space(task.dispatched[0]),
                 search_strategy=ms.search_strategy.EvolutionarySearch(
                     population_size=population, init_min_unmeasured=population // 4),
-                task_name=task.task_name, rand_state=settings.seed, num_threads="physical",
+                task_name=task.task_name, rand_state=seed, num_threads="physical",
                 logger=logging.getLogger("tvm.s_tir.meta_schedule"),
             ).clone()
             for task in missing
@@ -215,7 +315,9 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
                 cost_model = ms.cost_model.XGBModel()
         ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
                       max_trials_global=trials * len(contexts), max_trials_per_task=trials,
-                      num_trials_per_iter=min(trials, 64), builder=make_builder(spec, in_memory),
+                      num_trials_per_iter=min(trials, 64),
+                      builder=make_builder(spec, in_memory, BuildWatchdog(settings.build_timeout_s,
+                                                                          end_on_build_timeout(work_dir, seed))),
                       runner=make_ms_runner(), database=database, cost_model=cost_model,
                       task_scheduler="round-robin", measure_callbacks=callbacks)
         tmp = model_path.with_suffix(".tmp")

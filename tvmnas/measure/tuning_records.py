@@ -1,6 +1,7 @@
 """Where a target's meta-schedule tuning records live and how they are read: the JSON database (workloads and
 records, appended to by every tuning session), its repair, the per-budget views that give a kernel the records of
-its first N trials, and the log of the budgets each kernel was tuned with. Tuning itself is `tvmnas.measure.tuning`.
+its first N trials, the log of the budgets each kernel was tuned with, and the log of trial builds that ran past
+their time. Tuning itself is `tvmnas.measure.tuning`.
 """
 
 from __future__ import annotations
@@ -197,3 +198,18 @@ def record_budgets(work_dir: Path, kernel_hashes: list[str], trials: int) -> Non
     """Log that these kernels were tuned with `trials` trials (appended once a session is done: a kill re-tunes)."""
     with (Path(work_dir) / TUNED).open("a") as handle:
         handle.write("".join(json.dumps([key, trials]) + "\n" for key in kernel_hashes))
+
+
+BUILD_TIMEOUTS = "build_timeouts.jsonl"  # one line per trial build that ran past its time: [seed, seconds]
+
+
+def build_timeouts(work_dir: Path) -> int:
+    """How many tuning sessions of this folder ended on a trial build that ran past its time (each later session
+    samples its trials with another seed, so that it does not build the same schedule again)."""
+    path = Path(work_dir) / BUILD_TIMEOUTS
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def record_build_timeout(work_dir: Path, seed: int, seconds: float) -> None:
+    with (Path(work_dir) / BUILD_TIMEOUTS).open("a") as handle:
+        handle.write(json.dumps([seed, round(seconds, 1)]) + "\n")

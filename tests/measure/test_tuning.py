@@ -1,0 +1,67 @@
+"""Trials: a build that hangs ends the tuning process with one line instead of hanging it for ever; `auto` times
+cold the kernels whose weights the L2 cache cannot hold."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+from types import SimpleNamespace
+
+from tvmnas.measure.tuning import BuildWatchdog, times_cold
+from tvmnas.measure.tuning_records import build_timeouts
+
+
+def test_watchdog_fires_on_a_build_past_its_time_and_only_then():
+    fired = []
+    watchdog = BuildWatchdog(0.3, lambda seconds, what: fired.append((seconds, what)))
+    with watchdog.watching("quick"):
+        time.sleep(0.05)
+    time.sleep(0.5)  # the quick build ended in time: nothing fires after it
+    assert fired == []
+    with watchdog.watching("slow"):
+        time.sleep(0.8)
+    assert len(fired) == 1 and fired[0][1] == "slow" and fired[0][0] >= 0.3
+
+
+HANGING_BUILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import tvm
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    import tvmnas.measure.tuning as tuning
+    from tvmnas.targets import load_target
+
+    tuning.build_trial = lambda mod, target: time.sleep(60)  # a build stuck in code generation
+    work_dir = Path(sys.argv[1])
+    builder = tuning.make_builder(load_target("x86-cpu"), in_memory=True,
+                                  watchdog=tuning.BuildWatchdog(0.5, tuning.end_on_build_timeout(work_dir, 7)))
+    builder.build([BuilderInput(tvm.IRModule({}), tvm.target.Target("llvm"))])
+    print("the build returned")
+""")
+
+
+def test_a_hanging_trial_build_ends_the_process_with_one_line_and_is_logged(tmp_path):
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", HANGING_BUILD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert time.perf_counter() - start < 50  # not the 60 s the build would take
+    lines = [line for line in done.stderr.splitlines() if line.startswith("tvmnas:")]
+    assert len(lines) == 1 and "a tuning trial's build ran past" in lines[0], done.stderr
+    assert "the build returned" not in done.stdout
+    assert build_timeouts(tmp_path) == 1  # the next session there samples with another seed
+    assert (tmp_path / "hung_trial_0.py").exists()
+
+
+def test_auto_times_cold_the_kernels_whose_weights_exceed_the_cache():
+    def arg(*shape, dtype="float32"):
+        return SimpleNamespace(shape=shape, dtype=dtype)
+
+    l2 = 2 << 20
+    big_weights = [arg(1, 512, 4, 4), arg(512, 512, 3, 3), arg(512), arg(1, 512, 4, 4)]  # 9.4 MB of weights
+    big_output = [arg(1, 16, 112, 112), arg(96, 16, 1, 1), arg(1, 96, 112, 112)]  # 4.8 MB output, 6 KB weights
+    assert times_cold(big_weights, l2)
+    assert not times_cold(big_output, l2)  # the output is not what a network's run loads from afar
+    assert not times_cold(big_weights, 64 << 20)
+    assert times_cold([arg(1, 8), arg(2048, 1024, dtype="float16"), arg(1, 8)], (4 << 20) - 1)
