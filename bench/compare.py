@@ -264,10 +264,10 @@ def runtime_target(name: str) -> TargetSpec:
 
 
 def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: TargetSpec, tune_dir: Path,
-                    tmp: Path) -> dict:
+                    tmp: Path, trial_cache: str = "hot") -> dict:
     """A PyTorch network exported to ONNX, compiled the way `tvmnas bench-model` compiles it (the target's tuning
-    records, `trials` trials for the kernels they lack), checked against onnxruntime's outputs and timed beside
-    onnxruntime and PyTorch eager in one interleaved run, with both breakdowns."""
+    records, `trials` trials for the kernels they lack, timed `trial_cache`), checked against onnxruntime's outputs
+    and timed beside onnxruntime and PyTorch eager in one interleaved run, with both breakdowns."""
     import time
 
     from tvmnas.deploy.export import export_onnx
@@ -281,7 +281,7 @@ def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: T
     model = load_onnx(onnx_path)  # as bench-model imports it
     input_name, shape = graph_input(model, None)
     start = time.perf_counter()
-    built = build_module(import_onnx(model, input_name, shape), spec, trials, tune_dir, LocalRunner(),
+    built = build_module(import_onnx(model, input_name, shape), spec, trials, tune_dir, LocalRunner(trial_cache),
                          tmp / f"{name}.so", started=start,
                          progress=lambda phase, done, total, detail: print(f"\r{name}: {phase} {done}/{total} "
                                                                            f"{detail}", end="", flush=True))
@@ -295,7 +295,7 @@ def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: T
             raise SystemExit(f"{name}: {call_name}'s outputs differ from onnxruntime's")
     est = interleave_calls(calls, spec)
     latency = {n: e.raw_ms for n, e in est.items()}
-    return {"input_shape": list(shape), "tune_trials": trials, "tune_s": built.tune_s,
+    return {"input_shape": list(shape), "tune_trials": trials, "trial_cache": trial_cache, "tune_s": built.tune_s,
             "compile_s": built.compile_s, "tasks": built.tasks, "tasks_tuned": built.tasks_tuned,
             "latency_ms": latency, "dispersion": {n: e.dispersion for n, e in est.items()},
             "tvm_over_onnxruntime": latency["tvm"] / latency["onnxruntime"],

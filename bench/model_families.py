@@ -6,9 +6,12 @@ onnxruntime and PyTorch eager in one interleaved run each (issue 18: the levers 
   resnet20_32    the CIFAR ResNet-20: three stages of 16/32/64 channels, residual adds
   vgg11_32       VGG-11 (CIFAR-sized): a plain stack of 3x3 convolutions and max-pools, no residuals
 
-Random weights (seeded); plain PyTorch, written here.
+Random weights (seeded); plain PyTorch, written here. `--tune-cache hot|cold|auto` tunes every model from nothing
+(a fresh tuning folder), timing its trials hot, cold, or cold only where the weights exceed the L2 cache (see
+`tvmnas.measure.tuning.times_cold`): the lever for weight-bound kernels, compared across modes on equal terms;
+results then go to `model_families_<mode>.*`.
 
-    .venv/bin/python bench/model_families.py --tune-trials 8
+    .venv/bin/python bench/model_families.py --tune-trials 8 [--tune-cache auto]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 from common import command_line, write_results
 from compare import add_target_args, compare_network, runtime_target
 
+from tvmnas.measure.tuning import TRIAL_CACHE_MODES
 from tvmnas.measure.tuning_records import tuning_dir
 
 
@@ -81,6 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--tune-trials", type=int, default=8)
+    parser.add_argument("--tune-cache", choices=TRIAL_CACHE_MODES, default=None,
+                        help="tune every model from nothing, timing trials this way (default: the target's "
+                             "tuning records, trials timed hot)")
     add_target_args(parser)
     args = parser.parse_args()
 
@@ -90,8 +97,10 @@ def main() -> None:
         for name in args.models:
             build, shape = MODELS[name]
             torch.manual_seed(0)
+            tune_dir = (tuning_dir(args.db, spec, "local") if args.tune_cache is None else
+                        Path(tmp) / f"tuning-{name}-{args.tune_cache}")
             entries.append({"model": name, **compare_network(build().eval(), shape, name, args.tune_trials, spec,
-                                                             tuning_dir(args.db, spec, "local"), Path(tmp))})
+                                                             tune_dir, Path(tmp), args.tune_cache or "hot")})
             print(f"{name}: {entries[-1]['latency_ms']}, {entries[-1]['tvm_over_onnxruntime']:.2f}x onnxruntime",
                   flush=True)
     ratios = {e["model"]: e["tvm_over_onnxruntime"] for e in entries}
@@ -99,9 +108,11 @@ def main() -> None:
                "max_tvm_over_onnxruntime": max(ratios.values()),
                "tvm_over_pytorch": {e["model"]: e["tvm_over_pytorch"] for e in entries},
                "tune_s": {e["model"]: e["tune_s"] for e in entries}, "tune_trials": args.tune_trials,
+               "tune_cache": args.tune_cache or "hot (the target's records)",
                "layout": spec.layout}
     lines = [f"## CNNs of other families on {spec.name} ({spec.layout}), {spec.runtime_threads} threads, "
-             f"tuned-{args.tune_trials}", "",
+             f"tuned-{args.tune_trials}" + ("" if args.tune_cache is None else
+                                            f", trials timed {args.tune_cache}, tuned from nothing"), "",
              "| model | input | tune s | TVM ms | onnxruntime ms | PyTorch ms | TVM / ORT | TVM / PyTorch |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for e in entries:
@@ -111,7 +122,8 @@ def main() -> None:
                      f"{e['tvm_over_onnxruntime']:.2f} | {e['tvm_over_pytorch']:.2f} |")
     lines += ["", "Random weights; each row one interleaved run of the protocol. Tuning time counts only the kernels "
               "the tuning records lacked (a rerun reuses them)."]
-    write_results("model_families", summary, entries, lines, command_line())
+    results = "model_families" if args.tune_cache is None else f"model_families_{args.tune_cache}"
+    write_results(results, summary, entries, lines, command_line())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ class LocalRunner(Runner):
     device_label = "local"
     tunes_in_process = True
 
+    def __init__(self, trial_cache: str = "hot") -> None:
+        self.trial_cache = trial_cache  # how tuning times its trials: hot, cold or auto (`make_in_process_runner`)
+
     def measure(self, batch: Batch, protocol: Protocol,
                 on_round: Callable[[int, int], None] | None = None) -> Interleaved:
         """Time the batch in this process (errors come back in the estimates)."""
@@ -49,4 +52,4 @@ class LocalRunner(Runner):
         """Trials built in memory and timed in this process (see `tuning.make_in_process_runner`)."""
         from tvmnas.measure.tuning import make_in_process_runner
 
-        return make_in_process_runner(device_kind, threads)
+        return make_in_process_runner(device_kind, threads, self.trial_cache)
