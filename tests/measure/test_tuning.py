@@ -24,6 +24,17 @@ def test_watchdog_fires_on_a_build_past_its_time_and_only_then():
     assert len(fired) == 1 and fired[0][1] == "slow" and fired[0][0] >= 0.3
 
 
+def test_a_closed_watchdog_ends_its_thread():
+    watchdog = BuildWatchdog(60, lambda seconds, what: None)
+    with watchdog.watching("build"):
+        pass
+    thread = watchdog._thread
+    assert thread.is_alive()
+    watchdog.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()  # one session's watchdog does not outlive it
+
+
 HANGING_BUILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path

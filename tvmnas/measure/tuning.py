@@ -82,6 +82,7 @@ class BuildWatchdog:
         self._cond = threading.Condition()
         self._started: float | None = None
         self._what = None
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     @contextmanager
@@ -100,9 +101,17 @@ class BuildWatchdog:
                 self._started = None
                 self._cond.notify()
 
+    def close(self) -> None:
+        """End the watching thread (the tuning session is over)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
     def _watch(self) -> None:
         with self._cond:
             while True:
+                if self._closed:
+                    return
                 if self._started is None:
                     self._cond.wait()
                     continue
@@ -313,13 +322,15 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
                 load_cost_model(cost_model, str(model_path))
             except Exception:  # noqa: BLE001 - an unreadable model is only a lost head start
                 cost_model = ms.cost_model.XGBModel()
-        ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
-                      max_trials_global=trials * len(contexts), max_trials_per_task=trials,
-                      num_trials_per_iter=min(trials, 64),
-                      builder=make_builder(spec, in_memory, BuildWatchdog(settings.build_timeout_s,
-                                                                          end_on_build_timeout(work_dir, seed))),
-                      runner=make_ms_runner(), database=database, cost_model=cost_model,
-                      task_scheduler="round-robin", measure_callbacks=callbacks)
+        watchdog = BuildWatchdog(settings.build_timeout_s, end_on_build_timeout(work_dir, seed))
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
+                          max_trials_global=trials * len(contexts), max_trials_per_task=trials,
+                          num_trials_per_iter=min(trials, 64), builder=make_builder(spec, in_memory, watchdog),
+                          runner=make_ms_runner(), database=database, cost_model=cost_model,
+                          task_scheduler="round-robin", measure_callbacks=callbacks)
+        finally:
+            watchdog.close()
         tmp = model_path.with_suffix(".tmp")
         save_cost_model(cost_model, str(tmp))
         os.replace(tmp, model_path)
