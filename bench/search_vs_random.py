@@ -242,6 +242,23 @@ def pooled_sd(nets: list[Net]) -> float | None:
     return float(np.sqrt(statistics.mean(variances))) if variances else None
 
 
+def band_signal(randoms: list[Net]) -> dict:
+    """How much architecture matters at equal latency: a one-way ANOVA over the random networks' per-seed
+    accuracies (all drawn within the band), and the networks' own spread beyond seed noise (the between-network
+    variance less the seed variance over the number of seeds). The signal check compares the fastest and the
+    slowest networks; this bounds what any search can gain within the band."""
+    groups = [n.accs for n in randoms if len(n.accs) >= 2]
+    if len(groups) < 2 or not any(statistics.variance(g) for g in groups):
+        return {}
+    seed_var = statistics.mean(statistics.variance(g) for g in groups)
+    seeds = statistics.mean(len(g) for g in groups)
+    net_var = statistics.variance([statistics.mean(g) for g in groups]) - seed_var / seeds
+    anova = stats.f_oneway(*groups)
+    return {"band_anova_f": float(anova.statistic), "band_anova_p": float(anova.pvalue),
+            "band_network_sd": float(np.sqrt(max(net_var, 0.0))),
+            "band_network_sd_over_seed_sd": float(np.sqrt(max(net_var, 0.0) / seed_var))}
+
+
 def verdict(nets: list[Net], goal_factor: float) -> dict:
     """The summary the issue asks for, from whatever is trained so far."""
     by_role = {role: [n for n in nets if n.role == role and n.accs] for role in
@@ -276,6 +293,7 @@ def verdict(nets: list[Net], goal_factor: float) -> dict:
             out["searched_within_goal_factor"] = all(ms <= goal_factor * mbv2.predicted_ms * (1 + 1e-9)
                                                      for ms in out["searched_ms"])
             out["searched_at_or_above_mobilenetv2_style"] = statistics.mean(s) >= mbv2.mean
+    out.update(band_signal(randoms))
     return out
 
 
@@ -350,6 +368,11 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
                      f"{summary['searched_ranks']}; effect {summary.get('effect_over_sd', float('nan')):+.2f} "
                      f"seed SDs; mean searched above the random 75th percentile: "
                      f"{summary['searched_above_random_p75']}.")
+    if "band_anova_f" in summary:
+        lines.append(f"At equal latency (the random networks, all within the band): one-way ANOVA F = "
+                     f"{summary['band_anova_f']:.2f} (p = {summary['band_anova_p']:.3f}); the networks' own spread "
+                     f"beyond seed noise {summary['band_network_sd']:.4f} "
+                     f"({summary['band_network_sd_over_seed_sd']:.2f} seed SDs): what a search can gain here.")
     if summary["trainings_from_earlier_results"]:
         lines.append(f"{summary['trainings_from_earlier_results']} of {sum(len(n.accs) for n in nets)} trainings "
                      "are taken from earlier results files (the same architecture, seed, data and recipe).")
