@@ -13,7 +13,8 @@ scored on the held-out test split:
    with the same random networks);
 4. one search more at each of `--extra-goal-factors` (a small Pareto comparison against the random cloud).
 Verdict: a one-sided exact Mann-Whitney U test (searched > random) over per-network mean accuracies, the searched
-networks' ranks, and the effect in pooled seed-SD units. Every search and training lives in `--work` and is reused
+networks' ranks, and the effect in pooled seed-SD units; beside it, how much there is to find at equal latency (a
+one-way ANOVA over the random networks' per-seed accuracies and their own spread in seed SDs). Every search and training lives in `--work` and is reused
 when the bench runs again, so the study accumulates over several sittings; the results files are rewritten after
 each training (`summary.complete` says whether everything is in). A training missing from `--work` (a new machine)
 is taken from the results files of earlier runs in bench/results when one of them trained the same architecture on
