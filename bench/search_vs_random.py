@@ -249,9 +249,10 @@ def band_signal(randoms: list[Net]) -> dict:
     variance less the seed variance over the number of seeds). The signal check compares the fastest and the
     slowest networks; this bounds what any search can gain within the band."""
     groups = [n.accs for n in randoms if len(n.accs) >= 2]
-    if len(groups) < 2 or not any(statistics.variance(g) for g in groups):
+    sd = pooled_sd(randoms)
+    if len(groups) < 2 or not sd:
         return {}
-    seed_var = statistics.mean(statistics.variance(g) for g in groups)
+    seed_var = sd ** 2
     seeds = statistics.mean(len(g) for g in groups)
     net_var = statistics.variance([statistics.mean(g) for g in groups]) - seed_var / seeds
     anova = stats.f_oneway(*groups)
