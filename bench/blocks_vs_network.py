@@ -46,8 +46,7 @@ def main() -> None:
     manifest = json.loads((args.bundle / MANIFEST).read_text())
     space, ops = load_space(manifest["space"]), tuple(manifest["arch"])
     spec, runner = load_target(manifest["target"]["name"]), LocalRunner()
-    blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
-                                         if op != "zero"]
+    blocks = space.blocks(ops)
     settings = ProfileSettings(tune_trials=parse_level(manifest["level"]))
     set_threads(spec.runtime_threads)
     rows = []

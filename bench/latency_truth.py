@@ -2,10 +2,12 @@
 
 Architectures sampled with a seed from the space (random weights), each taken through the user's path: a network
 file, `tvmnas export --network ... --target x86-cpu`, and the latency in its manifest (measured with the
-single-network protocol, scaled to the database's anchor) against the prediction (the sum of the blocks'
-database latencies). Reports the share within +/-10%, Kendall's tau between predicted and measured, and the
-residual: a straight line measured = a + b x predicted fitted to the data, to see whether a systematic part (a
-fixed per-network cost, a scale) is left once the noise is gone.
+single-network protocol, scaled to the database's anchor) against the prediction (the sum of the blocks' database
+latencies, calibrated where `tvmnas profile --calibrate` fitted the space's composition on other networks). At the
+end all the exported modules are timed again together, in one interleaved run, for a ranking free of the machine's
+phases between exports. Reports the share within +/-10%, Kendall's tau between predicted and measured, and the
+residual: a straight line measured = a + b x predicted fitted to the data, to see whether a systematic part (a fixed
+per-network cost, a scale) is left once the noise is gone.
 
 Goal (issue 19): of the networks the measurement protocol did not flag (at least 80% of them), at least 95% within
 +/-10%, and tau >= 0.9, for fashion-mnist and for at least 20 networks of proxyless-imagenet (at 224x224).
@@ -32,6 +34,7 @@ from tvmnas.model.network import Network
 from tvmnas.space import load_space
 from tvmnas.train.network_file import save_network
 from tvmnas.deploy.bundle import MANIFEST
+from tvmnas.latency_db import LatencyDB
 
 
 def sample_archs(space, n: int, seed: int) -> list[tuple[str, ...]]:
@@ -83,7 +86,16 @@ def report(space, entries: list[dict], planned: int) -> None:
                "within_noise_band": sum(e["within_band"] for e in entries),
                "residual_fit": {"intercept_ms": float(intercept), "slope": float(slope),
                                 "mean_abs_error_after": statistics.mean(abs(r) for r in fitted)},
-               "flagged": sum(1 for e in entries if e["flag"])}
+               "flagged": sum(1 for e in entries if e["flag"]),
+               "calibrated_on_networks": (entries[0].get("composition") or {}).get("networks", 0)}
+    together = [(e["predicted_ms"], e["together_ms"], e["measured_ms"]) for e in entries if e.get("together_ms")]
+    if together:
+        pred_t, meas_t, export_t = (list(c) for c in zip(*together))
+        summary["together"] = {
+            "networks": len(together), "kendall_tau": round(float(kendall_tau(pred_t, meas_t)), 4),
+            "within_10pct": sum(abs(m / p - 1) <= 0.10 for p, m in zip(pred_t, meas_t)),
+            "mean_abs_error": statistics.mean(abs(m / p - 1) for p, m in zip(pred_t, meas_t)),
+            "tau_with_export_measurements": round(float(kendall_tau(export_t, meas_t)), 4)}
     lines = [f"## Latency truth: {len(entries)} of {planned} sampled {space.name} networks through `tvmnas export`",
              "",
              f"Within +/-10% of the prediction: **{summary['within_10pct']}/{len(entries)}**; Kendall tau "
@@ -92,11 +104,44 @@ def report(space, entries: list[dict], planned: int) -> None:
              f"band: {summary['within_noise_band']}/{len(entries)}. Not flagged by the protocol: {len(unflagged)}, of "
              f"which {summary['within_10pct_unflagged']} within +/-10%.",
              f"Residual: measured = {intercept:.4f} ms + {slope:.3f} x predicted (mean |error| after that fit "
-             f"{summary['residual_fit']['mean_abs_error_after']:.1%}).", "",
-             "| architecture | predicted ms | measured ms | error | flag |", "|---|---:|---:|---:|---|"]
+             f"{summary['residual_fit']['mean_abs_error_after']:.1%}).",
+             "Predictions " + (f"calibrated on {summary['calibrated_on_networks']} whole networks "
+                               "(`tvmnas profile --calibrate`)." if summary["calibrated_on_networks"]
+                               else "not calibrated (sums of the blocks' rows)."), ""]
+    if together:
+        t = summary["together"]
+        lines += [f"All {t['networks']} modules timed again in one interleaved run: Kendall tau "
+                  f"**{t['kendall_tau']:.3f}**, within +/-10% {t['within_10pct']}/{t['networks']}, mean |error| "
+                  f"{t['mean_abs_error']:.1%}; "
+                  f"tau between these and the exports' own measurements {t['tau_with_export_measurements']:.3f}.",
+                  ""]
+    lines += ["| architecture | predicted ms | measured ms | error | together ms | flag |",
+              "|---|---:|---:|---:|---:|---|"]
     lines += [f"| {' '.join(e['arch'])} | {e['predicted_ms']:.4f} | {e['measured_ms']:.4f} | {e['error']:+.1%} | "
-              f"{e['flag'] or ''} |" for e in entries]
+              + (f"{e['together_ms']:.4f}" if e.get("together_ms") else "") + f" | {e['flag'] or ''} |"
+              for e in entries]
     write_results(f"latency_truth_{space.name}", summary, entries, lines, command_line())
+
+
+def time_together(bundles: list[Path], db_path: Path) -> list[float | None]:
+    """The exported modules timed again, all in one interleaved run with the reference (the profile's protocol,
+    at the database's anchor speed): a ranking free of the machine's phases between exports."""
+    from tvmnas.measure.level import DEFAULT_LEVEL
+    from tvmnas.measure.method import latency_scope
+    from tvmnas.measure.protocol import PROFILE
+    from tvmnas.measure.reference import REFERENCE_FILE, read_anchor
+    from tvmnas.measure.runner.base import Batch
+    from tvmnas.measure.runner.local import LocalRunner
+    from tvmnas.targets import load_target
+
+    spec, runner = load_target("x86-cpu"), LocalRunner()
+    manifests = [json.loads((b / MANIFEST).read_text()) for b in bundles]
+    with LatencyDB(db_path) as db:
+        anchor = read_anchor(db, latency_scope(spec, runner.device_label, DEFAULT_LEVEL))
+    batch = Batch(tuple(b / m["module"] for b, m in zip(bundles, manifests)),
+                  tuple(tuple(m["input"]["shape"]) for m in manifests), spec.device, spec.runtime_threads,
+                  bundles[0] / REFERENCE_FILE, anchor)
+    return [e.latency_ms if e.ok else None for e in runner.measure(batch, PROFILE).estimates]
 
 
 def main() -> None:
@@ -125,11 +170,16 @@ def main() -> None:
             entries.append({"arch": list(ops), "predicted_ms": lat["predicted_ms"], "measured_ms": lat["measured_ms"],
                             "error": (lat["measured_ms"] - lat["predicted_ms"]) / lat["predicted_ms"],
                             "measured_dispersion": lat["measured_dispersion"], "speed": lat["speed"],
-                            "within_band": lat["agreement"]["within_band"], "flag": lat["flag"]})
+                            "within_band": lat["agreement"]["within_band"], "flag": lat["flag"],
+                            "composition": lat.get("predicted_composition")})
             print(f"{i + 1}/{args.networks} {' '.join(ops)}: predicted {lat['predicted_ms']:.4f} measured "
                   f"{lat['measured_ms']:.4f} ({entries[-1]['error']:+.1%})", flush=True)
             if len(entries) >= 2:
                 report(space, entries, args.networks)
+        together = time_together([Path(tmp) / f"bundle{i}" for i in range(len(entries))], args.db)
+        for e, ms in zip(entries, together):
+            e["together_ms"] = ms
+        report(space, entries, args.networks)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ CASES = [
      "the following arguments are required: --space"),
     ("profile-trials", lambda w: _profile(w, "--target", "x86-cpu", "--tune-trials", "-1"),
      "argument --tune-trials: must be >= 0"),
+    ("calibrate-too-few", lambda w: _profile(w, "--target", "x86-cpu", "--calibrate", "3"),
+     "argument --calibrate: must be 0 or >= 5"),
     ("rpc-and-tracker",
      lambda w: _profile(w, "--target", "x86-cpu", "--rpc", "127.0.0.1:1", "--tracker", "127.0.0.1:2"),
      "not allowed with argument"),

@@ -54,6 +54,27 @@ CREATE TABLE {name} (
 """
 
 
+# How the blocks of one space add up inside a whole network (see `Composition`), per scope. Added beside the
+# latency table without a new schema version: earlier tvmnas versions read the file and ignore it.
+_COMPOSITION_TABLE = """
+CREATE TABLE IF NOT EXISTS composition (
+    target_fp TEXT NOT NULL,
+    tvm_version TEXT NOT NULL,
+    method TEXT NOT NULL,
+    level TEXT NOT NULL,
+    space TEXT NOT NULL,
+    input_shape TEXT NOT NULL,
+    intercept_ms REAL NOT NULL,
+    scale REAL NOT NULL,
+    ms_per_weight_mb REAL NOT NULL,
+    networks INTEGER NOT NULL,
+    loo_mean_abs_error REAL NOT NULL,
+    measured_at TEXT NOT NULL,
+    PRIMARY KEY (target_fp, tvm_version, method, level, space, input_shape)
+)
+"""
+
+
 @dataclass(frozen=True)
 class LatencyScope:
     """Which measurements a latency belongs to: the target as measured (its fingerprint names the target and the
@@ -108,6 +129,29 @@ class LatencyRow:
 
 
 _COLUMNS = [f.name for f in fields(LatencyRow)]
+
+
+@dataclass(frozen=True)
+class Composition:
+    """How one space's blocks, each timed alone, add up inside a whole network on the scope's device, fitted to
+    whole networks timed beside each other (`tvmnas.calibrate`): a network takes `intercept_ms` plus, per block,
+    `scale` x its latency alone + `ms_per_weight_mb` x its weights' megabytes. A block timed alone call after call
+    finds its weights in cache; inside a network the other blocks have pushed them out."""
+
+    intercept_ms: float
+    scale: float
+    ms_per_weight_mb: float
+    networks: int  # whole networks the fit saw
+    loo_mean_abs_error: float  # |relative error| of each network's prediction when it is left out of the fit
+    measured_at: str = ""
+
+    def block_ms(self, latency_ms: float, weight_count: int) -> float:
+        """A block's share of a network's latency (float32 weights)."""
+        return self.scale * latency_ms + self.ms_per_weight_mb * weight_count * 4 / 1e6
+
+
+_COMPOSITION_COLUMNS = [f.name for f in fields(Composition)]
+MIN_CALIBRATION_NETWORKS = 5  # measured networks behind a composition: its three terms, and two more to judge them
 
 
 def now_utc() -> str:
@@ -175,6 +219,8 @@ class LatencyDB:
             raise TvmnasError(f"{self.path} has latency schema version {version}, this tvmnas reads "
                               f"{DB_SCHEMA_VERSION}")
         self._conn.execute("PRAGMA journal_mode=WAL")
+        with self._conn:
+            self._conn.execute(_COMPOSITION_TABLE)
 
     def _upgrade(self, version: str) -> None:
         """Version 1 or 2 -> 3 in one transaction, after copying the file to `<name>.schema<version>.bak`. The old
@@ -229,6 +275,24 @@ class LatencyDB:
             query += " WHERE target_fp=? AND tvm_version=? AND method=?"
             args = [scope.target_fp, scope.tvm_version, scope.method]
         return [LatencyRow(*r) for r in self._conn.execute(query + " ORDER BY block_key, input_shape, level", args)]
+
+    def put_composition(self, scope: LatencyScope, space: str, input_shape: str,
+                        composition: Composition) -> Composition:
+        """Insert or replace a space's composition; returns it as stored (with its time)."""
+        if not composition.measured_at:
+            composition = replace(composition, measured_at=now_utc())
+        values = [scope.target_fp, scope.tvm_version, scope.method, scope.level, space, input_shape]
+        values += [getattr(composition, c) for c in _COMPOSITION_COLUMNS]
+        with self._conn:
+            self._conn.execute(f"INSERT OR REPLACE INTO composition VALUES ({', '.join('?' for _ in values)})", values)
+        return composition
+
+    def get_composition(self, scope: LatencyScope, space: str, input_shape: str) -> Composition | None:
+        found = self._conn.execute(
+            f"SELECT {', '.join(_COMPOSITION_COLUMNS)} FROM composition WHERE target_fp=? AND tvm_version=? AND "
+            "method=? AND level=? AND space=? AND input_shape=?",
+            (scope.target_fp, scope.tvm_version, scope.method, scope.level, space, input_shape)).fetchone()
+        return Composition(*found) if found else None
 
     def count_foreign(self, scope: LatencyScope) -> int:
         """Rows that another target fingerprint, TVM version or method produced (kept, never used for this one)."""

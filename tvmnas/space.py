@@ -54,6 +54,17 @@ class Candidate:
         return "x".join(str(d) for d in self.input_shape)
 
     @property
+    def weight_count(self) -> int:
+        """Weight values of its convolutions and classifier (biases left out): what stays in cache while the block
+        is timed alone, call after call, and comes from memory again inside a network."""
+        if self.part == "stem":
+            return self.in_channels * self.out_channels * int(self.op.removeprefix("stem_k")) ** 2
+        if self.part == "head":
+            hidden = int(self.op.removeprefix("head_c"))
+            return self.in_channels * hidden + hidden * self.out_channels
+        return int(_mbconv_size(self.in_channels, self.out_channels, parse_op(self.op), self.in_size)[0])
+
+    @property
     def stage_label(self) -> str:
         """Where it sits: input size, channels in -> out, stride (used to group benchmark tables)."""
         return f"{self.in_size}x{self.in_size} {self.in_channels}->{self.out_channels} s{self.stride}"
@@ -101,6 +112,11 @@ class SearchSpace:
     def block_ops(self) -> tuple[str, ...]:
         return tuple(f"mb_k{k}_e{e}" for k in self.kernels for e in self.expands)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """A network's input: one image, NCHW (the stem's input)."""
+        return self.stem().input_shape
+
     def stem(self) -> Candidate:
         return Candidate("stem", f"stem_k{self.stem_kernel}", self.input_channels, self.stem_channels,
                          self.stem_stride, self.input_size)
@@ -130,6 +146,11 @@ class SearchSpace:
 
     def fixed_candidates(self) -> list[Candidate]:
         return [self.stem(), self.first(), self.head()]
+
+    def blocks(self, ops: tuple[str, ...]) -> list[Candidate]:
+        """What a network of these ops runs, block by block: the fixed parts and every chosen op but `zero`."""
+        return self.fixed_candidates() + [layer.candidate(op) for layer, op in zip(self.layers(), ops)
+                                          if op != "zero"]
 
     def candidates(self) -> list[Candidate]:
         """Every unique candidate to measure: the fixed parts, then each (op, shape) of the searchable layers."""

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -126,7 +126,7 @@ def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
                   predicted: Prediction | None, anchor_ms: float | None,
                   on_round: Callable[[int, int], None] | None) -> dict:
     space, net = trained.space, trained.net.eval()
-    shape = (1, space.input_channels, space.input_size, space.input_size)
+    shape = space.input_shape
     if sample is None:
         sample = np.random.default_rng(settings.seed).standard_normal(shape).astype(np.float32)
     sample = np.ascontiguousarray(sample.reshape(shape), dtype=np.float32)
@@ -179,10 +179,13 @@ def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
 
 def with_prediction(latency: dict, predicted: Prediction | None, module_level: str | None = None) -> dict:
     """The manifest's latency: what was measured (see `time_network`), the database's prediction (the sum of the
-    blocks' latencies) and whether the two agree within the noise band."""
+    blocks' latencies, calibrated where the space has a composition: its fit is kept as `predicted_composition`)
+    and whether the two agree within the noise band."""
+    composition = predicted.composition if predicted else None
     latency = {"predicted_ms": predicted.latency_ms if predicted else None,
                "predicted_dispersion": predicted.dispersion if predicted else None,
-               "predicted_level": predicted.level if predicted else None, **latency}
+               "predicted_level": predicted.level if predicted else None,
+               "predicted_composition": asdict(composition) if composition else None, **latency}
     latency["agreement"] = agreement(latency, module_level)
     return latency
 

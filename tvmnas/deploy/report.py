@@ -63,6 +63,8 @@ def latency_text(lat: dict) -> str:
     if lat.get("predicted_ms") is None:
         return f"{measured}, no prediction (profile the space first)"
     table = f" by the table at {lat['predicted_level']}" if lat.get("predicted_level") else ""
+    if lat.get("predicted_composition"):
+        table += f" (calibrated on {lat['predicted_composition']['networks']} whole networks)"
     return (f"{measured}, predicted {lat['predicted_ms']:.4f} ms +/-{lat['predicted_dispersion']:.0%}{table}: "
             f"{agreement_text(lat['agreement'])}")
 

@@ -1,7 +1,10 @@
 """Expected latency of the supernet from the latency database, and the ProxylessNAS latency losses.
 
 E[LAT] = fixed parts (stem, first block, head) + sum over layers of sum_i p_i * latency_i, with `zero` costing 0;
-it is differentiable in alpha through p = softmax(alpha).
+it is differentiable in alpha through p = softmax(alpha). A block's latency is its database row, or, where the
+space was calibrated on whole networks (`tvmnas.calibrate`), its share of a network by that calibration
+(`Composition.block_ms`, the calibration's intercept counted with the fixed parts): the sum stays linear in the
+choices, so the search, the derivation and the prediction all use the same numbers.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from pathlib import Path
 import torch
 
 from tvmnas.errors import TvmnasError
-from tvmnas.latency_db import LatencyDB, LatencyScope
+from tvmnas.latency_db import Composition, LatencyDB, LatencyScope
 from tvmnas.measure.level import parse_level
 from tvmnas.search.config import LOSSES
-from tvmnas.space import SearchSpace
+from tvmnas.space import Candidate, SearchSpace
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class LatencyTable:
     fixed_ms: float
     layer_ms: tuple[tuple[float, ...], ...]  # per searchable layer, per choice (in the layer's choice order)
     flagged: tuple[str, ...] = ()  # the candidates whose rows the protocol flagged as noisy ("key shape")
+    composition: Composition | None = None  # the calibration its numbers include, if any
 
     def expected_ms(self, probabilities: list[torch.Tensor]) -> torch.Tensor:
         total = torch.tensor(self.fixed_ms, device=probabilities[0].device)
@@ -52,8 +56,18 @@ def load_table(db_path: Path, space: SearchSpace, scope: LatencyScope) -> Latenc
         return table_from_db(space, db, scope)
 
 
+def composition_of(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Composition | None:
+    """The space's calibration on whole networks for the scope, if `tvmnas profile --calibrate` made one."""
+    return db.get_composition(scope, space.name, space.stem().shape_text)
+
+
+def _in_network_ms(cand: Candidate, latency_ms: float, composition: Composition | None) -> float:
+    return latency_ms if composition is None else composition.block_ms(latency_ms, cand.weight_count)
+
+
 def table_from_db(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> LatencyTable:
-    """The table for one scope; names the candidates the database lacks, if any."""
+    """The table for one scope (calibrated where the space has a composition); names the candidates the database
+    lacks, if any."""
     level = scope.level
     rows = {c: db.get(scope, c.key, c.shape_text) for c in space.candidates()}
 
@@ -68,36 +82,41 @@ def table_from_db(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Lat
                           f"{space.name!r} at level {level} (first: {first.key} {first.shape_text}); run "
                           f"`tvmnas profile --space {space.name} --tune-trials {parse_level(level)}` with the same "
                           "--target and endpoint")
-    fixed = sum(latency(c) for c in space.fixed_candidates())
-    layers = tuple(tuple(0.0 if op == "zero" else latency(layer.candidate(op)) for op in layer.choices)
+    composition = composition_of(space, db, scope)
+    fixed = (composition.intercept_ms if composition else 0.0) + sum(
+        _in_network_ms(c, latency(c), composition) for c in space.fixed_candidates())
+    layers = tuple(tuple(0.0 if op == "zero" else _in_network_ms(layer.candidate(op), latency(layer.candidate(op)),
+                                                                 composition) for op in layer.choices)
                    for layer in space.layers())
-    return LatencyTable(fixed, layers, tuple(f"{c.key} {c.shape_text}" for c, row in rows.items() if row.flag))
+    return LatencyTable(fixed, layers, tuple(f"{c.key} {c.shape_text}" for c, row in rows.items() if row.flag),
+                        composition)
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the latency database predicts for a network: the sum of its blocks' latencies, and how much that sum
-    moved between quarters of the profile's run (the blocks' dispersions, weighted by their latencies), at the
-    compilation level of the rows it sums."""
+    """What the latency database predicts for a network: the sum of its blocks' latencies (calibrated where the
+    space has a composition), and how much that sum moved between quarters of the profile's run (the blocks'
+    dispersions, weighted by their latencies), at the compilation level of the rows it sums."""
 
     latency_ms: float
     dispersion: float
     level: str | None = None
+    composition: Composition | None = None
 
 
 def predict(space: SearchSpace, ops: tuple[str, ...], db: LatencyDB, scope: LatencyScope) -> Prediction | None:
     """The prediction for one network from its blocks' rows (fixed parts and chosen ops; zero costs nothing).
     None when the database lacks one of them."""
-    total, spread = 0.0, 0.0
-    blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
-                                         if op != "zero"]
-    for cand in blocks:
+    composition = composition_of(space, db, scope)
+    total, spread = (composition.intercept_ms if composition else 0.0), 0.0
+    for cand in space.blocks(ops):
         row = db.get(scope, cand.key, cand.shape_text)
         if row is None or not row.ok:
             return None
-        total += row.latency_ms
-        spread += row.latency_ms * (row.dispersion or 0.0)
-    return Prediction(total, spread / total, scope.level)
+        share = _in_network_ms(cand, row.latency_ms, composition)
+        total += share
+        spread += share * (row.dispersion or 0.0)
+    return Prediction(total, spread / total, scope.level, composition)
 
 
 def search_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, kind: str,
