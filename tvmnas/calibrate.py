@@ -1,8 +1,8 @@
 """Calibrate how a space's blocks add up inside whole networks: time sampled networks, fit a `Composition`.
 
-A profile times every block alone, call after call, so its weights and input stay in cache; inside a network the
-blocks before it have pushed them out. At 28x28 the difference is small; at 224x224 a network took ~22% more than
-the sum of its blocks (bench/results/blocks_vs_network.md). Here `networks` whole networks (random weights,
+A profile times every block alone, call after call, with its own weights and input left in cache by the call
+before; inside a network a block follows other blocks. At 224x224 sampled networks took 1.22x the sum of their
+blocks, a nearly constant factor (bench/results/composition_proxyless-imagenet.md). Here `networks` whole networks (random weights,
 built as `tvmnas export` builds them, from the same tuning records) are timed together with the reference in one
 interleaved run, and fitted by `fit_composition`: a network = intercept + scale x (the sum of its blocks' rows) +
 ms per MB x (its weights' megabytes), every coefficient >= 0. The networks are the fastest and the slowest the

@@ -135,8 +135,8 @@ _COLUMNS = [f.name for f in fields(LatencyRow)]
 class Composition:
     """How one space's blocks, each timed alone, add up inside a whole network on the scope's device, fitted to
     whole networks timed beside each other (`tvmnas.calibrate`): a network takes `intercept_ms` plus, per block,
-    `scale` x its latency alone + `ms_per_weight_mb` x its weights' megabytes. A block timed alone call after call
-    finds its weights in cache; inside a network the other blocks have pushed them out."""
+    `scale` x its latency alone + `ms_per_weight_mb` x its weights' megabytes (a block timed alone call after call
+    finds its weights in cache, inside a network it may not: the term lets a device show that where it matters)."""
 
     intercept_ms: float
     scale: float

@@ -55,8 +55,7 @@ class Candidate:
 
     @property
     def weight_count(self) -> int:
-        """Weight values of its convolutions and classifier (biases left out): what stays in cache while the block
-        is timed alone, call after call, and comes from memory again inside a network."""
+        """Weight values of its convolutions and classifier (biases left out; see `Composition`)."""
         if self.part == "stem":
             return self.in_channels * self.out_channels * int(self.op.removeprefix("stem_k")) ** 2
         if self.part == "head":
