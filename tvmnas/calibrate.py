@@ -2,8 +2,8 @@
 
 A profile times every block alone, call after call, with its own weights and input left in cache by the call
 before; inside a network a block follows other blocks. At 224x224 sampled networks took 1.22x the sum of their
-blocks, a nearly constant factor (bench/results/composition_proxyless-imagenet.md). Here `networks` whole networks (random weights,
-built as `tvmnas export` builds them, from the same tuning records) are timed together with the reference in one
+blocks, a nearly constant factor (bench/results/composition_proxyless-imagenet.md). Here `networks` whole
+networks (random weights, built as `tvmnas export` builds them, from the same tuning records) are timed together with the reference in one
 interleaved run, and fitted by `fit_composition`: a network = intercept + scale x (the sum of its blocks' rows) +
 ms per MB x (its weights' megabytes), every coefficient >= 0. The networks are the fastest and the slowest the
 table allows and the rest sampled with the seed, so the fit spans the space's whole range. The fit is stored per
@@ -35,6 +35,7 @@ from tvmnas.measure.reference import REFERENCE_FILE, build_reference, read_ancho
 from tvmnas.measure.runner.base import Batch, Runner
 from tvmnas.model.blocks import fold_batchnorm
 from tvmnas.model.network import Network
+from tvmnas.search.latency import composition_key
 from tvmnas.space import Layer, SearchSpace
 from tvmnas.targets import TargetSpec
 
@@ -151,6 +152,6 @@ def calibrate(space: SearchSpace, spec: TargetSpec, runner: Runner, db: LatencyD
     kept = [m for m in measured if m.measured_ms is not None and m.flag is None]
     composition = fit_composition([m.blocks_ms for m in kept], [m.weight_mb for m in kept],
                                   [m.measured_ms for m in kept])
-    composition = db.put_composition(scope, space.name, space.stem().shape_text, composition)
+    composition = db.put_composition(scope, *composition_key(space), composition)
     return Calibration(composition, measured, time.perf_counter() - start)
 

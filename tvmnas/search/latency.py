@@ -56,9 +56,14 @@ def load_table(db_path: Path, space: SearchSpace, scope: LatencyScope) -> Latenc
         return table_from_db(space, db, scope)
 
 
+def composition_key(space: SearchSpace) -> tuple[str, str]:
+    """Where a space's composition is kept in the latency database: its name and its input shape."""
+    return space.name, space.stem().shape_text
+
+
 def composition_of(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Composition | None:
     """The space's calibration on whole networks for the scope, if `tvmnas profile --calibrate` made one."""
-    return db.get_composition(scope, space.name, space.stem().shape_text)
+    return db.get_composition(scope, *composition_key(space))
 
 
 def _in_network_ms(cand: Candidate, latency_ms: float, composition: Composition | None) -> float:
