@@ -1,12 +1,12 @@
 """Calibrate how a space's blocks add up inside whole networks: time sampled networks, fit a `Composition`.
 
-A profile times every block alone, call after call, with its own weights and input left in cache by the call
-before; inside a network a block follows other blocks. At 224x224 sampled networks took 1.22x the sum of their
-blocks, a nearly constant factor (bench/results/composition_proxyless-imagenet.md). Here `networks` whole
-networks (random weights, built as `tvmnas export` builds them, from the same tuning records) are timed together with the reference in one
-interleaved run, and fitted by `fit_composition`: a network = intercept + scale x (the sum of its blocks' rows) +
-ms per MB x (its weights' megabytes), every coefficient >= 0. The networks are the fastest and the slowest the
-table allows and the rest sampled with the seed, so the fit spans the space's whole range. The fit is stored per
+A profile times every block alone, call after call, with its own weights and input left in cache by the call before;
+inside a network a block follows other blocks. At 224x224 sampled networks took 1.22x the sum of their blocks, a
+nearly constant factor (bench/results/composition_proxyless-imagenet.md). Here `networks` whole networks (random
+weights, built as `tvmnas export` builds them, from the same tuning records) are timed together with the reference
+in one interleaved run, and fitted by `fit_composition`: a network = intercept + scale x (the sum of its blocks'
+rows) + ms per MB x (its weights' megabytes), every coefficient >= 0. The networks are the fastest and the slowest
+the table allows and the rest sampled with the seed, so the fit spans the space's whole range. The fit is stored per
 space and scope in the latency database; every prediction and every search table then includes it
 (`tvmnas.search.latency`).
 """
