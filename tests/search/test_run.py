@@ -6,7 +6,7 @@ import torch
 from tvmnas.arch import load_arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.errors import TvmnasError
-from tvmnas.search.config import SearchConfig
+from tvmnas.search.config import WEIGHT_PATHS, SearchConfig
 from tvmnas.search.latency import LatencyTable
 from tvmnas.search.run import run_search
 
@@ -111,7 +111,7 @@ def test_runs_saved_before_shared_weights_resume_with_separate_ones(tiny_space, 
     assert SearchConfig.from_json(config(tiny_space_path, tiny_idx_dir).to_json(), "c").supernet == "shared"
 
 
-@pytest.mark.parametrize("weight_paths", ["alpha", "uniform", "sandwich", "depth"])
+@pytest.mark.parametrize("weight_paths", WEIGHT_PATHS)
 def test_weight_steps_train_the_favoured_paths_or_all_alike(tiny_space, tiny_space_path, tiny_idx_dir,
                                                              weight_paths):
     from tvmnas.search.run import make_state, train_epoch

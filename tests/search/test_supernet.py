@@ -1,11 +1,14 @@
+import collections
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tvmnas.arch import Arch
 from tvmnas.search.latency import LatencyTable, search_loss
-from tvmnas.search.supernet import (LayerPaths, Supernet, extract_subnet, rescale_two_paths, sample_single_paths,
-                                    sample_two_paths, two_path_alpha_grad)
+from tvmnas.search.supernet import (SAMPLINGS, LayerPaths, Supernet, extract_subnet, rescale_two_paths,
+                                    sample_single_paths, sample_two_paths, skippable_runs, two_path_alpha_grad)
+from tvmnas.space import load_space
 
 
 WEIGHTS = ("shared", "separate")
@@ -143,7 +146,7 @@ def test_losses():
 
 def test_sampling_is_seeded(tiny_space):
     net = Supernet(tiny_space)
-    for how in ("alpha", "uniform", "depth"):
+    for how in SAMPLINGS:
         a = sample_single_paths(net, torch.Generator().manual_seed(3), how)
         b = sample_single_paths(net, torch.Generator().manual_seed(3), how)
         assert a == b
@@ -162,6 +165,27 @@ def test_depth_sampling_skips_a_skippable_layer_in_half_the_draws(tiny_space):
         assert sum(d[1].active == zero for d in draws) / n == pytest.approx(want, abs=0.03)
     with pytest.raises(ValueError, match="unknown path sampling"):
         sample_single_paths(net, torch.Generator(), "greedy")
+
+
+def test_stage_depth_keeps_a_prefix_of_each_stage_with_every_depth_alike():
+    """Once-for-All's elastic depth: a stage of 4 layers (the first not skippable) keeps its first d layers, d
+    alike in 1..4; kept layers take a block, never 'zero'."""
+    space = load_space("cluttered-fashion-64")
+    net = Supernet(space)
+    runs = skippable_runs(net)
+    assert [len(run) for run in runs] == [stage.layers - 1 for stage in space.stages]
+    gen = torch.Generator().manual_seed(0)
+    n = 3000
+    depths = collections.Counter()
+    for _ in range(n):
+        paths = sample_single_paths(net, gen, "stage-depth")
+        for run in runs:
+            kept = [net.layers[i].choices[paths[i].active] != "zero" for i in run]
+            assert kept == sorted(kept, reverse=True)  # a prefix
+            depths[(tuple(run), sum(kept))] += 1
+    assert sorted(depths) == sorted((tuple(run), kept) for run in runs for kept in range(len(run) + 1))
+    for (run, kept), count in depths.items():
+        assert count / n == pytest.approx(1 / (len(run) + 1), abs=0.03)
 
 
 @pytest.mark.parametrize("weights", WEIGHTS)

@@ -59,7 +59,9 @@ def register(verbs) -> None:
                         "more than the others, sandwich = uniform plus each layer's slowest path in the same step "
                         "(BigNAS; twice the work), depth = from the first step, a layer that may be skipped is "
                         "skipped in half the steps, else a uniform block (elastic depth: shallow networks train as "
-                        f"often as deep ones) (default {SearchConfig.weight_paths})")
+                        "often as deep ones), stage-depth = from the first step, a stage keeps its first d layers, "
+                        "d alike from 1 to all (Once-for-All's elastic depth) "
+                        f"(default {SearchConfig.weight_paths})")
     p.add_argument("--arch-lr", type=number(0), default=SearchConfig.arch_lr,
                    help=f"Adam learning rate of the architecture parameters (default {SearchConfig.arch_lr})")
     p.add_argument("--arch-lr-schedule", choices=ARCH_LR_SCHEDULES, default=SearchConfig.arch_lr_schedule,

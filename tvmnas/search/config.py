@@ -11,7 +11,7 @@ from tvmnas.measure.level import DEFAULT_TUNE_TRIALS, level_name
 LOSSES = ("add#abs", "add#linear", "mul#log", "none")
 DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
 SUPERNET_WEIGHTS = ("shared", "separate")  # see `tvmnas.search.supernet`
-WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth")
+WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth", "stage-depth")
 ARCH_LR_SCHEDULES = ("constant", "cosine")  # see `arch_lr_at`
 # settings added since runs were first saved, with the value those earlier runs used
 EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant"}
@@ -44,7 +44,8 @@ class SearchConfig:
     # (ProxylessNAS: the paths the search favours train more, which makes them look better still), "uniform" =
     # every path alike throughout, "sandwich" = uniform plus, in the same step, the slowest path of every layer
     # (BigNAS's sandwich rule: the widest and largest weights train every step; twice the work per step),
-    # "depth" = every layer that may be skipped is skipped in half the steps, else a uniform block (elastic depth)
+    # "depth" = every layer that may be skipped is skipped in half the steps, else a uniform block (elastic depth),
+    # "stage-depth" = a stage keeps its first d layers, d alike from 1 to all, uniform blocks (Once-for-All)
     weight_paths: str = "alpha"
     images_per_epoch: int | None = 12800  # a fresh seeded sample of the training set each epoch; None = all
     batch_size: int = 64

@@ -145,8 +145,8 @@ def weight_step(state: SearchState, cfg: SearchConfig, x, y, paths: list[LayerPa
 
 def weight_step_sampling(weight_paths: str, warm: bool) -> str:
     """How a weight step draws its paths (see `sample_single_paths`): "alpha" draws from softmax(alpha) once the
-    warm-up is over; "depth" keeps elastic depth throughout; the others draw uniformly."""
-    if weight_paths == "depth" or (weight_paths == "alpha" and not warm):
+    warm-up is over; "depth" and "stage-depth" keep elastic depth throughout; the others draw uniformly."""
+    if weight_paths in ("depth", "stage-depth") or (weight_paths == "alpha" and not warm):
         return weight_paths
     return "uniform"
 

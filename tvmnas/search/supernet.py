@@ -198,24 +198,50 @@ class Supernet(nn.Module):
         return [LayerPaths(layer.choices.index(op)) for layer, op in zip(self.layers, arch.ops)]
 
 
-SAMPLINGS = ("alpha", "uniform", "depth")
+SAMPLINGS = ("alpha", "uniform", "depth", "stage-depth")
+
+
+def skippable_runs(net: Supernet) -> list[list[int]]:
+    """The maximal runs of consecutive layers that may be skipped: in a stage, the layers after its first (which
+    changes the shape and cannot be skipped)."""
+    runs: list[list[int]] = []
+    for i, layer in enumerate(net.layers):
+        if "zero" not in layer.choices or len(layer.choices) < 2:
+            continue
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 def sample_single_paths(net: Supernet, generator: torch.Generator, how: str) -> list[LayerPaths]:
-    """One path per layer: from softmax(alpha) ("alpha"), all paths alike ("uniform"), or "depth": a layer that
-    may be skipped is skipped in half the draws, else one of its blocks alike (Once-for-All's elastic depth: the
-    shallow networks train as often as the deep ones; uniform skips a layer in 1 draw of its number of paths)."""
+    """One path per layer: from softmax(alpha) ("alpha"), all paths alike ("uniform"), "depth": a layer that may
+    be skipped is skipped in half the draws, else one of its blocks alike (elastic depth: the shallow networks
+    train as often as the deep ones; uniform skips a layer in 1 draw of its number of paths), or "stage-depth":
+    Once-for-All's elastic depth, a stage keeps its first d layers (d alike from 1 to all) and skips the rest, so
+    a layer's weights always see the output of the layer before it."""
     if how not in SAMPLINGS:
         raise ValueError(f"unknown path sampling {how!r}")
+    skipped: set[int] = set()
+    if how == "stage-depth":
+        for run in skippable_runs(net):
+            keep = int(torch.randint(len(run) + 1, (1,), generator=generator))
+            skipped.update(run[keep:])
     paths = []
-    for layer, probs in zip(net.layers, net.probabilities()):
+    for i, (layer, probs) in enumerate(zip(net.layers, net.probabilities())):
         probs = probs.detach().cpu()  # the generator lives on the CPU, whatever the device
         if how == "alpha":
             weights = probs
+        elif i in skipped:
+            paths.append(LayerPaths(layer.choices.index("zero")))
+            continue
         else:
             weights = torch.ones_like(probs)
             if how == "depth" and "zero" in layer.choices and len(layer.choices) > 1:
                 weights[layer.choices.index("zero")] = len(layer.choices) - 1
+            elif how == "stage-depth" and "zero" in layer.choices:
+                weights[layer.choices.index("zero")] = 0.0
         paths.append(LayerPaths(int(torch.multinomial(weights, 1, generator=generator))))
     return paths
 
