@@ -7,7 +7,10 @@ supernet ranks the study's networks: each trained network's path scored on the v
 supernet's weights (BatchNorm statistics measured again for the path), against its accuracy trained from scratch
 (Kendall tau, as in Yu et al., "Evaluating the search phase of NAS"; a few seconds per network). A set whose search
 runs are not here (results files travel to a new machine, run folders do not) keeps its supernet columns from the
-last table. It trains and times nothing.
+last table. Last, what wins at the goal's latency: over every network of all the sets trained there (searched and
+random, each once), how each stage's depth, mean kernel and mean expansion correlate with accuracy, beside the means
+of the random networks and of the searched ones (where the searches lean against the data, a lever has something to
+correct). It trains and times nothing.
 
     .venv/bin/python bench/search_levers.py [--space cluttered-fashion-64] [--rank-correlation]
 """
@@ -99,6 +102,47 @@ def earlier_row(space: str, label: str, keys: tuple[str, ...]) -> dict:
     return next(({k: r[k] for k in keys if k in r} for r in earlier if r["label"] == label), {})
 
 
+def stage_features(space, ops: list[str]) -> dict[str, float]:
+    """Per stage: the layers kept (not `zero`) and their mean kernel and expansion (0 where none is kept)."""
+    from tvmnas.arch import parse_op
+
+    features, start = {}, 0
+    for i, stage in enumerate(space.stages, 1):
+        kept = [parse_op(op) for op in ops[start:start + stage.layers] if op != "zero"]
+        start += stage.layers
+        features[f"stage {i} depth"] = float(len(kept))
+        features[f"stage {i} kernel"] = statistics.mean(b.kernel for b in kept) if kept else 0.0
+        features[f"stage {i} expansion"] = statistics.mean(b.expand for b in kept) if kept else 0.0
+    return features
+
+
+def band_features(space_name: str, results: list[dict]) -> list[dict]:
+    """Over the networks trained at the goal's latency (every set's searched and random ones, each architecture
+    once): each feature's Pearson correlation with mean test accuracy (and its p), the random and searched means."""
+    from scipy import stats
+
+    from tvmnas.space import load_space
+
+    space, networks = load_space(space_name), {}
+    for result in results:
+        for e in result["entries"]:
+            if e["role"] in ("searched", "random") and len(e.get("test_acc", [])) >= 2:
+                networks.setdefault(tuple(e["ops"]), (e["role"], e["mean"]))
+    if len(networks) < 5:
+        return []
+    rows = [(role, acc, stage_features(space, list(ops))) for ops, (role, acc) in networks.items()]
+    table = []
+    for name in rows[0][2]:
+        values, accs = [r[2][name] for r in rows], [r[1] for r in rows]
+        corr = stats.pearsonr(values, accs) if len(set(values)) > 1 else None
+        by_role = {role: [r[2][name] for r in rows if r[0] == role] for role in ("random", "searched")}
+        table.append({"feature": name, "networks": len(rows),
+                      "correlation": None if corr is None else float(corr.statistic),
+                      "p": None if corr is None else float(corr.pvalue),
+                      **{f"{role}_mean": statistics.mean(v) if v else None for role, v in by_role.items()}})
+    return table
+
+
 def fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -137,7 +181,15 @@ def main() -> None:
                      f"{fmt(r['effect_over_sd'], '+.2f')} | "
                      f"{fmt(r.get('kendall_tau'), '+.2f')} ({r.get('ranking_networks', '-')}) | "
                      f"{fmt(r.get('kendall_tau_band'), '+.2f')} ({r.get('band_networks', '-')}) |")
-    write_results(f"search_levers_{args.space}", {"rows": rows}, rows, lines, command_line())
+    features = band_features(args.space, results)
+    if features:
+        lines += ["", f"What wins at the goal's latency ({features[0]['networks']} networks trained there, searched "
+                  "and random; Pearson correlation with test accuracy):", "",
+                  "| feature | correlation | p | random mean | searched mean |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {f['feature']} | {fmt(f['correlation'], '+.2f')} | {fmt(f['p'], '.3f')} | "
+                  f"{fmt(f['random_mean'], '.2f')} | {fmt(f['searched_mean'], '.2f')} |" for f in features]
+    write_results(f"search_levers_{args.space}", {"rows": rows, "band_features": features}, rows, lines,
+                  command_line())
 
 
 if __name__ == "__main__":
