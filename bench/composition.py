@@ -45,10 +45,6 @@ from tvmnas.targets import load_target
 ROUND = Protocol(windows=40, reference_every=6)
 
 
-def weight_mb(net: torch.nn.Module) -> float:
-    return sum(p.numel() for p in fold_batchnorm(net).parameters()) * 4 / 1e6
-
-
 def loo_fit(features: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """Leave-one-out predictions of a least-squares fit measured ~ features."""
     out = np.empty(len(measured))
@@ -88,7 +84,7 @@ def main() -> None:
             pred = predict(space, ops, db, scope)
             if pred is None:
                 raise SystemExit(f"the database lacks blocks of network {i}: profile {space.name} first")
-            entries.append({"arch": list(ops), "predicted_ms": pred.latency_ms, "weight_mb": weight_mb(net),
+            entries.append({"arch": list(ops), "predicted_ms": pred.latency_ms, "weight_mb": sum(c.weight_mb for c in space.blocks(ops)),
                             "tasks_tuned": built.tasks_tuned, "measured_ms_rounds": []})
             timers.append(VmTimer(tvm.runtime.load_module(str(built.lib_path)), tvm.cpu(), (built.input_shape,)))
             print(f"built {i + 1}/{len(archs)} ({built.compile_s:.0f} s, {built.tasks_tuned} tasks tuned)", flush=True)

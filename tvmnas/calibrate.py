@@ -146,7 +146,7 @@ def calibrate(space: SearchSpace, spec: TargetSpec, runner: Runner, db: LatencyD
                       build_reference(spec, Path(tmp) / REFERENCE_FILE), read_anchor(db, scope))
         timed = runner.measure(batch, protocol, on_round=(lambda done, total: progress("measure", done, total, ""))
                                if progress else None)
-    measured = [CalibrationNetwork(ops, blocks_ms(ops), sum(c.weight_count for c in space.blocks(ops)) * 4 / 1e6,
+    measured = [CalibrationNetwork(ops, blocks_ms(ops), sum(c.weight_mb for c in space.blocks(ops)),
                                    est.latency_ms if est.ok else None, est.error or est.flag)
                 for ops, est in zip(archs, timed.estimates)]
     kept = [m for m in measured if m.measured_ms is not None and m.flag is None]

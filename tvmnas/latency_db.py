@@ -145,9 +145,9 @@ class Composition:
     loo_mean_abs_error: float  # |relative error| of each network's prediction when it is left out of the fit
     measured_at: str = ""
 
-    def block_ms(self, latency_ms: float, weight_count: int) -> float:
-        """A block's share of a network's latency (float32 weights)."""
-        return self.scale * latency_ms + self.ms_per_weight_mb * weight_count * 4 / 1e6
+    def block_ms(self, latency_ms: float, weight_mb: float) -> float:
+        """A block's share of a network's latency."""
+        return self.scale * latency_ms + self.ms_per_weight_mb * weight_mb
 
 
 _COMPOSITION_COLUMNS = [f.name for f in fields(Composition)]

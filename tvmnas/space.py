@@ -64,6 +64,11 @@ class Candidate:
         return int(_mbconv_size(self.in_channels, self.out_channels, parse_op(self.op), self.in_size)[0])
 
     @property
+    def weight_mb(self) -> float:
+        """Its weights' megabytes as deployed (float32)."""
+        return self.weight_count * 4 / 1e6
+
+    @property
     def stage_label(self) -> str:
         """Where it sits: input size, channels in -> out, stride (used to group benchmark tables)."""
         return f"{self.in_size}x{self.in_size} {self.in_channels}->{self.out_channels} s{self.stride}"

@@ -67,7 +67,7 @@ def composition_of(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Co
 
 
 def _in_network_ms(cand: Candidate, latency_ms: float, composition: Composition | None) -> float:
-    return latency_ms if composition is None else composition.block_ms(latency_ms, cand.weight_count)
+    return latency_ms if composition is None else composition.block_ms(latency_ms, cand.weight_mb)
 
 
 def table_from_db(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> LatencyTable:
