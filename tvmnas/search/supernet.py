@@ -202,16 +202,14 @@ SAMPLINGS = ("alpha", "uniform", "depth", "stage-depth")
 
 
 def skippable_runs(net: Supernet) -> list[list[int]]:
-    """The maximal runs of consecutive layers that may be skipped: in a stage, the layers after its first (which
-    changes the shape and cannot be skipped)."""
-    runs: list[list[int]] = []
-    for i, layer in enumerate(net.layers):
-        if "zero" not in layer.choices or len(layer.choices) < 2:
-            continue
-        if runs and runs[-1][-1] == i - 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
+    """Per stage that has any, the indices of its layers that may be skipped (all but the first where that one
+    changes the shape)."""
+    runs, start = [], 0
+    for stage in net.space.stages:
+        run = [i for i in range(start, start + stage.layers) if "zero" in net.layers[i].choices]
+        start += stage.layers
+        if run and len(net.layers[run[0]].choices) > 1:
+            runs.append(run)
     return runs
 
 
