@@ -7,6 +7,10 @@ latencies, calibrated where `tvmnas profile --calibrate` fitted the space's comp
 end all the exported modules are timed again together, in `--together-runs` interleaved runs, for a ranking free
 of the machine's phases between exports; the runs' agreement with each other (Kendall tau between runs) is the
 measurement's own repeatability, the ceiling of any prediction's tau, and their median is the together latency.
+With `--again`, every export is then timed a second time the way the export timed it (single-network protocol):
+the tau between the two is the repeatability of the measurement the goal ranks by, and under Gaussian noise it
+bounds what even an exact prediction can reach against one such measurement (Greiner's relation: rho =
+sin(pi/2 x tau) between two noisy copies, sqrt(rho) between the truth and one copy).
 Reports the share within +/-10%, Kendall's tau between predicted and measured, and the residual: a straight line
 measured = a + b x predicted fitted to the data, to see whether a systematic part (a fixed per-network cost, a
 scale) is left once the noise is gone.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -70,6 +75,13 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return (concordant - discordant) / np.sqrt((pairs + ties_a) * (pairs + ties_b))
 
 
+def tau_ceiling(tau_between: float) -> float:
+    """Kendall tau of an exact prediction against one measurement, when two measurements agree at tau_between
+    (bivariate normal: tau = 2/pi arcsin(rho); two copies correlate at rho, each with the truth at sqrt(rho))."""
+    rho = max(0.0, math.sin(math.pi / 2 * tau_between))
+    return 2 / math.pi * math.asin(math.sqrt(rho))
+
+
 def report(space, entries: list[dict], planned: int) -> None:
     """Write the results of the networks measured so far (after each one: a run cut short keeps them)."""
     predicted = [e["predicted_ms"] for e in entries]
@@ -103,6 +115,16 @@ def report(space, entries: list[dict], planned: int) -> None:
             "within_10pct": sum(abs(m / p - 1) <= 0.10 for p, m in zip(pred_t, meas_t)),
             "mean_abs_error": statistics.mean(abs(m / p - 1) for p, m in zip(pred_t, meas_t)),
             "tau_with_export_measurements": round(float(kendall_tau(export_t, meas_t)), 4)}
+    again = [e for e in entries if e.get("again_ms")]
+    if again:
+        between = float(kendall_tau([e["measured_ms"] for e in again], [e["again_ms"] for e in again]))
+        summary["again"] = {
+            "networks": len(again), "tau_between_exports": round(between, 4),
+            "kendall_tau": round(float(kendall_tau([e["predicted_ms"] for e in again],
+                                                   [e["again_ms"] for e in again])), 4),
+            "within_10pct": sum(abs(e["again_ms"] / e["predicted_ms"] - 1) <= 0.10 for e in again),
+            "flagged": sum(1 for e in again if e["again_flag"]),
+            "exact_prediction_tau_ceiling": round(tau_ceiling(between), 4)}
     lines = [f"## Latency truth: {len(entries)} of {planned} sampled {space.name} networks through `tvmnas export`",
              "",
              f"Within +/-10% of the prediction: **{summary['within_10pct']}/{len(entries)}**; Kendall tau "
@@ -124,29 +146,59 @@ def report(space, entries: list[dict], planned: int) -> None:
                   f"{t['mean_abs_error']:.1%}; "
                   f"tau between these and the exports' own measurements {t['tau_with_export_measurements']:.3f}.",
                   ""]
-    lines += ["| architecture | predicted ms | measured ms | error | together ms | flag |",
-              "|---|---:|---:|---:|---:|---|"]
+    if again:
+        a = summary["again"]
+        lines += [f"Every export timed a second time the same way: Kendall tau **{a['tau_between_exports']:.3f}** "
+                  f"between the two measurements (the repeatability of what the goal ranks by; an exact prediction "
+                  f"would reach about {a['exact_prediction_tau_ceiling']:.3f} against one of them), "
+                  f"{a['kendall_tau']:.3f} between the prediction and the second, {a['within_10pct']}/{a['networks']} "
+                  f"of the second within +/-10%, {a['flagged']} flagged.", ""]
+    lines += ["| architecture | predicted ms | measured ms | error | again ms | together ms | flag |",
+              "|---|---:|---:|---:|---:|---:|---|"]
     lines += [f"| {' '.join(e['arch'])} | {e['predicted_ms']:.4f} | {e['measured_ms']:.4f} | {e['error']:+.1%} | "
+              + (f"{e['again_ms']:.4f}" if e.get("again_ms") else "") + " | "
               + (f"{e['together_ms']:.4f}" if e.get("together_ms") else "") + f" | {e['flag'] or ''} |"
               for e in entries]
     write_results(f"latency_truth_{space.name}", summary, entries, lines, command_line())
 
 
-def time_together(bundles: list[Path], db_path: Path) -> list[float | None]:
-    """The exported modules timed again, all in one interleaved run with the reference (the profile's protocol,
-    at the database's anchor speed): a ranking free of the machine's phases between exports."""
-    from tvmnas.measure.level import DEFAULT_LEVEL
+def timing_context(db_path: Path, tune_trials: int):
+    """The target, a local runner and the database's anchor: what the export timed with."""
+    from tvmnas.measure.level import level_name
     from tvmnas.measure.method import latency_scope
-    from tvmnas.measure.protocol import PROFILE
-    from tvmnas.measure.reference import REFERENCE_FILE, read_anchor
-    from tvmnas.measure.runner.base import Batch
+    from tvmnas.measure.reference import read_anchor
     from tvmnas.measure.runner.local import LocalRunner
     from tvmnas.targets import load_target
 
     spec, runner = load_target("x86-cpu"), LocalRunner()
-    manifests = [json.loads((b / MANIFEST).read_text()) for b in bundles]
     with LatencyDB(db_path) as db:
-        anchor = read_anchor(db, latency_scope(spec, runner.device_label, DEFAULT_LEVEL))
+        anchor = read_anchor(db, latency_scope(spec, runner.device_label, level_name(tune_trials)))
+    return spec, runner, anchor
+
+
+def time_again(bundles: list[Path], db_path: Path, tune_trials: int) -> list[dict]:
+    """Each exported module timed a second time, one after the other, as the export timed it."""
+    from tvmnas.measure.reference import REFERENCE_FILE
+    from tvmnas.measure.single import time_network
+
+    spec, runner, anchor = timing_context(db_path, tune_trials)
+    out = []
+    for b in bundles:
+        manifest = json.loads((b / MANIFEST).read_text())
+        out.append(time_network(runner, spec, b / manifest["module"], tuple(manifest["input"]["shape"]),
+                                b / REFERENCE_FILE, anchor))
+    return out
+
+
+def time_together(bundles: list[Path], db_path: Path, tune_trials: int) -> list[float | None]:
+    """The exported modules timed again, all in one interleaved run with the reference (the profile's protocol,
+    at the database's anchor speed): a ranking free of the machine's phases between exports."""
+    from tvmnas.measure.protocol import PROFILE
+    from tvmnas.measure.reference import REFERENCE_FILE
+    from tvmnas.measure.runner.base import Batch
+
+    spec, runner, anchor = timing_context(db_path, tune_trials)
+    manifests = [json.loads((b / MANIFEST).read_text()) for b in bundles]
     batch = Batch(tuple(b / m["module"] for b, m in zip(bundles, manifests)),
                   tuple(tuple(m["input"]["shape"]) for m in manifests), spec.device, spec.runtime_threads,
                   bundles[0] / REFERENCE_FILE, anchor)
@@ -161,6 +213,8 @@ def main() -> None:
     parser.add_argument("--tune-trials", type=int, default=8)
     parser.add_argument("--together-runs", type=int, default=3,
                         help="interleaved runs of all the exported modules together at the end (their median)")
+    parser.add_argument("--again", action="store_true",
+                        help="time every export a second time as the export did (the measurement's repeatability)")
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     args = parser.parse_args()
 
@@ -188,7 +242,10 @@ def main() -> None:
             if len(entries) >= 2:
                 report(space, entries, args.networks)
         bundles = [Path(tmp) / f"bundle{i}" for i in range(len(entries))]
-        runs = [time_together(bundles, args.db) for _ in range(args.together_runs)]
+        if args.again:
+            for e, timed in zip(entries, time_again(bundles, args.db, args.tune_trials)):
+                e["again_ms"], e["again_flag"] = timed["measured_ms"], timed["flag"]
+        runs = [time_together(bundles, args.db, args.tune_trials) for _ in range(args.together_runs)]
         for e, run_ms in zip(entries, zip(*runs)):
             ok = [ms for ms in run_ms if ms is not None]
             e["together_runs_ms"] = list(run_ms)
