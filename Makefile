@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # Where the demo keeps its latency database and tuning records (reused by reruns).
 CACHE ?= $(HOME)/.cache/tvmnas
-# The demo's latency goal for the searched network (ms, predicted from the measured kernels): on this CPU the space
-# reached 0.03-0.12 and 0.06-0.18 ms in two profiles of one day with AVX-512 (the nchw16c layout) and 0.06-0.21 ms
-# without (nchw8c; bench/results/demo_search.md), so the goal binds on both.
-LATENCY_MS ?= 0.1
+# The demo's latency goal: LATENCY_SHARE of the way from the fastest to the slowest network of the space in this
+# machine's profile (`tvmnas search --latency-share`), so it binds whatever the CPU: on this VM kind fresh profiles
+# put the space at 0.03-0.12, 0.06-0.18 and 0.097-0.32 ms (bench/results/demo_search.md), and one put its fastest
+# network above the 0.1 ms the demo used to ask for. `make demo LATENCY_MS=0.1` sets a goal in ms instead.
+LATENCY_SHARE ?= 0.3
+LATENCY_MS ?=
 # Epochs of training the searched network (about 150 s each here on 2 cores; one keeps `make demo` within 15
 # minutes on a fresh machine: `make demo TRAIN_EPOCHS=3` trains longer and more accurately).
 TRAIN_EPOCHS ?= 1
@@ -73,8 +75,8 @@ build/native-aarch64/tvmnas-run: CMakeLists.txt native/tvmnas_run.cc native/sha2
 # A rerun reuses the measurements, tuning records, search and training.
 demo: install runner
 	$(BIN)/tvmnas profile --space fashion-mnist --target x86-cpu --db $(CACHE)/latency.db
-	$(BIN)/tvmnas search --space fashion-mnist --target x86-cpu --latency-ms $(LATENCY_MS) --db $(CACHE)/latency.db \
-		--out $(RUN) $(if $(wildcard $(RUN)/checkpoint.pt),--resume $(RUN),)
+	$(BIN)/tvmnas search --space fashion-mnist --target x86-cpu --db $(CACHE)/latency.db --out $(RUN) \
+		$(if $(wildcard $(RUN)/checkpoint.pt),--resume $(RUN),$(if $(LATENCY_MS),--latency-ms $(LATENCY_MS),--latency-share $(LATENCY_SHARE)))
 	test -f $(RUN)/train/summary.json || $(BIN)/tvmnas train --run $(RUN) --epochs $(TRAIN_EPOCHS)
 	$(BIN)/tvmnas export --run $(RUN) --target x86-cpu --db $(CACHE)/latency.db
 	$(RUNNER) $(RUN)/bundle-x86-cpu $(RUN)/bundle-x86-cpu/sample_input.npy

@@ -67,4 +67,31 @@ def test_missing_database_and_data(capsys, args, tmp_path):
 
 def test_new_search_needs_goal(capsys, args):
     code, _, err = search(capsys, *args)
-    assert code == 2 and "--latency-ms" in err
+    assert code == 2 and "--latency-ms (or --latency-share)" in err
+
+
+def test_goal_as_a_share_of_the_profiled_range(capsys, args, tmp_path, tiny_space):
+    """--latency-share F: the goal F of the way from the fastest to the slowest reachable network, recorded in ms;
+    a resumed run keeps its goal; a share outside (0, 1] or beside --latency-ms is one line, exit 2."""
+    from tvmnas.latency_db import LatencyDB
+    from tvmnas.measure.method import latency_scope
+    from tvmnas.search.latency import table_from_db
+    from tvmnas.targets import load_target
+
+    with LatencyDB(tmp_path / "lat.db") as db:
+        table = table_from_db(tiny_space, db, latency_scope(load_target("x86-cpu"), "local", "tuned-8"))
+    run = tmp_path / "share-run"
+    code, out, _ = search(capsys, *args, "--latency-share", "0.25", "--epochs", "1", "--warmup-epochs", "1",
+                          "--out", str(run))
+    assert code == 0, out
+    want = table.min_ms + 0.25 * (table.max_ms - table.min_ms)
+    assert json.loads((run / "summary.json").read_text())["latency_goal_ms"] == pytest.approx(want)
+    assert "(0.25 of the reachable range)" in out
+    code, _, err = search(capsys, "--resume", str(run), "--latency-share", "0.5")
+    assert code == 2 and "keeps its" in err and len(err.strip().splitlines()) == 1
+    for bad, message in (("0", "argument --latency-share: must be > 0 and <= 1, not 0"),
+                         ("1.5", "argument --latency-share: must be > 0 and <= 1, not 1.5")):
+        code, _, err = search(capsys, *args, "--latency-share", bad)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    code, _, err = search(capsys, *args, "--latency-share", "0.5", "--latency-ms", "1")
+    assert code == 2 and "not allowed with argument" in err

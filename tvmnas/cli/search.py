@@ -25,7 +25,11 @@ def register(verbs) -> None:
     p = verbs.add_parser("search", help="ProxylessNAS search for a latency goal, with latencies from the database")
     p.add_argument("--space", help="space name or path (required unless --resume)")
     add_target_args(p, measures=False)
-    p.add_argument("--latency-ms", type=number(0), help="latency goal T of the searched network, in ms")
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--latency-ms", type=number(0), help="latency goal T of the searched network, in ms")
+    goal.add_argument("--latency-share", type=number(0, 1), metavar="F",
+                      help="latency goal as a share of the profiled range: T = fastest + F x (slowest - fastest) "
+                           "reachable network of the space on the target (a new search; the run records T in ms)")
     p.add_argument("--loss", choices=LOSSES, default=SearchConfig.loss,
                    help="latency loss: add#abs CE+lambda*|E/T-1| (pulls E[LAT] to the goal), add#linear "
                         "CE+lambda*(E-T)/T (pushes it down), mul#log CE*0.2*(log E/log T)^0.3 (the goal T then only "
@@ -72,9 +76,10 @@ def register(verbs) -> None:
     register_derivations(verbs)
 
 
-def search_config_from_args(args, processes: int = 1) -> SearchConfig:
+def search_config_from_args(args, processes: int = 1, on_main=lambda fn: fn()) -> SearchConfig:
     """A new run's settings from the flags (shards: default one per process), or a resumed run's saved settings
-    (flags given must agree)."""
+    (flags given must agree). `--latency-share` is turned into the goal in ms from the latency table, read by
+    `on_main` (a distributed world's rank 0)."""
     from tvmnas.measure.level import level_name
     from tvmnas.registry import read_json_object
     from tvmnas.targets import load_target
@@ -88,14 +93,24 @@ def search_config_from_args(args, processes: int = 1) -> SearchConfig:
             if given is not None and given != getattr(cfg, field):
                 raise TvmnasError(f"--{flag.replace('_', '-')} {given} differs from the resumed run's "
                                   f"{getattr(cfg, field)} ({args.resume})")
+        if args.latency_share is not None:
+            raise TvmnasError(f"--latency-share sets a new search's goal; {args.resume} keeps its "
+                              f"{cfg.latency_ms:g} ms")
         return cfg
-    missing = [f"--{n}" for n in ("space", "target", "latency-ms") if getattr(args, n.replace("-", "_")) is None]
+    missing = [f"--{n}" for n in ("space", "target") if getattr(args, n) is None]
+    if args.latency_ms is None and args.latency_share is None:
+        missing.append("--latency-ms (or --latency-share)")
     if missing:
         raise TvmnasError(f"a new search needs {', '.join(missing)}")
     spec = load_target(args.target)
     endpoint = endpoint_from_args(args, spec)
-    return SearchConfig(space=args.space, target=args.target, latency_ms=args.latency_ms,
-                        level=level_name(args.tune_trials), measured_by=endpoint.label if endpoint else "local",
+    measured_by, level = endpoint.label if endpoint else "local", level_name(args.tune_trials)
+    latency_ms = args.latency_ms
+    if latency_ms is None:
+        latency_ms = on_main(lambda: goal_from_share(args.db, args.space, spec, measured_by, level,
+                                                     args.latency_share))
+    return SearchConfig(space=args.space, target=args.target, latency_ms=latency_ms,
+                        level=level, measured_by=measured_by,
                         loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda, derive=args.derive,
                         entropy_weight=args.entropy_weight, supernet=args.supernet, arch_lr=args.arch_lr,
                         arch_lr_schedule=args.arch_lr_schedule,
@@ -103,6 +118,16 @@ def search_config_from_args(args, processes: int = 1) -> SearchConfig:
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,
                         shards=args.shards or processes, seed=args.seed, data=args.data, limit=args.limit)
+
+
+def goal_from_share(db_path: Path, space_name: str, spec, measured_by: str, level: str, share: float) -> float:
+    """The goal `share` of the way from the fastest to the slowest network the space reaches in the table."""
+    from tvmnas.measure.method import latency_scope
+    from tvmnas.search.latency import load_table
+    from tvmnas.space import load_space
+
+    table = load_table(db_path, load_space(space_name), latency_scope(spec, measured_by, level))
+    return table.min_ms + share * (table.max_ms - table.min_ms)
 
 
 def cmd_search(args) -> int:
@@ -113,7 +138,7 @@ def cmd_search(args) -> int:
 
     world = world_from_args(args)
     try:
-        cfg = search_config_from_args(args, world.size)
+        cfg = search_config_from_args(args, world.size, world.on_main)
         space, spec = load_space(cfg.space), load_target(cfg.target)
         return _search(args, cfg, space, spec, world)
     finally:
@@ -141,7 +166,8 @@ def _search(args, cfg, space, spec, world) -> int:
                             cfg.limit)
     run_dir = args.resume or args.out or default_search_folder(space.name, spec.name, cfg.latency_ms)
     say = print if world.is_main else (lambda *a, **k: None)
-    say(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms, "
+    share = "" if args.latency_share is None else f" ({args.latency_share:g} of the reachable range)"
+    say(f"searching {space.name} for {spec.name} ({cfg.level}, {cfg.measured_by}): goal {cfg.latency_ms:g} ms{share}, "
         f"reachable {table.min_ms:.4f}-{table.max_ms:.4f} ms; {len(data.train)} train / {len(data.valid)} valid "
         f"images; run dir {run_dir}; {world.size} process(es) on {world.device.type}")
     if table.flagged:
