@@ -84,7 +84,8 @@ def main() -> None:
             pred = predict(space, ops, db, scope)
             if pred is None:
                 raise SystemExit(f"the database lacks blocks of network {i}: profile {space.name} first")
-            entries.append({"arch": list(ops), "predicted_ms": pred.latency_ms, "weight_mb": sum(c.weight_mb for c in space.blocks(ops)),
+            entries.append({"arch": list(ops), "predicted_ms": pred.latency_ms,
+                            "weight_mb": sum(c.weight_mb for c in space.blocks(ops)),
                             "tasks_tuned": built.tasks_tuned, "measured_ms_rounds": []})
             timers.append(VmTimer(tvm.runtime.load_module(str(built.lib_path)), tvm.cpu(), (built.input_shape,)))
             print(f"built {i + 1}/{len(archs)} ({built.compile_s:.0f} s, {built.tasks_tuned} tasks tuned)", flush=True)
