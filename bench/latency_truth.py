@@ -7,7 +7,8 @@ latencies, calibrated where `tvmnas profile --calibrate` fitted the space's comp
 end all the exported modules are timed again together, in `--together-runs` interleaved runs, for a ranking free
 of the machine's phases between exports; the runs' agreement with each other (Kendall tau between runs) is the
 measurement's own repeatability, the ceiling of any prediction's tau, and their median is the together latency.
-With `--again`, every export is then timed a second time the way the export timed it (single-network protocol):
+With `--again`, every export is then timed a second time the way the export timed it (single-network protocol
+over `--measure-s` seconds, as `tvmnas export --measure-s`):
 the tau between the two is the repeatability of the measurement the goal ranks by, and under Gaussian noise it
 bounds what even an exact prediction can reach against one such measurement (Greiner's relation: rho =
 sin(pi/2 x tau) between two noisy copies, sqrt(rho) between the truth and one copy).
@@ -42,6 +43,7 @@ from tvmnas.space import load_space
 from tvmnas.train.network_file import save_network
 from tvmnas.deploy.bundle import MANIFEST
 from tvmnas.latency_db import LatencyDB
+from tvmnas.measure.protocol import SINGLE
 
 
 def sample_archs(space, n: int, seed: int) -> list[tuple[str, ...]]:
@@ -82,7 +84,7 @@ def tau_ceiling(tau_between: float) -> float:
     return 2 / math.pi * math.asin(math.sqrt(rho))
 
 
-def report(space, entries: list[dict], planned: int) -> None:
+def report(space, entries: list[dict], planned: int, measure_s: float) -> None:
     """Write the results of the networks measured so far (after each one: a run cut short keeps them)."""
     predicted = [e["predicted_ms"] for e in entries]
     measured = [e["measured_ms"] for e in entries]
@@ -90,7 +92,8 @@ def report(space, entries: list[dict], planned: int) -> None:
     fitted = [(m - (intercept + slope * p)) / m for p, m in zip(predicted, measured)]
     errors = [e["error"] for e in entries]
     unflagged = [e["error"] for e in entries if not e["flag"]]
-    summary = {"space": space.name, "networks": len(entries), "unflagged": len(unflagged),
+    summary = {"space": space.name, "networks": len(entries), "measure_s": measure_s,
+               "predicted_range_ms": [min(predicted), max(predicted)], "unflagged": len(unflagged),
                "within_10pct_unflagged": sum(abs(e) <= 0.10 for e in unflagged),
                "within_10pct": sum(abs(e) <= 0.10 for e in errors),
                "within_10pct_share": sum(abs(e) <= 0.10 for e in errors) / len(errors),
@@ -176,8 +179,9 @@ def timing_context(db_path: Path, tune_trials: int):
     return spec, runner, anchor
 
 
-def time_again(bundles: list[Path], db_path: Path, tune_trials: int) -> list[dict]:
+def time_again(bundles: list[Path], db_path: Path, tune_trials: int, measure_s: float) -> list[dict]:
     """Each exported module timed a second time, one after the other, as the export timed it."""
+    from tvmnas.measure.protocol import single_protocol
     from tvmnas.measure.reference import REFERENCE_FILE
     from tvmnas.measure.single import time_network
 
@@ -186,7 +190,7 @@ def time_again(bundles: list[Path], db_path: Path, tune_trials: int) -> list[dic
     for b in bundles:
         manifest = json.loads((b / MANIFEST).read_text())
         out.append(time_network(runner, spec, b / manifest["module"], tuple(manifest["input"]["shape"]),
-                                b / REFERENCE_FILE, anchor))
+                                b / REFERENCE_FILE, anchor, single_protocol(measure_s)))
     return out
 
 
@@ -215,6 +219,8 @@ def main() -> None:
                         help="interleaved runs of all the exported modules together at the end (their median)")
     parser.add_argument("--again", action="store_true",
                         help="time every export a second time as the export did (the measurement's repeatability)")
+    parser.add_argument("--measure-s", type=float, default=SINGLE.min_span_s,
+                        help="seconds each export (and --again) times its module (`tvmnas export --measure-s`)")
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     args = parser.parse_args()
 
@@ -228,7 +234,8 @@ def main() -> None:
             save_network(network, space, Arch(space.name, ops), net, {})
             bundle = Path(tmp) / f"bundle{i}"
             code = tvmnas(["export", "--network", str(network), "--target", "x86-cpu", "--db", str(args.db),
-                           "--tune-trials", str(args.tune_trials), "--out", str(bundle)])
+                           "--tune-trials", str(args.tune_trials), "--measure-s", str(args.measure_s),
+                           "--out", str(bundle)])
             if code != 0:
                 raise SystemExit(f"export {i} failed")
             lat = json.loads((bundle / MANIFEST).read_text())["latency"]
@@ -240,17 +247,17 @@ def main() -> None:
             print(f"{i + 1}/{args.networks} {' '.join(ops)}: predicted {lat['predicted_ms']:.4f} measured "
                   f"{lat['measured_ms']:.4f} ({entries[-1]['error']:+.1%})", flush=True)
             if len(entries) >= 2:
-                report(space, entries, args.networks)
+                report(space, entries, args.networks, args.measure_s)
         bundles = [Path(tmp) / f"bundle{i}" for i in range(len(entries))]
         if args.again:
-            for e, timed in zip(entries, time_again(bundles, args.db, args.tune_trials)):
+            for e, timed in zip(entries, time_again(bundles, args.db, args.tune_trials, args.measure_s)):
                 e["again_ms"], e["again_flag"] = timed["measured_ms"], timed["flag"]
         runs = [time_together(bundles, args.db, args.tune_trials) for _ in range(args.together_runs)]
         for e, run_ms in zip(entries, zip(*runs)):
             ok = [ms for ms in run_ms if ms is not None]
             e["together_runs_ms"] = list(run_ms)
             e["together_ms"] = statistics.median(ok) if len(ok) == len(run_ms) else None
-        report(space, entries, args.networks)
+        report(space, entries, args.networks, args.measure_s)
 
 
 if __name__ == "__main__":

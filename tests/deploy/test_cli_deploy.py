@@ -26,9 +26,10 @@ def test_pipeline_end_to_end(capsys, tiny_space, tiny_space_path, tiny_idx_dir, 
     assert code == 0, err
     assert "test accuracy" in stdout and (out / "train" / "network.pt").exists()
     code, stdout, err = run(capsys, "export", "--run", out, "--target", "x86-cpu", "--db", db,
-                            "--tune-trials", "0")
+                            "--tune-trials", "0", "--measure-s", "3")
     assert code == 0, err
     manifest = json.loads((out / "bundle-x86-cpu" / "manifest.json").read_text())
+    assert manifest["latency"]["protocol"]["min_span_s"] == 3 and manifest["latency"]["seconds"] >= 3
     assert manifest["arch"] == json.loads((out / "arch.json").read_text())["ops"]
     assert manifest["accuracy"]["test"] == json.loads((out / "train" / "summary.json").read_text())["test_acc"]
     code, stdout, err = run(capsys, "report", "--run", out)

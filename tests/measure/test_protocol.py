@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tvmnas.measure.protocol import Protocol, measure_interleaved, quantile, round_order, round_plan, slow_marks
+from tvmnas.measure.protocol import (SINGLE, Protocol, measure_interleaved, quantile, round_order, round_plan,
+                                     single_protocol, slow_marks)
 
 
 class FakeDevice:
@@ -134,6 +135,15 @@ def test_single_network_runs_span_the_minimum_time():
     protocol = Protocol(windows=5, min_span_s=3.0, reference_every=1)
     result = run(device, [0.4], protocol)
     assert result.seconds >= 3.0 and result.rounds > 5
+
+
+def test_a_longer_single_protocol_spans_its_time_and_waits_longer():
+    assert single_protocol() == SINGLE
+    longer = single_protocol(30.0)
+    assert longer.min_span_s == 30.0 and longer.max_span_s == 180.0 and longer.windows == SINGLE.windows
+    assert run(FakeDevice(), [0.4], longer).seconds >= 30.0
+    with pytest.raises(ValueError):
+        single_protocol(0.0)
 
 
 def test_a_run_inside_a_long_slow_phase_waits_it_out_against_the_anchor():

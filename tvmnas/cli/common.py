@@ -10,6 +10,7 @@ from tvmnas.errors import TvmnasError
 from tvmnas.files import default_db, why_not_writable
 from tvmnas.measure.level import DEFAULT_TUNE_TRIALS
 from tvmnas.measure.farm import FarmPolicy
+from tvmnas.measure.protocol import SINGLE
 
 DEFAULT_DB = default_db()
 
@@ -102,6 +103,14 @@ def add_target_args(p: argparse.ArgumentParser, measures: bool = True) -> None:
     p.add_argument("--key", help="RPC key to request from the tracker (default: the target's rpc_key)")
     p.add_argument("--rpc-timeout", type=number(0, MAX_WAIT_S), default=10.0, metavar="S",
                    help="seconds to wait for an RPC endpoint to answer (default 10)")
+
+
+def add_measure_s_arg(p: argparse.ArgumentParser) -> None:
+    """--measure-s: how long a single network is timed (`tvmnas.measure.protocol.single_protocol`)."""
+    p.add_argument("--measure-s", type=number(0, MAX_WAIT_S), default=SINGLE.min_span_s, metavar="S",
+                   help=f"time the module over at least S seconds, interleaved with the reference (default "
+                        f"{SINGLE.min_span_s:g}); longer gives a steadier figure where the device's speed changes "
+                        f"in phases")
 
 
 def add_farm_args(p: argparse.ArgumentParser) -> None:

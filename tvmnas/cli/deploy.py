@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvmnas.cli.common import add_target_args, check_tools, output_path, runner_from_args
+from tvmnas.cli.common import add_measure_s_arg, add_target_args, check_tools, output_path, runner_from_args
 from tvmnas.cli.progress import phase_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.run_folder import SearchRun, bundle_folder
@@ -19,6 +19,7 @@ def register(verbs) -> None:
     p.add_argument("--compile-only", action="store_true",
                    help="no device here: compile at TVM's default schedules only, neither check nor time the "
                         "module (run the bundle on the device with tvmnas-run)")
+    add_measure_s_arg(p)
     p.add_argument("--out", type=output_path(folder=True),
                    help="bundle folder (default RUN_DIR/bundle-<target>, or beside the network file)")
     p.set_defaults(func=cmd_export)
@@ -33,6 +34,7 @@ def cmd_export(args) -> int:
     from tvmnas.latency_db import LatencyDB
     from tvmnas.measure.level import level_name
     from tvmnas.measure.method import latency_scope
+    from tvmnas.measure.protocol import single_protocol
     from tvmnas.measure.reference import read_anchor
     from tvmnas.measure.tuning_records import tuning_dir
     from tvmnas.search.latency import predict
@@ -65,8 +67,9 @@ def cmd_export(args) -> int:
     try:
         with phase_progress("export") as progress:
             manifest = export_bundle(trained, network_file, spec, runner, tuning_dir(args.db, spec, label), out,
-                                     ExportSettings(tune_trials=tune_trials), sample_input(trained), predicted,
-                                     anchor, lambda done, total: progress("measure", done, total, ""))
+                                     ExportSettings(tune_trials, single_protocol(args.measure_s)),
+                                     sample_input(trained), predicted, anchor,
+                                     lambda done, total: progress("measure", done, total, ""))
     finally:
         if runner is not None:
             runner.close()

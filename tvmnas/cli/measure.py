@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from tvmnas.cli.common import (
-    add_farm_args, add_target_args, check_tools, count, farm_policy, output_path, parse_shape, runner_from_args,
+    add_farm_args, add_measure_s_arg, add_target_args, check_tools, count, farm_policy, output_path, parse_shape,
+    runner_from_args,
 )
 from tvmnas.cli.progress import phase_progress
 from tvmnas.errors import TvmnasError
@@ -54,6 +55,7 @@ def register(verbs) -> None:
     p.add_argument("model", type=Path, help="ONNX file")
     add_target_args(p)
     p.add_argument("--input-shape", type=parse_shape, help="input shape such as 1x3x224x224 (default: from the model)")
+    add_measure_s_arg(p)
     p.add_argument("--json", type=output_path(folder=False), help="also write the result to this JSON file")
     p.set_defaults(func=cmd_bench_model)
 
@@ -177,6 +179,7 @@ def cmd_bench_model(args) -> int:
     from tvmnas.measure.level import DEFAULT_LEVEL
     from tvmnas.measure.method import latency_scope
     from tvmnas.measure.model_bench import bench_onnx
+    from tvmnas.measure.protocol import single_protocol
     from tvmnas.measure.reference import read_anchor
     from tvmnas.measure.tuning_records import tuning_dir
     from tvmnas.targets import load_target
@@ -189,7 +192,8 @@ def cmd_bench_model(args) -> int:
             anchor = read_anchor(db, latency_scope(spec, runner.device_label, DEFAULT_LEVEL))
         with phase_progress("bench-model") as progress:
             result = bench_onnx(args.model, spec, runner, tuning_dir(args.db, spec, runner.device_label),
-                                args.tune_trials, args.input_shape, anchor_ms=anchor, progress=progress)
+                                args.tune_trials, args.input_shape, anchor_ms=anchor, progress=progress,
+                                protocol=single_protocol(args.measure_s))
     finally:
         runner.close()
     lat = result["latency"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Protocol as TypingProtocol, Sequence
 
 from tvmnas.errors import error_line
@@ -74,6 +74,14 @@ class Protocol:
 # a device that stays slow (against the anchor) is waited for, up to a minute.
 PROFILE = Protocol(max_span_s=120.0)
 SINGLE = Protocol(windows=100, min_span_s=10.0, reference_every=1, max_span_s=60.0)
+
+
+def single_protocol(measure_s: float = SINGLE.min_span_s) -> Protocol:
+    """The single-network protocol spread over at least `measure_s` seconds (a slow device waited for up to six
+    times as long, at least SINGLE's minute): longer runs meet more of the device's speed phases."""
+    if measure_s <= 0:
+        raise ValueError("measure_s must be positive")
+    return replace(SINGLE, min_span_s=measure_s, max_span_s=max(SINGLE.max_span_s, 6 * measure_s))
 
 
 @dataclass(frozen=True)

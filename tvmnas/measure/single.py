@@ -1,5 +1,5 @@
 """Time one network with the single-network protocol (export, bench-model, the benches): the network against the
-reference module, spread over at least 10 s, scaled to the latency database's anchor."""
+reference module, spread over at least 10 s (`single_protocol` for longer), scaled to the latency database's anchor."""
 
 from __future__ import annotations
 
