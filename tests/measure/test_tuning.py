@@ -1,15 +1,17 @@
-"""Trials: a build that hangs ends the tuning process with one line instead of hanging it for ever; `auto` times
-cold the kernels whose weights the L2 cache cannot hold."""
+"""Trials: a batch builds in threads; a build that hangs ends the tuning process with one line instead of hanging
+it for ever; `auto` times cold the kernels whose weights the L2 cache cannot hold."""
 
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-
 from types import SimpleNamespace
 
+import tvmnas.measure.tuning as tuning
 from tvmnas.measure.tuning import BuildWatchdog, times_cold
 from tvmnas.measure.tuning_records import build_timeouts
+from tvmnas.targets import load_target
 
 
 def test_watchdog_fires_on_a_build_past_its_time_and_only_then():
@@ -24,6 +26,21 @@ def test_watchdog_fires_on_a_build_past_its_time_and_only_then():
     assert len(fired) == 1 and fired[0][1] == "slow" and fired[0][0] >= 0.3
 
 
+def test_watchdog_watches_builds_running_at_once():
+    fired = []
+    watchdog = BuildWatchdog(0.3, lambda seconds, what: fired.append(what))
+
+    def build(name, seconds):
+        with watchdog.watching(name):
+            time.sleep(seconds)
+
+    quick = threading.Thread(target=build, args=("quick", 0.05))
+    slow = threading.Thread(target=build, args=("slow", 0.8))
+    slow.start(), quick.start()
+    quick.join(), slow.join()
+    assert fired == ["slow"]
+
+
 def test_a_closed_watchdog_ends_its_thread():
     watchdog = BuildWatchdog(60, lambda seconds, what: None)
     with watchdog.watching("build"):
@@ -33,6 +50,38 @@ def test_a_closed_watchdog_ends_its_thread():
     watchdog.close()
     thread.join(timeout=5)
     assert not thread.is_alive()  # one session's watchdog does not outlive it
+
+
+def test_a_batch_builds_in_threads_and_keeps_its_order(monkeypatch):
+    running, peak, lock = [0], [0], threading.Lock()
+
+    class Built:
+        entry_name = "main"
+
+        def __init__(self, name):
+            self.name, self.code_generated = name, False
+
+        def get_function(self, name):
+            self.code_generated = True
+
+    def build(mod, target):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        if mod == "bad":
+            raise RuntimeError("no schedule")
+        return Built(mod)
+
+    monkeypatch.setattr(tuning, "build_trial", build)
+    builder = tuning.make_builder(load_target("x86-cpu"), in_memory=True, workers=2)
+    results = builder._inst.build([SimpleNamespace(mod=name, target=None) for name in ("a", "bad", "c", "d")])
+    assert peak[0] == 2
+    assert results[1].artifact_path is None and "no schedule" in results[1].error_msg
+    built = [tuning._IN_MEMORY.pop(results[i].artifact_path) for i in (0, 2, 3)]
+    assert [b.name for b in built] == ["a", "c", "d"] and all(b.code_generated for b in built)
 
 
 HANGING_BUILD = textwrap.dedent("""

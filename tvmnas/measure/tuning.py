@@ -8,6 +8,7 @@ fresh worker processes for every batch, and each re-imports every backend's tens
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -71,17 +72,19 @@ def quiet_meta_schedule() -> None:
 
 _IN_MEMORY: dict[str, object] = {}  # built trial modules handed from the in-process builder to the runner
 _MEMORY_PREFIX = "tvmnas-memory:"
+_TOKENS = itertools.count()
 
 
 class BuildWatchdog:
-    """Calls `on_timeout(seconds, module)` from its own thread when one build inside `watching()` runs past
-    `timeout_s`. TVM's calls release the GIL, so the thread runs while a build is stuck in code generation."""
+    """Calls `on_timeout(seconds, module)` from its own thread when a build inside `watching()` runs past
+    `timeout_s` (builds may run in several threads at once: each is watched). TVM's calls release the GIL, so the
+    thread runs while a build is stuck in code generation."""
 
     def __init__(self, timeout_s: float, on_timeout) -> None:
         self._timeout_s, self._on_timeout = timeout_s, on_timeout
         self._cond = threading.Condition()
-        self._started: float | None = None
-        self._what = None
+        self._running: dict[int, tuple[float, object]] = {}  # build -> (its start, its module)
+        self._next = 0
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -89,7 +92,8 @@ class BuildWatchdog:
     def watching(self, what):
         """Around one build; `what` (the trial's module) goes to `on_timeout` if the build hangs."""
         with self._cond:
-            self._started, self._what = time.monotonic(), what
+            key, self._next = self._next, self._next + 1
+            self._running[key] = (time.monotonic(), what)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, daemon=True, name="tvmnas-build-watchdog")
                 self._thread.start()
@@ -98,7 +102,7 @@ class BuildWatchdog:
             yield
         finally:
             with self._cond:
-                self._started = None
+                del self._running[key]
                 self._cond.notify()
 
     def close(self) -> None:
@@ -112,14 +116,15 @@ class BuildWatchdog:
             while True:
                 if self._closed:
                     return
-                if self._started is None:
+                if not self._running:
                     self._cond.wait()
                     continue
-                left = self._started + self._timeout_s - time.monotonic()
+                started, what = min(self._running.values(), key=lambda run: run[0])
+                left = started + self._timeout_s - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            seconds, what = time.monotonic() - self._started, self._what
+            seconds = time.monotonic() - started
         self._on_timeout(seconds, what)
 
 
@@ -143,30 +148,55 @@ def end_on_build_timeout(work_dir: Path, seed: int):
     return on_timeout
 
 
-def make_builder(spec: TargetSpec, in_memory: bool = False, watchdog: BuildWatchdog | None = None):
-    """A meta-schedule builder that builds in this process. It exports loadable shared libraries for a runner
-    elsewhere (an RPC server), or, `in_memory`, keeps the built module for `make_in_process_runner` (no export,
-    no linking, no loading: a trial costs its compile and its timing only). `watchdog` watches every build."""
+def build_workers() -> int:
+    """Threads that build one batch of trials: one per core (a build's code generation is single-threaded)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def make_builder(spec: TargetSpec, in_memory: bool = False, watchdog: BuildWatchdog | None = None,
+                 workers: int | None = None):
+    """A meta-schedule builder that builds in this process, a batch's trials in `workers` threads at once (default
+    `build_workers()`). It exports loadable shared libraries for a runner elsewhere (an RPC server), or,
+    `in_memory`, keeps the built module for `make_in_process_runner` (no export, no linking, no loading: a trial
+    costs its compile and its timing only; on a CPU its machine code is generated here too, in the build's thread,
+    rather than at its first call in the runner). `watchdog` watches every build."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+
+    threads = workers or build_workers()
+
+    def build_one(item):
+        """(the built module or the exported library's path, None) or (None, why it failed)."""
+        try:
+            with watchdog.watching(item.mod) if watchdog else nullcontext():
+                rt_mod = build_trial(item.mod, item.target)
+                if not in_memory:
+                    path = Path(tempfile.mkdtemp(prefix="tvmnas-ms-")) / "kernel.so"
+                    return str(export_library(rt_mod, path, spec)), None
+                if spec.device != "cuda":
+                    rt_mod.get_function(rt_mod.entry_name)  # the LLVM JIT's code generation
+                return rt_mod, None
+        except Exception as err:  # a failed candidate schedule is a result, not a crash
+            return None, f"{type(err).__name__}: {err}"
 
     @derived_object
     class InProcessBuilder(PyBuilder):
         def build(self, build_inputs):
+            items = list(build_inputs)
+            if threads > 1 and len(items) > 1:
+                with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="tvmnas-build") as pool:
+                    built = list(pool.map(build_one, items))
+            else:
+                built = [build_one(item) for item in items]
             results = []
-            for item in build_inputs:
-                try:
-                    with watchdog.watching(item.mod) if watchdog else nullcontext():
-                        rt_mod = build_trial(item.mod, item.target)
-                    if in_memory:
-                        token = f"{_MEMORY_PREFIX}{len(_IN_MEMORY)}-{id(rt_mod)}"
-                        _IN_MEMORY[token] = rt_mod
-                        results.append(BuilderResult(token, None))
-                    else:
-                        path = Path(tempfile.mkdtemp(prefix="tvmnas-ms-")) / "kernel.so"
-                        results.append(BuilderResult(str(export_library(rt_mod, path, spec)), None))
-                except Exception as err:  # a failed candidate schedule is a result, not a crash
-                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            for artifact, error in built:
+                if in_memory and artifact is not None:
+                    token = f"{_MEMORY_PREFIX}{next(_TOKENS)}"
+                    _IN_MEMORY[token] = artifact
+                    artifact = token
+                results.append(BuilderResult(artifact, error))
             return results
 
     return InProcessBuilder()
