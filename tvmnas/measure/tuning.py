@@ -2,8 +2,9 @@
 
 A kernel (a workload, keyed by the structural hash of its fused TIR function) is tuned once: a task whose
 workload already holds `trials` records in the database is skipped, so candidates, spaces and runs that share a
-kernel share its tuning. Builds run in this process (`InProcessBuilder`): meta-schedule's LocalBuilder starts
-fresh worker processes for every batch, and each re-imports every backend's tensor intrinsics (about 28 s here).
+kernel share its tuning. Builds run in this process (`InProcessBuilder`, a batch's trials in one thread per core):
+meta-schedule's LocalBuilder starts fresh worker processes for every batch, and each re-imports every backend's
+tensor intrinsics (about 28 s here).
 """
 
 from __future__ import annotations
