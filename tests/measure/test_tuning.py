@@ -125,3 +125,12 @@ def test_auto_times_cold_the_kernels_whose_weights_exceed_the_cache():
     assert not times_cold(big_output, l2)  # the output is not what a network's run loads from afar
     assert not times_cold(big_weights, 64 << 20)
     assert times_cold([arg(1, 8), arg(2048, 1024, dtype="float16"), arg(1, 8)], (4 << 20) - 1)
+
+
+def test_the_evolutionary_search_is_shallow_at_the_profiles_few_trials_and_as_meta_schedules_above():
+    shallow, deep = tuning.TuneSettings(8), tuning.TuneSettings(64)
+    assert (shallow.population_size, shallow.genetic_num_iters) == (tuning.DEFAULT_POPULATION, 2)
+    assert (deep.population_size, deep.genetic_num_iters) == (128, 4)
+    assert tuning.TuneSettings(1000).population_size == 512
+    chosen = tuning.TuneSettings(8, population=100, genetic_iters=5)
+    assert (chosen.population_size, chosen.genetic_num_iters) == (100, 5)

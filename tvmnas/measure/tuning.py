@@ -30,10 +30,15 @@ from tvmnas.measure.tuning_records import (build_timeouts, canonical_kernel, ker
                                            record_build_timeout, tuned_budgets)
 from tvmnas.tvm_compat import build_trial, load_cost_model, load_tensor_intrinsics, save_cost_model, trial_result
 
-# Evolutionary search population: the schedules sampled and ranked by the cost model before each batch of trials.
-# The cost model is kept across sessions (see `tune_fused`), so ranking a larger population pays off even at a
-# few trials per kernel; meta-schedule's default of 512 costs seconds per kernel here.
-DEFAULT_POPULATION = 64
+# Evolutionary search: the schedules sampled, evolved and ranked by the cost model before each batch of trials. The
+# cost model is kept across sessions (see `tune_fused`), so ranking a population pays off even at a few trials per
+# kernel; meta-schedule's defaults (512 schedules, 4 genetic iterations) cost seconds per kernel here. At the
+# profile's 8 trials per kernel, 32 schedules and 2 iterations find kernels as fast as 64 and 4 for 2.6x less tuning
+# time (bench/results/tuning_search.md); deeper tuning keeps meta-schedule's 4 iterations.
+DEFAULT_POPULATION = 32
+SHALLOW_TRIALS = 8  # up to this many trials per kernel, the evolutionary search runs SHALLOW_GENETIC_ITERS
+SHALLOW_GENETIC_ITERS = 2
+GENETIC_ITERS = 4
 
 # One trial's build (TIR lowering and LLVM code generation) takes 0.1-10 s here. Nothing in TVM interrupts one, and a
 # pathological schedule can build for hours (seen: an NHWC trial under the generic rules, >14 min in LLVM's code
@@ -45,8 +50,19 @@ BUILD_TIMEOUT_S = 600.0
 class TuneSettings:
     trials_per_task: int
     population: int | None = None  # None = max(DEFAULT_POPULATION, 2 x trials), at most 512
+    genetic_iters: int | None = None  # None = SHALLOW_GENETIC_ITERS up to SHALLOW_TRIALS trials, else GENETIC_ITERS
     seed: int = 0
     build_timeout_s: float = BUILD_TIMEOUT_S
+
+    @property
+    def population_size(self) -> int:
+        return self.population or min(512, max(DEFAULT_POPULATION, 2 * self.trials_per_task))
+
+    @property
+    def genetic_num_iters(self) -> int:
+        if self.genetic_iters is not None:
+            return self.genetic_iters
+        return SHALLOW_GENETIC_ITERS if self.trials_per_task <= SHALLOW_TRIALS else GENETIC_ITERS
 
 
 @dataclass(frozen=True)
@@ -329,13 +345,14 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
     missing, total = untuned_tasks(fused_mod, target, database, settings.trials_per_task, work_dir)
     if missing:
         seed = settings.seed + build_timeouts(work_dir)
-        population = settings.population or min(512, max(DEFAULT_POPULATION, 2 * settings.trials_per_task))
+        population = settings.population_size
         contexts = [
             ms.TuneContext(
                 mod=canonical_kernel(database, task.dispatched[0]), target=task.target,
                 space_generator=design_space(task.dispatched[0]),
                 search_strategy=ms.search_strategy.EvolutionarySearch(
-                    population_size=population, init_min_unmeasured=population // 4),
+                    population_size=population, init_min_unmeasured=population // 4,
+                    genetic_num_iters=settings.genetic_num_iters),
                 task_name=task.task_name, rand_state=seed, num_threads="physical",
                 logger=logging.getLogger("tvm.s_tir.meta_schedule"),
             ).clone()
