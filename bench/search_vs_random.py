@@ -14,18 +14,19 @@ scored on the held-out test split:
 4. one search more at each of `--extra-goal-factors` (a small Pareto comparison against the random cloud).
 Verdict: a one-sided exact Mann-Whitney U test (searched > random) over per-network mean accuracies, the searched
 networks' ranks, and the effect in pooled seed-SD units; beside it, how much there is to find at equal latency (a
-one-way ANOVA over the random networks' per-seed accuracies and their own spread in seed SDs). Every search and training lives in `--work` and is reused
-when the bench runs again, so the study accumulates over several sittings; the results files are rewritten after
-each training (`summary.complete` says whether everything is in). A training missing from `--work` (a new machine)
-is taken from the results files of earlier runs in bench/results when one of them trained the same architecture on
-the same seed with the same data and recipe (accuracy does not depend on the machine; `--retrain` turns this off),
-and so are the default searches' architectures that centre the random cloud: a study carries across machines, and
-only what depends on the latency table (the searches, networks new to the band) runs again. It times nothing:
+one-way ANOVA over the random networks' per-seed accuracies and their own spread in seed SDs). Every search and
+training lives in `--work` and is reused when the bench runs again, so the study accumulates over several sittings;
+the results files are rewritten after each training (`summary.complete` says whether everything is in). A training
+missing from `--work` (a new machine) is taken from the results files of earlier runs in bench/results when one of
+them trained the same architecture on the same seed with the same data and recipe (accuracy does not depend on the
+machine; `--retrain` turns this off), and so is a search missing from `--work` when the results file of its set
+recorded it (same goal, search flags and data, on the same pinned table: a search depends on the table, not on the
+machine): a study carries across machines, and only what no results file holds runs again. It times nothing:
 latencies are the predictions of a latency table pinned for the study (`search_vs_random_<space>_table.json` in
-bench/pinned: taken once from the database `tvmnas profile` filled, then kept), so that the study means the same
-on every machine it continues on: a fresh profile here would differ from the last (tuned-8 schedules found anew
-differ by up to 1.8x per network), and every band and search with it. The searches read the pinned table from a
-database in `--work`; `--repin` takes the table from `--db` again (a new study).
+bench/pinned: taken once from the database `tvmnas profile` filled, then kept), so that the study means the same on
+every machine it continues on: a fresh profile here would differ from the last (tuned-8 schedules found anew differ
+by up to 1.8x per network), and every band and search with it. The searches read the pinned table from a database in
+`--work`; `--repin` takes the table from `--db` again (a new study).
 
     .venv/bin/python bench/search_vs_random.py                # the whole study (hours here; resumable)
     .venv/bin/python bench/search_vs_random.py --stop-after signal
@@ -36,7 +37,9 @@ database in `--work`; `--repin` takes the table from `--db` again (a new study).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -182,19 +185,28 @@ def recorded_trainings(space: str, recipe: Recipe) -> dict[tuple[tuple[str, ...]
     return found
 
 
-def recorded_default_searches(space: str, goal_factor: float, seeds: list[int]) -> list[tuple[str, ...]]:
-    """The architectures the default set of searches found in an earlier run (same goal factor, no extra search
-    flags), one per search seed, or [] when that run lacks one of them."""
-    path = RESULTS / f"search_vs_random_{space}.json"
+def recorded_searches(space: str, label: str, recipe: Recipe, goal_factor: float, arch_ms
+                      ) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    """Net name -> (ops, search run folder) of the searches (the set's and its extra goals) that an earlier run of
+    this set of searches (`label`, "" for the default set) recorded in its results file, when that run searched
+    the same way (goal factor, search flags, data) on the same latency table: the table prices the file's
+    MobileNetV2-style network and each searched network exactly as recorded (a search depends on the table)."""
+    path = RESULTS / (f"search_vs_random_{space}" + (f"_{label}" if label else "") + ".json")
     if not path.exists():
-        return []
+        return {}
     results = json.loads(path.read_text())
     s = results["summary"]
-    if s.get("goal_factor") != goal_factor or s.get("search_args"):
-        return []
-    found = {e["name"]: tuple(e["ops"]) for e in results["entries"] if e["role"] == "searched"}
-    return [found[f"searched-seed{seed}"] for seed in seeds] if all(
-        f"searched-seed{seed}" in found for seed in seeds) else []
+    if (s.get("goal_factor"), s.get("data"), tuple(s.get("search_args") or ())) != (
+            goal_factor, recipe.data, recipe.search_args):
+        return {}
+
+    def priced_alike(entry: dict) -> bool:
+        return math.isclose(arch_ms(Arch(space, tuple(entry["ops"]))), entry["predicted_ms"], rel_tol=1e-9)
+
+    if not all(priced_alike(e) for e in results["entries"] if e["role"] == "mobilenetv2-style"):
+        return {}
+    return {e["name"]: (tuple(e["ops"]), e.get("search_run")) for e in results["entries"]
+            if e["role"] in ("searched", "extra") and priced_alike(e)}
 
 
 def train(net: Net, recipe: Recipe, work: Path, recorded: dict) -> None:
@@ -221,15 +233,18 @@ def train(net: Net, recipe: Recipe, work: Path, recorded: dict) -> None:
 
 
 def search(space: SearchSpace, target: str, goal_ms: float, seed: int, recipe: Recipe, db: Path,
-           run: Path) -> Arch:
-    """A finished search's architecture (searched now when the run is missing or cut short)."""
+           run: Path, recorded: tuple[tuple[str, ...], str | None] | None) -> tuple[Arch, str | None]:
+    """A finished search's architecture and run folder: the run's in `run`, else the one an earlier results file
+    `recorded`, else searched now (also when the run was cut short)."""
     files = SearchRun(run)
+    if not files.arch.exists() and recorded and not files.checkpoint.exists():
+        return Arch(space.name, recorded[0]), recorded[1]
     if not files.arch.exists():
         where = ["--resume", str(run)] if files.checkpoint.exists() else [
             "--out", str(run), "--space", space.name, "--target", target, "--latency-ms", f"{goal_ms:.6f}",
             "--data", recipe.data, "--seed", str(seed), *recipe.search_args]
         subprocess.run([*TVMNAS, "search", "--db", str(db), *where], check=True, cwd=REPO)
-    return load_arch(files.arch)
+    return load_arch(files.arch), relative(run)
 
 
 def relative(path: Path) -> str:
@@ -362,8 +377,10 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
               f"{', '.join(f'{a:.4f}' for a in n.accs)} | `{' '.join(n.arch.ops)}` |" for n in nets if n.accs]
     lines.append("")
     if "signal_gap_over_sd" in summary:
-        lines.append(f"Signal: fastest vs slowest differ by {summary['signal_gap_over_sd']:.1f} seed SDs "
-                     f"({'the task rewards architecture' if summary['task_rewards_architecture'] else 'below 3: this task cannot reward architecture, so no verdict'}).")
+        rewards = summary["task_rewards_architecture"]
+        lines.append(f"Signal: fastest vs slowest differ by {summary['signal_gap_over_sd']:.1f} seed SDs ("
+                     + ("the task rewards architecture" if rewards else
+                        "below 3: this task cannot reward architecture, so no verdict") + ").")
     if "p_value" in summary and summary.get("task_rewards_architecture"):
         lines.append(f"Verdict ({len(summary['searched_accs'])} searched vs {len(summary['random_accs'])} random): "
                      f"one-sided Mann-Whitney p = {summary['p_value']:.4f}; searched ranks "
@@ -406,7 +423,8 @@ def main() -> None:
     parser.add_argument("--stop-after", choices=STAGES, default="extra")
     parser.add_argument("--work", type=Path, help="where searches and trainings live (default runs/svr-<space>)")
     parser.add_argument("--retrain", action="store_true",
-                        help="train every network missing from --work, even where earlier results files have it")
+                        help="train (and search) everything missing from --work, even where earlier results files "
+                             "have it")
     parser.add_argument("--repin", action="store_true",
                         help="take the study's latency table from --db again (and pin it): a new study")
     parser.add_argument("--label", default="",
@@ -444,21 +462,25 @@ def main() -> None:
 
     searches = f"search-{args.label}" if args.label else "search"  # run folders of this set of searches
     searched_name = f"searched-{args.label}" if args.label else "searched"
+    earlier = {} if args.retrain else recorded_searches(space.name, args.label, recipe, args.goal_factor, arch_ms)
     step()
     if args.stop_after != "signal":
         for seed in args.search_seeds:
-            run = work / f"{searches}-seed{seed}"
-            arch = search(space, args.target, goal_ms, seed, recipe, study_db, run)
-            step(Net(f"{searched_name}-seed{seed}", "searched", arch, arch_ms(arch), search_run=relative(run)))
+            name = f"{searched_name}-seed{seed}"
+            arch, run = search(space, args.target, goal_ms, seed, recipe, study_db, work / f"{searches}-seed{seed}",
+                               earlier.get(name))
+            step(Net(name, "searched", arch, arch_ms(arch), search_run=run))
     if args.stop_after not in ("signal", "search"):
         # one random cloud per study: around the default searches' mean latency, which every labelled set of
         # searches is compared with as well (their own latencies are in the table); this set's when those are absent
         default_runs = [SearchRun(work / f"search-seed{seed}").arch for seed in args.search_seeds]
-        earlier = [] if args.retrain else recorded_default_searches(space.name, args.goal_factor, args.search_seeds)
+        default_earlier = {} if args.retrain else recorded_searches(
+            space.name, "", dataclasses.replace(recipe, search_args=()), args.goal_factor, arch_ms)
+        default_names = [f"searched-seed{seed}" for seed in args.search_seeds]
         if all(path.exists() for path in default_runs):
             centre_ms = statistics.mean(arch_ms(load_arch(path)) for path in default_runs)
-        elif earlier:  # priced with this machine's table
-            centre_ms = statistics.mean(arch_ms(Arch(space.name, ops)) for ops in earlier)
+        elif all(name in default_earlier for name in default_names):  # priced with the pinned table
+            centre_ms = statistics.mean(arch_ms(Arch(space.name, default_earlier[name][0])) for name in default_names)
         else:
             centre_ms = statistics.mean(n.predicted_ms for n in nets if n.role == "searched")
         taken = {n.arch.ops for n in nets}
@@ -466,9 +488,10 @@ def main() -> None:
             step(Net(f"random-{draw}", "random", arch, ms))
     if args.stop_after == "extra":
         for factor in args.extra_goal_factors:
-            run = work / f"{searches}-goal{factor:g}"
-            arch = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, study_db, run)
-            step(Net(f"{searched_name}-goal{factor:g}", "extra", arch, arch_ms(arch), search_run=relative(run)))
+            name = f"{searched_name}-goal{factor:g}"
+            arch, run = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, study_db,
+                               work / f"{searches}-goal{factor:g}", earlier.get(name))
+            step(Net(name, "extra", arch, arch_ms(arch), search_run=run))
     report(nets, args, space, level, complete=args.stop_after == "extra")
 
 
