@@ -10,7 +10,11 @@ same windows each estimator gives a latency per network and pass:
   against the database's anchor); `protocol_raw`: the same unscaled;
 - `qQ_raw`: the Q quantile of all the module's windows; `qQ_scaled`: over the same quantile of the reference's;
 - `paired_qQ`: the Q quantile of each module window over the mean of its neighbouring reference windows (the
-  protocol alternates them), which cancels a speed phase at the moment it happens.
+  protocol alternates them), which cancels a speed phase at the moment it happens;
+- `netref_qQ` and `netref_paired_qQ`: the same against a network-sized reference instead of the one-kernel module:
+  the space's MobileNetV2-style network (every layer `mb_k3_e6`), timed in turn with each network in the same run
+  (a slow phase was seen to slow the networks 1.5x and the one-kernel reference 1.25x:
+  `estimator_repeat_fashion-mnist_kernel-reference.md`).
 Reported per estimator: Kendall tau between the two passes, and the median relative difference between them.
 Needs a profile of the space in `--db` (its anchor and tuning records). Run it on an idle machine.
 
@@ -65,21 +69,36 @@ class Recording:
         return values
 
 
+def neighbours(log: list[tuple[str, float]], k: int, tag: str) -> list[float]:
+    """The windows tagged `tag` nearest before and after log position k."""
+    out = []
+    for step in (-1, 1):
+        j = k + step
+        while 0 <= j < len(log) and log[j][0] != tag:
+            j += step
+        if 0 <= j < len(log):
+            out.append(log[j][1])
+    return out
+
+
 def estimators(log: list[tuple[str, float]]) -> dict[str, float]:
-    """Every offline estimator over one measurement's windows (in time order, "module" or "reference")."""
-    module = [v for tag, v in log if tag == "module"]
-    ref = [v for tag, v in log if tag == "reference"]
-    paired = []
+    """Every offline estimator over one measurement's windows (in time order: "module", "reference" and
+    "netref")."""
+    windows = {tag: [v for t, v in log if t == tag] for tag in ("module", "reference", "netref")}
+    paired = {tag: [] for tag in ("reference", "netref")}
     for k, (tag, value) in enumerate(log):
         if tag == "module":
-            near = [log[j][1] for j in (k - 1, k + 1) if 0 <= j < len(log) and log[j][0] == "reference"]
-            if near:
-                paired.append(value / statistics.mean(near))
+            for ref in paired:
+                if near := neighbours(log, k, ref):
+                    paired[ref].append(value / statistics.mean(near))
     out = {}
     for q in QUANTILES:
-        out[f"q{q:g}_raw"] = quantile(module, q)
-        out[f"q{q:g}_scaled"] = quantile(module, q) / quantile(ref, q)
-        out[f"paired_q{q:g}"] = quantile(paired, q)
+        module = quantile(windows["module"], q)
+        out[f"q{q:g}_raw"] = module
+        out[f"q{q:g}_scaled"] = module / quantile(windows["reference"], q)
+        out[f"paired_q{q:g}"] = quantile(paired["reference"], q)
+        out[f"netref_q{q:g}"] = module / quantile(windows["netref"], q)
+        out[f"netref_paired_q{q:g}"] = quantile(paired["netref"], q)
     return out
 
 
@@ -116,11 +135,16 @@ def main() -> None:
             entries.append({"arch": list(ops), "passes": []})
         reference = VmTimer(tvm.runtime.load_module(str(build_reference(spec, Path(tmp) / REFERENCE_FILE))),
                             tvm.cpu(), REFERENCE_SHAPES)
+        torch.manual_seed(args.seed)
+        mbv2 = Network(space, Arch(space.name, tuple("mb_k3_e6" for _ in space.layers()))).eval()
+        built = build_module(import_torch(fold_batchnorm(mbv2), shape), spec, args.tune_trials,
+                             tuning_dir(args.db, spec, runner.device_label), runner, Path(tmp) / "netref.so")
+        netref = VmTimer(tvm.runtime.load_module(str(built.lib_path)), tvm.cpu(), (built.input_shape,))
         for p in range(2):
             for i, (timer, entry) in enumerate(zip(timers, entries)):
                 log: list[tuple[str, float]] = []
-                run = measure_interleaved([Recording(timer, "module", log)], Recording(reference, "reference", log),
-                                          protocol, anchor)
+                run = measure_interleaved([Recording(timer, "module", log), Recording(netref, "netref", log)],
+                                          Recording(reference, "reference", log), protocol, anchor)
                 est = run.estimates[0]
                 entry["passes"].append({"protocol": est.latency_ms, "protocol_raw": est.raw_ms, "flag": est.flag,
                                         **estimators(log), "windows": [[tag[0], round(v, 6)] for tag, v in log]})
