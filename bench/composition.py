@@ -20,24 +20,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import DEFAULT_DB, command_line, write_results
 from latency_truth import kendall_tau, sample_archs
+from timers import network_timer, reference_timer
 
-from tvmnas.arch import Arch
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.build import build_module
-from tvmnas.measure.compile import import_torch
 from tvmnas.measure.method import latency_scope
 from tvmnas.measure.level import level_name
 from tvmnas.measure.protocol import Protocol, measure_interleaved
-from tvmnas.measure.reference import REFERENCE_FILE, REFERENCE_SHAPES, build_reference, read_anchor
-from tvmnas.measure.runner.base import VmTimer, set_threads
+from tvmnas.measure.reference import read_anchor
+from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.tuning_records import tuning_dir
-from tvmnas.model.blocks import fold_batchnorm
-from tvmnas.model.network import Network
 from tvmnas.search.latency import predict
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
@@ -65,32 +60,26 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     args = parser.parse_args()
 
-    import tvm
-
     space, spec, runner = load_space(args.space), load_target("x86-cpu"), LocalRunner()
     scope = latency_scope(spec, runner.device_label, level_name(args.tune_trials))
-    shape = (1, space.input_channels, space.input_size, space.input_size)
     archs = sample_archs(space, args.networks, args.seed)
+    tune_dir = tuning_dir(args.db, spec, runner.device_label)
     set_threads(spec.runtime_threads)
     entries = []
     with tempfile.TemporaryDirectory(prefix="tvmnas-compose-") as tmp, LatencyDB(args.db) as db:
         timers = []
         for i, ops in enumerate(archs):
-            torch.manual_seed(args.seed + i)
-            net = Network(space, Arch(space.name, ops)).eval()
-            built = build_module(import_torch(fold_batchnorm(net), shape), spec, args.tune_trials,
-                                 tuning_dir(args.db, spec, runner.device_label), runner,
-                                 Path(tmp) / f"net{i}.so")
+            timer, built = network_timer(space, ops, args.seed + i, spec, args.tune_trials, tune_dir, runner,
+                                         Path(tmp) / f"net{i}.so")
             pred = predict(space, ops, db, scope)
             if pred is None:
                 raise SystemExit(f"the database lacks blocks of network {i}: profile {space.name} first")
             entries.append({"arch": list(ops), "predicted_ms": pred.latency_ms,
                             "weight_mb": sum(c.weight_mb for c in space.blocks(ops)),
                             "tasks_tuned": built.tasks_tuned, "measured_ms_rounds": []})
-            timers.append(VmTimer(tvm.runtime.load_module(str(built.lib_path)), tvm.cpu(), (built.input_shape,)))
+            timers.append(timer)
             print(f"built {i + 1}/{len(archs)} ({built.compile_s:.0f} s, {built.tasks_tuned} tasks tuned)", flush=True)
-        reference = VmTimer(tvm.runtime.load_module(str(build_reference(spec, Path(tmp) / REFERENCE_FILE))),
-                            tvm.cpu(), REFERENCE_SHAPES)
+        reference = reference_timer(spec, Path(tmp))
         anchor, speeds = read_anchor(db, scope), []
         for r in range(args.rounds):
             run = measure_interleaved(timers, reference, ROUND, anchor)

@@ -29,25 +29,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import stats
 
 from common import DEFAULT_DB, command_line, write_results
 from latency_truth import sample_archs
+from timers import network_timer, reference_timer
 
-from tvmnas.arch import Arch
 from tvmnas.latency_db import LatencyDB
-from tvmnas.measure.build import build_module
-from tvmnas.measure.compile import import_torch
 from tvmnas.measure.level import level_name
 from tvmnas.measure.method import latency_scope
 from tvmnas.measure.protocol import measure_interleaved, quantile, single_protocol
-from tvmnas.measure.reference import REFERENCE_FILE, REFERENCE_SHAPES, build_reference, read_anchor
-from tvmnas.measure.runner.base import VmTimer, set_threads
+from tvmnas.measure.reference import read_anchor
+from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.runner.local import LocalRunner
 from tvmnas.measure.tuning_records import tuning_dir
-from tvmnas.model.blocks import fold_batchnorm
-from tvmnas.model.network import Network
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
 
@@ -112,11 +107,9 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB)
     args = parser.parse_args()
 
-    import tvm
-
     space, spec, runner = load_space(args.space), load_target("x86-cpu"), LocalRunner()
     scope = latency_scope(spec, runner.device_label, level_name(args.tune_trials))
-    shape = (1, space.input_channels, space.input_size, space.input_size)
+    tune_dir = tuning_dir(args.db, spec, runner.device_label)
     protocol = single_protocol(args.measure_s)
     set_threads(spec.runtime_threads)
     entries = []
@@ -127,19 +120,12 @@ def main() -> None:
                              f"{args.space} --target {spec.name}` first")
         timers = []
         for i, ops in enumerate(sample_archs(space, args.networks, args.seed)):
-            torch.manual_seed(args.seed + i)
-            net = Network(space, Arch(space.name, ops)).eval()
-            built = build_module(import_torch(fold_batchnorm(net), shape), spec, args.tune_trials,
-                                 tuning_dir(args.db, spec, runner.device_label), runner, Path(tmp) / f"net{i}.so")
-            timers.append(VmTimer(tvm.runtime.load_module(str(built.lib_path)), tvm.cpu(), (built.input_shape,)))
+            timers.append(network_timer(space, ops, args.seed + i, spec, args.tune_trials, tune_dir, runner,
+                                        Path(tmp) / f"net{i}.so")[0])
             entries.append({"arch": list(ops), "passes": []})
-        reference = VmTimer(tvm.runtime.load_module(str(build_reference(spec, Path(tmp) / REFERENCE_FILE))),
-                            tvm.cpu(), REFERENCE_SHAPES)
-        torch.manual_seed(args.seed)
-        mbv2 = Network(space, Arch(space.name, tuple("mb_k3_e6" for _ in space.layers()))).eval()
-        built = build_module(import_torch(fold_batchnorm(mbv2), shape), spec, args.tune_trials,
-                             tuning_dir(args.db, spec, runner.device_label), runner, Path(tmp) / "netref.so")
-        netref = VmTimer(tvm.runtime.load_module(str(built.lib_path)), tvm.cpu(), (built.input_shape,))
+        reference = reference_timer(spec, Path(tmp))
+        netref = network_timer(space, space.mobilenetv2_ops, args.seed, spec, args.tune_trials, tune_dir, runner,
+                               Path(tmp) / "netref.so")[0]
         for p in range(2):
             for i, (timer, entry) in enumerate(zip(timers, entries)):
                 log: list[tuple[str, float]] = []

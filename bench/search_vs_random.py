@@ -61,7 +61,6 @@ from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
 
 TVMNAS = [sys.executable, "-m", "tvmnas.cli"]
-MOBILENETV2_OP = "mb_k3_e6"
 STAGES = ("signal", "search", "random", "extra")
 
 
@@ -446,7 +445,7 @@ def main() -> None:
     def arch_ms(arch: Arch) -> float:
         return table.arch_ms(choice_indices(space, arch.ops))
 
-    mbv2 = Arch(space.name, tuple(MOBILENETV2_OP for _ in space.layers()))
+    mbv2 = Arch(space.name, space.mobilenetv2_ops)
     nets = [Net("fastest", "fastest", extreme_arch(space, table, min), table.min_ms),
             Net("slowest", "slowest", extreme_arch(space, table, max), table.max_ms),
             Net("mobilenetv2-style", "mobilenetv2-style", mbv2, arch_ms(mbv2))]

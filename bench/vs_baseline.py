@@ -29,8 +29,6 @@ from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import load_network
 from tvmnas.train.run import train_network
 
-BASELINE_OP = "mb_k3_e6"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,7 +47,7 @@ def main() -> None:
     data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
     runner = LocalRunner()
     networks = [("searched (demo run)", run.train.network)]
-    others = [("MobileNetV2-style baseline", Arch(space.name, (BASELINE_OP,) * len(space.layers())))]
+    others = [("MobileNetV2-style baseline", Arch(space.name, space.mobilenetv2_ops))]
     others += [(f"searched ({p})", load_arch(p)) for p in args.also]
     for i, (label, arch) in enumerate(others):
         out = TrainRun(args.work / f"net{i}")

@@ -7,7 +7,8 @@
 // with tvmnas's measurement protocol (tvmnas/measure/protocol.py), with the settings the manifest records:
 // windows of the model alternate with windows of the bundle's reference module over at least the protocol's
 // span; windows beside an unusually slow reference window are dropped (and measured again); the estimate is a
-// low quantile of the kept windows, scaled by the reference's speed against the latency database's anchor.
+// low quantile of the kept windows, scaled by the reference's speed against the latency database's anchor; where
+// the bundle has the space's reference network, the model is timed in turn with it and scaled by it instead.
 // --span-s and --windows override the manifest's span and window count. Bad input: one line on stderr, exit 2.
 
 // Only tvm-ffi headers are used (the apache-tvm wheel's runtime headers are incomplete); the runtime's own
@@ -119,6 +120,10 @@ struct Manifest {
   std::string module_file;
   std::string reference_file;  // empty for bundles made before the protocol had a reference module
   double anchor_ms = 0.0;      // 0: no anchor (speed 1)
+  // the space's reference network, when the export scaled by it (tvmnas/reference_network.py): empty file if not
+  std::string network_file;
+  std::vector<int64_t> network_shape;
+  double network_anchor_ms = 0.0;
   Protocol protocol;
   std::vector<std::string> gpu_binaries;  // <module>.<source key>.fatbin: compiled GPU code, by CUDA source
   std::string device;
@@ -171,6 +176,14 @@ Manifest LoadBundle(const std::string& dir) {
       auto ref = latency["reference"].cast<ffi::Map<ffi::String, ffi::Any>>();
       m.reference_file = std::string(ref["file"].cast<ffi::String>());
       if (ref["anchor_ms"] != nullptr) m.anchor_ms = ref["anchor_ms"].cast<double>();
+      if (ref.count("network")) {
+        auto net = ref["network"].cast<ffi::Map<ffi::String, ffi::Any>>();
+        m.network_file = std::string(net["file"].cast<ffi::String>());
+        for (const auto& d : net["input_shape"].cast<ffi::Array<ffi::Any>>()) {
+          m.network_shape.push_back(d.cast<int64_t>());
+        }
+        m.network_anchor_ms = net["anchor_ms"].cast<double>();
+      }
     }
     if (obj->count("gpu_binaries")) {
       for (const auto& b : (*obj)["gpu_binaries"].cast<ffi::Array<ffi::Any>>()) {
@@ -257,33 +270,40 @@ struct Result {
   std::string flag;
 };
 
-// The single-network protocol: the model's windows alternate with the reference's (ref, model, ref, model, ...,
-// ref); a model window beside a reference window above slow_factor x the reference's typical latency (the run's
-// median, or the anchor where lower) is dropped, and dropped windows are measured again in extra rounds while too
-// few are kept (up to max_span_s). Mirrors measure_interleaved.
-Result Measure(Timed& model, Timed* reference, const Protocol& p, double anchor_ms) {
+// The single-network protocol over one or more models (the network, and the bundle's reference network when it
+// has one): each round visits the models in an order rotated by the round, with a reference window before the
+// first and after every model window; a model window beside a reference window above slow_factor x the
+// reference's typical latency (the run's median, or the anchor where lower) is dropped, and a model that keeps too
+// few windows is measured again in extra rounds (up to max_span_s). Mirrors measure_interleaved.
+std::vector<Result> Measure(const std::vector<Timed*>& models, Timed* reference, const Protocol& p, double anchor_ms) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  model.calls = std::max<int64_t>(1, std::llround(p.sample_ms / std::max(model.WarmUp(p.warmup_ms), 1e-6)));
-  if (reference) {
-    reference->calls = std::max<int64_t>(1, std::llround(p.sample_ms / std::max(reference->WarmUp(p.warmup_ms), 1e-6)));
-  }
-  std::vector<std::pair<bool, double>> log;  // (is the reference, window value) in time order
-  auto round = [&] {
-    if (reference && log.empty()) log.emplace_back(true, reference->Window(p.samples_per_window));
-    log.emplace_back(false, model.Window(p.samples_per_window));
-    if (reference) log.emplace_back(true, reference->Window(p.samples_per_window));
+  auto calibrate = [&](Timed* t) {
+    t->calls = std::max<int64_t>(1, std::llround(p.sample_ms / std::max(t->WarmUp(p.warmup_ms), 1e-6)));
   };
-  // (position, value, slow) of the model's windows; the reference's values; their quantile
+  for (Timed* m : models) calibrate(m);
+  if (reference) calibrate(reference);
+  const int64_t n = static_cast<int64_t>(models.size());
+  std::vector<std::pair<int64_t, double>> log;  // (model index, or -1 for the reference; window value) in time order
+  auto round = [&](const std::vector<int64_t>& which, int64_t index) {
+    const int64_t count = static_cast<int64_t>(which.size());
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t i = which[(j + index) % count];
+      if (reference && log.empty()) log.emplace_back(-1, reference->Window(p.samples_per_window));
+      log.emplace_back(i, models[i]->Window(p.samples_per_window));
+      if (reference) log.emplace_back(-1, reference->Window(p.samples_per_window));
+    }
+  };
+  // per model: (position, value, slow) of its windows; the reference's (position, value); their quantile
   struct Win { size_t pos; double value; bool slow; };
-  std::vector<Win> wins;
+  std::vector<std::vector<Win>> wins(n);
   std::vector<std::pair<size_t, double>> refs;
   double ref_ms = 0;
   auto classify = [&] {
-    wins.clear();
+    for (auto& w : wins) w.clear();
     refs.clear();
     for (size_t k = 0; k < log.size(); ++k) {
-      if (log[k].first) refs.emplace_back(k, log[k].second);
+      if (log[k].first < 0) refs.emplace_back(k, log[k].second);
     }
     std::vector<double> ref_values;
     for (auto& r : refs) ref_values.push_back(r.second);
@@ -296,71 +316,83 @@ Result Measure(Timed& model, Timed* reference, const Protocol& p, double anchor_
     }
     ref_ms = refs.empty() ? 0 : Quantile(quick.empty() ? ref_values : quick, p.quantile);
     for (size_t k = 0; k < log.size(); ++k) {
-      if (log[k].first) continue;
+      if (log[k].first < 0) continue;
       bool slow = false;
       if (!refs.empty()) {
-        if (k > 0 && log[k - 1].first && log[k - 1].second > limit) slow = true;
-        if (k + 1 < log.size() && log[k + 1].first && log[k + 1].second > limit) slow = true;
+        if (k > 0 && log[k - 1].first < 0 && log[k - 1].second > limit) slow = true;
+        if (k + 1 < log.size() && log[k + 1].first < 0 && log[k + 1].second > limit) slow = true;
       }
-      wins.push_back({k, log[k].second, slow});
+      wins[log[k].first].push_back({k, log[k].second, slow});
     }
   };
+  std::vector<int64_t> all(n);
+  for (int64_t i = 0; i < n; ++i) all[i] = i;
   int64_t rounds = 0;
-  while (rounds < p.windows || seconds() < p.min_span_s) {
-    round();
-    ++rounds;
-  }
+  while (rounds < p.windows || seconds() < p.min_span_s) round(all, rounds++);
   classify();
   const int64_t needed = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(p.min_kept * p.windows)));
-  auto kept_count = [&] { return std::count_if(wins.begin(), wins.end(), [](const Win& w) { return !w.slow; }); };
-  for (int64_t extra = 0;
-       reference && (extra < std::ceil(p.max_extra_rounds * p.windows) || seconds() < p.max_span_s) &&
-       kept_count() < needed;
+  auto short_models = [&] {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::count_if(wins[i].begin(), wins[i].end(), [](const Win& w) { return !w.slow; }) < needed) {
+        out.push_back(i);
+      }
+    }
+    return out;
+  };
+  for (int64_t extra = 0; reference && (extra < std::ceil(p.max_extra_rounds * p.windows) || seconds() < p.max_span_s);
        ++extra) {
-    round();
+    const std::vector<int64_t> which = short_models();
+    if (which.empty()) break;
+    round(which, rounds++);
     classify();
   }
-  Result r{};
-  std::vector<std::pair<size_t, double>> kept;
-  for (auto& w : wins) {
-    if (!w.slow) kept.emplace_back(w.pos, w.value);
-  }
-  r.dropped = static_cast<int64_t>(wins.size() - kept.size());
-  if (static_cast<int64_t>(kept.size()) < needed) {
-    r.flag = "noisy: only " + std::to_string(kept.size()) + " of " + std::to_string(wins.size()) +
-             " windows fell outside slow phases of the reference; the estimate uses every window";
-    kept.clear();
-    for (auto& w : wins) kept.emplace_back(w.pos, w.value);
-  }
-  std::vector<double> values;
-  for (auto& k : kept) values.push_back(k.second);
-  r.raw_ms = Quantile(values, p.quantile);
-  // dispersion: half the range of the same estimate over the run's quarters (each scaled by its reference)
-  std::vector<double> quarters;
-  if (kept.size() >= 8) {
-    for (int q = 0; q < 4; ++q) {
-      const size_t from = std::lround(q * kept.size() / 4.0), to = std::lround((q + 1) * kept.size() / 4.0);
-      std::vector<double> chunk, near;
-      for (size_t i = from; i < to; ++i) chunk.push_back(kept[i].second);
-      for (auto& ref : refs) {
-        if (ref.first + 1 >= kept[from].first && ref.first <= kept[to - 1].first + 1) near.push_back(ref.second);
-      }
-      const double scale = (!near.empty() && ref_ms > 0) ? ref_ms / Quantile(near, p.quantile) : 1.0;
-      quarters.push_back(Quantile(chunk, p.quantile) * scale);
+  const double speed = (anchor_ms > 0 && ref_ms > 0) ? ref_ms / anchor_ms : 1.0;
+  std::vector<Result> results;
+  for (int64_t i = 0; i < n; ++i) {
+    Result r{};
+    std::vector<std::pair<size_t, double>> kept;
+    for (auto& w : wins[i]) {
+      if (!w.slow) kept.emplace_back(w.pos, w.value);
     }
+    r.dropped = static_cast<int64_t>(wins[i].size() - kept.size());
+    if (static_cast<int64_t>(kept.size()) < needed) {
+      r.flag = "noisy: only " + std::to_string(kept.size()) + " of " + std::to_string(wins[i].size()) +
+               " windows fell outside slow phases of the reference; the estimate uses every window";
+      kept.clear();
+      for (auto& w : wins[i]) kept.emplace_back(w.pos, w.value);
+    }
+    std::vector<double> values;
+    for (auto& k : kept) values.push_back(k.second);
+    r.raw_ms = Quantile(values, p.quantile);
+    // dispersion: half the range of the same estimate over the run's quarters (each scaled by its reference)
+    std::vector<double> quarters;
+    if (kept.size() >= 8) {
+      for (int q = 0; q < 4; ++q) {
+        const size_t from = std::lround(q * kept.size() / 4.0), to = std::lround((q + 1) * kept.size() / 4.0);
+        std::vector<double> chunk, near;
+        for (size_t j = from; j < to; ++j) chunk.push_back(kept[j].second);
+        for (auto& ref : refs) {
+          if (ref.first + 1 >= kept[from].first && ref.first <= kept[to - 1].first + 1) near.push_back(ref.second);
+        }
+        const double scale = (!near.empty() && ref_ms > 0) ? ref_ms / Quantile(near, p.quantile) : 1.0;
+        quarters.push_back(Quantile(chunk, p.quantile) * scale);
+      }
+    }
+    r.dispersion = quarters.empty() ? 0.0
+        : (*std::max_element(quarters.begin(), quarters.end()) - *std::min_element(quarters.begin(), quarters.end())) /
+              2 / r.raw_ms;
+    if (r.flag.empty() && r.dispersion > p.max_dispersion) {
+      r.flag = "noisy: the estimate moves by +/-" + std::to_string(static_cast<int>(r.dispersion * 100)) +
+               "% between quarters of the run";
+    }
+    r.speed = speed;
+    r.latency_ms = r.raw_ms / speed;
+    r.windows = static_cast<int64_t>(kept.size());
+    r.seconds = seconds();
+    results.push_back(r);
   }
-  r.dispersion = quarters.empty() ? 0.0
-      : (*std::max_element(quarters.begin(), quarters.end()) - *std::min_element(quarters.begin(), quarters.end())) /
-            2 / r.raw_ms;
-  if (r.flag.empty() && r.dispersion > p.max_dispersion) {
-    r.flag = "noisy: the estimate moves by +/-" + std::to_string(static_cast<int>(r.dispersion * 100)) +
-             "% between quarters of the run";
-  }
-  r.speed = (anchor_ms > 0 && ref_ms > 0) ? ref_ms / anchor_ms : 1.0;
-  r.latency_ms = r.raw_ms / r.speed;
-  r.windows = static_cast<int64_t>(kept.size());
-  r.seconds = seconds();
-  return r;
+  return results;
 }
 
 // A JSON string literal.
@@ -459,7 +491,33 @@ int main(int argc, char** argv) {
         sync(dev, static_cast<int64_t>(0));
       }});
     }
-    const Result r = Measure(model, reference.get(), manifest.protocol, manifest.anchor_ms);
+    std::vector<Timed*> models{&model};
+    std::optional<std::pair<ffi::Module, ffi::Module>> net_vm;
+    std::optional<ffi::Tensor> net_input;
+    std::unique_ptr<Timed> network;
+    if (!manifest.network_file.empty()) {  // the reference network's input: fixed pseudo-random values
+      net_vm = load_main(manifest.network_file);
+      int64_t size = 1;
+      for (int64_t d : manifest.network_shape) size *= d;
+      std::vector<float> values(size);
+      for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.f;
+      net_input = tensor(manifest.network_shape, values.data(), values.size() * 4);
+      ffi::Function net_fn = *net_vm->second->GetFunction("main");
+      network = std::make_unique<Timed>(Timed{[&, net_fn] {
+        net_fn(*net_input);
+        sync(dev, static_cast<int64_t>(0));
+      }});
+      models.push_back(network.get());
+    }
+    const std::vector<Result> results = Measure(models, reference.get(), manifest.protocol, manifest.anchor_ms);
+    Result r = results[0];
+    if (network) {  // the ratio to the reference network, times its latency at the anchor's speed
+      r.speed = results[1].raw_ms / manifest.network_anchor_ms;
+      r.latency_ms = r.raw_ms / r.speed;
+      if (r.flag.empty() && !results[1].flag.empty()) {
+        r.flag = "the reference network's estimate is doubtful: " + results[1].flag;
+      }
+    }
     std::vector<float> scores(logits.shape()[logits.ndim() - 1]);
     copy_to(logits, static_cast<void*>(scores.data()), scores.size() * sizeof(float));
     const size_t top = std::max_element(scores.begin(), scores.end()) - scores.begin();

@@ -94,7 +94,7 @@ def test_profile_and_export_end_to_end(capsys, tmp_path, tiny_space_path):
     code, out, _ = run(capsys, *argv, "--force")
     assert code == 0 and "7 candidates, 7 measured now, 0 from the database" in out
     code, out, _ = run(capsys, "db-export", str(tmp_path / "rows.csv"), "--db", str(db))
-    assert code == 0 and "wrote 8 rows" in out  # the 7 candidates and the reference module's anchor
+    assert code == 0 and "wrote 9 rows" in out  # the 7 candidates, the reference module's and network's anchors
 
 
 def test_console_script_exit_code():

@@ -24,6 +24,14 @@ def test_proxyless_imagenet_layout():
         assert set(layer.choices) == BLOCK_OPS | ({"zero"} if skip_ok else set())
 
 
+def test_mobilenetv2_style_network_of_each_space(tiny_space):
+    for name in list_spaces():
+        space = load_space(name)
+        assert space.mobilenetv2_ops == ("mb_k3_e6",) * len(space.layers())
+    assert tiny_space.mobilenetv2_ops == ("mb_k3_e2", "mb_k3_e2")
+    tiny_space.check_arch(Arch("tiny", tiny_space.mobilenetv2_ops))
+
+
 def test_candidates_are_unique_and_cover_every_layer():
     space = load_space("fashion-mnist")
     cands = space.candidates()

@@ -10,6 +10,7 @@ and method that produced it and the seconds spent tuning and compiling it.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,8 +35,16 @@ from tvmnas.measure.reference import (
 )
 from tvmnas.measure.runner.base import Batch, Runner
 from tvmnas.model.blocks import candidate_module, fold_batchnorm
-from tvmnas.space import Candidate
+from tvmnas.reference_network import (
+    REFERENCE_NETWORK_FILE,
+    build_reference_network,
+    read_network_anchor,
+    write_network_anchor,
+)
+from tvmnas.space import Candidate, SearchSpace
 from tvmnas.targets import TargetSpec
+
+LOG = logging.getLogger(__name__)
 
 # A farm job times one candidate against the reference on one server, for a few seconds (half a minute at most
 # when the board stays slow).
@@ -161,21 +170,31 @@ def _build_missing(candidates, spec, runner, db, settings, tune_dir, libs: Path,
 
 def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
                        settings: ProfileSettings, tune_dir: Path, progress: Progress | None = None,
-                       farm: FarmPolicy | None = None) -> ProfileReport:
+                       farm: FarmPolicy | None = None, space: SearchSpace | None = None) -> ProfileReport:
     """Measure what is missing (all, with `force`): compile, then time every built candidate interleaved with the
-    reference, writing the rows. Through a tracker, `farm` spreads the timing over every server under the key."""
+    reference, writing the rows. With the candidates' `space`, its reference network is timed in the same run
+    when the database lacks its network anchor at this level (see `tvmnas.reference_network`). Through a tracker,
+    `farm` spreads the timing over every server under the key (no anchors there)."""
     if farm is not None:
         return profile_on_farm(candidates, spec, runner, db, settings, tune_dir, farm, progress)
     scope = latency_scope(spec, runner.device_label, settings.level)
     with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
         outcomes, built = _build_missing(candidates, spec, runner, db, settings, tune_dir, Path(libs), progress)
-        if not built:
+        network = None
+        if space is not None and read_network_anchor(db, scope, space) is None:
+            try:
+                network = build_reference_network(space, spec, settings.tune_trials, tune_dir, runner,
+                                                  Path(libs) / REFERENCE_NETWORK_FILE)
+            except Exception as err:  # noqa: BLE001 - exports then scale by the reference module alone
+                LOG.warning("the reference network of %s did not build (%s); exports will scale by the reference "
+                            "module alone", space.name, error_line(err))
+        if not built and network is None:
             return ProfileReport(outcomes, 0.0, 1.0)
         order = sorted(built)
+        modules = [built[i] for i in order] + ([network] if network else [])
         anchor = read_anchor(db, scope)  # kept for good, `force` or not
-        batch = Batch(tuple(built[i].lib_path for i in order), tuple(built[i].input_shape for i in order),
-                      spec.device, spec.runtime_threads, build_reference(spec, Path(libs) / REFERENCE_FILE),
-                      anchor)
+        batch = Batch(tuple(m.lib_path for m in modules), tuple(m.input_shape for m in modules), spec.device,
+                      spec.runtime_threads, build_reference(spec, Path(libs) / REFERENCE_FILE), anchor)
         timed = runner.measure(batch, settings.protocol,
                                on_round=(lambda done, total: progress("measure", done, total, ""))
                                if progress else None)
@@ -185,6 +204,9 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
             outcomes[i] = Outcome(candidates[i], row, False)
         if timed.reference is not None and anchor is None:
             write_anchor(db, scope, spec.name, runner.device_label, timed.reference)
+        if network is not None and timed.estimates[-1].ok and not timed.estimates[-1].flag:  # else: next time
+            write_network_anchor(db, scope, space, spec.name, runner.device_label, timed.estimates[-1],
+                                 timed.speed, network)
     return ProfileReport(outcomes, timed.seconds, timed.speed)
 
 

@@ -117,6 +117,13 @@ class SearchSpace:
         return tuple(f"mb_k{k}_e{e}" for k in self.kernels for e in self.expands)
 
     @property
+    def mobilenetv2_ops(self) -> tuple[str, ...]:
+        """The space's MobileNetV2-style network: every layer the smallest kernel at the largest expansion
+        (`mb_k3_e6` in the presets): the hand-designed baseline, and the network-sized reference of the
+        measurements (`tvmnas.reference_network`)."""
+        return tuple(f"mb_k{min(self.kernels)}_e{max(self.expands)}" for _ in self.layers())
+
+    @property
     def input_shape(self) -> tuple[int, int, int, int]:
         """A network's input: one image, NCHW (the stem's input)."""
         return self.stem().input_shape

@@ -68,6 +68,38 @@ def test_native_runner_matches_pytorch(bundle, native_runner):
     assert result["seconds"] >= 0.5 and result["speed"] == 1.0 and result["latency_ms"] == result["raw_ms"]
 
 
+@pytest.fixture(scope="module")
+def scaled_bundle(tmp_path_factory):
+    """A bundle exported where the database holds the space's network anchor: timed beside its reference network."""
+    tmp = tmp_path_factory.mktemp("export-scaled")
+    save_tiny_network(tmp / "network.pt", ("mb_k3_e2", "zero"), {"classes": ["a", "b", "c"]})
+    manifest = export_bundle(load_network(tmp / "network.pt"), tmp / "network.pt", load_target("x86-cpu"),
+                             LocalRunner(), tmp / "tuning", tmp / "bundle", ExportSettings(tune_trials=0, protocol=FAST),
+                             anchor_ms=None, network_anchor_ms=0.5)
+    return tmp / "bundle", manifest
+
+
+def test_a_network_anchor_scales_by_the_reference_network(scaled_bundle, bundle):
+    folder, manifest = scaled_bundle
+    assert set(manifest["files"]) == set(bundle[1]["files"]) | {"reference_network.so"}
+    latency = manifest["latency"]
+    network = latency["reference"]["network"]
+    assert network["file"] == "reference_network.so" and network["input_shape"] == [1, 1, 8, 8]
+    assert network["anchor_ms"] == 0.5 and network["this_run_ms"] > 0
+    assert latency["speed"] == pytest.approx(network["this_run_ms"] / 0.5)
+    assert latency["measured_ms"] == pytest.approx(latency["measured_raw_ms"] * 0.5 / network["this_run_ms"])
+
+
+def test_native_runner_scales_by_the_bundles_reference_network(scaled_bundle, native_runner):
+    folder, _ = scaled_bundle
+    proc = run_native(native_runner, folder, folder / "sample_input.npy", "--span-s", "0.2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    # no kernel anchor: without the reference network the speed would be exactly 1
+    assert result["speed"] != 1.0  # printed to 4 decimals
+    assert result["latency_ms"] == pytest.approx(result["raw_ms"] / result["speed"], rel=0.02)
+
+
 def test_native_runner_refuses_bad_input(bundle, native_runner, tmp_path):
     folder, _, _ = bundle
     np.save(tmp_path / "wrong.npy", np.zeros((1, 8, 8), dtype=np.float32))

@@ -115,6 +115,25 @@ def test_flagged_rows_are_measured_again_when_asked(tiny_space, cpu, tmp_path):
         assert table_from_db(tiny_space, db, latency_scope(cpu, "local", "default")).flagged == ()
 
 
+def test_the_first_profile_of_a_space_anchors_its_reference_network(tiny_space, cpu, tmp_path):
+    from tvmnas.reference_network import read_network_anchor
+
+    db_path, scope = tmp_path / "lat.db", latency_scope(cpu, "local", "default")
+    cands = tiny_space.candidates()
+    with LatencyDB(db_path) as db:
+        first = ScriptedRunner()
+        profile_candidates(cands, cpu, first, db, ProfileSettings(), tuning_dir(db_path, cpu, "local"),
+                           space=tiny_space)
+        # timed last in the candidates' run: the scripted runner answers module i with i + 1 ms
+        assert len(first.batches[0].libs) == len(cands) + 1
+        assert read_network_anchor(db, scope, tiny_space) == len(cands) + 1.0
+        again = ScriptedRunner(speed=2.0)
+        profile_candidates(cands, cpu, again, db, ProfileSettings(force=True), tuning_dir(db_path, cpu, "local"),
+                           space=tiny_space)
+        assert len(again.batches[0].libs) == len(cands)  # kept for good, like the reference's anchor
+        assert read_network_anchor(db, scope.at_level("tuned-8"), tiny_space) is None
+
+
 def test_tuned_level_tunes_each_kernel_once(tiny_space, cpu, tmp_path):
     """Meta-schedule tuning through the per-target database: a second candidate sharing kernels reuses them."""
     tune_dir = tmp_path / "tuning"

@@ -37,6 +37,7 @@ def cmd_export(args) -> int:
     from tvmnas.measure.protocol import single_protocol
     from tvmnas.measure.reference import read_anchor
     from tvmnas.measure.tuning_records import tuning_dir
+    from tvmnas.reference_network import read_network_anchor
     from tvmnas.search.latency import predict
     from tvmnas.targets import load_target
     from tvmnas.train.network_file import load_network
@@ -52,7 +53,7 @@ def cmd_export(args) -> int:
     runner = None if args.compile_only else runner_from_args(args, spec)
     label = runner.device_label if runner else "local"
     out = args.out or (run.bundle(spec.name) if run else bundle_folder(network_file.parent, spec.name))
-    predicted, anchor = None, None
+    predicted, anchor, network_anchor = None, None, None
     if runner is not None and args.db.exists():
         module_level = level_name(tune_trials)
         with LatencyDB(args.db) as db:
@@ -62,6 +63,7 @@ def cmd_export(args) -> int:
             table_level = _search_level(run, spec.name) or module_level
             predicted = predict(trained.space, trained.arch.ops, db, scope.at_level(table_level))
             anchor = read_anchor(db, scope)
+            network_anchor = read_network_anchor(db, scope, trained.space)
     print(f"exporting {' '.join(trained.arch.ops)} for {spec.name} ({level_name(tune_trials)}, measured by "
           f"{runner.device_label if runner else 'nothing (compile only)'}) to {out}")
     try:
@@ -69,7 +71,7 @@ def cmd_export(args) -> int:
             manifest = export_bundle(trained, network_file, spec, runner, tuning_dir(args.db, spec, label), out,
                                      ExportSettings(tune_trials, single_protocol(args.measure_s)),
                                      sample_input(trained), predicted, anchor,
-                                     lambda done, total: progress("measure", done, total, ""))
+                                     lambda done, total: progress("measure", done, total, ""), network_anchor)
     finally:
         if runner is not None:
             runner.close()

@@ -60,8 +60,9 @@ def register(verbs) -> None:
     p.set_defaults(func=cmd_bench_model)
 
 
-def _profile(args, space, spec, tune_trials: int, label: str):
-    """Profile the space's candidates at one level with progress bars; returns the report and the settings."""
+def _profile(args, space, spec, tune_trials: int, label: str, network_anchor: bool = False):
+    """Profile the space's candidates at one level with progress bars; returns the report and the settings. With
+    `network_anchor`, the space's reference network too, where the database lacks its anchor at the level."""
     from tvmnas.latency_db import LatencyDB
     from tvmnas.measure.tuning_records import tuning_dir
     from tvmnas.profile import ProfileSettings, profile_candidates
@@ -76,7 +77,8 @@ def _profile(args, space, spec, tune_trials: int, label: str):
     try:
         with LatencyDB(args.db) as db, phase_progress(f"{label} {settings.level}") as progress:
             report = profile_candidates(space.candidates(), spec, runner, db, settings,
-                                        tuning_dir(args.db, spec, runner.device_label), progress, farm)
+                                        tuning_dir(args.db, spec, runner.device_label), progress, farm,
+                                        space if network_anchor else None)
     finally:
         runner.close()
     return report, settings
@@ -88,7 +90,7 @@ def cmd_profile(args) -> int:
     from tvmnas.targets import load_target
 
     space, spec = load_space(args.space), load_target(args.target)
-    report, settings = _profile(args, space, spec, args.tune_trials, "profile")
+    report, settings = _profile(args, space, spec, args.tune_trials, "profile", network_anchor=True)
     outcomes = report.outcomes
     new = [o for o in outcomes if not o.cached]
     failed = [o for o in outcomes if not o.row.ok]

@@ -30,8 +30,9 @@ from tvmnas.measure.level import level_name
 from tvmnas.measure.protocol import SINGLE, Protocol
 from tvmnas.measure.reference import REFERENCE_FILE, build_reference
 from tvmnas.measure.runner.base import Runner
-from tvmnas.measure.single import time_network
+from tvmnas.measure.single import NetworkReference, time_network
 from tvmnas.model.blocks import fold_batchnorm
+from tvmnas.reference_network import REFERENCE_NETWORK_FILE, build_reference_network
 from tvmnas.search.latency import Prediction
 from tvmnas.targets import TargetSpec
 from tvmnas.train.network_file import TrainedNetwork
@@ -92,11 +93,14 @@ def check_close(name: str, got: np.ndarray, want: np.ndarray, settings: ExportSe
 def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec, runner: Runner | None,
                   tune_dir: Path, out_dir: Path, settings: ExportSettings, sample: np.ndarray | None = None,
                   predicted: Prediction | None = None, anchor_ms: float | None = None,
-                  on_round: Callable[[int, int], None] | None = None) -> dict:
+                  on_round: Callable[[int, int], None] | None = None,
+                  network_anchor_ms: float | None = None) -> dict:
     """Write the bundle into out_dir and return its manifest. `sample` is one preprocessed input (for the runner's
     example command); a seeded random one when not given. The module is timed with the measurement protocol
     against the reference module (kept in the bundle for the native runner), scaled to the latency database's
-    `anchor_ms` like the predicted latency's blocks. Without a runner (no device here) the module is compiled at
+    `anchor_ms` like the predicted latency's blocks; where the database holds the space's `network_anchor_ms`
+    (see `tvmnas.reference_network`), in turn with the space's reference network (kept in the bundle too) and
+    scaled by it. Without a runner (no device here) the module is compiled at
     the default level only, and neither checked nor timed (the manifest says so).
 
     The bundle is written into a hidden `.NAME.partial-*` folder beside out_dir and takes out_dir's place only
@@ -109,7 +113,7 @@ def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         manifest = _write_bundle(trained, network_file, spec, runner, tune_dir, staging, settings, sample,
-                                 predicted, anchor_ms, on_round)
+                                 predicted, anchor_ms, on_round, network_anchor_ms)
         stop_point("export-bundle-written")
         old = staging.with_name(staging.name + "-old")
         if out_dir.exists():
@@ -124,7 +128,7 @@ def export_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
 def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec, runner: Runner | None,
                   tune_dir: Path, out_dir: Path, settings: ExportSettings, sample: np.ndarray | None,
                   predicted: Prediction | None, anchor_ms: float | None,
-                  on_round: Callable[[int, int], None] | None) -> dict:
+                  on_round: Callable[[int, int], None] | None, network_anchor_ms: float | None) -> dict:
     space, net = trained.space, trained.net.eval()
     shape = space.input_shape
     if sample is None:
@@ -144,12 +148,19 @@ def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
     built = build_module(import_torch(fold_batchnorm(net), shape), spec, settings.tune_trials, tune_dir, runner,
                          out_dir / MODULE_FILE, settings.seed, started=start)
     reference = build_reference(spec, out_dir / REFERENCE_FILE)
+    files = [MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE, REFERENCE_FILE]
     tvm_diff, latency = None, {"measured_ms": None, "note": "compile-only export: no device to run on"}
     if runner is not None:
         tvm_diff = check_close("compiled TVM module", runner.outputs(built.lib_path, spec.device, sample), want,
                                settings)
+        network_reference = None
+        if network_anchor_ms is not None:
+            other = build_reference_network(space, spec, settings.tune_trials, tune_dir, runner,
+                                            out_dir / REFERENCE_NETWORK_FILE)
+            network_reference = NetworkReference(other.lib_path, other.input_shape, network_anchor_ms)
+            files.append(REFERENCE_NETWORK_FILE)
         latency = time_network(runner, spec, built.lib_path, shape, reference, anchor_ms, settings.protocol,
-                               on_round)
+                               on_round, network_reference)
 
     fields = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -170,11 +181,11 @@ def _write_bundle(trained: TrainedNetwork, network_file: Path, spec: TargetSpec,
         "seconds": {"tune": round(built.tune_s, 2), "compile": round(built.compile_s, 2),
                     "kernels": built.tasks, "kernels_tuned": built.tasks_tuned},
     }
-    gpu_binaries = [p.name for p in gpu_binary_paths(built.lib_path) + gpu_binary_paths(reference)]
+    gpu_binaries = [p.name for name in (MODULE_FILE, REFERENCE_FILE, REFERENCE_NETWORK_FILE)
+                    for p in gpu_binary_paths(out_dir / name)]
     if gpu_binaries:
         fields["gpu_binaries"] = gpu_binaries
-    return write_manifest(out_dir, fields, [MODULE_FILE, ONNX_FILE, NETWORK_FILE, SAMPLE_FILE, REFERENCE_FILE,
-                                            *gpu_binaries])
+    return write_manifest(out_dir, fields, [*files, *gpu_binaries])
 
 
 def with_prediction(latency: dict, predicted: Prediction | None, module_level: str | None = None) -> dict:
