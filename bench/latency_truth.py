@@ -2,7 +2,8 @@
 
 Architectures sampled with a seed from the space (random weights), each taken through the user's path: a network
 file, `tvmnas export --network ... --target x86-cpu`, and the latency in its manifest (measured with the
-single-network protocol, scaled to the database's anchor) against the prediction (the sum of the blocks' database
+single-network protocol, scaled by the space's reference network where the database holds its anchor, else by
+the reference module to the database's anchor) against the prediction (the sum of the blocks' database
 latencies, calibrated where `tvmnas profile --calibrate` fitted the space's composition on other networks). At the
 end all the exported modules are timed again together, in `--together-runs` interleaved runs, for a ranking free
 of the machine's phases between exports; the runs' agreement with each other (Kendall tau between runs) is the
@@ -104,7 +105,8 @@ def report(space, entries: list[dict], planned: int, measure_s: float) -> None:
                "residual_fit": {"intercept_ms": float(intercept), "slope": float(slope),
                                 "mean_abs_error_after": statistics.mean(abs(r) for r in fitted)},
                "flagged": sum(1 for e in entries if e["flag"]),
-               "calibrated_on_networks": (entries[0].get("composition") or {}).get("networks", 0)}
+               "calibrated_on_networks": (entries[0].get("composition") or {}).get("networks", 0),
+               "scaled_by_reference_network": sum(1 for e in entries if e.get("reference_network"))}
     together = [e for e in entries if e.get("together_ms")]
     if together:
         pred_t, meas_t, export_t = ([e[k] for e in together] for k in ("predicted_ms", "together_ms", "measured_ms"))
@@ -187,17 +189,22 @@ def timing_context(db_path: Path, tune_trials: int):
 
 
 def time_again(bundles: list[Path], db_path: Path, tune_trials: int, measure_s: float) -> list[dict]:
-    """Each exported module timed a second time, one after the other, as the export timed it."""
+    """Each exported module timed a second time, one after the other, as the export timed it (beside the bundle's
+    reference network, where it has one)."""
     from tvmnas.measure.protocol import single_protocol
     from tvmnas.measure.reference import REFERENCE_FILE
-    from tvmnas.measure.single import time_network
+    from tvmnas.measure.single import NetworkReference, time_network
 
     spec, runner, anchor = timing_context(db_path, tune_trials)
     out = []
     for b in bundles:
         manifest = json.loads((b / MANIFEST).read_text())
+        other = manifest["latency"]["reference"].get("network")
+        network_reference = (NetworkReference(b / other["file"], tuple(other["input_shape"]), other["anchor_ms"])
+                             if other else None)
         out.append(time_network(runner, spec, b / manifest["module"], tuple(manifest["input"]["shape"]),
-                                b / REFERENCE_FILE, anchor, single_protocol(measure_s)))
+                                b / REFERENCE_FILE, anchor, single_protocol(measure_s),
+                                network_reference=network_reference))
     return out
 
 
@@ -251,7 +258,8 @@ def main() -> None:
                             "error": (lat["measured_ms"] - lat["predicted_ms"]) / lat["predicted_ms"],
                             "measured_dispersion": lat["measured_dispersion"], "speed": lat["speed"],
                             "within_band": lat["agreement"]["within_band"], "flag": lat["flag"],
-                            "composition": lat.get("predicted_composition")})
+                            "composition": lat.get("predicted_composition"),
+                            "reference_network": lat["reference"].get("network")})
             print(f"{i + 1}/{args.networks} {' '.join(ops)}: predicted {lat['predicted_ms']:.4f} measured "
                   f"{lat['measured_ms']:.4f} ({entries[-1]['error']:+.1%})", flush=True)
             if len(entries) >= 2:
