@@ -9,7 +9,7 @@ onnxruntime and PyTorch eager in one interleaved run each (issue 18: the levers 
 Random weights (seeded); plain PyTorch, written here. `--tune-cache hot|cold|auto` tunes every model from nothing
 (a fresh tuning folder), timing its trials hot, cold, or cold only where the weights exceed the L2 cache (see
 `tvmnas.measure.tuning.times_cold`): the lever for weight-bound kernels, compared across modes on equal terms;
-results then go to `model_families_<mode>.*`.
+results then go to `model_families_<mode>.*` (`_tuned-N` added at other than 8 trials).
 
     .venv/bin/python bench/model_families.py --tune-trials 8 [--tune-cache auto]
 """
@@ -122,7 +122,8 @@ def main() -> None:
                      f"{e['tvm_over_onnxruntime']:.2f} | {e['tvm_over_pytorch']:.2f} |")
     lines += ["", "Random weights; each row one interleaved run of the protocol. Tuning time counts only the kernels "
               "the tuning records lacked (a rerun reuses them)."]
-    results = "model_families" if args.tune_cache is None else f"model_families_{args.tune_cache}"
+    results = "model_families" + ("" if args.tune_cache is None else f"_{args.tune_cache}") + \
+        ("" if args.tune_trials == 8 else f"_tuned-{args.tune_trials}")
     write_results(results, summary, entries, lines, command_line())
 
 

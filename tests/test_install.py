@@ -48,4 +48,4 @@ def test_installed_package_profiles(installed, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "7 candidates, 7 measured now" in proc.stdout
     export = run(installed, tmp_path, "db-export", tmp_path / "rows.json", "--db", db)
-    assert export.returncode == 0 and len(json.loads((tmp_path / "rows.json").read_text())) == 8
+    assert export.returncode == 0 and len(json.loads((tmp_path / "rows.json").read_text())) == 9

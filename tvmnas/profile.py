@@ -204,7 +204,7 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
             outcomes[i] = Outcome(candidates[i], row, False)
         if timed.reference is not None and anchor is None:
             write_anchor(db, scope, spec.name, runner.device_label, timed.reference)
-        if network is not None and timed.estimates[-1].ok and not timed.estimates[-1].flag:  # else: next time
+        if network is not None and timed.estimates[-1].ok:  # kept for good, like the reference's anchor
             write_network_anchor(db, scope, space, spec.name, runner.device_label, timed.estimates[-1],
                                  timed.speed, network)
     return ProfileReport(outcomes, timed.seconds, timed.speed)
