@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from tvmnas.errors import TvmnasError, error_line
-from tvmnas.latency_db import LatencyDB, LatencyRow
+from tvmnas.latency_db import LatencyDB, LatencyRow, LatencyScope
 from tvmnas.measure.build import BuiltModule, build_module
 from tvmnas.measure.compile import import_torch
 from tvmnas.measure.farm import Farm, FarmPolicy, Job, JobResult
@@ -180,18 +180,25 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
     scope = latency_scope(spec, runner.device_label, settings.level)
     with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
         outcomes, built = _build_missing(candidates, spec, runner, db, settings, tune_dir, Path(libs), progress)
-        network = None
+        network, companions = None, {}
         if space is not None and read_network_anchor(db, scope, space) is None:
             try:
                 network = build_reference_network(space, spec, settings.tune_trials, tune_dir, runner,
                                                   Path(libs) / REFERENCE_NETWORK_FILE)
+                # its blocks that this run does not measure anyway are timed beside it (their rows kept)
+                now = {candidates[i].key + candidates[i].shape_text for i in built}
+                for cand in space.blocks(space.mobilenetv2_ops):
+                    if cand.key + cand.shape_text not in now | set(companions):
+                        companions[cand.key + cand.shape_text] = build_candidate(cand, spec, settings, tune_dir,
+                                                                                 runner, Path(libs))
             except Exception as err:  # noqa: BLE001 - exports then scale by the reference module alone
                 LOG.warning("the reference network of %s did not build (%s); exports will scale by the reference "
                             "module alone", space.name, error_line(err))
+                network, companions = None, {}
         if not built and network is None:
             return ProfileReport(outcomes, 0.0, 1.0)
         order = sorted(built)
-        modules = [built[i] for i in order] + ([network] if network else [])
+        modules = [built[i] for i in order] + list(companions.values()) + ([network] if network else [])
         anchor = read_anchor(db, scope)  # kept for good, `force` or not
         batch = Batch(tuple(m.lib_path for m in modules), tuple(m.input_shape for m in modules), spec.device,
                       spec.runtime_threads, build_reference(spec, Path(libs) / REFERENCE_FILE), anchor)
@@ -204,10 +211,29 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
             outcomes[i] = Outcome(candidates[i], row, False)
         if timed.reference is not None and anchor is None:
             write_anchor(db, scope, spec.name, runner.device_label, timed.reference)
-        if network is not None and timed.estimates[-1].ok:  # kept for good, like the reference's anchor
-            write_network_anchor(db, scope, space, spec.name, runner.device_label, timed.estimates[-1],
-                                 timed.speed, network)
+        if network is not None:
+            this_run = dict(zip([candidates[i].key + candidates[i].shape_text for i in order] + list(companions),
+                                timed.estimates))
+            estimate = network_at_table_speed(space, timed.estimates[-1], this_run, db, scope)
+            if estimate is not None:  # kept for good, like the reference's anchor
+                write_network_anchor(db, scope, space, spec.name, runner.device_label, estimate,
+                                     estimate.raw_ms / estimate.latency_ms, network)
     return ProfileReport(outcomes, timed.seconds, timed.speed)
+
+
+def network_at_table_speed(space: SearchSpace, network: Estimate, this_run: dict[str, Estimate], db: LatencyDB,
+                           scope: LatencyScope) -> Estimate | None:
+    """The reference network's estimate at the speed of the table its predictions sum: scaled by how its blocks'
+    rows compare with their estimates in the same run (1 when the run measured every row it sums; else the rows
+    came from earlier runs, whose speed the reference module's scaling alone does not carry over to a network).
+    None when the network or one of its blocks could not be timed."""
+    blocks = space.blocks(space.mobilenetv2_ops)
+    rows = [db.get(scope, c.key, c.shape_text) for c in blocks]
+    now = [this_run.get(c.key + c.shape_text) for c in blocks]
+    if not network.ok or any(r is None or not r.ok for r in rows) or any(e is None or not e.ok for e in now):
+        return None
+    factor = sum(r.latency_ms for r in rows) / sum(e.latency_ms for e in now)
+    return replace(network, latency_ms=network.latency_ms * factor)
 
 
 def profile_on_farm(candidates: list[Candidate], spec: TargetSpec, runner: Runner, db: LatencyDB,
