@@ -3,8 +3,9 @@ weights from a fixed seed, built at the level of the measurements it serves from
 
 `tvmnas profile` times it in the same interleaved run as the candidates, the first time it profiles the space at a
 level (or, for a database profiled before, beside its own blocks), and stores its latency at the speed of the rows
-its prediction sums (see `tvmnas.profile.network_at_table_speed`) as the space's network anchor. From then on `tvmnas export` times the exported network in turn with it and scales by it (see
-`tvmnas.measure.single`), so that single networks measured at different times compare by a ratio taken in one run.
+its prediction sums (see `tvmnas.profile.network_at_table_speed`) as the space's network anchor. From then on
+`tvmnas export` times the exported network in turn with it and scales by it (see `tvmnas.measure.single`), so that
+single networks measured at different times compare by a ratio taken in one run.
 """
 
 from __future__ import annotations

@@ -74,8 +74,8 @@ def scaled_bundle(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export-scaled")
     save_tiny_network(tmp / "network.pt", ("mb_k3_e2", "zero"), {"classes": ["a", "b", "c"]})
     manifest = export_bundle(load_network(tmp / "network.pt"), tmp / "network.pt", load_target("x86-cpu"),
-                             LocalRunner(), tmp / "tuning", tmp / "bundle", ExportSettings(tune_trials=0, protocol=FAST),
-                             anchor_ms=None, network_anchor_ms=0.5)
+                             LocalRunner(), tmp / "tuning", tmp / "bundle",
+                             ExportSettings(tune_trials=0, protocol=FAST), anchor_ms=None, network_anchor_ms=0.5)
     return tmp / "bundle", manifest
 
 
