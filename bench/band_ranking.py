@@ -81,7 +81,7 @@ def main() -> None:
               f"(p {summary['kendall_p_ensemble']:.2f}) |", "",
               f"The {args.top} networks the ensemble scores highest rank {summary['top_scored_true_ranks']} of "
               f"{len(archs)} by accuracy trained from scratch."]
-    write_results(f"band_ranking_{args.space}", summary, entries, lines, command_line())
+    write_results(f"band_ranking_{args.space}", summary, entries, lines, command_line(), per_cpu=False)
 
 
 if __name__ == "__main__":

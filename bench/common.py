@@ -46,10 +46,31 @@ def meta(command: str) -> dict:
             "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()]}
 
 
+def results_name(name: str, out_dir: Path = RESULTS) -> str:
+    """The file name this machine's results of `name` go under: `name` itself, unless `name` holds results measured
+    on another CPU model, which are kept: then `<name>_<LLVM CPU name>` (e.g. `runtimes_emeraldrapids`)."""
+    earlier = out_dir / f"{name}.json"
+    if not earlier.exists():
+        return name
+    try:
+        earlier_cpu = json.loads(earlier.read_text())["meta"]["cpu_model"]
+    except (ValueError, KeyError, TypeError):
+        return name
+    if earlier_cpu == cpu_model():
+        return name
+    from tvm.target.codegen import llvm_get_system_cpu
+
+    return f"{name}_{llvm_get_system_cpu()}"
+
+
 def write_results(name: str, summary: dict, entries: list, markdown: list[str], command: str,
-                  out_dir: Path = RESULTS) -> Path:
-    """bench/results/<name>.json and .md; the Markdown ends with the machine, commit, date and command."""
+                  out_dir: Path = RESULTS, per_cpu: bool = True) -> Path:
+    """bench/results/<name>.json and .md; the Markdown ends with the machine, commit, date and command. Results
+    that depend on the CPU (`per_cpu`) never replace another CPU model's (see results_name); those that do not
+    (accuracies on a pinned latency table) keep one file whatever the machine."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if per_cpu:
+        name = results_name(name, out_dir)
     info = meta(command)
     (out_dir / f"{name}.json").write_text(json.dumps({"summary": summary, "meta": info, "entries": entries},
                                                      indent=1) + "\n")

@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_DB, RESULTS, command_line, write_results
+from common import DEFAULT_DB, RESULTS, command_line, results_name, write_results
 from compare import interleave_calls, ort_call, tvm_call
 
 from tvmnas.deploy.bundle import read_manifest
@@ -212,7 +212,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown levers {', '.join(sorted(unknown))}; known: {', '.join(levers)}")
     rows = []
-    earlier = RESULTS / f"{NAME}.json"
+    earlier = RESULTS / f"{results_name(NAME)}.json"
     if args.skip_done and earlier.exists():
         rows = [r for r in json.loads(earlier.read_text())["entries"]
                 if (r.get("bundle_arch"), r.get("level")) == (winner.manifest["arch"], winner.manifest["level"])]

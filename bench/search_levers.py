@@ -189,7 +189,7 @@ def main() -> None:
         lines += [f"| {f['feature']} | {fmt(f['correlation'], '+.2f')} | {fmt(f['p'], '.3f')} | "
                   f"{fmt(f['random_mean'], '.2f')} | {fmt(f['searched_mean'], '.2f')} |" for f in features]
     write_results(f"search_levers_{args.space}", {"rows": rows, "band_features": features}, rows, lines,
-                  command_line())
+                  command_line(), per_cpu=False)
 
 
 if __name__ == "__main__":

@@ -397,7 +397,7 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool
     if not complete:
         lines.append("Incomplete: rerun the same command to continue the study.")
     lines.append(f"Figure: `{name}.png` (latency on x, accuracy on y).")
-    write_results(name, summary, [n.entry() for n in nets], lines, command_line())
+    write_results(name, summary, [n.entry() for n in nets], lines, command_line(), per_cpu=False)
 
 
 def main() -> None:
