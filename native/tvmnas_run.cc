@@ -268,7 +268,14 @@ struct Result {
   double latency_ms, raw_ms, dispersion, speed, seconds;
   int64_t windows, dropped;
   std::string flag;
+  bool too_few = false;  // the flag says too few windows fell outside slow phases
+  std::vector<double> quarters_raw;  // the estimate on each quarter of the kept windows alone, unscaled
 };
+
+std::string DispersionFlag(double dispersion) {
+  return "noisy: the estimate moves by +/-" + std::to_string(static_cast<int>(dispersion * 100)) +
+         "% between quarters of the run";
+}
 
 // The single-network protocol over one or more models (the network, and the bundle's reference network when it
 // has one): each round visits the models in an order rotated by the round, with a reference window before the
@@ -359,6 +366,7 @@ std::vector<Result> Measure(const std::vector<Timed*>& models, Timed* reference,
     if (static_cast<int64_t>(kept.size()) < needed) {
       r.flag = "noisy: only " + std::to_string(kept.size()) + " of " + std::to_string(wins[i].size()) +
                " windows fell outside slow phases of the reference; the estimate uses every window";
+      r.too_few = true;
       kept.clear();
       for (auto& w : wins[i]) kept.emplace_back(w.pos, w.value);
     }
@@ -376,16 +384,14 @@ std::vector<Result> Measure(const std::vector<Timed*>& models, Timed* reference,
           if (ref.first + 1 >= kept[from].first && ref.first <= kept[to - 1].first + 1) near.push_back(ref.second);
         }
         const double scale = (!near.empty() && ref_ms > 0) ? ref_ms / Quantile(near, p.quantile) : 1.0;
-        quarters.push_back(Quantile(chunk, p.quantile) * scale);
+        r.quarters_raw.push_back(Quantile(chunk, p.quantile));
+        quarters.push_back(r.quarters_raw.back() * scale);
       }
     }
     r.dispersion = quarters.empty() ? 0.0
         : (*std::max_element(quarters.begin(), quarters.end()) - *std::min_element(quarters.begin(), quarters.end())) /
               2 / r.raw_ms;
-    if (r.flag.empty() && r.dispersion > p.max_dispersion) {
-      r.flag = "noisy: the estimate moves by +/-" + std::to_string(static_cast<int>(r.dispersion * 100)) +
-               "% between quarters of the run";
-    }
+    if (r.flag.empty() && r.dispersion > p.max_dispersion) r.flag = DispersionFlag(r.dispersion);
     r.speed = speed;
     r.latency_ms = r.raw_ms / speed;
     r.windows = static_cast<int64_t>(kept.size());
@@ -512,10 +518,23 @@ int main(int argc, char** argv) {
     const std::vector<Result> results = Measure(models, reference.get(), manifest.protocol, manifest.anchor_ms);
     Result r = results[0];
     if (network) {  // the ratio to the reference network, times its latency at the anchor's speed
-      r.speed = results[1].raw_ms / manifest.network_anchor_ms;
+      const Result& other = results[1];  // judged by how the ratio moves between quarters (see ratio_estimate)
+      r.speed = other.raw_ms / manifest.network_anchor_ms;
       r.latency_ms = r.raw_ms / r.speed;
-      if (r.flag.empty() && !results[1].flag.empty()) {
-        r.flag = "the reference network's estimate is doubtful: " + results[1].flag;
+      const double ratio = r.raw_ms / other.raw_ms;
+      if (r.quarters_raw.size() == 4 && other.quarters_raw.size() == 4) {
+        double low = 1e300, high = 0;
+        for (int q = 0; q < 4; ++q) {
+          low = std::min(low, r.quarters_raw[q] / other.quarters_raw[q]);
+          high = std::max(high, r.quarters_raw[q] / other.quarters_raw[q]);
+        }
+        r.dispersion = (high - low) / 2 / ratio;
+      } else {
+        r.dispersion = std::max(r.dispersion, other.dispersion);
+      }
+      if (!r.too_few) {
+        r.flag = other.too_few ? "the reference's estimate is doubtful: " + other.flag
+                 : r.dispersion > manifest.protocol.max_dispersion ? DispersionFlag(r.dispersion) : "";
       }
     }
     std::vector<float> scores(logits.shape()[logits.ndim() - 1]);

@@ -71,6 +71,42 @@ def test_a_stored_composition_enters_the_table_and_the_prediction_alike(tiny_spa
     assert table.composition == stored and plain_table.arch_ms(choices) == pytest.approx(plain.latency_ms)
 
 
+def put_network_anchor(db, space, scope, latency_ms, flag=None):
+    from tvmnas.latency_db import LatencyRow
+    from tvmnas.measure.reference import REFERENCE_LEVEL
+    from tvmnas.reference_network import reference_network_key
+
+    db.put(LatencyRow.measured(scope.at_level(REFERENCE_LEVEL), *reference_network_key(space, scope.level),
+                               target_name="x86-cpu", device="local", latency_ms=latency_ms, raw_ms=latency_ms,
+                               dispersion=0.01, windows=100, dropped_windows=0, speed=1.0, compile_s=1.0,
+                               tune_s=1.0, tasks_tuned=0, error=None, flag=flag))
+
+
+def test_the_reference_networks_ratio_scales_every_block_until_a_fit_is_stored(tiny_space, tmp_path):
+    db_path, cpu = tmp_path / "lat.db", load_target("x86-cpu")
+    fill_db(db_path, tiny_space, MS)
+    scope = latency_scope(cpu, "local", "tuned-8")
+    ops = ("mb_k3_e2", "zero")
+    choices = [layer.choices.index(op) for layer, op in zip(tiny_space.layers(), ops)]
+    with LatencyDB(db_path) as db:
+        plain = predict(tiny_space, ops, db, scope).latency_ms
+        reference_blocks = predict(tiny_space, tiny_space.mobilenetv2_ops, db, scope).latency_ms
+        put_network_anchor(db, tiny_space, scope, 0.9 * reference_blocks, flag="noisy: ...")
+        assert predict(tiny_space, ops, db, scope).composition is None  # a flagged anchor scales nothing
+        put_network_anchor(db, tiny_space, scope, 0.9 * reference_blocks)
+        scaled, table = predict(tiny_space, ops, db, scope), table_from_db(tiny_space, db, scope)
+        assert scaled.latency_ms == pytest.approx(0.9 * plain)
+        assert (scaled.composition.networks, scaled.composition.scale) == (1, pytest.approx(0.9))
+        assert table.arch_ms(choices) == pytest.approx(scaled.latency_ms)
+        # the reference network itself is predicted at what the profile timed it
+        assert predict(tiny_space, tiny_space.mobilenetv2_ops, db, scope).latency_ms == pytest.approx(
+            0.9 * reference_blocks)
+        assert predict(tiny_space, ops, db, scope.at_level("default")) is None  # no rows at that level
+        fitted = db.put_composition(scope, tiny_space.name, tiny_space.stem().shape_text,
+                                    Composition(0.0, 1.3, 0.0, 8, 0.02))
+        assert predict(tiny_space, ops, db, scope).composition == fitted  # a fit on sampled networks wins
+
+
 class ScriptedTimes(LocalRunner):
     """Builds for real, reports the given latencies (one network flagged) instead of timing."""
 

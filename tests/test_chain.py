@@ -1,6 +1,7 @@
 """The chain a user runs, as one: `profile --tune-trials 2` on the tiny space, then `search`, `train` and `export`
 with the same database. The export compiles with the records the profile tuned (it tunes nothing new), its
-manifest names that level, and its prediction is the sum of the database rows the network is made of. Nothing on
+manifest names that level, and its prediction is the sum of the database rows the network is made of (scaled by
+the space's reference network, which the profile timed whole beside its blocks). Nothing on
 the way prints a warning: neither Python's nor a library's own (xgboost's cost model logs to the C stderr)."""
 
 import json
@@ -11,6 +12,7 @@ import pytest
 from tvmnas.cli import main
 from tvmnas.latency_db import LatencyDB
 from tvmnas.measure.method import latency_scope
+from tvmnas.reference_network import read_network_anchor
 from tvmnas.search.latency import table_from_db
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
@@ -49,8 +51,15 @@ def test_profile_search_train_export_share_one_database(tmp_path, tiny_idx_dir, 
     ops = json.loads((run / "arch.json").read_text())["ops"]
     blocks = space.fixed_candidates() + [layer.candidate(op) for layer, op in zip(space.layers(), ops)
                                          if op != "zero"]
-    assert abs(manifest["latency"]["predicted_ms"] - sum(rows[(c.key, c.shape_text)].latency_ms
-                                                         for c in blocks)) < 1e-12
+    # the prediction: the blocks' rows, scaled by how the space's reference network (timed whole by the profile)
+    # compares with the sum of its own blocks' rows
+    with LatencyDB(db) as opened:
+        anchor = read_network_anchor(opened, latency_scope(load_target("x86-cpu"), "local", "tuned-2"), space)
+    scale = anchor / sum(rows[(c.key, c.shape_text)].latency_ms for c in space.blocks(space.mobilenetv2_ops))
+    composition = manifest["latency"]["predicted_composition"]
+    assert composition["networks"] == 1 and composition["scale"] == pytest.approx(scale, rel=1e-12)
+    assert manifest["latency"]["predicted_ms"] == pytest.approx(
+        scale * sum(rows[(c.key, c.shape_text)].latency_ms for c in blocks), rel=1e-12)
     assert all(r.target_fp == load_target("x86-cpu").fingerprint("local") for r in rows.values())
 
     # the winner tuned deeper at export: the manifest keeps the table's prediction (tuned-2, what the search used)
@@ -61,5 +70,6 @@ def test_profile_search_train_export_share_one_database(tmp_path, tiny_idx_dir, 
     manifest = json.loads((deeper / "manifest.json").read_text())
     latency = manifest["latency"]
     assert manifest["level"] == "tuned-3" and latency["predicted_level"] == "tuned-2"
-    assert latency["predicted_ms"] == pytest.approx(sum(rows[(c.key, c.shape_text)].latency_ms for c in blocks))
+    assert latency["predicted_ms"] == pytest.approx(scale * sum(rows[(c.key, c.shape_text)].latency_ms
+                                                                for c in blocks))
     assert latency["agreement"]["within_band"] is None and manifest["seconds"]["kernels_tuned"] >= 1

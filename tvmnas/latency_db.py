@@ -141,8 +141,9 @@ class Composition:
     intercept_ms: float
     scale: float
     ms_per_weight_mb: float
-    networks: int  # whole networks the fit saw
-    loo_mean_abs_error: float  # |relative error| of each network's prediction when it is left out of the fit
+    networks: int  # whole networks the fit saw (1: the space's reference network alone, see search.latency)
+    # |relative error| of each network's prediction when it is left out of the fit (None: a one-network ratio)
+    loo_mean_abs_error: float | None
     measured_at: str = ""
 
     def block_ms(self, latency_ms: float, weight_mb: float) -> float:

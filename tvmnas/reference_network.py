@@ -11,19 +11,17 @@ single networks measured at different times compare by a ratio taken in one run.
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tvmnas.arch import Arch
 from tvmnas.latency_db import LatencyDB, LatencyRow, LatencyScope
-from tvmnas.measure.build import BuiltModule, build_module
-from tvmnas.measure.compile import import_torch
 from tvmnas.measure.protocol import Estimate
 from tvmnas.measure.reference import REFERENCE_LEVEL
-from tvmnas.model.blocks import fold_batchnorm
-from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
 from tvmnas.targets import TargetSpec
+
+if TYPE_CHECKING:  # building imports torch and TVM; reading the anchor (the search's table) needs neither
+    from tvmnas.measure.build import BuiltModule
 
 REFERENCE_NETWORK_FILE = "reference_network.so"
 REFERENCE_NETWORK_SEED = 0
@@ -39,6 +37,13 @@ def build_reference_network(space: SearchSpace, spec: TargetSpec, tune_trials: i
                             path: Path) -> BuiltModule:
     """Compile the space's reference network like any network of it (`build_module`, tuning what the records
     lack)."""
+    import torch
+
+    from tvmnas.measure.build import build_module
+    from tvmnas.measure.compile import import_torch
+    from tvmnas.model.blocks import fold_batchnorm
+    from tvmnas.model.network import Network
+
     with torch.random.fork_rng():
         torch.manual_seed(REFERENCE_NETWORK_SEED)
         net = fold_batchnorm(Network(space, Arch(space.name, space.mobilenetv2_ops)).eval())
@@ -46,11 +51,16 @@ def build_reference_network(space: SearchSpace, spec: TargetSpec, tune_trials: i
                         REFERENCE_NETWORK_SEED)
 
 
-def read_network_anchor(db: LatencyDB, scope: LatencyScope, space: SearchSpace) -> float | None:
-    """The reference network's latency at the anchor's speed, when a profile of the space at the scope's level
-    stored it (None before that)."""
+def network_anchor_row(db: LatencyDB, scope: LatencyScope, space: SearchSpace) -> LatencyRow | None:
+    """The reference network's row, when a profile of the space at the scope's level stored it."""
     row = db.get(scope.at_level(REFERENCE_LEVEL), *reference_network_key(space, scope.level))
-    return row.latency_ms if row is not None and row.ok else None
+    return row if row is not None and row.ok else None
+
+
+def read_network_anchor(db: LatencyDB, scope: LatencyScope, space: SearchSpace) -> float | None:
+    """The reference network's latency at the anchor's speed (None before a profile stored it)."""
+    row = network_anchor_row(db, scope, space)
+    return row.latency_ms if row is not None else None
 
 
 def write_network_anchor(db: LatencyDB, scope: LatencyScope, space: SearchSpace, target_name: str,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tvmnas.measure.protocol import (SINGLE, Protocol, measure_interleaved, quantile, round_order, round_plan,
-                                     single_protocol, slow_marks)
+from tvmnas.measure.protocol import (SINGLE, Estimate, Protocol, measure_interleaved, quantile, ratio_estimate,
+                                     round_order, round_plan, single_protocol, slow_marks)
 
 
 class FakeDevice:
@@ -128,6 +128,36 @@ def test_module_specific_noise_is_flagged_and_a_failing_module_fails_alone():
     assert steady.ok and steady.flag is None
     assert jumpy.ok and jumpy.flag and "quarters" in jumpy.flag
     assert not dies.ok and "board went away" in dies.error
+
+
+def test_a_network_judged_against_a_reference_network_keeps_its_ratio_through_a_phase_only_networks_feel():
+    """A phase that slows whole networks by 1.4x but not the one-kernel reference: each network's own estimate
+    moves between quarters and is flagged; its ratio to a network-sized reference does not move and is not."""
+    device = FakeDevice()
+    protocol = Protocol(windows=40)
+    planned_s = measure_interleaved([FakeTimer(device, "n", 0.2), FakeTimer(device, "r", 0.1)],
+                                    FakeTimer(device, "ref", 0.05), protocol, clock=device.clock).seconds
+    device = FakeDevice()
+
+    def networks_slow(windows):
+        return 1.4 if (device.now % planned_s) > planned_s / 2 else 1.0
+
+    def own_jump(windows):
+        return networks_slow(windows) * (1.3 if windows > 20 else 1.0)
+
+    timers = [FakeTimer(device, "net", 0.2, own_slowdown=networks_slow),
+              FakeTimer(device, "jumpy", 0.2, own_slowdown=own_jump),
+              FakeTimer(device, "reference network", 0.1, own_slowdown=networks_slow)]
+    result = measure_interleaved(timers, FakeTimer(device, "ref", 0.05), protocol, clock=device.clock)
+    net, jumpy, reference_network = result.estimates
+    assert net.flag and "quarters" in net.flag and len(net.quarters_raw_ms) == 4
+    ratio, spread, flag = ratio_estimate(net, reference_network, protocol)
+    assert ratio == pytest.approx(2.0, rel=0.03) and spread < 0.03 and flag is None
+    assert "quarters" in ratio_estimate(jumpy, reference_network, protocol)[2]  # its own jump still shows
+    # too few windows outside slow phases is not a matter of timing: it flags the ratio as it flags the estimate
+    few = Estimate(0.1, 0.1, 0.0, 3, 37, "noisy: only 3 of 40 windows fell outside slow phases", None,
+                   reference_network.quarters_raw_ms)
+    assert ratio_estimate(net, few, protocol)[2].startswith("the reference's estimate is doubtful: noisy: only 3")
 
 
 def test_single_network_runs_span_the_minimum_time():

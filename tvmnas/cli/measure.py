@@ -121,10 +121,10 @@ def cmd_profile(args) -> int:
     if args.calibrate and not failed:
         _calibrate(args, space, spec, settings)
     elif new and outcomes:
-        from tvmnas.search.latency import composition_of
+        from tvmnas.search.latency import composition_key
 
-        with LatencyDB(args.db) as db:
-            if composition_of(space, db, outcomes[0].row.scope) is not None:
+        with LatencyDB(args.db) as db:  # a fitted composition (the reference network's ratio follows the rows)
+            if db.get_composition(outcomes[0].row.scope, *composition_key(space)) is not None:
                 print(f"note: the composition of {space.name} was fitted to the rows before this run: "
                       f"`tvmnas profile ... --calibrate N` fits it again")
     print(f"database: {args.db}")

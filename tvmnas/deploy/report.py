@@ -63,8 +63,10 @@ def latency_text(lat: dict) -> str:
     if lat.get("predicted_ms") is None:
         return f"{measured}, no prediction (profile the space first)"
     table = f" by the table at {lat['predicted_level']}" if lat.get("predicted_level") else ""
-    if lat.get("predicted_composition"):
-        table += f" (calibrated on {lat['predicted_composition']['networks']} whole networks)"
+    composition = lat.get("predicted_composition")
+    if composition:
+        table += (f" (calibrated on {composition['networks']} whole networks)" if composition["networks"] > 1 else
+                  f" (scaled x{composition['scale']:.3f} by the space's reference network)")
     return (f"{measured}, predicted {lat['predicted_ms']:.4f} ms +/-{lat['predicted_dispersion']:.0%}{table}: "
             f"{agreement_text(lat['agreement'])}")
 

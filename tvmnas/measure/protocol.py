@@ -93,6 +93,7 @@ class Estimate:
     dropped: int  # windows taken in slow phases (measured again, not used)
     flag: str | None = None  # why the estimate is doubtful, when it is
     error: str | None = None  # the module could not be timed
+    quarters_raw_ms: tuple[float, ...] = ()  # the estimate on each quarter of its kept windows alone, unscaled
 
     @property
     def ok(self) -> bool:
@@ -283,7 +284,7 @@ def _estimate(windows: list[tuple[int, float, bool]], refs: list[tuple[int, floa
                 f"(needed {protocol.kept_needed}); the estimate uses every window")
         kept = [(k, v) for k, v, _ in windows]
     raw = quantile([v for _, v in kept], protocol.quantile)
-    quarters = []
+    quarters, quarters_raw = [], []
     if len(kept) >= 2 * QUARTERS:
         size = len(kept) / QUARTERS
         for q in range(QUARTERS):
@@ -291,9 +292,35 @@ def _estimate(windows: list[tuple[int, float, bool]], refs: list[tuple[int, floa
             first, last = chunk[0][0], chunk[-1][0]
             near = [v for k, v in refs if first - 1 <= k <= last + 1]
             scale = ref_ms / quantile(near, protocol.quantile) if near and ref_ms else 1.0
-            quarters.append(quantile([v for _, v in chunk], protocol.quantile) * scale)
+            quarters_raw.append(quantile([v for _, v in chunk], protocol.quantile))
+            quarters.append(quarters_raw[-1] * scale)
     spread = (max(quarters) - min(quarters)) / 2 / raw if quarters else 0.0
     if flag is None and spread > protocol.max_dispersion:
-        flag = (f"noisy: the estimate moves by +/-{spread:.0%} between quarters of the run, over "
-                f"+/-{protocol.max_dispersion:.0%}")
-    return Estimate(raw / speed, raw, spread, len(kept), dropped, flag)
+        flag = dispersion_flag(spread, protocol)
+    return Estimate(raw / speed, raw, spread, len(kept), dropped, flag, None, tuple(quarters_raw))
+
+
+def dispersion_flag(spread: float, protocol: Protocol) -> str:
+    return (f"noisy: the estimate moves by +/-{spread:.0%} between quarters of the run, over "
+            f"+/-{protocol.max_dispersion:.0%}")
+
+
+def ratio_estimate(module: Estimate, reference: Estimate, protocol: Protocol) -> tuple[float, float, str | None]:
+    """A module timed in turn with a reference module of like size (both in one run): the ratio of their raw
+    estimates, how far that ratio moves between the run's quarters (half its range, relative; the quarters of the
+    two modules' kept windows fall at nearly the same times), and the flag it earns. A slow phase that slows both
+    alike moves each estimate between quarters but not their ratio, so the ratio is judged by its own dispersion;
+    either module's other flags (too few windows outside slow phases) still count."""
+    ratio = module.raw_ms / reference.raw_ms
+    pairs = list(zip(module.quarters_raw_ms, reference.quarters_raw_ms))
+    ratios = [m / r for m, r in pairs] if len(pairs) == QUARTERS else []
+    spread = (max(ratios) - min(ratios)) / 2 / ratio if ratios else max(module.dispersion or 0.0,
+                                                                         reference.dispersion or 0.0)
+    def other_flag(e: Estimate) -> str | None:  # a flag other than its own dispersion's (too few windows)
+        return e.flag if e.flag and e.flag != dispersion_flag(e.dispersion or 0.0, protocol) else None
+
+    flag = other_flag(module) or (f"the reference's estimate is doubtful: {other_flag(reference)}"
+                                  if other_flag(reference) else None)
+    if flag is None and spread > protocol.max_dispersion:
+        flag = dispersion_flag(spread, protocol)
+    return ratio, spread, flag

@@ -1,10 +1,12 @@
 """Expected latency of the supernet from the latency database, and the ProxylessNAS latency losses.
 
 E[LAT] = fixed parts (stem, first block, head) + sum over layers of sum_i p_i * latency_i, with `zero` costing 0;
-it is differentiable in alpha through p = softmax(alpha). A block's latency is its database row, or, where the
-space was calibrated on whole networks (`tvmnas.calibrate`), its share of a network by that calibration
-(`Composition.block_ms`, the calibration's intercept counted with the fixed parts): the sum stays linear in the
-choices, so the search, the derivation and the prediction all use the same numbers.
+it is differentiable in alpha through p = softmax(alpha). A block's latency is its database row times how the
+space's blocks compose inside whole networks on the device (`composition_of`): the fit `tvmnas profile --calibrate`
+made on sampled networks (`tvmnas.calibrate`; its intercept counted with the fixed parts), or else the ratio of the
+space's reference network, timed whole beside its blocks in the profile's run, to the sum of its blocks' rows (a
+network runs ~5% faster than its blocks timed alone on one CPU, 1.2x slower at 224x224 on another). The sum stays
+linear in the choices, so the search, the derivation and the prediction all use the same numbers.
 """
 
 from __future__ import annotations
@@ -62,8 +64,25 @@ def composition_key(space: SearchSpace) -> tuple[str, str]:
 
 
 def composition_of(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Composition | None:
-    """The space's calibration on whole networks for the scope, if `tvmnas profile --calibrate` made one."""
-    return db.get_composition(scope, *composition_key(space))
+    """How the space's blocks add up inside a network for the scope: the fit `tvmnas profile --calibrate` stored,
+    or else `reference_composition`; None without either."""
+    return db.get_composition(scope, *composition_key(space)) or reference_composition(space, db, scope)
+
+
+def reference_composition(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Composition | None:
+    """The one-network composition: the space's reference network as the profile timed it whole (its network
+    anchor) over the sum of its blocks' rows, as a scale on every block. None where the profile stored no anchor
+    (or flagged it) or a block's row is missing."""
+    from tvmnas.reference_network import network_anchor_row
+
+    anchor = network_anchor_row(db, scope, space)
+    if anchor is None or anchor.flag:
+        return None
+    rows = [db.get(scope, c.key, c.shape_text) for c in space.blocks(space.mobilenetv2_ops)]
+    if any(row is None or not row.ok for row in rows):
+        return None
+    return Composition(0.0, anchor.latency_ms / sum(row.latency_ms for row in rows), 0.0, 1, None,
+                       anchor.measured_at)
 
 
 def _in_network_ms(cand: Candidate, latency_ms: float, composition: Composition | None) -> float:
