@@ -48,19 +48,17 @@ def meta(command: str) -> dict:
 
 def results_name(name: str, out_dir: Path = RESULTS) -> str:
     """The file name this machine's results of `name` go under: `name` itself, unless `name` holds results measured
-    on another CPU model, which are kept: then `<name>_<LLVM CPU name>` (e.g. `runtimes_emeraldrapids`)."""
-    earlier = out_dir / f"{name}.json"
-    if not earlier.exists():
-        return name
-    try:
-        earlier_cpu = json.loads(earlier.read_text())["meta"]["cpu_model"]
-    except (ValueError, KeyError, TypeError):
-        return name
-    if earlier_cpu == cpu_model():
-        return name
+    on another CPU (by LLVM's name for it: VMs of one kind report one model name for several CPU generations),
+    which are kept: then `<name>_<LLVM CPU name>` (e.g. `runtimes_emeraldrapids`)."""
     from tvm.target.codegen import llvm_get_system_cpu
 
-    return f"{name}_{llvm_get_system_cpu()}"
+    earlier = out_dir / f"{name}.json"
+    try:
+        earlier_cpu = json.loads(earlier.read_text())["meta"]["llvm_cpu"] if earlier.exists() else None
+    except (ValueError, KeyError, TypeError):
+        earlier_cpu = None
+    this_cpu = llvm_get_system_cpu()
+    return name if earlier_cpu in (None, this_cpu) else f"{name}_{this_cpu}"
 
 
 def write_results(name: str, summary: dict, entries: list, markdown: list[str], command: str,
