@@ -4,7 +4,8 @@ Architectures sampled with a seed from the space (random weights), each taken th
 file, `tvmnas export --network ... --target x86-cpu`, and the latency in its manifest (measured with the
 single-network protocol, scaled by the space's reference network where the database holds its anchor, else by
 the reference module to the database's anchor) against the prediction (the sum of the blocks' database
-latencies, calibrated where `tvmnas profile --calibrate` fitted the space's composition on other networks). At the
+latencies, calibrated where `tvmnas profile --calibrate` fitted the space's composition on other networks, else
+scaled by the space's reference network: see `tvmnas.search.latency.composition_of`). At the
 end all the exported modules are timed again together, in `--together-runs` interleaved runs, for a ranking free
 of the machine's phases between exports; the runs' agreement with each other (Kendall tau between runs) is the
 measurement's own repeatability, the ceiling of any prediction's tau, and their median is the together latency.
@@ -144,7 +145,9 @@ def report(space, entries: list[dict], planned: int, measure_s: float) -> None:
              f"Residual: measured = {intercept:.4f} ms + {slope:.3f} x predicted (mean |error| after that fit "
              f"{summary['residual_fit']['mean_abs_error_after']:.1%}).",
              "Predictions " + (f"calibrated on {summary['calibrated_on_networks']} whole networks "
-                               "(`tvmnas profile --calibrate`)." if summary["calibrated_on_networks"]
+                               "(`tvmnas profile --calibrate`)." if summary["calibrated_on_networks"] > 1 else
+                               "scaled by the space's reference network (its time whole over its blocks' sum)."
+                               if summary["calibrated_on_networks"] == 1
                                else "not calibrated (sums of the blocks' rows)."), ""]
     if together:
         t = summary["together"]
