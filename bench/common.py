@@ -54,11 +54,15 @@ def results_name(name: str, out_dir: Path = RESULTS) -> str:
 
     earlier = out_dir / f"{name}.json"
     try:
-        earlier_cpu = json.loads(earlier.read_text())["meta"]["llvm_cpu"] if earlier.exists() else None
+        earlier_meta = json.loads(earlier.read_text())["meta"] if earlier.exists() else {}
     except (ValueError, KeyError, TypeError):
-        earlier_cpu = None
+        earlier_meta = {}
     this_cpu = llvm_get_system_cpu()
-    return name if earlier_cpu in (None, this_cpu) else f"{name}_{this_cpu}"
+    if "llvm_cpu" in earlier_meta:
+        same = earlier_meta["llvm_cpu"] == this_cpu
+    else:  # recorded before the LLVM name was: by the model name, where there is one
+        same = earlier_meta.get("cpu_model", cpu_model()) == cpu_model()
+    return name if same else f"{name}_{this_cpu}"
 
 
 def write_results(name: str, summary: dict, entries: list, markdown: list[str], command: str,

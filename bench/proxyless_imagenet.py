@@ -132,7 +132,9 @@ def main() -> None:
               f"Profile: {profile['profile_s'] / candidates:.1f} s per candidate"
               + (" (tuning and compiling, as recorded)." if profile["profile_from_rows"]
                  else " (tuning, compiling, timing).")]
-    if composition:
+    if composition and composition["networks"] == 1:
+        lines += [f"Prediction scaled x{composition['scale']:.3f} by the space's reference network."]
+    elif composition:
         lines += [f"Prediction calibrated on {composition['networks']} whole networks: intercept "
                   f"{composition['intercept_ms']:.3f} ms, scale {composition['scale']:.3f}, "
                   f"{composition['ms_per_weight_mb']:.4f} ms per MB of weights (left-out error "

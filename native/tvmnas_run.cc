@@ -269,12 +269,14 @@ struct Result {
   int64_t windows, dropped;
   std::string flag;
   bool too_few = false;  // the flag says too few windows fell outside slow phases
-  std::vector<double> quarters_raw;  // the estimate on each quarter of the kept windows alone, unscaled
+  // the estimate (unscaled) on the kept windows in each quarter of the run's sequence of windows (the same spans
+  // for every model; -1: under two windows there), as Estimate.quarters_raw_ms
+  std::vector<double> quarters_raw;
 };
 
-std::string DispersionFlag(double dispersion) {
-  return "noisy: the estimate moves by +/-" + std::to_string(static_cast<int>(dispersion * 100)) +
-         "% between quarters of the run";
+std::string DispersionFlag(double dispersion, double max_dispersion) {
+  return "noisy: the estimate moves by +/-" + std::to_string(std::lround(dispersion * 100)) +
+         "% between quarters of the run, over +/-" + std::to_string(std::lround(max_dispersion * 100)) + "%";
 }
 
 // The single-network protocol over one or more models (the network, and the bundle's reference network when it
@@ -384,14 +386,20 @@ std::vector<Result> Measure(const std::vector<Timed*>& models, Timed* reference,
           if (ref.first + 1 >= kept[from].first && ref.first <= kept[to - 1].first + 1) near.push_back(ref.second);
         }
         const double scale = (!near.empty() && ref_ms > 0) ? ref_ms / Quantile(near, p.quantile) : 1.0;
-        r.quarters_raw.push_back(Quantile(chunk, p.quantile));
-        quarters.push_back(r.quarters_raw.back() * scale);
+        quarters.push_back(Quantile(chunk, p.quantile) * scale);
       }
     }
     r.dispersion = quarters.empty() ? 0.0
         : (*std::max_element(quarters.begin(), quarters.end()) - *std::min_element(quarters.begin(), quarters.end())) /
               2 / r.raw_ms;
-    if (r.flag.empty() && r.dispersion > p.max_dispersion) r.flag = DispersionFlag(r.dispersion);
+    if (r.flag.empty() && r.dispersion > p.max_dispersion) r.flag = DispersionFlag(r.dispersion, p.max_dispersion);
+    for (size_t q = 0; q < 4; ++q) {
+      std::vector<double> span;
+      for (auto& k : kept) {
+        if (q * log.size() <= 4 * k.first && 4 * k.first < (q + 1) * log.size()) span.push_back(k.second);
+      }
+      r.quarters_raw.push_back(span.size() >= 2 ? Quantile(span, p.quantile) : -1.0);
+    }
     r.speed = speed;
     r.latency_ms = r.raw_ms / speed;
     r.windows = static_cast<int64_t>(kept.size());
@@ -522,20 +530,19 @@ int main(int argc, char** argv) {
       r.speed = other.raw_ms / manifest.network_anchor_ms;
       r.latency_ms = r.raw_ms / r.speed;
       const double ratio = r.raw_ms / other.raw_ms;
-      if (r.quarters_raw.size() == 4 && other.quarters_raw.size() == 4) {
-        double low = 1e300, high = 0;
-        for (int q = 0; q < 4; ++q) {
-          low = std::min(low, r.quarters_raw[q] / other.quarters_raw[q]);
-          high = std::max(high, r.quarters_raw[q] / other.quarters_raw[q]);
-        }
-        r.dispersion = (high - low) / 2 / ratio;
-      } else {
-        r.dispersion = std::max(r.dispersion, other.dispersion);
+      std::vector<double> ratios;
+      for (size_t q = 0; q < 4; ++q) {
+        const double mine = r.quarters_raw[q], theirs = other.quarters_raw[q];
+        if (mine > 0 && theirs > 0) ratios.push_back(mine / theirs);
       }
-      if (!r.too_few) {
-        r.flag = other.too_few ? "the reference's estimate is doubtful: " + other.flag
-                 : r.dispersion > manifest.protocol.max_dispersion ? DispersionFlag(r.dispersion) : "";
-      }
+      r.dispersion = ratios.size() >= 2
+          ? (*std::max_element(ratios.begin(), ratios.end()) - *std::min_element(ratios.begin(), ratios.end())) / 2 /
+                ratio
+          : std::max(r.dispersion, other.dispersion);
+      const double limit = manifest.protocol.max_dispersion;
+      r.flag = r.too_few ? r.flag
+               : other.too_few ? "the reference's estimate is doubtful: " + other.flag
+               : r.dispersion > limit ? DispersionFlag(r.dispersion, limit) : "";
     }
     std::vector<float> scores(logits.shape()[logits.ndim() - 1]);
     copy_to(logits, static_cast<void*>(scores.data()), scores.size() * sizeof(float));

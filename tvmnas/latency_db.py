@@ -134,7 +134,9 @@ _COLUMNS = [f.name for f in fields(LatencyRow)]
 @dataclass(frozen=True)
 class Composition:
     """How one space's blocks, each timed alone, add up inside a whole network on the scope's device, fitted to
-    whole networks timed beside each other (`tvmnas.calibrate`): a network takes `intercept_ms` plus, per block,
+    whole networks timed beside each other (`tvmnas.calibrate`; the only kind stored) or the one-network ratio of
+    the space's reference network (`tvmnas.search.latency.reference_composition`, derived from its row when read):
+    a network takes `intercept_ms` plus, per block,
     `scale` x its latency alone + `ms_per_weight_mb` x its weights' megabytes (a block timed alone call after call
     finds its weights in cache, inside a network it may not: the term lets a device show that where it matters)."""
 
@@ -279,7 +281,9 @@ class LatencyDB:
 
     def put_composition(self, scope: LatencyScope, space: str, input_shape: str,
                         composition: Composition) -> Composition:
-        """Insert or replace a space's composition; returns it as stored (with its time)."""
+        """Insert or replace a space's fitted composition; returns it as stored (with its time)."""
+        if composition.loo_mean_abs_error is None:
+            raise ValueError("only a composition fitted to several networks is stored")
         if not composition.measured_at:
             composition = replace(composition, measured_at=now_utc())
         values = [scope.target_fp, scope.tvm_version, scope.method, scope.level, space, input_shape]

@@ -38,7 +38,7 @@ from tvmnas.model.blocks import candidate_module, fold_batchnorm
 from tvmnas.reference_network import (
     REFERENCE_NETWORK_FILE,
     build_reference_network,
-    read_network_anchor,
+    network_anchor_row,
     write_network_anchor,
 )
 from tvmnas.space import Candidate, SearchSpace
@@ -173,7 +173,7 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
                        farm: FarmPolicy | None = None, space: SearchSpace | None = None) -> ProfileReport:
     """Measure what is missing (all, with `force`): compile, then time every built candidate interleaved with the
     reference, writing the rows. With the candidates' `space`, its reference network is timed in the same run
-    when the database lacks its network anchor at this level (see `tvmnas.reference_network`). Through a tracker,
+    when its network anchor is due (`network_anchor_due`; see `tvmnas.reference_network`). Through a tracker,
     `farm` spreads the timing over every server under the key (no anchors there)."""
     if farm is not None:
         return profile_on_farm(candidates, spec, runner, db, settings, tune_dir, farm, progress)
@@ -181,7 +181,8 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
     with tempfile.TemporaryDirectory(prefix="tvmnas-libs-") as libs:
         outcomes, built = _build_missing(candidates, spec, runner, db, settings, tune_dir, Path(libs), progress)
         network, companions = None, {}
-        if space is not None and read_network_anchor(db, scope, space) is None:
+        if space is not None and network_anchor_due(space, db, scope, settings,
+                                                    {candidates[i].key + candidates[i].shape_text for i in built}):
             try:
                 network = build_reference_network(space, spec, settings.tune_trials, tune_dir, runner,
                                                   Path(libs) / REFERENCE_NETWORK_FILE)
@@ -215,10 +216,21 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
             this_run = dict(zip([candidates[i].key + candidates[i].shape_text for i in order] + list(companions),
                                 timed.estimates))
             estimate = network_at_table_speed(space, timed.estimates[-1], this_run, db, scope)
-            if estimate is not None:  # kept for good, like the reference's anchor
+            if estimate is not None:  # replaces the earlier one: it keeps pace with its blocks' rows
                 write_network_anchor(db, scope, space, spec.name, runner.device_label, estimate,
                                      estimate.raw_ms / estimate.latency_ms, network)
     return ProfileReport(outcomes, timed.seconds, timed.speed)
+
+
+def network_anchor_due(space: SearchSpace, db: LatencyDB, scope: LatencyScope, settings: ProfileSettings,
+                       measured_now: set[str]) -> bool:
+    """Whether a profile's run times the space's reference network: the database lacks its anchor at this level,
+    the run measures one of its blocks again (`force`, `remeasure_flagged`: the anchor is the ratio to those rows,
+    see `tvmnas.search.latency.reference_composition`), or it is flagged and flagged rows are measured again."""
+    row = network_anchor_row(db, scope, space)
+    if row is None or (settings.remeasure_flagged and row.flag):
+        return True
+    return any(c.key + c.shape_text in measured_now for c in space.blocks(space.mobilenetv2_ops))
 
 
 def network_at_table_speed(space: SearchSpace, network: Estimate, this_run: dict[str, Estimate], db: LatencyDB,

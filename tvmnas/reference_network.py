@@ -2,10 +2,11 @@
 weights from a fixed seed, built at the level of the measurements it serves from the same tuning records.
 
 `tvmnas profile` times it in the same interleaved run as the candidates, the first time it profiles the space at a
-level (or, for a database profiled before, beside its own blocks), and stores its latency at the speed of the rows
-its prediction sums (see `tvmnas.profile.network_at_table_speed`) as the space's network anchor. From then on
-`tvmnas export` times the exported network in turn with it and scales by it (see `tvmnas.measure.single`), so that
-single networks measured at different times compare by a ratio taken in one run.
+level (or, for a database profiled before, beside its own blocks) and whenever it measures one of its blocks again,
+and stores its latency at the speed of the rows its prediction sums (see `tvmnas.profile.network_at_table_speed`)
+as the space's network anchor. From then on `tvmnas export` times the exported network in turn with it and scales
+by it (see `tvmnas.measure.single`), so that single networks measured at different times compare by a ratio taken
+in one run, and predictions scale the blocks' rows by its ratio to them (`tvmnas.search.latency`).
 """
 
 from __future__ import annotations

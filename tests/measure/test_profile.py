@@ -116,7 +116,7 @@ def test_flagged_rows_are_measured_again_when_asked(tiny_space, cpu, tmp_path):
 
 
 def test_the_first_profile_of_a_space_anchors_its_reference_network(tiny_space, cpu, tmp_path):
-    from tvmnas.reference_network import read_network_anchor
+    from tvmnas.reference_network import network_anchor_row, read_network_anchor
 
     db_path, scope = tmp_path / "lat.db", latency_scope(cpu, "local", "default")
     cands = tiny_space.candidates()
@@ -127,10 +127,16 @@ def test_the_first_profile_of_a_space_anchors_its_reference_network(tiny_space, 
         # timed last in the candidates' run: the scripted runner answers module i with i + 1 ms
         assert len(first.batches[0].libs) == len(cands) + 1
         assert read_network_anchor(db, scope, tiny_space) == len(cands) + 1.0
+        rerun = ScriptedRunner()
+        profile_candidates(cands, cpu, rerun, db, ProfileSettings(), tuning_dir(db_path, cpu, "local"),
+                           space=tiny_space)
+        assert rerun.batches == []  # nothing to measure: the anchor stays
+        # rows measured again: the anchor is timed again beside them (it is the ratio to their rows)
         again = ScriptedRunner(speed=2.0)
         profile_candidates(cands, cpu, again, db, ProfileSettings(force=True), tuning_dir(db_path, cpu, "local"),
                            space=tiny_space)
-        assert len(again.batches[0].libs) == len(cands)  # kept for good, like the reference's anchor
+        assert len(again.batches[0].libs) == len(cands) + 1
+        assert network_anchor_row(db, scope, tiny_space).raw_ms == 2.0 * (len(cands) + 1)
         assert read_network_anchor(db, scope.at_level("tuned-8"), tiny_space) is None
 
 

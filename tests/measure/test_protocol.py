@@ -155,7 +155,7 @@ def test_a_network_judged_against_a_reference_network_keeps_its_ratio_through_a_
     assert ratio == pytest.approx(2.0, rel=0.03) and spread < 0.03 and flag is None
     assert "quarters" in ratio_estimate(jumpy, reference_network, protocol)[2]  # its own jump still shows
     # too few windows outside slow phases is not a matter of timing: it flags the ratio as it flags the estimate
-    few = Estimate(0.1, 0.1, 0.0, 3, 37, "noisy: only 3 of 40 windows fell outside slow phases", None,
+    few = Estimate(0.1, 0.1, 0.0, 3, 37, "noisy: only 3 of 40 windows fell outside slow phases", None, True,
                    reference_network.quarters_raw_ms)
     assert ratio_estimate(net, few, protocol)[2].startswith("the reference's estimate is doubtful: noisy: only 3")
 

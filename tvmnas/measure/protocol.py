@@ -93,7 +93,10 @@ class Estimate:
     dropped: int  # windows taken in slow phases (measured again, not used)
     flag: str | None = None  # why the estimate is doubtful, when it is
     error: str | None = None  # the module could not be timed
-    quarters_raw_ms: tuple[float, ...] = ()  # the estimate on each quarter of its kept windows alone, unscaled
+    too_few: bool = False  # the flag says too few windows fell outside slow phases
+    # the estimate (unscaled) on the kept windows of each quarter of the run's time alone (by position in the run's
+    # sequence of windows, the same spans for every module of the run; None: under two windows there)
+    quarters_raw_ms: tuple[float | None, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -261,10 +264,10 @@ def measure_interleaved(timers: Sequence[WindowTimer], reference: WindowTimer | 
         if errors[i] is not None or not per_module.get(i):
             estimates.append(Estimate.failed(errors[i] or "no window was timed"))
         else:
-            estimates.append(_estimate(per_module[i], refs, ref_ms, protocol, speed))
+            estimates.append(_estimate(per_module[i], refs, ref_ms, protocol, speed, len(log)))
     ref_estimate = None
     if ref_ms is not None:
-        ref_estimate = _estimate([(k, v, False) for k, v in refs], refs, ref_ms, protocol, 1.0)
+        ref_estimate = _estimate([(k, v, False) for k, v in refs], refs, ref_ms, protocol, 1.0, len(log))
     return Interleaved(estimates, ref_estimate, speed, clock() - start, rounds)
 
 
@@ -272,7 +275,7 @@ QUARTERS = 4
 
 
 def _estimate(windows: list[tuple[int, float, bool]], refs: list[tuple[int, float]], ref_ms: float | None,
-              protocol: Protocol, speed: float) -> Estimate:
+              protocol: Protocol, speed: float, run_windows: int) -> Estimate:
     """The estimate from one module's windows (log position, value, slow), and its dispersion: how far the same
     estimate taken on each quarter of the run alone (each scaled by the reference's latency in that quarter)
     lies from it, half the range relative to it. That is how much the estimate depends on when it was taken."""
@@ -284,7 +287,7 @@ def _estimate(windows: list[tuple[int, float, bool]], refs: list[tuple[int, floa
                 f"(needed {protocol.kept_needed}); the estimate uses every window")
         kept = [(k, v) for k, v, _ in windows]
     raw = quantile([v for _, v in kept], protocol.quantile)
-    quarters, quarters_raw = [], []
+    quarters = []
     if len(kept) >= 2 * QUARTERS:
         size = len(kept) / QUARTERS
         for q in range(QUARTERS):
@@ -292,12 +295,16 @@ def _estimate(windows: list[tuple[int, float, bool]], refs: list[tuple[int, floa
             first, last = chunk[0][0], chunk[-1][0]
             near = [v for k, v in refs if first - 1 <= k <= last + 1]
             scale = ref_ms / quantile(near, protocol.quantile) if near and ref_ms else 1.0
-            quarters_raw.append(quantile([v for _, v in chunk], protocol.quantile))
-            quarters.append(quarters_raw[-1] * scale)
+            quarters.append(quantile([v for _, v in chunk], protocol.quantile) * scale)
     spread = (max(quarters) - min(quarters)) / 2 / raw if quarters else 0.0
+    too_few = flag is not None
     if flag is None and spread > protocol.max_dispersion:
         flag = dispersion_flag(spread, protocol)
-    return Estimate(raw / speed, raw, spread, len(kept), dropped, flag, None, tuple(quarters_raw))
+    by_time = []
+    for q in range(QUARTERS):
+        values = [v for k, v in kept if q * run_windows <= QUARTERS * k < (q + 1) * run_windows]
+        by_time.append(quantile(values, protocol.quantile) if len(values) >= 2 else None)
+    return Estimate(raw / speed, raw, spread, len(kept), dropped, flag, None, too_few, tuple(by_time))
 
 
 def dispersion_flag(spread: float, protocol: Protocol) -> str:
@@ -307,20 +314,16 @@ def dispersion_flag(spread: float, protocol: Protocol) -> str:
 
 def ratio_estimate(module: Estimate, reference: Estimate, protocol: Protocol) -> tuple[float, float, str | None]:
     """A module timed in turn with a reference module of like size (both in one run): the ratio of their raw
-    estimates, how far that ratio moves between the run's quarters (half its range, relative; the quarters of the
-    two modules' kept windows fall at nearly the same times), and the flag it earns. A slow phase that slows both
+    estimates, how far that ratio moves between the quarters of the run's time (half its range, relative; both
+    estimates taken on the same spans), and the flag it earns. A slow phase that slows both
     alike moves each estimate between quarters but not their ratio, so the ratio is judged by its own dispersion;
     either module's other flags (too few windows outside slow phases) still count."""
     ratio = module.raw_ms / reference.raw_ms
-    pairs = list(zip(module.quarters_raw_ms, reference.quarters_raw_ms))
-    ratios = [m / r for m, r in pairs] if len(pairs) == QUARTERS else []
-    spread = (max(ratios) - min(ratios)) / 2 / ratio if ratios else max(module.dispersion or 0.0,
-                                                                         reference.dispersion or 0.0)
-    def other_flag(e: Estimate) -> str | None:  # a flag other than its own dispersion's (too few windows)
-        return e.flag if e.flag and e.flag != dispersion_flag(e.dispersion or 0.0, protocol) else None
-
-    flag = other_flag(module) or (f"the reference's estimate is doubtful: {other_flag(reference)}"
-                                  if other_flag(reference) else None)
+    ratios = [m / r for m, r in zip(module.quarters_raw_ms, reference.quarters_raw_ms) if m and r]
+    spread = ((max(ratios) - min(ratios)) / 2 / ratio if len(ratios) >= 2
+              else max(module.dispersion or 0.0, reference.dispersion or 0.0))
+    flag = (module.flag if module.too_few else
+            f"the reference's estimate is doubtful: {reference.flag}" if reference.too_few else None)
     if flag is None and spread > protocol.max_dispersion:
         flag = dispersion_flag(spread, protocol)
     return ratio, spread, flag

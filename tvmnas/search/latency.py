@@ -71,12 +71,13 @@ def composition_of(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Co
 
 def reference_composition(space: SearchSpace, db: LatencyDB, scope: LatencyScope) -> Composition | None:
     """The one-network composition: the space's reference network as the profile timed it whole (its network
-    anchor) over the sum of its blocks' rows, as a scale on every block. None where the profile stored no anchor
-    (or flagged it) or a block's row is missing."""
+    anchor) over the sum of its blocks' rows, as a scale on every block: the anchor an export's measurement is
+    scaled by, flagged or not, so the two stay comparable. None where the profile stored no anchor or a block's row
+    is missing."""
     from tvmnas.reference_network import network_anchor_row
 
     anchor = network_anchor_row(db, scope, space)
-    if anchor is None or anchor.flag:
+    if anchor is None:
         return None
     rows = [db.get(scope, c.key, c.shape_text) for c in space.blocks(space.mobilenetv2_ops)]
     if any(row is None or not row.ok for row in rows):
