@@ -91,9 +91,11 @@ def test_the_reference_networks_ratio_scales_every_block_until_a_fit_is_stored(t
     with LatencyDB(db_path) as db:
         plain = predict(tiny_space, ops, db, scope).latency_ms
         reference_blocks = predict(tiny_space, tiny_space.mobilenetv2_ops, db, scope).latency_ms
-        put_network_anchor(db, tiny_space, scope, 0.9 * reference_blocks, flag="noisy: ...")
-        assert predict(tiny_space, ops, db, scope).composition is None  # a flagged anchor scales nothing
-        put_network_anchor(db, tiny_space, scope, 0.9 * reference_blocks)
+        assert predict(tiny_space, ops, db, scope).composition is None  # no anchor yet: the plain sum
+        # a flagged anchor scales too: the export's measurement is scaled by the same anchor, flagged or not
+        put_network_anchor(db, tiny_space, scope, 0.8 * reference_blocks, flag="noisy: ...")
+        assert predict(tiny_space, ops, db, scope).latency_ms == pytest.approx(0.8 * plain)
+        put_network_anchor(db, tiny_space, scope, 0.9 * reference_blocks)  # a new anchor replaces the old
         scaled, table = predict(tiny_space, ops, db, scope), table_from_db(tiny_space, db, scope)
         assert scaled.latency_ms == pytest.approx(0.9 * plain)
         assert (scaled.composition.networks, scaled.composition.scale) == (1, pytest.approx(0.9))
