@@ -1,15 +1,19 @@
-"""Kernel choices on a CUDA GPU vs this CPU: which kernel sizes and expansions are cheap where.
+"""Kernel choices on a CUDA GPU vs this CPU, and the search and training there (bench/gpu_session.sh).
 
 Two steps, because the GPU (when a task has one) is a lent machine without TVM's compiler:
   pack    compile every candidate of the space for the CUDA target here (TVM's default GPU schedules, GPU code
           embedded by nvcc) as one-block bundles, plus whole networks exported compile-only, and put them with
-          the native runner and the TVM runtime libraries into one folder (a few MB) that travels to the GPU;
-  record  join what `bench/cuda_device_run.py` measured there with this CPU's latencies from the latency
-          database (tuned, the numbers the CPU search uses) into kernel_choices_cuda_<gpu>.{json,md,png}.
+          the native runner and the TVM runtime libraries into one folder (about 18 MB) that travels to the GPU;
+          with --search-run, also that search's settings and latency table (bench/gpu_search.py repeats it there);
+  record  join what the GPU measured with this CPU's latencies from the latency database (tuned, the numbers the
+          CPU search uses) into bench/results/cuda_kernels.{json,md,png}, and (--search) the search, training,
+          search-step and determinism figures into gpu_session.{json,md}.
 
-    .venv/bin/python bench/cuda_kernels.py pack --out .cuda-pack [--network runs/demo/train/network.pt ...]
-    (on the GPU machine) python3 bench/cuda_device_run.py .cuda-pack $OUT/cuda_measurements.json
-    .venv/bin/python bench/cuda_kernels.py record --measurements cuda_measurements.json --gpu h100
+    .venv/bin/python bench/cuda_kernels.py pack --out .cuda-pack --network runs/demo/train/network.pt \
+        --search-run runs/demo
+    (on the GPU machine) bash bench/gpu_session.sh .cuda-pack .gpu-data/fashion-mnist
+    .venv/bin/python bench/cuda_kernels.py record --measurements OUT/cuda_measurements.json \
+        --search OUT/gpu_search.json --steps OUT/gpu_search_step.json
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from common import RESULTS, command_line, write_results
 
 from tvmnas.deploy.bundle import MODULE_FILE, NETWORK_FILE, write_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
@@ -65,7 +71,8 @@ def pack(args) -> None:
         np.save(folder / "input.npy", np.random.default_rng(0).standard_normal(cand.input_shape, dtype=np.float32))
         gpu = [p.name for p in gpu_binary_paths(built.lib_path)]
         write_manifest(folder, {"module": MODULE_FILE, "device": spec.device, "threads": 0, "gpu_binaries": gpu,
-                                "input": {"shape": list(cand.input_shape)}, "classes": []}, [MODULE_FILE, *gpu])
+                                "input": {"shape": list(cand.input_shape)}, "classes": [], "latency": {}},
+                       [MODULE_FILE, *gpu])  # no recorded latency: the runner's default protocol, no reference
         index.append({"kind": "block", "name": cand.key, "input_shape": cand.shape_text, "dir": str(folder.relative_to(out)),
                       "input": "input.npy", "compile_s": built.compile_s})
         print(f"{cand.key} {cand.shape_text}: {built.compile_s:.1f} s")
@@ -82,10 +89,32 @@ def pack(args) -> None:
         write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("format", "version", "files")},
                        [manifest["module"], manifest["onnx"], manifest["sample_input"], *manifest["gpu_binaries"]])
     shutil.rmtree(out / "unused-tuning", ignore_errors=True)
+    if args.search_run:
+        pack_search(args.search_run, args.db, out / "search")
     (out / "index.json").write_text(json.dumps({"space": space.name, "target": spec.name, "tvm_version": tvm_version(),
                                                 "entries": index}, indent=1) + "\n")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"packed {len(index)} bundles into {out} ({size / 2**20:.1f} MiB)")
+
+
+def pack_search(run: Path, db: Path, out: Path) -> None:
+    """What bench/gpu_search.py needs to repeat the run's search on the GPU without TVM or the database: its
+    settings, its latency table, and what the search and the training took here."""
+    from tvmnas.run_folder import SearchRun, TrainRun
+    from tvmnas.search.latency import load_table
+
+    files = SearchRun(run)
+    config = json.loads(files.config.read_text())
+    table = load_table(db, load_space(config["space"]),
+                       latency_scope(load_target(config["target"]), config["measured_by"], config["level"]))
+    searched, trained = json.loads(files.summary.read_text()), json.loads(TrainRun(run / "train").summary.read_text())
+    out.mkdir(parents=True)
+    (out / "search.json").write_text(json.dumps({
+        "config": config, "table": {"fixed_ms": table.fixed_ms, "layer_ms": table.layer_ms},
+        "cpu_search": {"run": str(run), "seconds": searched["search_seconds"], "arch": searched["arch"],
+                       "predicted_ms": searched["predicted_latency_ms"], "valid_acc": searched["valid_acc"],
+                       "train_seconds_per_epoch": trained["train_seconds"] / trained["epochs"],
+                       "test_acc": trained["test_acc"]}}, indent=1) + "\n")
 
 
 def record(args) -> None:
@@ -101,24 +130,29 @@ def record(args) -> None:
             rows.append({"candidate": cand.key, "input_shape": cand.shape_text, "stage": cand.stage_label,
                          "gpu_ms": entry and entry.get("raw_ms"), "gpu_error": entry and entry.get("error"),
                          "cpu_ms": row.latency_ms if row is not None and row.ok else None})
-    networks = [e for e in measured["entries"] if e["kind"] == "network"]
     for r in rows:
         r["gpu_over_cpu"] = r["gpu_ms"] / r["cpu_ms"] if r["gpu_ms"] and r["cpu_ms"] else None
+    networks = [e for e in measured["entries"] if e["kind"] == "network"]
+    for n in networks:  # the same network's tuned CPU module, as its CPU bundle measured it at export
+        bundle = Path(n["source"]).parent.parent / f"bundle-{args.cpu_target}" / "manifest.json"
+        n["cpu_ms"] = json.loads(bundle.read_text())["latency"]["measured_ms"] if bundle.exists() else None
+        n["top_class_agrees"] = n.get("top_class") == n["expected_top_class"]
+    ratios = [r["gpu_over_cpu"] for r in rows if r["gpu_over_cpu"]]
     summary = {"gpu": measured.get("gpu"), "space": space.name, "gpu_target": measured["target"],
-               "gpu_level": "default (dlight)", "cpu_target": cpu.name, "cpu_level": args.cpu_level,
+               "gpu_level": "default (dlight schedules, untuned)", "cpu_target": cpu.name, "cpu_level": args.cpu_level,
+               "blocks": len(rows), "blocks_measured": sum(r["gpu_ms"] is not None for r in rows),
+               "median_gpu_over_cpu": statistics.median(ratios) if ratios else None,
+               "networks": [{"arch": n["name"], "gpu_ms": n.get("raw_ms"), "cpu_ms": n["cpu_ms"],
+                             "top_class_agrees": n["top_class_agrees"]} for n in networks],
                "timing_gpu": "native runner (the single-network protocol over "
-                             f"{measured.get('span_s')} s, no reference module: this run's 5% quantile of windows)",
-               "timing_cpu": "latency database (tvmnas profile, protocol 2, at the anchor's speed)"}
-    prefix = args.out
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_suffix(".json").write_text(json.dumps({"summary": summary, "blocks": rows, "networks": networks},
-                                                      indent=1) + "\n")
-    lines = [f"## Kernel choices: {summary['gpu']} ({summary['gpu_target']}, default schedules) vs this CPU "
+                             f"{measured.get('span_s')} s, no reference module: its 5% quantile of windows)",
+               "timing_cpu": "blocks: latency database (tvmnas profile); networks: the CPU bundle's export measurement"}
+    fmt = lambda v, f: "n/a" if v is None else format(v, f)
+    lines = [f"## Kernel choices: {summary['gpu']} ({summary['gpu_target']}, {summary['gpu_level']}) vs this CPU "
              f"({cpu.name}, {args.cpu_level})", "",
-             "Per candidate block of the `fashion-mnist` space at batch 1. GPU: " + summary["timing_gpu"] +
+             f"Per candidate block of the `{space.name}` space at batch 1. GPU: " + summary["timing_gpu"] +
              ". CPU: " + summary["timing_cpu"] + ".", "",
              "| candidate | input | GPU ms | CPU ms | GPU / CPU |", "|---|---|---:|---:|---:|"]
-    fmt = lambda v, f: "n/a" if v is None else format(v, f)
     for r in rows:
         lines.append(f"| {r['candidate']} | {r['input_shape']} | {fmt(r['gpu_ms'], '.4f')} | "
                      f"{fmt(r['cpu_ms'], '.4f')} | {fmt(r['gpu_over_cpu'], '.2f')} |")
@@ -135,15 +169,67 @@ def record(args) -> None:
         bg, bc = statistics.mean(v[0] for v in base), statistics.mean(v[1] for v in base)
         lines.append(f"| {op} | {g:.4f} | {g / bg:.2f} | {c:.4f} | {c / bc:.2f} |")
     if networks:
-        lines += ["", "Whole networks (compile-only exports run on the GPU):", "",
-                  "| network | GPU ms | top class GPU / PyTorch |", "|---|---:|---|"]
+        lines += ["", "Whole networks (compile-only CUDA exports run by the native runner; CPU: the tuned bundle):", "",
+                  "| network | GPU ms | CPU ms | top class GPU / PyTorch |", "|---|---:|---:|---|"]
         for n in networks:
-            lines.append(f"| `{n['name']}` | {fmt(n.get('raw_ms'), '.4f')} | {n.get('top_class')} / "
-                         f"{n['expected_top_class']} |")
-    lines += ["", f"GPU: {summary['gpu']}; commands: see bench/cuda_kernels.py."]
-    prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    plot(rows, summary, prefix.with_suffix(".png"))
-    print("\n".join(lines))
+            lines.append(f"| `{n['name']}` | {fmt(n.get('raw_ms'), '.4f')} | {fmt(n['cpu_ms'], '.4f')} | "
+                         f"{n.get('top_class')} / {n['expected_top_class']} |")
+    write_results("cuda_kernels", summary, {"blocks": rows, "networks": networks}, lines, command_line(),
+                  per_cpu=False)
+    plot(rows, summary, RESULTS / "cuda_kernels.png")
+    if args.search:
+        record_session(args, summary)
+
+
+def record_session(args, kernels: dict) -> None:
+    """gpu_session.{json,md}: the search and the training on the GPU beside this CPU's, the search step's rate, the
+    determinism check, and the demo winner's CUDA module."""
+    searched = json.loads(args.search.read_text())
+    cpu = searched["cpu_search"]
+    steps = [e for f in args.steps for e in json.loads(f.read_text())["entries"]]
+    earlier = json.loads(args.earlier_search.read_text()) if args.earlier_search else None
+    winner = kernels["networks"][0] if kernels["networks"] else {}
+    summary = {
+        "gpu": searched["gpu"], "torch": searched["torch"],
+        "demo_winner_cuda_ms": winner.get("gpu_ms"), "demo_winner_cpu_ms": winner.get("cpu_ms"),
+        "demo_winner_top_class_agrees": winner.get("top_class_agrees"),
+        "search_s_fp32": searched["search_fp32"]["seconds"], "search_s_bf16": searched["search_bf16"]["seconds"],
+        "search_s_cpu": cpu["seconds"],
+        "train_epoch_s_gpu": searched["train_fp32"]["seconds"], "train_epoch_s_cpu": cpu["train_seconds_per_epoch"],
+        "test_acc_gpu": searched["train_fp32"]["test_acc"], "test_acc_cpu": cpu["test_acc"],
+        "steps_per_s": {f"{e['space']} {'bf16' if e['amp_bf16'] else 'fp32'}": e["steps_per_s"] for e in steps},
+        "deterministic_repeat": searched["repeat_fp32"], "nondeterministic_ops": searched["warnings"],
+        "before_deterministic_kernels": earlier and {
+            "repeat": earlier["repeat_fp32"], "search_s_fp32": earlier["search_fp32"]["seconds"]},
+        "ddp": "not run: one GPU here (NCCL takes one GPU per rank); the 2-process equivalence is checked on the "
+               "CPU with gloo (distributed.md)",
+    }
+    rep = summary["deterministic_repeat"]
+    lines = [f"## The search and the training on a GPU: {summary['gpu']} (torch {summary['torch']})", "",
+             "The demo's search (its settings and this CPU's latency table, `bench/gpu_search.py`) and one epoch of "
+             "training its winner, by the product's loops, beside the same run on this CPU (`runs/demo`).", "",
+             "| | GPU | this CPU |", "|---|---:|---:|",
+             f"| search, fp32 (5 epochs) | {summary['search_s_fp32']:.1f} s | {summary['search_s_cpu']:.1f} s |",
+             f"| search, bfloat16 autocast | {summary['search_s_bf16']:.1f} s | |",
+             f"| training, one epoch | {summary['train_epoch_s_gpu']:.1f} s | {summary['train_epoch_s_cpu']:.1f} s |",
+             f"| test accuracy after it | {summary['test_acc_gpu']:.4f} | {summary['test_acc_cpu']:.4f} |",
+             f"| demo winner's compiled module, batch 1 | {winner.get('gpu_ms', 0):.4f} ms (CUDA, untuned) | "
+             f"{winner.get('cpu_ms') or 0:.4f} ms (tuned-8) |", "",
+             f"Same short search twice (fp32, {rep['epochs']} epochs of {rep['images_per_epoch']} images): "
+             f"same architecture {rep['same_arch']}, alphas equal bit for bit {rep['bitwise_equal_alphas']} "
+             f"(max difference {rep['max_alpha_diff']:g}); ops without a deterministic kernel: "
+             f"{', '.join(summary['nondeterministic_ops']) or 'none'}."]
+    if earlier:
+        before = summary["before_deterministic_kernels"]
+        lines.append(f"Before `tvmnas.dist.deterministic_cuda` (cuDNN's default algorithms), the same check: same "
+                     f"architecture {before['repeat']['same_arch']}, max alpha difference "
+                     f"{before['repeat']['max_alpha_diff']:.2f}; the fp32 search took {before['search_s_fp32']:.1f} s.")
+    lines += ["", "Search step (one sampled path per layer, forward, backward, SGD; batch 64; every kernel run once "
+              "before timing):", "", "| space | precision | steps/s |", "|---|---|---:|"]
+    lines += [f"| {e['space']} | {'bf16' if e['amp_bf16'] else 'fp32'} | {e['steps_per_s']:.1f} |" for e in steps]
+    lines += ["", f"DDP: {summary['ddp']}."]
+    write_results("gpu_session", summary, {"search": searched, "steps": steps, "earlier": earlier}, lines,
+                  command_line(), per_cpu=False)
 
 
 def plot(rows, summary, path: Path) -> None:
@@ -173,17 +259,19 @@ def main() -> None:
     p.add_argument("--target", default="cuda-sm90")
     p.add_argument("--runner", type=Path, default=Path("build/native/tvmnas-run"))
     p.add_argument("--network", type=Path, nargs="*", default=[], help="trained network files to export too")
+    p.add_argument("--search-run", type=Path, help="a finished search with its training (runs/demo) to repeat "
+                                                    "on the GPU (bench/gpu_search.py)")
+    p.add_argument("--db", type=Path, default=default_db())
     p.add_argument("--out", type=Path, default=Path(".cuda-pack"))
     p = steps.add_parser("record")
-    p.add_argument("--measurements", type=Path, required=True)
-    p.add_argument("--gpu", default="h100")
+    p.add_argument("--measurements", type=Path, required=True, help="cuda_measurements.json from the GPU")
+    p.add_argument("--search", type=Path, help="gpu_search.json from the GPU (then gpu_session.* is written too)")
+    p.add_argument("--steps", type=Path, nargs="*", default=[], help="gpu_search_step.json files from the GPU")
+    p.add_argument("--earlier-search", type=Path, help="an earlier gpu_search.json to show beside (before a change)")
     p.add_argument("--cpu-target", default="x86-cpu")
     p.add_argument("--cpu-level", default="tuned-8")
     p.add_argument("--db", type=Path, default=default_db())
-    p.add_argument("--out", type=Path)
     args = parser.parse_args()
-    if args.step == "record" and args.out is None:
-        args.out = Path(f"bench/results/kernel_choices_cuda_{args.gpu}")
     pack(args) if args.step == "pack" else record(args)
 
 

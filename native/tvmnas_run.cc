@@ -544,7 +544,9 @@ int main(int argc, char** argv) {
                : other.too_few ? "the reference's estimate is doubtful: " + other.flag
                : r.dispersion > limit ? DispersionFlag(r.dispersion, limit) : "";
     }
-    std::vector<float> scores(logits.shape()[logits.ndim() - 1]);
+    size_t elements = 1;  // all of them: a block's output is a feature map, a network's one row of scores
+    for (int i = 0; i < logits.ndim(); ++i) elements *= logits.shape()[i];
+    std::vector<float> scores(elements);
     copy_to(logits, static_cast<void*>(scores.data()), scores.size() * sizeof(float));
     const size_t top = std::max_element(scores.begin(), scores.end()) - scores.begin();
     const std::string name = top < manifest.classes.size() ? manifest.classes[top] : std::to_string(top);

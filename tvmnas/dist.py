@@ -197,26 +197,23 @@ class Shards:
 
     @contextmanager
     def steps(self, module: torch.nn.Module):
-        """Around a run of steps: with more than one shard, BatchNorm without running statistics and one intra-op
-        thread per shard (on a GPU: deterministic cuDNN algorithms); all restored after, so evaluation runs on
-        every thread."""
+        """Around a run of steps: with more than one shard, BatchNorm without running statistics and, on a CPU, one
+        intra-op thread per shard (a GPU runs deterministic kernels anyway: `deterministic_cuda`); all restored
+        after, so evaluation runs on every thread."""
         if self.plain:
             yield
             return
         norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         kept = [m.track_running_stats for m in norms]
-        threads, cudnn = torch.get_num_threads(), torch.backends.cudnn.deterministic
+        threads = torch.get_num_threads()
         try:
             for m in norms:
                 m.track_running_stats = False
             if self.world.device.type == "cpu":
                 torch.set_num_threads(1)
-            else:  # GPUs: the same convolution algorithms in every process
-                torch.backends.cudnn.deterministic = True
             yield
         finally:
             torch.set_num_threads(threads)
-            torch.backends.cudnn.deterministic = cudnn
             for m, track in zip(norms, kept):
                 m.track_running_stats = track
 
@@ -228,7 +225,20 @@ def pick_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise TvmnasError("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu)")
+    if name == "cuda":
+        deterministic_cuda()
     return torch.device(name)
+
+
+def deterministic_cuda() -> None:
+    """The same search or training twice on a GPU gives the same result bit for bit, as on a CPU: the search
+    amplifies any difference (an H200 ran the same short search twice to alphas 1.7 apart and another network,
+    bench/results/gpu_session.md). Deterministic cuDNN and PyTorch kernels (an op that has none warns), and cuBLAS
+    with a fixed workspace (set before its first call; a value already in the environment is kept)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def init_world(device: str = "auto", amp: bool = False) -> World:

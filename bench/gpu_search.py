@@ -1,0 +1,110 @@
+"""The demo's search and the training of its winner on a CUDA GPU, run by the product's own loops
+(`tvmnas.search.run.run_search`, `tvmnas.train.run.train_network`) as `tvmnas search/train --device cuda` run them.
+For bench/gpu_session.sh on a lent GPU machine: needs torch with CUDA and numpy, no TVM. The latency table and the
+search settings come from the pack (`bench/cuda_kernels.py pack --search-run RUN`): the search optimizes this CPU's
+latencies, as a user who searches on a GPU node for a CPU target does.
+
+Records, each as it finishes: the whole search in fp32 and with bfloat16 autocast (wall seconds, steps per second,
+the derived architecture), one epoch of training its winner, and the same short fp32 search twice (the product
+runs deterministic kernels on a GPU, `tvmnas.dist.deterministic_cuda`: are the architecture parameters equal bit for
+bit?), with the warnings of ops that have no deterministic kernel.
+
+    PYTHONPATH=. python3 bench/gpu_search.py PACK_DIR --data FASHION_MNIST_DIR --out OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from tvmnas.arch import Arch
+from tvmnas.data.datasets import load_search_data
+from tvmnas.dist import init_world
+from tvmnas.run_folder import SearchRun
+from tvmnas.search.config import SearchConfig
+from tvmnas.search.latency import LatencyTable
+from tvmnas.search.run import run_search
+from tvmnas.space import load_space
+from tvmnas.torch_file import load_tagged
+from tvmnas.train.config import TrainConfig
+from tvmnas.train.run import train_network
+
+
+def search(cfg: SearchConfig, table: LatencyTable, run_dir: Path, device: str, amp: bool) -> dict:
+    space, world = load_space(cfg.space), init_world(device, amp)
+    data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
+    start = time.perf_counter()
+    result = run_search(cfg, space, table, data, run_dir, world=world)
+    seconds = time.perf_counter() - start
+    steps = cfg.epochs * math.ceil(min(len(data.train), cfg.images_per_epoch or len(data.train)) / cfg.batch_size)
+    return {"device": device, "amp_bf16": amp, "epochs": cfg.epochs, "images_per_epoch": cfg.images_per_epoch,
+            "batch_size": cfg.batch_size, "seconds": seconds, "weight_steps_per_s": steps / seconds,
+            "epoch_seconds": [e["seconds"] for e in result.log], "arch": list(result.arch_ops),
+            "predicted_ms": result.predicted_latency_ms, "valid_acc": result.valid_acc}
+
+
+def alphas(run_dir: Path) -> dict[str, torch.Tensor]:
+    from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+
+    state = load_tagged(SearchRun(run_dir).checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+    return {k: v for k, v in state["supernet"].items() if k.endswith("alpha")}
+
+
+def train(space_name: str, ops: list[str], data: str, out_dir: Path, device: str, epochs: int) -> dict:
+    space, world = load_space(space_name), init_world(device)
+    cfg = TrainConfig(epochs=epochs, data=data)
+    loaded = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed)
+    start = time.perf_counter()
+    result = train_network(cfg, space, Arch(space_name, tuple(ops)), loaded, out_dir, world=world)
+    return {"device": device, "arch": ops, "epochs": epochs, "seconds": time.perf_counter() - start,
+            "test_acc": result.test_acc, "valid_acc": result.valid_acc}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pack", type=Path)
+    parser.add_argument("--data", required=True, help="the Fashion-MNIST IDX folder there")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cuda", help="cuda (cpu: a smoke test of this script)")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the demo's images per epoch (smoke)")
+    args = parser.parse_args()
+    source = json.loads((args.pack / "search" / "search.json").read_text())
+    table = LatencyTable(source["table"]["fixed_ms"], tuple(map(tuple, source["table"]["layer_ms"])))
+    cfg = SearchConfig.from_json(source["config"], "pack search config")
+    per_epoch = int((cfg.images_per_epoch or 60000) * args.scale) // cfg.batch_size * cfg.batch_size
+    cfg = dataclasses.replace(cfg, data=args.data, images_per_epoch=per_epoch)
+    short = dataclasses.replace(cfg, epochs=2, warmup_epochs=1, images_per_epoch=max(cfg.batch_size, per_epoch // 4))
+    results = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "torch": torch.__version__,
+               "cpu_search": source.get("cpu_search")}
+
+    def save(key: str, value) -> None:
+        results[key] = value
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        print(key, json.dumps(value), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tmp = Path(tmp)
+        save("search_fp32", search(cfg, table, tmp / "fp32", args.device, False))
+        save("train_fp32", train(cfg.space, results["search_fp32"]["arch"], args.data, tmp / "train", args.device, 1))
+        save("search_bf16", search(cfg, table, tmp / "bf16", args.device, True))
+        first, second = (search(short, table, tmp / f"short{i}", args.device, False) for i in range(2))
+        a, b = alphas(tmp / "short0"), alphas(tmp / "short1")
+        save("repeat_fp32", {"epochs": short.epochs, "images_per_epoch": short.images_per_epoch,
+                             "same_arch": first["arch"] == second["arch"],
+                             "bitwise_equal_alphas": all(torch.equal(a[k], b[k]) for k in a),
+                             "max_alpha_diff": max(float((a[k] - b[k]).abs().max()) for k in a),
+                             "arch": [first["arch"], second["arch"]]})
+        save("warnings", sorted({str(w.message).splitlines()[0] for w in caught}))  # ops with no deterministic kernel
+
+
+if __name__ == "__main__":
+    main()
