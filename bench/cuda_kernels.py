@@ -13,7 +13,7 @@ Two steps, because the GPU (when a task has one) is a lent machine without TVM's
         --search-run runs/demo
     (on the GPU machine) bash bench/gpu_session.sh .cuda-pack .gpu-data/fashion-mnist
     .venv/bin/python bench/cuda_kernels.py record --measurements OUT/cuda_measurements.json \
-        --search OUT/gpu_search.json --steps OUT/gpu_search_step.json
+        --search OUT/gpu_search.json --steps OUT/gpu_search_step.json [--ddp OUT/gpu_ddp.json]
 """
 
 from __future__ import annotations
@@ -201,8 +201,9 @@ def record_session(args, kernels: dict) -> None:
         "deterministic_repeat": searched["repeat_fp32"], "nondeterministic_ops": searched["warnings"],
         "before_deterministic_kernels": earlier and {
             "repeat": earlier["repeat_fp32"], "search_s_fp32": earlier["search_fp32"]["seconds"]},
-        "ddp": "not run: one GPU here (NCCL takes one GPU per rank); the 2-process equivalence is checked on the "
-               "CPU with gloo (distributed.md)",
+        "ddp": (json.loads(args.ddp.read_text())["ddp"] if args.ddp else
+                "not run: one GPU here (NCCL takes one GPU per process); the 2-process equivalence is checked on "
+                "the CPU with gloo (distributed.md)"),
     }
     rep = summary["deterministic_repeat"]
     lines = [f"## The search and the training on a GPU: {summary['gpu']} (torch {summary['torch']})", "",
@@ -227,7 +228,12 @@ def record_session(args, kernels: dict) -> None:
     lines += ["", "Search step (one sampled path per layer, forward, backward, SGD; batch 64; every kernel run once "
               "before timing):", "", "| space | precision | steps/s |", "|---|---|---:|"]
     lines += [f"| {e['space']} | {'bf16' if e['amp_bf16'] else 'fp32'} | {e['steps_per_s']:.1f} |" for e in steps]
-    lines += ["", f"DDP: {summary['ddp']}."]
+    ddp = summary["ddp"]
+    lines += ["", f"DDP: {ddp}." if isinstance(ddp, str) else
+              f"DDP: the short search in {ddp['processes']} processes (one GPU each, NCCL) against one process with "
+              f"{ddp['shards']} shards: same architecture {ddp['same_arch']}, alphas equal bit for bit "
+              f"{ddp['bitwise_equal_alphas']} (max difference {ddp['max_alpha_diff']:g}); "
+              f"{ddp['seconds']['processes']:.1f} s vs {ddp['seconds']['one_process']:.1f} s."]
     write_results("gpu_session", summary, {"search": searched, "steps": steps, "earlier": earlier}, lines,
                   command_line(), per_cpu=False)
 
@@ -267,6 +273,7 @@ def main() -> None:
     p.add_argument("--measurements", type=Path, required=True, help="cuda_measurements.json from the GPU")
     p.add_argument("--search", type=Path, help="gpu_search.json from the GPU (then gpu_session.* is written too)")
     p.add_argument("--steps", type=Path, nargs="*", default=[], help="gpu_search_step.json files from the GPU")
+    p.add_argument("--ddp", type=Path, help="gpu_ddp.json from the GPU machine, where it had two GPUs or more")
     p.add_argument("--earlier-search", type=Path, help="an earlier gpu_search.json to show beside (before a change)")
     p.add_argument("--cpu-target", default="x86-cpu")
     p.add_argument("--cpu-level", default="tuned-8")

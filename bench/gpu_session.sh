@@ -10,7 +10,7 @@
 #   bash bench/gpu_session.sh .cuda-pack .gpu-data/fashion-mnist        (writes into $OUT)
 # Back here:
 #   .venv/bin/python bench/cuda_kernels.py record --measurements OUT/cuda_measurements.json \
-#       --session OUT/gpu_search.json OUT/gpu_search_step.json
+#       --search OUT/gpu_search.json --steps OUT/gpu_search_step.json [--ddp OUT/gpu_ddp.json]
 # Each part has its own time limit, so what finished comes back even when a later part fails.
 set -u
 PACK=${1:-.cuda-pack}
@@ -24,4 +24,12 @@ timeout 150 python3 bench/cuda_device_run.py "$PACK" "$OUT/cuda_measurements.jso
 timeout 200 python3 bench/gpu_search_step.py --out "$OUT/gpu_search_step.json"
 # the demo's search and training by the product's loops, fp32 and bfloat16, and a repeat for determinism
 timeout 240 python3 bench/gpu_search.py "$PACK" --data "$DATA" --out "$OUT/gpu_search.json"
+# several processes on the GPUs present (one per GPU, NCCL) against one process computing the same shards
+GPUS=$(nvidia-smi -L | grep -c '^GPU')
+if [ "$GPUS" -ge 2 ]; then
+  timeout 180 python3 -m torch.distributed.run --nproc-per-node "$GPUS" bench/gpu_search.py "$PACK" --data "$DATA" \
+    --ddp --out "$OUT/gpu_ddp.json"
+else
+  echo "$GPUS GPU: DDP across GPUs needs two or more (NCCL takes one GPU per process)" | tee "$OUT/gpu_ddp.skipped"
+fi
 echo "gpu_session done"
