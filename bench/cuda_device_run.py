@@ -20,7 +20,8 @@ def cuda_runtime_dirs() -> list[str]:
     import sys
 
     patterns = ["/usr/local/cuda*/lib64", "/usr/local/cuda*/targets/*/lib",
-                f"{sys.prefix}/lib/python3*/site-packages/nvidia/*/lib", "/opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib"]
+                f"{sys.prefix}/lib/python3*/site-packages/nvidia/*/lib",
+                "/opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib"]
     return sorted({str(Path(f).parent) for pattern in patterns for f in glob.glob(f"{pattern}/libcudart.so*")})
 
 
@@ -49,9 +50,9 @@ def main() -> None:
             result["error"] = (proc.stderr.strip() or f"exit {proc.returncode}").splitlines()[-1]
         results.append(result)
         print(entry["dir"], result.get("raw_ms"), result.get("error", ""), flush=True)
-    args.out.write_text(json.dumps({"gpu": gpu, "space": index["space"], "target": index["target"],
-                                    "tvm_version": index["tvm_version"], "span_s": args.span_s,
-                                    "entries": results}, indent=1) + "\n")
+        args.out.write_text(json.dumps({"gpu": gpu, "space": index["space"], "target": index["target"],
+                                        "tvm_version": index["tvm_version"], "span_s": args.span_s,
+                                        "entries": results}, indent=1) + "\n")  # after each: a run cut short
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def pack(args) -> None:
         write_manifest(folder, {"module": MODULE_FILE, "device": spec.device, "threads": 0, "gpu_binaries": gpu,
                                 "input": {"shape": list(cand.input_shape)}, "classes": [], "latency": {}},
                        [MODULE_FILE, *gpu])  # no recorded latency: the runner's default protocol, no reference
-        index.append({"kind": "block", "name": cand.key, "input_shape": cand.shape_text, "dir": str(folder.relative_to(out)),
+        index.append({"kind": "block", "name": cand.key, "input_shape": cand.shape_text,
+                      "dir": str(folder.relative_to(out)),
                       "input": "input.npy", "compile_s": built.compile_s})
         print(f"{cand.key} {cand.shape_text}: {built.compile_s:.1f} s")
     for i, network in enumerate(args.network):
@@ -183,9 +184,10 @@ def record(args) -> None:
 
 def record_session(args, kernels: dict) -> None:
     """gpu_session.{json,md}: the search and the training on the GPU beside this CPU's, the search step's rate, the
-    determinism check, and the demo winner's CUDA module."""
+    determinism check, and the demo winner's CUDA module. Parts the GPU run did not finish are recorded as None."""
     searched = json.loads(args.search.read_text())
     cpu = searched["cpu_search"]
+    fp32, bf16, trained = (searched.get(k) or {} for k in ("search_fp32", "search_bf16", "train_fp32"))
     steps = [e for f in args.steps for e in json.loads(f.read_text())["entries"]]
     earlier = json.loads(args.earlier_search.read_text()) if args.earlier_search else None
     winner = kernels["networks"][0] if kernels["networks"] else {}
@@ -193,33 +195,37 @@ def record_session(args, kernels: dict) -> None:
         "gpu": searched["gpu"], "torch": searched["torch"],
         "demo_winner_cuda_ms": winner.get("gpu_ms"), "demo_winner_cpu_ms": winner.get("cpu_ms"),
         "demo_winner_top_class_agrees": winner.get("top_class_agrees"),
-        "search_s_fp32": searched["search_fp32"]["seconds"], "search_s_bf16": searched["search_bf16"]["seconds"],
+        "search_epochs": fp32.get("epochs"), "search_s_fp32": fp32.get("seconds"), "search_s_bf16": bf16.get("seconds"),
         "search_s_cpu": cpu["seconds"],
-        "train_epoch_s_gpu": searched["train_fp32"]["seconds"], "train_epoch_s_cpu": cpu["train_seconds_per_epoch"],
-        "test_acc_gpu": searched["train_fp32"]["test_acc"], "test_acc_cpu": cpu["test_acc"],
+        "train_epoch_s_gpu": trained.get("seconds"), "train_epoch_s_cpu": cpu["train_seconds_per_epoch"],
+        "test_acc_gpu": trained.get("test_acc"), "test_acc_cpu": cpu["test_acc"],
         "steps_per_s": {f"{e['space']} {'bf16' if e['amp_bf16'] else 'fp32'}": e["steps_per_s"] for e in steps},
-        "deterministic_repeat": searched["repeat_fp32"], "nondeterministic_ops": searched["warnings"],
+        "deterministic_repeat": searched.get("repeat_fp32"), "nondeterministic_ops": searched.get("warnings"),
         "before_deterministic_kernels": earlier and {
             "repeat": earlier["repeat_fp32"], "search_s_fp32": earlier["search_fp32"]["seconds"]},
         "ddp": (json.loads(args.ddp.read_text())["ddp"] if args.ddp else
-                "not run: one GPU here (NCCL takes one GPU per process); the 2-process equivalence is checked on "
-                "the CPU with gloo (distributed.md)"),
+                "not run: fewer than two GPUs there (NCCL takes one GPU per process); the 2-process equivalence is "
+                "checked on the CPU with gloo (distributed.md)"),
     }
-    rep = summary["deterministic_repeat"]
+    fmt = lambda v, f, unit="": "n/a" if v is None else format(v, f) + unit
     lines = [f"## The search and the training on a GPU: {summary['gpu']} (torch {summary['torch']})", "",
              "The demo's search (its settings and this CPU's latency table, `bench/gpu_search.py`) and one epoch of "
              "training its winner, by the product's loops, beside the same run on this CPU (`runs/demo`).", "",
              "| | GPU | this CPU |", "|---|---:|---:|",
-             f"| search, fp32 (5 epochs) | {summary['search_s_fp32']:.1f} s | {summary['search_s_cpu']:.1f} s |",
-             f"| search, bfloat16 autocast | {summary['search_s_bf16']:.1f} s | |",
-             f"| training, one epoch | {summary['train_epoch_s_gpu']:.1f} s | {summary['train_epoch_s_cpu']:.1f} s |",
-             f"| test accuracy after it | {summary['test_acc_gpu']:.4f} | {summary['test_acc_cpu']:.4f} |",
-             f"| demo winner's compiled module, batch 1 | {winner.get('gpu_ms', 0):.4f} ms (CUDA, untuned) | "
-             f"{winner.get('cpu_ms') or 0:.4f} ms (tuned-8) |", "",
-             f"Same short search twice (fp32, {rep['epochs']} epochs of {rep['images_per_epoch']} images): "
-             f"same architecture {rep['same_arch']}, alphas equal bit for bit {rep['bitwise_equal_alphas']} "
-             f"(max difference {rep['max_alpha_diff']:g}); ops without a deterministic kernel: "
-             f"{', '.join(summary['nondeterministic_ops']) or 'none'}."]
+             f"| search, fp32 ({fmt(summary['search_epochs'], 'd')} epochs) | "
+             f"{fmt(summary['search_s_fp32'], '.1f', ' s')} | {summary['search_s_cpu']:.1f} s |",
+             f"| search, bfloat16 autocast | {fmt(summary['search_s_bf16'], '.1f', ' s')} | |",
+             f"| training, one epoch | {fmt(summary['train_epoch_s_gpu'], '.1f', ' s')} | "
+             f"{summary['train_epoch_s_cpu']:.1f} s |",
+             f"| test accuracy after it | {fmt(summary['test_acc_gpu'], '.4f')} | {summary['test_acc_cpu']:.4f} |",
+             f"| demo winner's compiled module, batch 1 | {fmt(winner.get('gpu_ms'), '.4f', ' ms')} (CUDA, untuned) | "
+             f"{fmt(winner.get('cpu_ms'), '.4f', ' ms')} (tuned-8) |", ""]
+    rep = summary["deterministic_repeat"]
+    if rep:
+        lines.append(f"Same short search twice (fp32, {rep['epochs']} epochs of {rep['images_per_epoch']} images): "
+                     f"same architecture {rep['same_arch']}, alphas equal bit for bit {rep['bitwise_equal_alphas']} "
+                     f"(max difference {rep['max_alpha_diff']:g}); ops without a deterministic kernel: "
+                     f"{', '.join(summary['nondeterministic_ops'] or []) or 'none'}.")
     if earlier:
         before = summary["before_deterministic_kernels"]
         lines.append(f"Before `tvmnas.dist.deterministic_cuda` (cuDNN's default algorithms), the same check: same "

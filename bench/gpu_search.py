@@ -45,12 +45,14 @@ def search(cfg: SearchConfig, table: LatencyTable, run_dir: Path, device: str, a
            world: World | None = None) -> dict:
     """One search (every rank of a torchrun world runs it; `world` overrides that world: one process alone)."""
     space, world = load_space(cfg.space), world or init_world(device, amp)
-    data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
+    data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
+                            cfg.limit)
     start = time.perf_counter()
     result = run_search(cfg, space, table, data, run_dir, world=world)
     seconds = time.perf_counter() - start
     steps = cfg.epochs * math.ceil(min(len(data.train), cfg.images_per_epoch or len(data.train)) / cfg.batch_size)
-    return {"device": device, "amp_bf16": amp, "processes": world.size, "shards": cfg.shards, "epochs": cfg.epochs, "images_per_epoch": cfg.images_per_epoch,
+    return {"device": device, "amp_bf16": amp, "processes": world.size, "shards": cfg.shards, "epochs": cfg.epochs,
+            "images_per_epoch": cfg.images_per_epoch,
             "batch_size": cfg.batch_size, "seconds": seconds, "weight_steps_per_s": steps / seconds,
             "epoch_seconds": [e["seconds"] for e in result.log], "arch": list(result.arch_ops),
             "predicted_ms": result.predicted_latency_ms, "valid_acc": result.valid_acc}
@@ -74,12 +76,13 @@ def ddp_check(short: SearchConfig, table: LatencyTable, folder: Path, device: st
     the comparison on rank 0, None on the others."""
     world = init_world(device)
     cfg = dataclasses.replace(short, shards=world.size)
-    spread = search(cfg, table, folder / "ddp", device, False, world)
-    if not world.is_main:
+    try:  # every rank leaves through close_world's barrier, also when rank 0's own search fails
+        spread = search(cfg, table, folder / "ddp", device, False, world)
+        if not world.is_main:
+            return None
+        alone = search(cfg, table, folder / "alone", device, False, World(0, 1, world.device))
+    finally:
         close_world(world)
-        return None
-    alone = search(cfg, table, folder / "alone", device, False, World(0, 1, world.device))
-    close_world(world)
     return {"processes": world.size, "shards": cfg.shards, "epochs": cfg.epochs,
             "images_per_epoch": cfg.images_per_epoch, "same_arch": spread["arch"] == alone["arch"],
             **compare(alphas(folder / "ddp"), alphas(folder / "alone")),

@@ -544,7 +544,9 @@ int main(int argc, char** argv) {
                : other.too_few ? "the reference's estimate is doubtful: " + other.flag
                : r.dispersion > limit ? DispersionFlag(r.dispersion, limit) : "";
     }
-    size_t elements = 1;  // all of them: a block's output is a feature map, a network's one row of scores
+    // every element (a block's output is a feature map); the top index is into the flattened output, a class
+    // for a network at batch 1, as bundles are exported
+    size_t elements = 1;
     for (int i = 0; i < logits.ndim(); ++i) elements *= logits.shape()[i];
     std::vector<float> scores(elements);
     copy_to(logits, static_cast<void*>(scores.data()), scores.size() * sizeof(float));

@@ -142,13 +142,15 @@ def test_training_in_two_processes(tmp_path, tiny_idx_dir, monkeypatch):
     assert json.loads((tmp_path / "two" / "settings.json").read_text())["shards"] == 2
 
 
-def test_a_gpu_run_asks_for_deterministic_kernels_and_keeps_a_users_cublas_setting():
-    code = ("import os, torch; from tvmnas.dist import deterministic_cuda; deterministic_cuda(); "
+def test_a_world_on_a_gpu_asks_for_deterministic_kernels_and_keeps_a_users_cublas_setting():
+    code = ("import os, torch; from tvmnas.dist import World; World(device=torch.device('cpu')); "
+            "print(torch.are_deterministic_algorithms_enabled(), end=' '); World(device=torch.device('cuda')); "
             "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
-            " torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, os.environ['CUBLAS_WORKSPACE_CONFIG'])")
+            " torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,"
+            " os.environ['CUBLAS_WORKSPACE_CONFIG'])")
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert fresh.stdout.split() == ["True", "True", "True", "False", ":4096:8"], fresh.stderr
+    assert fresh.stdout.split() == ["False", "True", "True", "True", "False", ":4096:8"], fresh.stderr
     kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "CUBLAS_WORKSPACE_CONFIG": ":16:8"})
     assert kept.stdout.split()[-1] == ":16:8", kept.stderr

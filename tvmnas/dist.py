@@ -3,9 +3,9 @@
 One process: `World()` (rank 0 of 1). Several, launched by `torchrun --nproc-per-node N` (on one machine) or
 `torchrun --nnodes M --node-rank R --rdzv-endpoint HOST:PORT ...` (on several): `init_world` reads the
 environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and joins the process group,
-gloo on CPU and NCCL on CUDA. Every rank runs the same steps on its shards of each global batch (`Shards`: N
-processes compute bit for bit what one computes); only rank 0 writes files and prints.
-"""
+gloo on CPU; on CUDA NCCL, with gloo for the CPU tensors. Every rank runs the same steps on its shards of each
+global batch (`Shards`: N processes compute bit for bit what one computes); only rank 0 writes files and prints. A
+world on a GPU runs deterministic kernels (`deterministic_cuda`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ class World:
     size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp: bool = False  # bfloat16 autocast in forward passes
+
+    def __post_init__(self) -> None:
+        if self.device.type == "cuda":  # every run on a GPU, however its world was made
+            deterministic_cuda()
 
     @property
     def is_main(self) -> bool:
@@ -225,8 +229,6 @@ def pick_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise TvmnasError("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu)")
-    if name == "cuda":
-        deterministic_cuda()
     return torch.device(name)
 
 
@@ -259,7 +261,8 @@ def init_world(device: str = "auto", amp: bool = False) -> World:
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # on GPUs NCCL for the CUDA tensors, gloo for the CPU ones (the float64 totals of a step's shards)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo")
     return World(rank, size, dev, amp)
 
 
