@@ -30,7 +30,7 @@ import torch
 
 from common import RESULTS, command_line, write_results
 
-from tvmnas.deploy.bundle import MODULE_FILE, NETWORK_FILE, write_manifest
+from tvmnas.deploy.bundle import MANIFEST, MODULE_FILE, NETWORK_FILE, write_manifest
 from tvmnas.deploy.export import ExportSettings, export_bundle
 from tvmnas.files import default_db
 from tvmnas.latency_db import LatencyDB
@@ -38,6 +38,7 @@ from tvmnas.measure.build import build_module
 from tvmnas.measure.compile import gpu_binary_paths, import_torch
 from tvmnas.measure.method import latency_scope
 from tvmnas.model.blocks import candidate_module, fold_batchnorm
+from tvmnas.run_folder import bundle_folder
 from tvmnas.space import load_space
 from tvmnas.targets import load_target
 from tvmnas.train.network_file import load_network
@@ -135,7 +136,7 @@ def record(args) -> None:
         r["gpu_over_cpu"] = r["gpu_ms"] / r["cpu_ms"] if r["gpu_ms"] and r["cpu_ms"] else None
     networks = [e for e in measured["entries"] if e["kind"] == "network"]
     for n in networks:  # the same network's tuned CPU module, as its CPU bundle measured it at export
-        bundle = Path(n["source"]).parent.parent / f"bundle-{args.cpu_target}" / "manifest.json"
+        bundle = bundle_folder(Path(n["source"]).parent.parent, args.cpu_target) / MANIFEST  # RUN/train/network.pt
         n["cpu_ms"] = json.loads(bundle.read_text())["latency"]["measured_ms"] if bundle.exists() else None
         n["top_class_agrees"] = n.get("top_class") == n["expected_top_class"]
     ratios = [r["gpu_over_cpu"] for r in rows if r["gpu_over_cpu"]]
