@@ -99,6 +99,11 @@ def pack(args) -> None:
     print(f"packed {len(index)} bundles into {out} ({size / 2**20:.1f} MiB)")
 
 
+def fmt(value, spec: str, unit: str = "") -> str:
+    """A table cell: the value formatted, or n/a where it is missing."""
+    return "n/a" if value is None else format(value, spec) + unit
+
+
 def pack_search(run: Path, db: Path, out: Path) -> None:
     """What bench/gpu_search.py needs to repeat the run's search on the GPU without TVM or the database: its
     settings, its latency table, and what the search and the training took here."""
@@ -149,7 +154,6 @@ def record(args) -> None:
                "timing_gpu": "native runner (the single-network protocol over "
                              f"{measured.get('span_s')} s, no reference module: its 5% quantile of windows)",
                "timing_cpu": "blocks: latency database (tvmnas profile); networks: the CPU bundle's export measurement"}
-    fmt = lambda v, f: "n/a" if v is None else format(v, f)
     lines = [f"## Kernel choices: {summary['gpu']} ({summary['gpu_target']}, {summary['gpu_level']}) vs this CPU "
              f"({cpu.name}, {args.cpu_level})", "",
              f"Per candidate block of the `{space.name}` space at batch 1. GPU: " + summary["timing_gpu"] +
@@ -208,7 +212,6 @@ def record_session(args, kernels: dict) -> None:
                 "not run: fewer than two GPUs there (NCCL takes one GPU per process); the 2-process equivalence is "
                 "checked on the CPU with gloo (distributed.md)"),
     }
-    fmt = lambda v, f, unit="": "n/a" if v is None else format(v, f) + unit
     lines = [f"## The search and the training on a GPU: {summary['gpu']} (torch {summary['torch']})", "",
              "The demo's search (its settings and this CPU's latency table, `bench/gpu_search.py`) and one epoch of "
              "training its winner, by the product's loops, beside the same run on this CPU (`runs/demo`).", "",

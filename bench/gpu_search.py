@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from tvmnas.arch import Arch
-from tvmnas.data.datasets import load_search_data
+from tvmnas.data.datasets import SearchData, load_search_data
 from tvmnas.dist import World, close_world, init_world
 from tvmnas.run_folder import SearchRun
 from tvmnas.search.config import SearchConfig
@@ -41,12 +42,17 @@ from tvmnas.train.config import TrainConfig
 from tvmnas.train.run import train_network
 
 
+@functools.cache
+def dataset(*args) -> SearchData:
+    """`load_search_data(*args)`, read once for every search and training of this run."""
+    return load_search_data(*args)
+
+
 def search(cfg: SearchConfig, table: LatencyTable, run_dir: Path, device: str, amp: bool,
            world: World | None = None) -> dict:
     """One search (every rank of a torchrun world runs it; `world` overrides that world: one process alone)."""
     space, world = load_space(cfg.space), world or init_world(device, amp)
-    data = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed,
-                            cfg.limit)
+    data = dataset(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
     start = time.perf_counter()
     result = run_search(cfg, space, table, data, run_dir, world=world)
     seconds = time.perf_counter() - start
@@ -93,7 +99,7 @@ def ddp_check(short: SearchConfig, table: LatencyTable, folder: Path, device: st
 def train(space_name: str, ops: list[str], data: str, out_dir: Path, device: str, epochs: int) -> dict:
     space, world = load_space(space_name), init_world(device)
     cfg = TrainConfig(epochs=epochs, data=data)
-    loaded = load_search_data(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed)
+    loaded = dataset(cfg.data, space.input_channels, space.input_size, cfg.valid_fraction, cfg.seed, cfg.limit)
     start = time.perf_counter()
     result = train_network(cfg, space, Arch(space_name, tuple(ops)), loaded, out_dir, world=world)
     return {"device": device, "arch": ops, "epochs": epochs, "seconds": time.perf_counter() - start,
