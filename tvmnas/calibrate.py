@@ -120,14 +120,14 @@ def calibrate(space: SearchSpace, spec: TargetSpec, runner: Runner, db: LatencyD
         if row is None or not row.ok:
             raise TvmnasError(f"calibrating {space.name!r} needs every candidate profiled at {scope.level}; "
                               f"{cand.key} {cand.shape_text} is not")
-        rows[cand.key + cand.shape_text] = row.latency_ms
+        rows[cand.ident] = row.latency_ms
 
     def blocks_ms(ops: tuple[str, ...]) -> float:
-        return sum(rows[c.key + c.shape_text] for c in space.blocks(ops))
+        return sum(rows[c.ident] for c in space.blocks(ops))
 
     def op_ms(layer: Layer, op: str) -> float:
         cand = layer.candidate(op)
-        return 0.0 if op == "zero" else rows[cand.key + cand.shape_text]
+        return 0.0 if op == "zero" else rows[cand.ident]
 
     archs = calibration_archs(space, op_ms, networks, np.random.default_rng(seed))
     with tempfile.TemporaryDirectory(prefix="tvmnas-calibrate-") as tmp:

@@ -87,7 +87,7 @@ Progress = Callable[[str, int, int, str], None]
 
 
 def library_path(cand: Candidate, out_dir: Path) -> Path:
-    return Path(out_dir) / f"{cand.key}_{cand.shape_text}.so"
+    return Path(out_dir) / f"{cand.ident}.so"
 
 
 def build_candidate(cand: Candidate, spec: TargetSpec, settings: ProfileSettings, tune_dir: Path, runner: Runner,
@@ -182,16 +182,15 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
         outcomes, built = _build_missing(candidates, spec, runner, db, settings, tune_dir, Path(libs), progress)
         network, companions = None, {}
         if space is not None and network_anchor_due(space, db, scope, settings,
-                                                    {candidates[i].key + candidates[i].shape_text for i in built}):
+                                                    {candidates[i].ident for i in built}):
             try:
                 network = build_reference_network(space, spec, settings.tune_trials, tune_dir, runner,
                                                   Path(libs) / REFERENCE_NETWORK_FILE)
                 # its blocks that this run does not measure anyway are timed beside it (their rows kept)
-                now = {candidates[i].key + candidates[i].shape_text for i in built}
+                now = {candidates[i].ident for i in built}
                 for cand in space.blocks(space.mobilenetv2_ops):
-                    if cand.key + cand.shape_text not in now | set(companions):
-                        companions[cand.key + cand.shape_text] = build_candidate(cand, spec, settings, tune_dir,
-                                                                                 runner, Path(libs))
+                    if cand.ident not in now | set(companions):
+                        companions[cand.ident] = build_candidate(cand, spec, settings, tune_dir, runner, Path(libs))
             except Exception as err:  # noqa: BLE001 - exports then scale by the reference module alone
                 LOG.warning("the reference network of %s did not build (%s); exports will scale by the reference "
                             "module alone", space.name, error_line(err))
@@ -213,8 +212,7 @@ def profile_candidates(candidates: list[Candidate], spec: TargetSpec, runner: Ru
         if timed.reference is not None and anchor is None:
             write_anchor(db, scope, spec.name, runner.device_label, timed.reference)
         if network is not None:
-            this_run = dict(zip([candidates[i].key + candidates[i].shape_text for i in order] + list(companions),
-                                timed.estimates))
+            this_run = dict(zip([candidates[i].ident for i in order] + list(companions), timed.estimates))
             estimate = network_at_table_speed(space, timed.estimates[-1], this_run, db, scope)
             if estimate is not None:  # replaces the earlier one: it keeps pace with its blocks' rows
                 write_network_anchor(db, scope, space, spec.name, runner.device_label, estimate,
@@ -230,7 +228,7 @@ def network_anchor_due(space: SearchSpace, db: LatencyDB, scope: LatencyScope, s
     row = network_anchor_row(db, scope, space)
     if row is None or (settings.remeasure_flagged and row.flag):
         return True
-    return any(c.key + c.shape_text in measured_now for c in space.blocks(space.mobilenetv2_ops))
+    return any(c.ident in measured_now for c in space.blocks(space.mobilenetv2_ops))
 
 
 def network_at_table_speed(space: SearchSpace, network: Estimate, this_run: dict[str, Estimate], db: LatencyDB,
@@ -241,7 +239,7 @@ def network_at_table_speed(space: SearchSpace, network: Estimate, this_run: dict
     None when the network or one of its blocks could not be timed."""
     blocks = space.blocks(space.mobilenetv2_ops)
     rows = [db.get(scope, c.key, c.shape_text) for c in blocks]
-    now = [this_run.get(c.key + c.shape_text) for c in blocks]
+    now = [this_run.get(c.ident) for c in blocks]
     if not network.ok or any(r is None or not r.ok for r in rows) or any(e is None or not e.ok for e in now):
         return None
     factor = sum(r.latency_ms for r in rows) / sum(e.latency_ms for e in now)

@@ -54,6 +54,11 @@ class Candidate:
         return "x".join(str(d) for d in self.input_shape)
 
     @property
+    def ident(self) -> str:
+        """The candidate's name, unique in a space: its key and input shape (a dict key, a file name)."""
+        return f"{self.key}_{self.shape_text}"
+
+    @property
     def weight_count(self) -> int:
         """Weight values of its convolutions and classifier (biases left out; see `Composition`)."""
         if self.part == "stem":
@@ -167,12 +172,12 @@ class SearchSpace:
         """Every unique candidate to measure: the fixed parts, then each (op, shape) of the searchable layers."""
         unique: dict[str, Candidate] = {}
         for cand in self.fixed_candidates():
-            unique.setdefault(cand.key + cand.shape_text, cand)
+            unique.setdefault(cand.ident, cand)
         for layer in self.layers():
             for op in layer.choices:
                 if op != "zero":
                     cand = layer.candidate(op)
-                    unique.setdefault(cand.key + cand.shape_text, cand)
+                    unique.setdefault(cand.ident, cand)
         return list(unique.values())
 
     def size(self) -> SpaceSize:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, design_space, has_blocked_conv
+from tvmnas.measure.conv_schedule import (blocked_conv_space, copy_kernel, design_space, design_space_size,
+                                          has_blocked_conv)
 
 
 class Net(torch.nn.Module):
@@ -32,17 +33,22 @@ class Net(torch.nn.Module):
         return self.last(torch.relu(self.grouped(x))).mean((2, 3))
 
 
-@pytest.fixture(scope="module", params=["nchw8c", "nchw16c"])
-def conv_kernels(request):
+def conv_kernels_of(layout: str):
+    """The target and the fused kernels of `Net` in `layout` that compute a blocked convolution."""
     import tvm
 
     from tvmnas.targets import load_target
 
     target = load_target("x86-cpu").tvm()
-    fused = fuse(import_torch(Net().eval(), (1, 3, 14, 14)), target, request.param)
+    fused = fuse(import_torch(Net().eval(), (1, 3, 14, 14)), target, layout)
     kernels = [tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
                for _, func in fused.functions_items() if isinstance(func, tvm.tirx.PrimFunc)]
     return target, [k for k in kernels if has_blocked_conv(k)]
+
+
+@pytest.fixture(scope="module", params=["nchw8c", "nchw16c"])
+def conv_kernels(request):
+    return conv_kernels_of(request.param)
 
 
 
@@ -97,3 +103,26 @@ def test_traces_have_the_same_instructions_whatever_was_sampled(conv_kernels):
             blocked_conv_space(sch)
             shapes.add(tuple((inst.kind.name, len(inst.outputs)) for inst in sch.trace.insts))
         assert len(shapes) == 1
+
+
+def test_the_space_size_counts_every_schedule_sampling_reaches():
+    """The tuning gives a kernel no more trials than its space holds (meta-schedule's search would go on drawing
+    nothing new): the count is exactly the number of distinct modules that sampling the space produces."""
+    import tvm_ffi
+    from tvm.s_tir import Schedule
+
+    _, kernels = conv_kernels_of("nchw16c")
+    sizes = []
+    for kernel in kernels:
+        size = design_space_size(copy_kernel(kernel))
+        if design_space(copy_kernel(kernel)) == "post-order-apply":
+            assert size is None
+            continue
+        seen = set()
+        for seed in np.random.default_rng(0).integers(1, 2**30, 60):  # (consecutive small seeds draw alike first)
+            sch = Schedule(copy_kernel(kernel), seed=int(seed))
+            blocked_conv_space(sch)
+            seen.add(tvm_ffi.structural_hash(sch.mod))
+        assert len(seen) == size
+        sizes.append(size)
+    assert sorted(sizes) == [2, 2, 4, 4, 4]  # the row of 7 pixels splits 1x7 or 7x1; 3 channel blocks 1x3 or 3x1

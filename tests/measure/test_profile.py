@@ -149,16 +149,16 @@ def test_a_later_profile_anchors_the_reference_network_at_its_blocks_rows(tiny_s
     cands = tiny_space.candidates()
     with LatencyDB(db_path) as db:
         profile_candidates(cands, cpu, ScriptedRunner(), db, ProfileSettings(), tuning_dir(db_path, cpu, "local"))
-        rows = {c.key + c.shape_text: db.get(scope, c.key, c.shape_text).latency_ms for c in cands}
+        rows = {c.ident: db.get(scope, c.key, c.shape_text).latency_ms for c in cands}
         later = ScriptedRunner(speed=3.0)
         report = profile_candidates(cands, cpu, later, db, ProfileSettings(), tuning_dir(db_path, cpu, "local"),
                                     space=tiny_space)
         assert all(o.cached for o in report.outcomes)
-        assert {c.key + c.shape_text: db.get(scope, c.key, c.shape_text).latency_ms for c in cands} == rows
+        assert {c.ident: db.get(scope, c.key, c.shape_text).latency_ms for c in cands} == rows
         libs = [p.name for p in later.batches[0].libs]
-        now = {c.key + c.shape_text: libs.index(f"{c.key}_{c.shape_text}.so") + 1.0 for c in cands
-               if f"{c.key}_{c.shape_text}.so" in libs}
-        blocks = [c.key + c.shape_text for c in tiny_space.blocks(tiny_space.mobilenetv2_ops)]
+        now = {c.ident: libs.index(f"{c.ident}.so") + 1.0 for c in cands
+               if f"{c.ident}.so" in libs}
+        blocks = [c.ident for c in tiny_space.blocks(tiny_space.mobilenetv2_ops)]
         assert set(now) == set(blocks) and libs[-1] == "reference_network.so"
         want = len(libs) * sum(rows[b] for b in blocks) / sum(now[b] for b in blocks)
         assert read_network_anchor(db, scope, tiny_space) == pytest.approx(want)

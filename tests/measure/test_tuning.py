@@ -134,3 +134,23 @@ def test_the_evolutionary_search_is_shallow_at_the_profiles_few_trials_and_as_me
     assert tuning.TuneSettings(1000).population_size == 512
     chosen = tuning.TuneSettings(8, population=100, genetic_iters=5)
     assert (chosen.population_size, chosen.genetic_num_iters) == (100, 5)
+
+
+def test_a_kernel_whose_space_is_smaller_than_its_trials_is_tuned_once_over_it_and_no_longer(tmp_path):
+    """A 1x1 convolution on a 7x7 map with 3 output channel blocks: 4 schedules. Asked for 8 trials, its search
+    gets 4 and one round; meta-schedule alone would have gone on for rounds that find nothing new."""
+    import torch
+
+    from tvmnas.measure.build import build_module
+    from tvmnas.measure.compile import import_torch
+    from tvmnas.measure.runner.local import LocalRunner
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(16, 48, 1), torch.nn.ReLU()).eval()
+    events = []
+    built = build_module(import_torch(net, (1, 16, 7, 7)), load_target("x86-cpu"), 8, tmp_path / "tuning",
+                         LocalRunner(), tmp_path / "net.so", interior=True,
+                         progress=lambda phase, done, total, detail: events.append((phase, done, total)))
+    tune = [(done, total) for phase, done, total in events if phase == "tune"]
+    assert built.tasks_tuned == 1
+    assert tune == [(4, 4)]  # one round of 4 trials: the space measured whole

@@ -41,21 +41,48 @@ def copy_kernel(kernel):
     return tvm.ir.load_json(tvm.ir.save_json(kernel))
 
 
+def schedules_blocked_conv(kernel) -> bool:
+    """Whether `blocked_conv_space` schedules `kernel`: a blocked convolution whose fused kernel has its shape."""
+    from tvm.s_tir import Schedule
+
+    if not has_blocked_conv(kernel):
+        return False
+    try:
+        blocked_conv_space(Schedule(copy_kernel(kernel)))
+    except Exception:  # noqa: BLE001 - a fused kernel of another shape (a reduction after the convolution)
+        return False
+    return True
+
+
 def design_space(kernel):
     """The design space meta-schedule tunes `kernel` (an IRModule of one fused TIR function) in:
     `blocked_conv_space` for a blocked convolution it can schedule, meta-schedule's generic rules
     ("post-order-apply") for everything else."""
-    from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
-    if has_blocked_conv(kernel):
-        probe = Schedule(copy_kernel(kernel))
-        try:
-            blocked_conv_space(probe)
-        except Exception:  # noqa: BLE001 - a fused kernel of another shape (a reduction after the convolution)
-            return "post-order-apply"
+    if schedules_blocked_conv(kernel):
         return ms.space_generator.ScheduleFn(blocked_conv_space)
     return "post-order-apply"
+
+
+def design_space_size(kernel) -> int | None:
+    """How many distinct schedules `design_space(kernel)` holds, where that is known: one per pair of the blocked
+    convolution's tile sizes (each a divisor of its loop up to the largest tile). None for the generic rules (too
+    many to count). Meta-schedule's evolutionary search does not know when it has measured a space whole: it goes on
+    drawing for several rounds that find nothing new, at about the cost of a round that does."""
+    from tvm.s_tir import Schedule
+
+    if not schedules_blocked_conv(kernel):
+        return None
+    sch = Schedule(copy_kernel(kernel))
+    spatial, _ = _loops_by_kind(sch, sch.get_sblock(CONV_BLOCK))
+    _, oc, _, x, _ = (int(sch.get(loop).extent) for loop in spatial)
+    return _divisors_up_to(x, MAX_X_INNER) * _divisors_up_to(oc, MAX_OC_INNER)
+
+
+def _divisors_up_to(extent: int, largest: int) -> int:
+    """How many ways `sample_perfect_tile(n=2, max_innermost_factor=largest)` splits a loop of `extent`."""
+    return sum(1 for d in range(1, min(extent, largest) + 1) if extent % d == 0)
 
 
 def blocked_conv_space(sch) -> None:

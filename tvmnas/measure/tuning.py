@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tvmnas.failpoints import stop_point
-from tvmnas.measure.conv_schedule import design_space
+from tvmnas.measure.conv_schedule import design_space, design_space_size
 from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
 from tvmnas.measure.tuning_records import (build_timeouts, canonical_kernel, kernel_hash, record_budgets,
@@ -53,6 +53,7 @@ class TuneSettings:
     genetic_iters: int | None = None  # None = SHALLOW_GENETIC_ITERS up to SHALLOW_TRIALS trials, else GENETIC_ITERS
     seed: int = 0
     build_timeout_s: float = BUILD_TIMEOUT_S
+    space_sized: bool = True  # a kernel gets no more trials than its design space holds (see trials_worth)
 
     @property
     def population_size(self) -> int:
@@ -304,9 +305,18 @@ def untuned_tasks(fused_mod, target, database, trials: int, work_dir: Path) -> t
     return missing, len(tasks)
 
 
-def progress_callback(progress, total_trials: int):
+def trials_worth(kernel, trials: int) -> int:
+    """The trials worth giving a kernel: `trials`, or as many as its design space holds where that is fewer (see
+    `design_space_size`). Records the database already holds are not subtracted: they may come from another
+    space (the generic rules), and a task asked for more than is left only ends later."""
+    size = design_space_size(kernel)
+    return trials if size is None else min(trials, size)
+
+
+def progress_callback(progress, total_trials: int, kernels: list[int]):
     """A meta-schedule measure callback, after the records are committed: reports the trials measured so far as
-    progress ("tune" phase, when `progress` is given), and passes the `tune-trials-saved` stop point."""
+    progress ("tune" phase, when `progress` is given; the kernel by its number in `kernels`, which maps the tuning
+    session's task ids and may change between sessions), and passes the `tune-trials-saved` stop point."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -319,7 +329,7 @@ def progress_callback(progress, total_trials: int):
             self.done += len(measure_candidates)
             stop_point("tune-trials-saved")
             if progress is not None:
-                progress("tune", min(self.done, total_trials), total_trials, f"kernel {task_id + 1}")
+                progress("tune", min(self.done, total_trials), total_trials, f"kernel {kernels[task_id] + 1}")
 
     return TrialProgress()
 
@@ -346,6 +356,8 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
     if missing:
         seed = settings.seed + build_timeouts(work_dir)
         population = settings.population_size
+        trials = settings.trials_per_task
+        caps = [trials_worth(task.dispatched[0], trials) if settings.space_sized else trials for task in missing]
         contexts = [
             ms.TuneContext(
                 mod=canonical_kernel(database, task.dispatched[0]), target=task.target,
@@ -358,11 +370,11 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
             ).clone()
             for task in missing
         ]
-        trials = settings.trials_per_task
         callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()]
         if not in_memory:  # the exported libraries' folders
             callbacks.append(ms.measure_callback.RemoveBuildArtifact())
-        callbacks.append(progress_callback(progress, trials * len(contexts)))
+        session_kernels: list[int] = []  # the tasks of the running session, as indices into `missing`
+        callbacks.append(progress_callback(progress, sum(caps), session_kernels))
         cost_model = ms.cost_model.XGBModel()
         model_path = Path(work_dir) / COST_MODEL
         if model_path.exists():
@@ -372,11 +384,17 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
                 cost_model = ms.cost_model.XGBModel()
         watchdog = BuildWatchdog(settings.build_timeout_s, end_on_build_timeout(work_dir, seed))
         try:
-            ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in missing], work_dir=str(work_dir),
-                          max_trials_global=trials * len(contexts), max_trials_per_task=trials,
-                          num_trials_per_iter=min(trials, 64), builder=make_builder(spec, in_memory, watchdog),
-                          runner=make_ms_runner(), database=database, cost_model=cost_model,
-                          task_scheduler="round-robin", measure_callbacks=callbacks)
+            builder, runner = make_builder(spec, in_memory, watchdog), make_ms_runner()
+            # one session per budget: a task ends when it has its trials, which for a small design space is when
+            # the space is measured whole (the search itself would go on drawing nothing new for several rounds)
+            for cap in sorted(set(caps), reverse=True):
+                group = [i for i, c in enumerate(caps) if c == cap]
+                session_kernels[:] = group
+                ms.tune_tasks(tasks=[contexts[i] for i in group],
+                              task_weights=[float(missing[i].weight) for i in group], work_dir=str(work_dir),
+                              max_trials_global=cap * len(group), max_trials_per_task=cap,
+                              num_trials_per_iter=min(cap, 64), builder=builder, runner=runner, database=database,
+                              cost_model=cost_model, task_scheduler="round-robin", measure_callbacks=callbacks)
         finally:
             watchdog.close()
         tmp = model_path.with_suffix(".tmp")
