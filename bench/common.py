@@ -87,3 +87,17 @@ def write_results(name: str, summary: dict, entries: list, markdown: list[str], 
 
 def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+
+
+def learned_tensors(checkpoint: Path, key: str) -> dict:
+    """The learned tensors a checkpoint keeps under `key` (weights and alphas; not the BatchNorm running statistics,
+    which are measured again for evaluation)."""
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)[key]
+    return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
+
+
+def max_abs_diff(a: dict, b: dict, which=lambda key: True) -> float:
+    """The largest element-wise difference between two dicts of tensors (the keys `which` accepts)."""
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if which(k))

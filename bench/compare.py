@@ -243,11 +243,14 @@ def tvm_breakdown(lib_path: Path, data: np.ndarray, spec: TargetSpec, protocol: 
 
 
 def add_target_args(parser) -> None:
-    """--target and --db (whose tuning folder is used, as bench-model uses it)."""
+    """--target and --db (whose tuning folder is used, as bench-model uses it), and --no-breakdown."""
     from common import DEFAULT_DB
 
     parser.add_argument("--target", default="x86-cpu")
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="its tuning directory is used, as bench-model")
+    parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                        help="skip the per-kernel and per-node breakdowns (each kernel timed hot and cold: most of "
+                             "the bench's time)")
 
 
 def runtime_target(name: str) -> TargetSpec:
@@ -264,10 +267,11 @@ def runtime_target(name: str) -> TargetSpec:
 
 
 def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: TargetSpec, tune_dir: Path,
-                    tmp: Path, trial_cache: str = "hot") -> dict:
+                    tmp: Path, trial_cache: str = "hot", breakdown: bool = True) -> dict:
     """A PyTorch network exported to ONNX, compiled the way `tvmnas bench-model` compiles it (the target's tuning
     records, `trials` trials for the kernels they lack, timed `trial_cache`), checked against onnxruntime's outputs
-    and timed beside onnxruntime and PyTorch eager in one interleaved run, with both breakdowns."""
+    and timed beside onnxruntime and PyTorch eager in one interleaved run, with both breakdowns (`breakdown`: they
+    time every kernel hot and cold, which takes many times the comparison itself)."""
     import time
 
     from tvmnas.deploy.export import export_onnx
@@ -281,10 +285,15 @@ def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: T
     model = load_onnx(onnx_path)  # as bench-model imports it
     input_name, shape = graph_input(model, None)
     start = time.perf_counter()
+    measured = {"trials": 0, "asked": 0}  # tuning trials measured (a kernel's search ends when its space runs out)
+
+    def progress(phase: str, done: int, total: int, detail: str) -> None:
+        print(f"\r{name}: {phase} {done}/{total} {detail}", end="", flush=True)
+        if phase == "tune":
+            measured.update(trials=done, asked=total)
+
     built = build_module(import_onnx(model, input_name, shape), spec, trials, tune_dir, LocalRunner(trial_cache),
-                         tmp / f"{name}.so", started=start,
-                         progress=lambda phase, done, total, detail: print(f"\r{name}: {phase} {done}/{total} "
-                                                                           f"{detail}", end="", flush=True))
+                         tmp / f"{name}.so", started=start, progress=progress)
     print()
     data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     calls = {"tvm": tvm_call(built.lib_path, data), "onnxruntime": ort_call(onnx_path, data, spec.runtime_threads),
@@ -297,11 +306,12 @@ def compare_network(net, shape: tuple[int, ...], name: str, trials: int, spec: T
     latency = {n: e.raw_ms for n, e in est.items()}
     return {"input_shape": list(shape), "tune_trials": trials, "trial_cache": trial_cache, "tune_s": built.tune_s,
             "compile_s": built.compile_s, "tasks": built.tasks, "tasks_tuned": built.tasks_tuned,
+            "trials_measured": measured["trials"], "trials_asked": measured["asked"],
             "latency_ms": latency, "dispersion": {n: e.dispersion for n, e in est.items()},
             "tvm_over_onnxruntime": latency["tvm"] / latency["onnxruntime"],
             "tvm_over_pytorch": latency["tvm"] / latency["pytorch-eager"],
-            "tvm_breakdown": tvm_breakdown(built.lib_path, data, spec),
-            "ort_breakdown": ort_breakdown(onnx_path, data, spec.runtime_threads)}
+            **({"tvm_breakdown": tvm_breakdown(built.lib_path, data, spec),
+                "ort_breakdown": ort_breakdown(onnx_path, data, spec.runtime_threads)} if breakdown else {})}
 
 
 def ort_breakdown(onnx_path: Path, data: np.ndarray, threads: int, runs: int = 300) -> dict:

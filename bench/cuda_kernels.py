@@ -62,7 +62,7 @@ def pack(args) -> None:
     shutil.copy(args.runner, out / "bin" / "tvmnas-run")
     index = []
     for cand in space.candidates():
-        folder = out / "blocks" / f"{cand.key}_{cand.shape_text}"
+        folder = out / "blocks" / f"{cand.ident}"
         folder.mkdir(parents=True)
         torch.manual_seed(0)
         module = candidate_module(cand).eval()
@@ -132,7 +132,7 @@ def record(args) -> None:
     rows = []
     with LatencyDB(args.db) as db:
         for cand in space.candidates():
-            entry = index.get(f"blocks/{cand.key}_{cand.shape_text}")
+            entry = index.get(f"blocks/{cand.ident}")
             row = db.get(scope, cand.key, cand.shape_text)
             rows.append({"candidate": cand.key, "input_shape": cand.shape_text, "stage": cand.stage_label,
                          "gpu_ms": entry and entry.get("raw_ms"), "gpu_error": entry and entry.get("error"),

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import DEFAULT_DB, REPO, command_line, write_results
+from common import DEFAULT_DB, REPO, command_line, learned_tensors, max_abs_diff, write_results
 
 from tvmnas.procs import free_port
 from tvmnas.search.config import SearchConfig
@@ -52,17 +52,6 @@ def tvmnas(processes: int, *argv, threads: int | None = None) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, argv[:1]))} in {processes} process(es) failed:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - start
-
-
-def learned(checkpoint: Path, key: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's learned tensors (weights and alphas; not the BatchNorm running statistics, which are
-    measured again for evaluation on each process's threads)."""
-    state = torch.load(checkpoint, weights_only=True)[key]
-    return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
-
-
-def max_diff(a: dict, b: dict, which=lambda k: True) -> float:
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if which(k))
 
 
 def data_throughput(tmp: Path, images: int, workers: int) -> float:
@@ -110,7 +99,7 @@ def main() -> None:
             log = read_log(run.log)
             seconds = sum(e["seconds"] for e in log)
             steps = args.epochs * args.images_per_epoch // SEARCH_BATCH  # weight steps (arch steps between)
-            found[name] = learned(run.checkpoint, "supernet")
+            found[name] = learned_tensors(run.checkpoint, "supernet")
             entries.append({"what": "search", "way": name, "processes": processes, "flags": list(map(str, flags)),
                             "threads": threads or os.cpu_count() // processes, "wall_s": wall, "seconds": seconds,
                             "steps": steps, "steps_per_s": steps / seconds,
@@ -122,7 +111,7 @@ def main() -> None:
             tvmnas(processes, "train", "--arch", SearchRun(tmp / "search-one").arch, "--epochs", "1",
                    "--images-per-epoch", args.images_per_epoch, "--device", "cpu", *flags, "--out", out.folder)
             seconds = sum(e["seconds"] for e in read_log(out.log))
-            found[f"train-{name}"] = learned(out.checkpoint, "network")
+            found[f"train-{name}"] = learned_tensors(out.checkpoint, "network")
             entries.append({"what": "train", "way": name, "processes": processes, "seconds": seconds,
                             "images_per_s": args.images_per_epoch / seconds})
         data = {w: data_throughput(tmp, 256, w) for w in (0, 2)}
@@ -133,14 +122,14 @@ def main() -> None:
         return key.endswith("alpha")
 
     summary = {"same_arch": search_rows["one"]["arch"] == search_rows["many"]["arch"],
-               "max_alpha_diff": max_diff(found["one"], found["many"], is_alpha),
-               "max_weight_diff": max_diff(found["one"], found["many"]), "shards": n,
+               "max_alpha_diff": max_abs_diff(found["one"], found["many"], is_alpha),
+               "max_weight_diff": max_abs_diff(found["one"], found["many"]), "shards": n,
                "one_process_threads": f"{os.cpu_count()} vs 1",
                "same_arch_threads": search_rows["one"]["arch"] == search_rows["one-thread"]["arch"],
-               "max_alpha_diff_threads": max_diff(found["one"], found["one-thread"], is_alpha),
+               "max_alpha_diff_threads": max_abs_diff(found["one"], found["one-thread"], is_alpha),
                "same_arch_plain_threads": search_rows["plain"]["arch"] == search_rows["plain-one-thread"]["arch"],
-               "max_alpha_diff_plain_threads": max_diff(found["plain"], found["plain-one-thread"], is_alpha),
-               "train_max_weight_diff": max_diff(found["train-one"], found["train-many"]),
+               "max_alpha_diff_plain_threads": max_abs_diff(found["plain"], found["plain-one-thread"], is_alpha),
+               "train_max_weight_diff": max_abs_diff(found["train-one"], found["train-many"]),
                "steps_per_s": {"1": search_rows["one"]["steps_per_s"], str(n): search_rows["many"]["steps_per_s"]},
                "steps_per_s_plain": search_rows["plain"]["steps_per_s"],
                "train_images_per_s": {"1": train_rows["one"]["images_per_s"],

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from common import learned_tensors, max_abs_diff
+
 from tvmnas.arch import Arch
 from tvmnas.data.datasets import SearchData, load_search_data
 from tvmnas.dist import World, close_world, init_world
@@ -37,7 +39,6 @@ from tvmnas.search.config import SearchConfig
 from tvmnas.search.latency import LatencyTable
 from tvmnas.search.run import run_search
 from tvmnas.space import load_space
-from tvmnas.torch_file import load_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.run import train_network
 
@@ -64,16 +65,12 @@ def search(cfg: SearchConfig, table: LatencyTable, run_dir: Path, device: str, a
             "predicted_ms": result.predicted_latency_ms, "valid_acc": result.valid_acc}
 
 
-def alphas(run_dir: Path) -> dict[str, torch.Tensor]:
-    from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-
-    state = load_tagged(SearchRun(run_dir).checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
-    return {k: v for k, v in state["supernet"].items() if k.endswith("alpha")}
-
-
-def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
-    return {"bitwise_equal_alphas": all(torch.equal(a[k], b[k]) for k in a),
-            "max_alpha_diff": max(float((a[k] - b[k]).abs().max()) for k in a)}
+def compare_alphas(one: Path, other: Path) -> dict:
+    """Two search runs' architecture parameters: equal bit for bit, and how far apart."""
+    a, b = (learned_tensors(SearchRun(run).checkpoint, "supernet") for run in (one, other))
+    alphas = [k for k in a if k.endswith("alpha")]
+    return {"bitwise_equal_alphas": all(torch.equal(a[k], b[k]) for k in alphas),
+            "max_alpha_diff": max_abs_diff(a, b, lambda k: k.endswith("alpha"))}
 
 
 def ddp_check(short: SearchConfig, table: LatencyTable, folder: Path, device: str) -> dict | None:
@@ -91,7 +88,7 @@ def ddp_check(short: SearchConfig, table: LatencyTable, folder: Path, device: st
         close_world(world)
     return {"processes": world.size, "shards": cfg.shards, "epochs": cfg.epochs,
             "images_per_epoch": cfg.images_per_epoch, "same_arch": spread["arch"] == alone["arch"],
-            **compare(alphas(folder / "ddp"), alphas(folder / "alone")),
+            **compare_alphas(folder / "ddp", folder / "alone"),
             "seconds": {"processes": spread["seconds"], "one_process": alone["seconds"]},
             "arch": [spread["arch"], alone["arch"]]}
 
@@ -146,7 +143,7 @@ def main() -> None:
         first, second = (search(short, table, tmp / f"short{i}", args.device, False) for i in range(2))
         save("repeat_fp32", {"epochs": short.epochs, "images_per_epoch": short.images_per_epoch,
                              "same_arch": first["arch"] == second["arch"],
-                             **compare(alphas(tmp / "short0"), alphas(tmp / "short1")),
+                             **compare_alphas(tmp / "short0", tmp / "short1"),
                              "arch": [first["arch"], second["arch"]]})
         save("warnings", sorted({str(w.message).splitlines()[0] for w in caught}))  # ops with no deterministic kernel
 

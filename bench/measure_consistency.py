@@ -95,7 +95,7 @@ def main() -> None:
         stop_group(server.pid)
 
     def latencies(name):
-        return {o.candidate.key + o.candidate.shape_text: o.row for o in runs[name][0].outcomes}
+        return {o.candidate.ident: o.row for o in runs[name][0].outcomes}
 
     base, again, rpc = latencies("local"), latencies("again"), latencies("rpc")
     anchor = {name: runs[name][1] for name in runs}

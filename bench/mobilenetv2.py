@@ -1,7 +1,7 @@
 """A network nobody tuned tvmnas for: MobileNetV2 written in plain PyTorch (random weights, 10 or 1000 classes),
 exported to ONNX, compiled the way `tvmnas bench-model` compiles it (the target's tuning records, `--tune-trials`
 trials for the kernels they lack), and timed against onnxruntime and PyTorch eager in one interleaved run of the
-measurement protocol, with the per-kernel breakdown of both (issue 13).
+measurement protocol, with the per-kernel breakdown of both unless `--no-breakdown` (issue 13).
 
     .venv/bin/python bench/mobilenetv2.py --sizes 28 224 --tune-trials 8
 """
@@ -56,11 +56,12 @@ def mobilenet_v2(in_channels: int, classes: int, stem_stride: int) -> nn.Module:
 MODELS = {28: ((1, 1, 28, 28), 10, 1), 224: ((1, 3, 224, 224), 1000, 2)}
 
 
-def bench_size(size: int, trials: int, spec, tune_dir: Path, tmp: Path) -> dict:
+def bench_size(size: int, trials: int, spec, tune_dir: Path, tmp: Path, breakdown: bool = True) -> dict:
     shape, classes, stem_stride = MODELS[size]
     torch.manual_seed(0)
     net = mobilenet_v2(shape[1], classes, stem_stride).eval()
-    return {"size": size, **compare_network(net, shape, f"mobilenetv2_{size}", trials, spec, tune_dir, tmp)}
+    return {"size": size, **compare_network(net, shape, f"mobilenetv2_{size}", trials, spec, tune_dir, tmp,
+                                            breakdown=breakdown)}
 
 
 def main() -> None:
@@ -75,7 +76,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tvmnas-mnv2-") as tmp:
         for size in args.sizes:
             for trials in args.tune_trials:
-                entries.append(bench_size(size, trials, spec, tuning_dir(args.db, spec, "local"), Path(tmp)))
+                entries.append(bench_size(size, trials, spec, tuning_dir(args.db, spec, "local"), Path(tmp),
+                                          args.breakdown))
                 e = entries[-1]
                 print(f"{size} at {trials} trials: {e['latency_ms']}, {e['tvm_over_onnxruntime']:.2f}x ORT",
                       flush=True)
@@ -91,7 +93,8 @@ def main() -> None:
         lines.append(f"| {'x'.join(map(str, e['input_shape']))} | {e['tune_trials']} | {e['tune_s']:.0f} | "
                      f"{ms['tvm']:.3f} | {ms['onnxruntime']:.3f} | {ms['pytorch-eager']:.3f} | "
                      f"{e['tvm_over_onnxruntime']:.2f} | {e['tvm_over_pytorch']:.2f} | "
-                     f"{e['tvm_breakdown']['sum_kernels_ms']:.3f} | {e['ort_breakdown']['sum_nodes_ms']:.3f} |")
+                     + (f"{e['tvm_breakdown']['sum_kernels_ms']:.3f} | {e['ort_breakdown']['sum_nodes_ms']:.3f} |"
+                        if "tvm_breakdown" in e else "- | - |"))
     lines += ["", "Tuning time counts only the kernels the tuning records lacked (a rerun reuses them). One "
               "interleaved run of the protocol per row; the kernel and node sums come from the breakdowns "
               "(TVM's kernels timed one by one with the network's arguments; onnxruntime's profiler)."]

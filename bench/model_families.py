@@ -100,7 +100,8 @@ def main() -> None:
             tune_dir = (tuning_dir(args.db, spec, "local") if args.tune_cache is None else
                         Path(tmp) / f"tuning-{name}-{args.tune_cache}")
             entries.append({"model": name, **compare_network(build().eval(), shape, name, args.tune_trials, spec,
-                                                             tune_dir, Path(tmp), args.tune_cache or "hot")})
+                                                             tune_dir, Path(tmp), args.tune_cache or "hot",
+                                                             args.breakdown)})
             print(f"{name}: {entries[-1]['latency_ms']}, {entries[-1]['tvm_over_onnxruntime']:.2f}x onnxruntime",
                   flush=True)
     ratios = {e["model"]: e["tvm_over_onnxruntime"] for e in entries}
@@ -113,15 +114,17 @@ def main() -> None:
     lines = [f"## CNNs of other families on {spec.name} ({spec.layout}), {spec.runtime_threads} threads, "
              f"tuned-{args.tune_trials}" + ("" if args.tune_cache is None else
                                             f", trials timed {args.tune_cache}, tuned from nothing"), "",
-             "| model | input | tune s | TVM ms | onnxruntime ms | PyTorch ms | TVM / ORT | TVM / PyTorch |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | input | trials measured | tune s | TVM ms | onnxruntime ms | PyTorch ms | TVM / ORT | "
+             "TVM / PyTorch |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for e in entries:
         ms = e["latency_ms"]
-        lines.append(f"| {e['model']} | {'x'.join(map(str, e['input_shape']))} | {e['tune_s']:.0f} | "
+        lines.append(f"| {e['model']} | {'x'.join(map(str, e['input_shape']))} | "
+                     f"{e['trials_measured']} of {e['trials_asked']} | {e['tune_s']:.0f} | "
                      f"{ms['tvm']:.3f} | {ms['onnxruntime']:.3f} | {ms['pytorch-eager']:.3f} | "
                      f"{e['tvm_over_onnxruntime']:.2f} | {e['tvm_over_pytorch']:.2f} |")
     lines += ["", "Random weights; each row one interleaved run of the protocol. Tuning time counts only the kernels "
-              "the tuning records lacked (a rerun reuses them)."]
+              "the tuning records lacked (a rerun reuses them); trials measured of those asked (kernels x "
+              "--tune-trials): a kernel's search ends early when its design space has no new schedule left."]
     results = "model_families" + ("" if args.tune_cache is None else f"_{args.tune_cache}") + \
         ("" if args.tune_trials == 8 else f"_tuned-{args.tune_trials}")
     write_results(results, summary, entries, lines, command_line())

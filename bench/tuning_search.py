@@ -6,7 +6,7 @@ alike. Then every setting's candidate libraries are timed together, interleaved 
 the profile's protocol. Reported per setting: tuning seconds per candidate, and the candidates' latency against the
 first setting (geometric mean of the ratios, how many are 10% slower or faster). Run it on an idle machine.
 
-    .venv/bin/python bench/tuning_search.py [--space fashion-mnist] [--settings 64x4 32x2 16x2]
+    .venv/bin/python bench/tuning_search.py [--space fashion-mnist] [--settings 64x4 32x2 16x2 32x2-unsized]
 """
 
 from __future__ import annotations
@@ -37,13 +37,19 @@ from tvmnas.space import Candidate, load_space
 from tvmnas.targets import TargetSpec, load_target
 
 
-def parse_setting(text: str) -> tuple[int, int]:
-    """'POPULATIONxITERATIONS' -> (population, genetic iterations)."""
-    population, _, iters = text.partition("x")
+UNSIZED = "-unsized"
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    """'POPULATIONxITERATIONS[-unsized]' -> (the text, TuneSettings fields): population, genetic iterations, and
+    with `-unsized` every kernel asked for the level's trials whatever its design space holds (as before 2026-12)."""
+    population, _, iters = text.removesuffix(UNSIZED).partition("x")
     try:
-        return int(population), int(iters)
+        return text, {"population": int(population), "genetic_iters": int(iters),
+                      "space_sized": not text.endswith(UNSIZED)}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected POPULATIONxITERATIONS such as 32x2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected POPULATIONxITERATIONS[{UNSIZED}] such as 32x2, got {text!r}"
+                                         ) from None
 
 
 def build(cand: Candidate, spec: TargetSpec, settings: TuneSettings, tune_dir: Path, runner: LocalRunner,
@@ -70,22 +76,24 @@ def main() -> None:
     parser.add_argument("--space", default="fashion-mnist")
     parser.add_argument("--target", default="x86-cpu")
     parser.add_argument("--tune-trials", type=int, default=DEFAULT_TUNE_TRIALS)
-    parser.add_argument("--settings", type=parse_setting, nargs="+", default=[(64, 4), (32, 2), (16, 2)],
-                        help="evolutionary search settings, POPULATIONxITERATIONS; the first is the baseline")
+    parser.add_argument("--settings", type=parse_setting, nargs="+",
+                        default=[parse_setting(t) for t in ("64x4", "32x2", "16x2")],
+                        help=f"evolutionary search settings, POPULATIONxITERATIONS, with {UNSIZED}: every kernel asked "
+                             "for the level's trials even where its design space holds fewer; the first is the "
+                             "baseline")
     args = parser.parse_args()
     space, spec, runner = load_space(args.space), load_target(args.target), LocalRunner()
-    names = [f"{p}x{i}" for p, i in args.settings]
+    names = [name for name, _ in args.settings]
     candidates = space.candidates()
     built: dict[str, list[BuiltModule]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="tvmnas-tuning-search-") as tmp:
         for i, cand in enumerate(candidates):
             turn = i % len(names)
-            for name, (population, iters) in list(zip(names, args.settings))[turn:] + list(
-                    zip(names, args.settings))[:turn]:
-                settings = TuneSettings(args.tune_trials, population=population, genetic_iters=iters)
+            for name, fields in args.settings[turn:] + args.settings[:turn]:
+                settings = TuneSettings(args.tune_trials, **fields)
                 (Path(tmp) / name).mkdir(exist_ok=True)
                 built[name].append(build(cand, spec, settings, Path(tmp) / f"tune-{name}", runner,
-                                         Path(tmp) / name / f"{cand.key}_{cand.shape_text}.so"))
+                                         Path(tmp) / name / f"{cand.ident}.so"))
             print(f"{i + 1}/{len(candidates)} {cand.key}: tuning s "
                   + ", ".join(f"{name} {built[name][-1].tune_s:.1f}" for name in names), flush=True)
         modules = [m for name in names for m in built[name]]
@@ -116,7 +124,8 @@ def main() -> None:
                 **{f"{name}_ms": latency[name][j] for name in names}} for j, cand in enumerate(candidates)]
     lines = [f"## Evolutionary search settings at {summary['level']}: {args.space} on {args.target}", "",
              f"{n} candidates, each tuned from nothing under every setting (population x genetic iterations; "
-             "the settings take turns), then all timed together, interleaved.", "",
+             f"{UNSIZED}: every kernel asked for the level's trials even where its design space holds fewer; the "
+             "settings take turns), then all timed together, interleaved.", "",
              f"| setting | tuning s per candidate | latency vs {names[0]} (geomean) | 10% slower | 10% faster |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {name} | {summary['tune_s_per_candidate'][name]:.2f} | "

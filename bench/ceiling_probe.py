@@ -1,0 +1,140 @@
+"""How good can a network at the study's goal latency get? The best ones found, trained again on new seeds (issue 17).
+
+The search-vs-random study (`bench/search_vs_random.py`) asks the searched networks to match the MobileNetV2-style
+network's accuracy at `--goal-factor` x its latency. This bench asks whether any network the study trained at that
+latency does: it takes the `--top` most accurate networks within the goal (searched or random, every set of searches
+in the study's results files, the same recipe; ranked by their mean over the study's seeds) and the
+MobileNetV2-style network, and trains each again on `--seeds` (seeds the study did not use). Picked for being best on
+the study's seeds, the top networks carry those seeds' luck (the winner's curse); their accuracy on the new seeds
+does not, so the verdict compares new seeds with new seeds. Resumable like the study: every training lives in
+`--work` and is reused, and the results file is rewritten after each.
+
+    .venv/bin/python bench/ceiling_probe.py                   # 6 networks x 2 seeds (about 30 min here)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+from pathlib import Path
+
+from common import REPO, RESULTS, command_line, write_results
+from search_vs_random import Net, Recipe, pooled_sd, recorded_trainings, results_files, train
+
+from tvmnas.arch import Arch
+
+
+def study_networks(space: str, recipe: Recipe) -> list[dict]:
+    """Every network the study's results files trained with this recipe on all of their seeds, once each (by
+    architecture), with the mean over those seeds."""
+    found: dict[tuple[str, ...], dict] = {}
+    for path in results_files(space):
+        results = json.loads(path.read_text())
+        s = results["summary"]
+        if (s.get("data"), s.get("train_epochs"), s.get("train_images_per_epoch")) != (
+                recipe.data, recipe.epochs, recipe.images_per_epoch):
+            continue
+        for e in results["entries"]:
+            if len(e["test_acc"]) == len(s["seeds"]) and tuple(e["ops"]) not in found:
+                found[tuple(e["ops"])] = {"role": e["role"], "predicted_ms": e["predicted_ms"],
+                                          "study_accs": list(e["test_acc"]), "study_seeds": list(s["seeds"]),
+                                          "study_mean": e["mean"], "set": path.stem}
+    return [{"ops": list(ops), **info} for ops, info in found.items()]
+
+
+def probe_name(ops: list[str]) -> str:
+    return "probe-" + hashlib.sha1(" ".join(ops).encode()).hexdigest()[:10]
+
+
+def earlier_probe(name: str, recipe: Recipe) -> dict[tuple[tuple[str, ...], int], float]:
+    """(ops, seed) -> accuracy from this bench's earlier results file (the same recipe): a probe carries across
+    machines like the study."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {}
+    results = json.loads(path.read_text())
+    s = results["summary"]
+    if (s.get("data"), s.get("train_epochs"), s.get("train_images_per_epoch")) != (
+            recipe.data, recipe.epochs, recipe.images_per_epoch):
+        return {}
+    return {(tuple(e["ops"]), seed): acc for e in results["entries"] for seed, acc in zip(s["seeds"], e["new_accs"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="cluttered-fashion-64")
+    parser.add_argument("--data", default="cluttered-fashion-64")
+    parser.add_argument("--goal-factor", type=float, default=0.67,
+                        help="the study's goal, as a fraction of the MobileNetV2-style network's predicted ms")
+    parser.add_argument("--top", type=int, default=5, help="networks within the goal to train again")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2, 3], help="new training seeds")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--images-per-epoch", type=int, default=12800)
+    parser.add_argument("--work", type=Path, help="where the trainings live (default runs/svr-<space>)")
+    args = parser.parse_args()
+
+    name = f"ceiling_probe_{args.space}"
+    recipe = Recipe(args.data, args.epochs, args.images_per_epoch, tuple(args.seeds), ())
+    study = study_networks(args.space, recipe)
+    mbv2 = next((n for n in study if n["role"] == "mobilenetv2-style"), None)
+    if mbv2 is None:
+        raise SystemExit(f"no results file of the study on {args.space} holds the MobileNetV2-style network")
+    goal_ms = args.goal_factor * mbv2["predicted_ms"]
+    at_goal = sorted((n for n in study if n["role"] in ("searched", "random", "extra")
+                      and n["predicted_ms"] <= goal_ms * (1 + 1e-9)), key=lambda n: -n["study_mean"])
+    picked = [mbv2] + at_goal[:args.top]
+    work = args.work or REPO / "runs" / f"svr-{args.space}"
+    work.mkdir(parents=True, exist_ok=True)
+    recorded = {**recorded_trainings(args.space, recipe), **earlier_probe(name, recipe)}
+    nets = [Net("mobilenetv2-style" if n is mbv2 else probe_name(n["ops"]), n["role"],
+                Arch(args.space, tuple(n["ops"])), n["predicted_ms"]) for n in picked]
+    for i, net in enumerate(nets):
+        train(net, recipe, work, recorded)
+        report(args, name, goal_ms, picked, nets, complete=i == len(nets) - 1)
+
+
+def report(args, name: str, goal_ms: float, picked: list[dict], nets: list[Net], complete: bool) -> None:
+    rows = [{**info, "name": net.name, "new_accs": net.accs, "new_mean": net.mean,
+             "all_mean": statistics.mean(info["study_accs"] + net.accs)} for info, net in zip(picked, nets)]
+    mbv2, top = rows[0], [r for r in rows[1:] if r["new_accs"]]
+    sd = pooled_sd([n for n in nets if n.accs])
+    summary = {"space": args.space, "data": args.data, "goal_factor": args.goal_factor, "goal_ms": goal_ms,
+               "seeds": args.seeds, "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch,
+               "complete": complete, "new_seed_sd": sd, "mobilenetv2_style_ms": mbv2["predicted_ms"],
+               "mobilenetv2_style_study_acc": mbv2["study_mean"], "mobilenetv2_style_new_acc": mbv2["new_mean"]}
+    if top and mbv2["new_mean"] is not None:
+        best = max(top, key=lambda r: r["new_mean"])
+        summary.update({"best_at_goal_new_acc": best["new_mean"], "best_at_goal_ops": best["ops"],
+                        "best_at_goal_study_acc": best["study_mean"],
+                        "top_at_goal_new_acc_mean": statistics.mean(r["new_mean"] for r in top),
+                        "top_at_goal_study_acc_mean": statistics.mean(r["study_mean"] for r in top),
+                        "any_at_goal_reaches_mobilenetv2_style": best["new_mean"] >= mbv2["new_mean"]})
+    lines = [f"## The best networks at the goal's latency, trained again: {args.space}", "",
+             f"Goal {goal_ms:.4f} ms = {args.goal_factor} x the MobileNetV2-style network's {mbv2['predicted_ms']:.4f} "
+             f"ms. The {len(picked) - 1} networks within it that scored best in the search-vs-random study (mean over "
+             f"its seeds {picked[0]['study_seeds']}), and the MobileNetV2-style one, trained again on seeds "
+             f"{args.seeds} ({args.epochs} epochs of {args.images_per_epoch} images of `{args.data}`).", "",
+             "| network | role | from | predicted ms | study seeds | new seeds | new mean | all seeds |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
+    for r in rows:
+        new = ", ".join(f"{a:.4f}" for a in r["new_accs"]) or "-"
+        lines.append(f"| `{' '.join(r['ops'])}` | {r['role']} | {r['set'].removeprefix('search_vs_random_')} | "
+                     f"{r['predicted_ms']:.4f} | {r['study_mean']:.4f} | {new} | "
+                     + (f"{r['new_mean']:.4f} | {r['all_mean']:.4f} |" if r["new_accs"] else "- | - |"))
+    if "best_at_goal_new_acc" in summary:
+        lines += ["", f"On the new seeds (seed SD {sd:.4f}): the best network within the goal "
+                      f"{summary['best_at_goal_new_acc']:.4f} (it scored {summary['best_at_goal_study_acc']:.4f} on "
+                      f"the study's seeds), the top {len(top)} on average {summary['top_at_goal_new_acc_mean']:.4f} "
+                      f"(study seeds {summary['top_at_goal_study_acc_mean']:.4f}); MobileNetV2-style "
+                      f"{summary['mobilenetv2_style_new_acc']:.4f} (study seeds "
+                      f"{summary['mobilenetv2_style_study_acc']:.4f}). Any network found at the goal reaches it: "
+                      f"{summary['any_at_goal_reaches_mobilenetv2_style']}."]
+    if not complete:
+        lines += ["", "Incomplete: rerun the same command to continue."]
+    write_results(name, summary, rows, lines, command_line(), per_cpu=False)
+
+
+if __name__ == "__main__":
+    main()
