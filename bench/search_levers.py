@@ -159,12 +159,15 @@ def main() -> None:
     rows = [row(r, args.rank_correlation) for r in results if r["summary"].get("searched_accs")]
     if not args.rank_correlation:  # keep the rankings measured before (they take minutes per set)
         rows = [{**earlier_row(args.space, r["label"], RANKING_KEYS), **r} for r in rows]
-    # a set whose search logs are gone (a new machine keeps results files, not run folders): its supernet columns
-    # as recorded before
-    rows = [{**r, **earlier_row(args.space, r["label"], SUPERNET_KEYS)} if not r["searches"] else r for r in rows]
+    # a set whose search logs are gone (a new machine keeps results files, not run folders), or fewer of them than
+    # the last table averaged: its supernet columns as recorded before
+    earlier = {r["label"]: earlier_row(args.space, r["label"], SUPERNET_KEYS) for r in rows}
+    rows = [{**r, **earlier[r["label"]]} if earlier[r["label"]].get("searches", 0) > r["searches"] else r
+            for r in rows]
     lines = [f"## Levers on the search: {args.space}", "",
              "Per set of searches: the supernet's train accuracy over its last warm-up epoch and its derived path's "
-             "validation accuracy at the end (both mean over the set's searches), then the searched networks "
+             "validation accuracy at the end (both mean over the set's searches whose logs they were read from: "
+             "the count beside its name), then the searched networks "
              "trained from scratch (mean test accuracy per search) against the random ones at equal predicted "
              "latency (one-sided Mann-Whitney p, ranks among searched + random, effect in seed SDs); Kendall tau: "
              "how the first search's supernet ranks the study's networks against their accuracy trained from "
