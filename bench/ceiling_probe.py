@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from common import REPO, RESULTS, command_line, write_results
-from search_vs_random import Net, Recipe, pooled_sd, recorded_trainings, results_files, train
+from search_vs_random import Net, Recipe, pooled_sd, recipe_results, recorded_trainings, same_recipe, train
 
 from tvmnas.arch import Arch
 
@@ -30,12 +30,8 @@ def study_networks(space: str, recipe: Recipe) -> list[dict]:
     """Every network the study's results files trained with this recipe on all of their seeds, once each (by
     architecture), with the mean over those seeds."""
     found: dict[tuple[str, ...], dict] = {}
-    for path in results_files(space):
-        results = json.loads(path.read_text())
+    for path, results in recipe_results(space, recipe):
         s = results["summary"]
-        if (s.get("data"), s.get("train_epochs"), s.get("train_images_per_epoch")) != (
-                recipe.data, recipe.epochs, recipe.images_per_epoch):
-            continue
         for e in results["entries"]:
             if len(e["test_acc"]) == len(s["seeds"]) and tuple(e["ops"]) not in found:
                 found[tuple(e["ops"])] = {"role": e["role"], "predicted_ms": e["predicted_ms"],
@@ -56,8 +52,7 @@ def earlier_probe(name: str, recipe: Recipe) -> dict[tuple[tuple[str, ...], int]
         return {}
     results = json.loads(path.read_text())
     s = results["summary"]
-    if (s.get("data"), s.get("train_epochs"), s.get("train_images_per_epoch")) != (
-            recipe.data, recipe.epochs, recipe.images_per_epoch):
+    if not same_recipe(s, recipe):
         return {}
     return {(tuple(e["ops"]), seed): acc for e in results["entries"] for seed, acc in zip(s["seeds"], e["new_accs"])}
 

@@ -168,18 +168,25 @@ def results_files(space: str) -> list[Path]:
     return ([own] if own.exists() else []) + sorted(RESULTS.glob(f"search_vs_random_{space}_*.json"))
 
 
+def same_recipe(summary: dict, recipe: Recipe) -> bool:
+    """Whether a results file's networks were trained with the recipe's data, epochs and images per epoch."""
+    return (summary.get("data"), summary.get("train_epochs"), summary.get("train_images_per_epoch")) == (
+        recipe.data, recipe.epochs, recipe.images_per_epoch)
+
+
+def recipe_results(space: str, recipe: Recipe) -> list[tuple[Path, dict]]:
+    """This study's results files (see `results_files`) whose networks were trained with the recipe, read."""
+    read = [(path, json.loads(path.read_text())) for path in results_files(space)]
+    return [(path, results) for path, results in read if same_recipe(results["summary"], recipe)]
+
+
 def recorded_trainings(space: str, recipe: Recipe) -> dict[tuple[tuple[str, ...], int], float]:
     """(architecture's ops, seed) -> test accuracy, from the results files of earlier runs trained with the same
     data, epochs and images per epoch."""
     found = {}
-    for path in results_files(space):
-        results = json.loads(path.read_text())
-        s = results["summary"]
-        if (s.get("data"), s.get("train_epochs"), s.get("train_images_per_epoch")) != (
-                recipe.data, recipe.epochs, recipe.images_per_epoch):
-            continue
+    for _, results in recipe_results(space, recipe):
         for entry in results["entries"]:
-            for seed, acc in zip(s["seeds"], entry["test_acc"]):
+            for seed, acc in zip(results["summary"]["seeds"], entry["test_acc"]):
                 found.setdefault((tuple(entry["ops"]), seed), acc)
     return found
 
