@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, command_line, write_results
+from common import REPO, RESULTS, command_line, commit, results_name, write_results
 
-from tvmnas.latency_db import LatencyDB
+from tvmnas.latency_db import LatencyDB, now_utc
 from tvmnas.measure.level import DEFAULT_TUNE_TRIALS
 from tvmnas.measure.reference import REFERENCE_LEVEL
 
@@ -53,12 +53,19 @@ def main() -> None:
             with LatencyDB(db) as opened:
                 rows = [r for r in opened.rows() if r.level != REFERENCE_LEVEL]  # candidates, not the anchor
         tune_s, compile_s = sum(r.tune_s for r in rows), sum(r.compile_s for r in rows)
-        entries.append({"space": space, "candidates": len(rows), "failed": sum(1 for r in rows if not r.ok),
+        entries.append({"space": space, "commit": commit(), "date": now_utc(), "candidates": len(rows),
+                        "failed": sum(1 for r in rows if not r.ok),
                         "wall_s": wall_s, "rerun_s": rerun_s, "tune_s": tune_s, "compile_s": compile_s,
                         "measure_and_rest_s": wall_s - tune_s - compile_s,
                         "wall_s_per_candidate": wall_s / max(1, len(rows)),
                         "kernels_tuned": sum(r.tasks_tuned for r in rows)})
         print(json.dumps(entries[-1]), flush=True)
+    # the spaces this run did not profile keep their rows from this machine's last run at the same level
+    earlier = RESULTS / f"{results_name('profile_cost')}.json"
+    if earlier.exists():
+        recorded = json.loads(earlier.read_text())
+        if recorded["summary"].get("tune_trials") == args.tune_trials:
+            entries = [e for e in recorded["entries"] if e["space"] not in args.spaces] + entries
     summary = {"tune_trials": args.tune_trials,
                "profile_s": {e["space"]: e["wall_s"] for e in entries},
                "s_per_candidate": {e["space"]: e["wall_s_per_candidate"] for e in entries},
@@ -70,7 +77,8 @@ def main() -> None:
               f"{e['tune_s']:.0f} | {e['compile_s']:.0f} | {e['measure_and_rest_s']:.0f} | {e['kernels_tuned']} | "
               f"{e['rerun_s']:.0f} |" for e in entries]
     lines += ["", "Each space starts from an empty database and tuning folder (nothing reused between spaces); "
-              "the rerun is the same command again."]
+              "the rerun is the same command again. A run with `--spaces` keeps the other spaces' rows of this "
+              "machine's last run (their own commit and date in the entries)."]
     write_results("profile_cost", summary, entries, lines, command_line())
 
 
