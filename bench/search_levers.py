@@ -22,7 +22,11 @@ import json
 import statistics
 
 from common import REPO, RESULTS, command_line, write_results
+from search_vs_random import search_settings
+
 from tvmnas.run_folder import SearchRun, read_log
+
+DEFAULT_SETTINGS = search_settings(())
 
 
 def search_stats(run: str) -> dict:
@@ -69,6 +73,16 @@ def supernet_ranking(run: str, entries: list[dict]) -> dict:
             "kendall_p_band": float(tau_band.pvalue)}
 
 
+def flags_now(summary: dict) -> list[str]:
+    """The set's search settings that differ from tvmnas's defaults now, as flags (its recorded `--search-args`
+    where the results file predates `search_settings`): a set studied before the defaults changed reads right."""
+    settings = summary.get("search_settings")
+    if settings is None:
+        return summary.get("search_args", [])
+    return [f"--{key.replace('_', '-')} {value}" for key, value in settings.items()
+            if value != DEFAULT_SETTINGS.get(key)]
+
+
 def row(result: dict, rank_correlation: bool) -> dict:
     summary = result["summary"]
     searched = [e for e in result["entries"] if e["role"] == "searched" and e.get("search_run")]
@@ -79,6 +93,7 @@ def row(result: dict, rank_correlation: bool) -> dict:
         return statistics.mean(values) if values else None
 
     return {"label": summary.get("label") or "(defaults)", "search_args": summary.get("search_args", []),
+            "flags": flags_now(summary),
             "supernet": sorted({r["supernet"] for r in runs}), "searches": len(runs),
             "warmup_train_acc": mean_of("warmup_train_acc"), "final_supernet_valid_acc": mean_of("final_valid_acc"),
             "searched_accs": summary.get("searched_accs", []), "searched_ms": summary.get("searched_ms", []),
@@ -172,13 +187,14 @@ def main() -> None:
              "latency (one-sided Mann-Whitney p, ranks among searched + random, effect in seed SDs); Kendall tau: "
              "how the first search's supernet ranks the study's networks against their accuracy trained from "
              "scratch: all of them (fastest, slowest and MobileNetV2-style included), and those at the goal's "
-             "latency only (the set's searched networks and the random ones), where the search has to choose.", "",
+             "latency only (the set's searched networks and the random ones), where the search has to choose. Flags: "
+             "the set's search settings that differ from tvmnas's defaults now.", "",
              "| searches | supernet | flags | warm-up train acc | final supernet valid acc | searched accs | "
              "randoms | p | ranks | effect (SD) | Kendall tau (networks) | at the goal (networks) |",
              "|---|---|---|---:|---:|---|---:|---:|---|---:|---|---|"]
     for r in rows:
         lines.append(f"| {r['label']} ({r['searches']}) | {', '.join(r['supernet'])} | "
-                     f"`{' '.join(r['search_args']) or '-'}` | {fmt(r['warmup_train_acc'])} | "
+                     f"`{' '.join(r['flags']) or '-'}` | {fmt(r['warmup_train_acc'])} | "
                      f"{fmt(r['final_supernet_valid_acc'])} | {', '.join(fmt(a) for a in r['searched_accs'])} | "
                      f"{r['random_networks']} | {fmt(r['p_value'], '.4f')} | {r['searched_ranks']} | "
                      f"{fmt(r['effect_over_sd'], '+.2f')} | "

@@ -9,8 +9,8 @@ scored on the held-out test split:
 2. `--search-seeds` independent searches (`tvmnas search`, seeds differ) for one goal: `--goal-factor` x the
    MobileNetV2-style network's predicted latency;
 3. `--randoms` networks drawn uniformly per layer from the space (not from a supernet), within +/-`--tolerance` of
-   the searched networks' mean predicted latency (of the default set of searches: a `--label`ed set is compared
-   with the same random networks);
+   the searched networks' mean predicted latency (of the default set of searches, tvmnas's settings now: every
+   `--label`ed set is compared with the same random networks);
 4. one search more at each of `--extra-goal-factors` (a small Pareto comparison against the random cloud).
 Verdict: a one-sided exact Mann-Whitney U test (searched > random) over per-network mean accuracies, the searched
 networks' ranks, and the effect in pooled seed-SD units; beside it, how much there is to find at equal latency (a
@@ -19,9 +19,11 @@ training lives in `--work` and is reused when the bench runs again, so the study
 the results files are rewritten after each training (`summary.complete` says whether everything is in). A training
 missing from `--work` (a new machine) is taken from the results files of earlier runs in bench/results when one of
 them trained the same architecture on the same seed with the same data and recipe (accuracy does not depend on the
-machine; `--retrain` turns this off), and so is a search missing from `--work` when the results file of its set
-recorded it (same goal, search flags and data, on the same pinned table: a search depends on the table, not on the
-machine): a study carries across machines, and only what no results file holds runs again. It times nothing:
+machine; `--retrain` turns this off), and so is a search missing from `--work` when a results file recorded one
+with the same settings (tvmnas's defaults with `--search-args`, as a `search_settings` summary key), goal, seed and
+data, on the same pinned table (a search depends on the table, not on the machine): a study carries across
+machines, and only what no results file holds runs again. A set's label is bound to its settings: a rerun whose
+defaults have changed since is refused rather than written over the set's file. It times nothing:
 latencies are the predictions of a latency table pinned for the study (`search_vs_random_<space>_table.json` in
 bench/pinned: taken once from the database `tvmnas profile` filled, then kept), so that the study means the same on
 every machine it continues on: a fresh profile here would differ from the last (tuned-8 schedules found anew differ
@@ -37,7 +39,6 @@ by up to 1.8x per network), and every band and search with it. The searches read
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
@@ -56,6 +57,7 @@ from tvmnas.latency_db import LatencyDB, LatencyRow, now_utc
 from tvmnas.measure.level import level_name
 from tvmnas.measure.method import latency_scope
 from tvmnas.run_folder import SearchRun, TrainRun
+from tvmnas.search.config import SearchConfig
 from tvmnas.search.latency import LatencyTable, load_table, table_from_db
 from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
@@ -162,6 +164,20 @@ def pinned_table(space: SearchSpace, target: str, level: str, db: Path, work: Pa
         return table_from_db(space, out, scope), study_db
 
 
+def random_centre(space: str, goal_factor: float, data: str, own_ms: list[float]) -> float:
+    """The latency the study's random networks are drawn around: the mean predicted latency of the default set's
+    searched networks (tvmnas's settings now, recorded in the study's own results file), which every labelled set
+    is compared at as well; `own_ms`, this set's searched networks, for the default set itself or before it has
+    run (or when it ran with defaults that have changed since)."""
+    path = RESULTS / f"search_vs_random_{space}.json"
+    if path.exists():
+        s = json.loads(path.read_text())["summary"]
+        if (s.get("search_settings"), s.get("goal_factor"), s.get("data")) == (
+                search_settings(()), goal_factor, data) and s.get("searched_ms"):
+            return statistics.mean(s["searched_ms"])
+    return statistics.mean(own_ms)
+
+
 def results_files(space: str) -> list[Path]:
     """This study's results files in bench/results: the default set of searches and every labelled set."""
     own = RESULTS / f"search_vs_random_{space}.json"
@@ -191,28 +207,74 @@ def recorded_trainings(space: str, recipe: Recipe) -> dict[tuple[tuple[str, ...]
     return found
 
 
-def recorded_searches(space: str, label: str, recipe: Recipe, goal_factor: float, arch_ms
+SET_PER_SEARCH = ("space", "target", "latency_ms", "seed", "data", "limit", "level", "measured_by")
+
+
+def search_settings(search_args: tuple[str, ...]) -> dict:
+    """How a search of the study runs: `tvmnas search`'s settings from `search_args` on top of its defaults now,
+    less those the study sets per search (space, target, goal, seed, data). Results files record them, so that a
+    change of tvmnas's defaults does not pass earlier searches off as searches with the new ones."""
+    from tvmnas.cli import build_parser
+    from tvmnas.cli.search import search_config_from_args
+
+    args = build_parser().parse_args(["search", "--space", "-", "--target", "x86-cpu", "--latency-ms", "1",
+                                      *search_args])
+    return {k: v for k, v in search_config_from_args(args).to_json().items() if k not in SET_PER_SEARCH}
+
+
+def search_key(name: str) -> str:
+    """What a searched network's name says about its search: `seed<N>` or `goal<F>` (names end with it)."""
+    return name.rsplit("-", 1)[1]
+
+
+def recorded_searches(space: str, settings: dict, recipe: Recipe, goal_factor: float, arch_ms
                       ) -> dict[str, tuple[tuple[str, ...], str | None]]:
-    """Net name -> (ops, search run folder) of the searches (the set's and its extra goals) that an earlier run of
-    this set of searches (`label`, "" for the default set) recorded in its results file, when that run searched
-    the same way (goal factor, search flags, data) on the same latency table: the table prices the file's
-    MobileNetV2-style network and each searched network exactly as recorded (a search depends on the table)."""
+    """Search key (`search_key`) -> (ops, search run folder) of the searches that earlier runs of the study recorded
+    in any of its results files with the same search settings, goal factor and data, on the same latency table: the
+    table prices the file's MobileNetV2-style network and each searched network exactly as recorded (a search
+    depends on the table, not on the machine)."""
+    found: dict[str, tuple[tuple[str, ...], str | None]] = {}
+    for path in results_files(space):
+        results = json.loads(path.read_text())
+        s = results["summary"]
+        if (s.get("goal_factor"), s.get("data"), s.get("search_settings")) != (goal_factor, recipe.data, settings):
+            continue
+
+        def priced_alike(entry: dict) -> bool:
+            return math.isclose(arch_ms(Arch(space, tuple(entry["ops"]))), entry["predicted_ms"], rel_tol=1e-9)
+
+        if not all(priced_alike(e) for e in results["entries"] if e["role"] == "mobilenetv2-style"):
+            continue
+        for e in results["entries"]:
+            if e["role"] in ("searched", "extra") and priced_alike(e):
+                found.setdefault(search_key(e["name"]), (tuple(e["ops"]), e.get("search_run")))
+    return found
+
+
+def check_settings(run: Path, settings: dict) -> None:
+    """Refuse a search folder (finished or cut short) whose search runs with other settings than `settings`: a
+    study's run folders are named by its set of searches, not by their flags."""
+    config = SearchRun(run).config
+    if not config.exists():
+        return
+    saved = SearchConfig.from_json(json.loads(config.read_text()), str(config)).to_json()
+    saved = {k: saved.get(k) for k in settings}
+    if saved != settings:
+        differ = ", ".join(f"{k} {saved.get(k)!r} (here {v!r})" for k, v in settings.items() if saved.get(k) != v)
+        raise SystemExit(f"{run} holds a search with other settings: {differ}; move it away or pick another --label")
+
+
+def check_label(space: str, label: str, settings: dict) -> None:
+    """Refuse to write a set's results over a file of the same label whose searches ran with other settings (a
+    lever studied before tvmnas's defaults changed, say): each set keeps its own file."""
     path = RESULTS / (f"search_vs_random_{space}" + (f"_{label}" if label else "") + ".json")
-    if not path.exists():
-        return {}
-    results = json.loads(path.read_text())
-    s = results["summary"]
-    if (s.get("goal_factor"), s.get("data"), tuple(s.get("search_args") or ())) != (
-            goal_factor, recipe.data, recipe.search_args):
-        return {}
-
-    def priced_alike(entry: dict) -> bool:
-        return math.isclose(arch_ms(Arch(space, tuple(entry["ops"]))), entry["predicted_ms"], rel_tol=1e-9)
-
-    if not all(priced_alike(e) for e in results["entries"] if e["role"] == "mobilenetv2-style"):
-        return {}
-    return {e["name"]: (tuple(e["ops"]), e.get("search_run")) for e in results["entries"]
-            if e["role"] in ("searched", "extra") and priced_alike(e)}
+    if path.exists():
+        recorded = json.loads(path.read_text())["summary"].get("search_settings")
+        if recorded is not None and recorded != settings:
+            differ = ", ".join(f"{k} {recorded.get(k)!r} (now {v!r})" for k, v in settings.items()
+                               if recorded.get(k) != v)
+            raise SystemExit(f"{path.name} holds searches with other settings: {differ}; pass --search-args that "
+                             "give its settings, or another --label")
 
 
 def train(net: Net, recipe: Recipe, work: Path, recorded: dict) -> None:
@@ -238,11 +300,12 @@ def train(net: Net, recipe: Recipe, work: Path, recorded: dict) -> None:
           + (f" ({net.recorded} from earlier results)" if net.recorded else ""), flush=True)
 
 
-def search(space: SearchSpace, target: str, goal_ms: float, seed: int, recipe: Recipe, db: Path,
-           run: Path, recorded: tuple[tuple[str, ...], str | None] | None) -> tuple[Arch, str | None]:
+def search(space: SearchSpace, target: str, goal_ms: float, seed: int, recipe: Recipe, settings: dict,
+           db: Path, run: Path, recorded: tuple[tuple[str, ...], str | None] | None) -> tuple[Arch, str | None]:
     """A finished search's architecture and run folder: the run's in `run`, else the one an earlier results file
     `recorded`, else searched now (also when the run was cut short)."""
     files = SearchRun(run)
+    check_settings(run, settings)
     if not files.arch.exists() and recorded and not files.checkpoint.exists():
         return Arch(space.name, recorded[0]), recorded[1]
     if not files.arch.exists():
@@ -344,31 +407,39 @@ def plot(nets: list[Net], path: Path) -> None:
     plt.close(fig)
 
 
-def not_reached(nets: list[Net], path: Path, recipe_keys: dict) -> list[Net]:
+def not_reached(nets: list[Net], path: Path, recipe_keys: dict, band: tuple[float, float] | None) -> list[Net]:
     """The networks an earlier run recorded in the results file at `path` (same recipe) that this run has not
-    reached yet: a run stopped early, or still on its way, never drops from the file what another one recorded."""
+    reached yet: a run stopped early, or still on its way, never drops from the file what another one recorded.
+    Once this run has drawn its random networks, those recorded outside their latency `band` (centre ms,
+    tolerance) are dropped: drawn around another centre (the default searches', before the defaults changed)."""
     if not path.exists():
         return []
     results = json.loads(path.read_text())
     if any(results["summary"].get(k) != v for k, v in recipe_keys.items()):
         return []
     names = {n.name for n in nets}
+
+    def in_band(entry: dict) -> bool:
+        return band is None or entry["role"] != "random" or abs(entry["predicted_ms"] / band[0] - 1) <= band[1]
+
     return [Net(e["name"], e["role"], Arch(results["summary"]["space"], tuple(e["ops"])), e["predicted_ms"],
                 list(e["test_acc"]), e.get("search_run"), len(e["test_acc"]))
-            for e in results["entries"] if e["name"] not in names and e["test_acc"]]
+            for e in results["entries"] if e["name"] not in names and e["test_acc"] and in_band(e)]
 
 
-def report(nets: list[Net], args, space: SearchSpace, level: str, complete: bool) -> None:
+def report(nets: list[Net], args, space: SearchSpace, level: str, settings: dict, complete: bool,
+           band: tuple[float, float] | None = None) -> None:
     name = f"search_vs_random_{space.name}" + (f"_{args.label}" if args.label else "")
     if not args.repin:
         nets = nets + not_reached(nets, RESULTS / f"{name}.json", {
             "space": space.name, "data": args.data, "level": level, "goal_factor": args.goal_factor,
-            "seeds": args.seeds, "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch})
+            "seeds": args.seeds, "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch}, band)
     summary = verdict(nets, args.goal_factor)
     summary.update({"complete": complete, "space": space.name, "data": args.data, "level": level,
                     "goal_factor": args.goal_factor, "tolerance": args.tolerance, "seeds": args.seeds,
                     "train_epochs": args.epochs, "train_images_per_epoch": args.images_per_epoch,
                     "label": args.label, "search_args": args.search_args,
+                    "search_settings": settings,
                     "networks_trained": sum(1 for n in nets if n.accs),
                     "trainings_from_earlier_results": sum(n.recorded for n in nets)})
     plot(nets, RESULTS / f"{name}.png")
@@ -419,7 +490,7 @@ def main() -> None:
                         help="the searches' goal, as a fraction of the MobileNetV2-style network's predicted ms")
     parser.add_argument("--extra-goal-factors", type=float, nargs="*", default=[0.5, 0.85])
     parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--randoms", type=int, default=12)
+    parser.add_argument("--randoms", type=int, default=16)
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of every network")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of every network")
@@ -448,6 +519,7 @@ def main() -> None:
     table, study_db = pinned_table(space, args.target, level, args.db, work, args.repin)
     recipe = Recipe(args.data, args.epochs, args.images_per_epoch, tuple(args.seeds), tuple(args.search_args))
     recorded = {} if args.retrain else recorded_trainings(space.name, recipe)
+    settings = search_settings(tuple(args.search_args))
 
     def arch_ms(arch: Arch) -> float:
         return table.arch_ms(choice_indices(space, arch.ops))
@@ -458,47 +530,41 @@ def main() -> None:
             Net("mobilenetv2-style", "mobilenetv2-style", mbv2, arch_ms(mbv2))]
     goal_ms = args.goal_factor * nets[2].predicted_ms
 
+    band: list[tuple[float, float]] = []  # the random networks' (centre ms, tolerance), once drawn
+
     def step(net: Net | None = None) -> None:
         """Train one network more (or the signal networks), then rewrite the results."""
         for each in [net] if net else list(nets):
             if each not in nets:
                 nets.append(each)
             train(each, recipe, work, recorded)
-            report(nets, args, space, level, complete=False)
+            report(nets, args, space, level, settings, complete=False, band=band[0] if band else None)
 
     searches = f"search-{args.label}" if args.label else "search"  # run folders of this set of searches
     searched_name = f"searched-{args.label}" if args.label else "searched"
-    earlier = {} if args.retrain else recorded_searches(space.name, args.label, recipe, args.goal_factor, arch_ms)
+    check_label(space.name, args.label, settings)
+    earlier = {} if args.retrain else recorded_searches(space.name, settings, recipe, args.goal_factor, arch_ms)
     step()
     if args.stop_after != "signal":
         for seed in args.search_seeds:
-            name = f"{searched_name}-seed{seed}"
-            arch, run = search(space, args.target, goal_ms, seed, recipe, study_db, work / f"{searches}-seed{seed}",
-                               earlier.get(name))
-            step(Net(name, "searched", arch, arch_ms(arch), search_run=run))
+            arch, run = search(space, args.target, goal_ms, seed, recipe, settings, study_db,
+                               work / f"{searches}-seed{seed}", earlier.get(f"seed{seed}"))
+            step(Net(f"{searched_name}-seed{seed}", "searched", arch, arch_ms(arch), search_run=run))
     if args.stop_after not in ("signal", "search"):
-        # one random cloud per study: around the default searches' mean latency, which every labelled set of
-        # searches is compared with as well (their own latencies are in the table); this set's when those are absent
-        default_runs = [SearchRun(work / f"search-seed{seed}").arch for seed in args.search_seeds]
-        default_earlier = {} if args.retrain else recorded_searches(
-            space.name, "", dataclasses.replace(recipe, search_args=()), args.goal_factor, arch_ms)
-        default_names = [f"searched-seed{seed}" for seed in args.search_seeds]
-        if all(path.exists() for path in default_runs):
-            centre_ms = statistics.mean(arch_ms(load_arch(path)) for path in default_runs)
-        elif all(name in default_earlier for name in default_names):  # priced with the pinned table
-            centre_ms = statistics.mean(arch_ms(Arch(space.name, default_earlier[name][0])) for name in default_names)
-        else:
-            centre_ms = statistics.mean(n.predicted_ms for n in nets if n.role == "searched")
+        own_ms = [n.predicted_ms for n in nets if n.role == "searched"]
+        centre_ms = statistics.mean(own_ms) if not args.label else random_centre(
+            space.name, args.goal_factor, args.data, own_ms)
+        band.append((centre_ms, args.tolerance))
         taken = {n.arch.ops for n in nets}
         for draw, arch, ms in random_archs(space, table, centre_ms, args.tolerance, args.randoms, 0, taken):
             step(Net(f"random-{draw}", "random", arch, ms))
     if args.stop_after == "extra":
         for factor in args.extra_goal_factors:
             name = f"{searched_name}-goal{factor:g}"
-            arch, run = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, study_db,
-                               work / f"{searches}-goal{factor:g}", earlier.get(name))
+            arch, run = search(space, args.target, factor * nets[2].predicted_ms, 0, recipe, settings, study_db,
+                               work / f"{searches}-goal{factor:g}", earlier.get(f"goal{factor:g}"))
             step(Net(name, "extra", arch, arch_ms(arch), search_run=run))
-    report(nets, args, space, level, complete=args.stop_after == "extra")
+    report(nets, args, space, level, settings, complete=args.stop_after == "extra", band=band[0] if band else None)
 
 
 if __name__ == "__main__":
