@@ -252,6 +252,11 @@ def recorded_searches(space: str, settings: dict, recipe: Recipe, goal_factor: f
     return found
 
 
+def settings_differ(recorded: dict, settings: dict) -> str:
+    """Where recorded search settings differ from `settings` (this run's), for a refusal's one line."""
+    return ", ".join(f"{k} {recorded.get(k)!r} (now {v!r})" for k, v in settings.items() if recorded.get(k) != v)
+
+
 def check_settings(run: Path, settings: dict) -> None:
     """Refuse a search folder (finished or cut short) whose search runs with other settings than `settings`: a
     study's run folders are named by its set of searches, not by their flags."""
@@ -259,10 +264,9 @@ def check_settings(run: Path, settings: dict) -> None:
     if not config.exists():
         return
     saved = SearchConfig.from_json(json.loads(config.read_text()), str(config)).to_json()
-    saved = {k: saved.get(k) for k in settings}
-    if saved != settings:
-        differ = ", ".join(f"{k} {saved.get(k)!r} (here {v!r})" for k, v in settings.items() if saved.get(k) != v)
-        raise SystemExit(f"{run} holds a search with other settings: {differ}; move it away or pick another --label")
+    if any(saved.get(k) != v for k, v in settings.items()):
+        raise SystemExit(f"{run} holds a search with other settings: {settings_differ(saved, settings)}; move it "
+                         "away or pick another --label")
 
 
 def check_label(space: str, label: str, settings: dict) -> None:
@@ -272,10 +276,8 @@ def check_label(space: str, label: str, settings: dict) -> None:
     if path.exists():
         recorded = json.loads(path.read_text())["summary"].get("search_settings")
         if recorded is not None and recorded != settings:
-            differ = ", ".join(f"{k} {recorded.get(k)!r} (now {v!r})" for k, v in settings.items()
-                               if recorded.get(k) != v)
-            raise SystemExit(f"{path.name} holds searches with other settings: {differ}; pass --search-args that "
-                             "give its settings, or another --label")
+            raise SystemExit(f"{path.name} holds searches with other settings: {settings_differ(recorded, settings)};"
+                             " pass --search-args that give its settings, or another --label")
 
 
 def train(net: Net, recipe: Recipe, work: Path, recorded: dict) -> None:
