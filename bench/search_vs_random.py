@@ -18,13 +18,14 @@ one-way ANOVA over the random networks' per-seed accuracies and their own spread
 training lives in `--work` and is reused when the bench runs again, so the study accumulates over several sittings;
 the results files are rewritten after each training (`summary.complete` says whether everything is in). A training
 missing from `--work` (a new machine) is taken from the results files of earlier runs in bench/results when one of
-them trained the same architecture on the same seed with the same data and recipe (on another machine or version
-the same seed gives another draw of the same spread, not the same number: random-432's seed 0 scored 0.7287 on
-2026-12-01 and 0.7167 retrained here on 12-04; `--retrain` turns the reuse off), and so is a search missing from `--work` when a results file recorded one
-with the same settings (tvmnas's defaults with `--search-args`, as a `search_settings` summary key), goal, seed and
-data, on the same pinned table (a search depends on the table, not on the machine): a study carries across
-machines, and only what no results file holds runs again. A set's label is bound to its settings: a rerun whose
-defaults have changed since is refused rather than written over the set's file. It times nothing:
+them trained the same architecture on the same seed with the same data and recipe (on another machine or version the
+same seed gives another draw of the same spread, not the same number: random-432's seed 0 scored 0.7287 on 2026-12-01
+and 0.7167 retrained here on 12-04; `--retrain` turns the reuse off), and so is a search missing from `--work` when a
+results file recorded one with the same settings (tvmnas's defaults with `--search-args`, as a `search_settings`
+summary key), goal, seed and data, on the same pinned table (a search depends on the table, not on the machine): a
+study carries across machines, and only what no results file holds runs again. A set's label is bound to its
+settings: a rerun whose defaults have changed since is refused rather than written over the set's file. It times
+nothing:
 latencies are the predictions of a latency table pinned for the study (`search_vs_random_<space>_table.json` in
 bench/pinned: taken once from the database `tvmnas profile` filled, then kept), so that the study means the same on
 every machine it continues on: a fresh profile here would differ from the last (tuned-8 schedules found anew differ
