@@ -25,11 +25,11 @@ results file recorded one with the same settings (tvmnas's defaults with `--sear
 summary key), goal, seed and data, on the same pinned table (a search depends on the table, not on the machine): a
 study carries across machines, and only what no results file holds runs again. A set's label is bound to its
 settings: a rerun whose defaults have changed since is refused rather than written over the set's file.
-It times nothing: latencies are the predictions of a latency table pinned for the study (`search_vs_random_<space>_table.json` in
-bench/pinned: taken once from the database `tvmnas profile` filled, then kept), so that the study means the same on
-every machine it continues on: a fresh profile here would differ from the last (tuned-8 schedules found anew differ
-by up to 1.8x per network), and every band and search with it. The searches read the pinned table from a database in
-`--work`; `--repin` takes the table from `--db` again (a new study).
+It times nothing: latencies are the predictions of a latency table pinned for the study
+(`search_vs_random_<space>_table.json` in bench/pinned: taken once from the database `tvmnas profile` filled, then
+kept), so that the study means the same on every machine it continues on: a fresh profile here would differ from the
+last (tuned-8 schedules found anew differ by up to 1.8x per network), and every band and search with it. The searches
+read the pinned table from a database in `--work`; `--repin` takes the table from `--db` again (a new study).
 
     .venv/bin/python bench/search_vs_random.py                # the whole study (hours here; resumable)
     .venv/bin/python bench/search_vs_random.py --stop-after signal
