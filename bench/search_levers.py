@@ -22,7 +22,7 @@ import json
 import statistics
 
 from common import REPO, RESULTS, command_line, write_results
-from search_vs_random import search_settings
+from search_vs_random import recorded_settings, search_settings
 
 from tvmnas.run_folder import SearchRun, read_log
 
@@ -76,7 +76,7 @@ def supernet_ranking(run: str, entries: list[dict]) -> dict:
 def flags_now(summary: dict) -> list[str]:
     """The set's search settings that differ from tvmnas's defaults now, as flags (its recorded `--search-args`
     where the results file predates `search_settings`): a set studied before the defaults changed reads right."""
-    settings = summary.get("search_settings")
+    settings = recorded_settings(summary)
     if settings is None:
         return summary.get("search_args", [])
     return [f"--{key.replace('_', '-')} {value}" for key, value in settings.items()

@@ -58,7 +58,7 @@ from tvmnas.latency_db import LatencyDB, LatencyRow, now_utc
 from tvmnas.measure.level import level_name
 from tvmnas.measure.method import latency_scope
 from tvmnas.run_folder import SearchRun, TrainRun
-from tvmnas.search.config import SearchConfig
+from tvmnas.search.config import EARLIER_DEFAULTS, SearchConfig
 from tvmnas.search.latency import LatencyTable, load_table, table_from_db
 from tvmnas.space import SearchSpace, load_space
 from tvmnas.targets import load_target
@@ -173,7 +173,7 @@ def random_centre(space: str, goal_factor: float, data: str, own_ms: list[float]
     path = RESULTS / f"search_vs_random_{space}.json"
     if path.exists():
         s = json.loads(path.read_text())["summary"]
-        if (s.get("search_settings"), s.get("goal_factor"), s.get("data")) == (
+        if (recorded_settings(s), s.get("goal_factor"), s.get("data")) == (
                 search_settings(()), goal_factor, data) and s.get("searched_ms"):
             return statistics.mean(s["searched_ms"])
     return statistics.mean(own_ms)
@@ -223,6 +223,14 @@ def search_settings(search_args: tuple[str, ...]) -> dict:
     return {k: v for k, v in search_config_from_args(args).to_json().items() if k not in SET_PER_SEARCH}
 
 
+def recorded_settings(summary: dict) -> dict | None:
+    """A results file's `search_settings`, a setting tvmnas gained since at the value its searches ran with."""
+    recorded = summary.get("search_settings")
+    if recorded is None:
+        return None
+    return {**{k: v for k, v in EARLIER_DEFAULTS.items() if k not in SET_PER_SEARCH}, **recorded}
+
+
 def search_key(name: str) -> str:
     """What a searched network's name says about its search: `seed<N>` or `goal<F>` (names end with it)."""
     return name.rsplit("-", 1)[1]
@@ -238,7 +246,7 @@ def recorded_searches(space: str, settings: dict, recipe: Recipe, goal_factor: f
     for path in results_files(space):
         results = json.loads(path.read_text())
         s = results["summary"]
-        if (s.get("goal_factor"), s.get("data"), s.get("search_settings")) != (goal_factor, recipe.data, settings):
+        if (s.get("goal_factor"), s.get("data"), recorded_settings(s)) != (goal_factor, recipe.data, settings):
             continue
 
         def priced_alike(entry: dict) -> bool:
@@ -274,7 +282,7 @@ def check_label(space: str, label: str, settings: dict) -> None:
     lever studied before tvmnas's defaults changed, say): each set keeps its own file."""
     path = RESULTS / (f"search_vs_random_{space}" + (f"_{label}" if label else "") + ".json")
     if path.exists():
-        recorded = json.loads(path.read_text())["summary"].get("search_settings")
+        recorded = recorded_settings(json.loads(path.read_text())["summary"])
         if recorded is not None and recorded != settings:
             raise SystemExit(f"{path.name} holds searches with other settings: {settings_differ(recorded, settings)};"
                              " pass --search-args that give its settings, or another --label")

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -220,6 +221,38 @@ def test_cosine_arch_lr_decays_to_zero_over_the_search(tiny_space, tiny_space_pa
     for epoch in (1, 2):  # the two epochs after the warm-up
         run.train_epoch(state, data, TABLE, cfg, epoch=epoch)
     assert len(seen) > 4 and seen == sorted(seen, reverse=True) and seen[0] > 0.19 and seen[-1] < 1e-9
+
+
+def test_architecture_samples_average_their_draws(tiny_space, tiny_space_path, tiny_idx_dir):
+    """arch_samples=2 updates with the mean of the two draws' alpha gradients: the same draws, one at a time
+    with a step of 0, give the two gradients."""
+    from tvmnas.data.loading import batches
+    from tvmnas.search.run import arch_step, make_state
+
+    cfg = config(tiny_space_path, tiny_idx_dir, arch_samples=2)
+    data = data_for(cfg, tiny_space)
+    x, y = next(batches(data.valid, [np.arange(16)], torch.device("cpu")))
+
+    def step(cfg, lr, draws):
+        torch.manual_seed(0)
+        state = make_state(tiny_space, cfg, len(data.train))
+        with torch.no_grad():
+            for alpha in state.net.alphas():  # not uniform, so the draws and their gradients differ
+                alpha.copy_(torch.linspace(-0.5, 0.5, len(alpha)))
+        for group in state.arch_opt.param_groups:
+            group["lr"] = lr
+        gen, grads = torch.Generator().manual_seed(3), []
+        for _ in range(draws):
+            arch_step(state.net, state.arch_opt, TABLE, cfg, x, y, gen)
+            grads.append([alpha.grad.clone() for alpha in state.net.alphas()])
+        return grads
+
+    averaged, = step(cfg, 0.1, 1)
+    one, two = step(config(tiny_space_path, tiny_idx_dir), 0.0, 2)
+    assert any(not torch.allclose(a, b) for a, b in zip(one, two))  # the draws differ
+    assert all(torch.allclose(m, (a + b) / 2, atol=1e-6) for m, a, b in zip(averaged, one, two))
+    with pytest.raises(TvmnasError, match="arch_samples must be >= 1"):
+        config(tiny_space_path, tiny_idx_dir, arch_samples=0)
 
 
 def test_the_search_ends_decided_and_reports_it(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):

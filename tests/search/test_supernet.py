@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tvmnas.arch import Arch
 from tvmnas.search.latency import LatencyTable, search_loss
-from tvmnas.search.supernet import (SAMPLINGS, LayerPaths, Supernet, extract_subnet, rescale_two_paths,
+from tvmnas.search.supernet import (SAMPLINGS, LayerPaths, Supernet, extract_subnet, rescale_paths,
                                     sample_single_paths, sample_two_paths, skippable_runs, two_path_alpha_grad)
 from tvmnas.space import load_space
 
@@ -105,15 +105,16 @@ def test_two_path_grad_matches_softmax_derivative():
     assert torch.allclose(grad, alpha.grad)
 
 
-def test_rescale_keeps_other_paths_probabilities():
+@pytest.mark.parametrize("drawn", [[1, 3], [1, 3, 0]])  # one draw's pair, or the union of several draws
+def test_rescale_keeps_other_paths_probabilities(drawn):
     alpha = torch.tensor([0.1, 0.4, -0.3, 0.2])
     before = torch.softmax(alpha, 0).clone()
-    old = alpha[[1, 3]].clone()
-    alpha[1] += 0.5
-    alpha[3] -= 0.2
-    rescale_two_paths(alpha, LayerPaths(1, 3), old)
+    old = alpha.clone()
+    alpha[drawn] += torch.tensor([0.5, -0.2, 0.1][:len(drawn)])  # an update moves the drawn paths' alphas only
+    rescale_paths(alpha, drawn, old)
     after = torch.softmax(alpha, 0)
-    assert torch.allclose(after[[0, 2]], before[[0, 2]], atol=1e-6)
+    rest = [i for i in range(4) if i not in drawn]
+    assert torch.allclose(after[rest], before[rest], atol=1e-6)
     assert float(after[1]) > float(before[1]) and float(after[3]) < float(before[3])
 
 

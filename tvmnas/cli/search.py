@@ -71,6 +71,10 @@ def register(verbs) -> None:
     p.add_argument("--arch-lr-schedule", choices=ARCH_LR_SCHEDULES, default=SearchConfig.arch_lr_schedule,
                    help="constant, or cosine: decays from --arch-lr to 0 over the search after the warm-up "
                         f"(default {SearchConfig.arch_lr_schedule})")
+    p.add_argument("--arch-samples", type=count(1), default=SearchConfig.arch_samples,
+                   help="two-path draws per architecture step on its validation batch, their gradients averaged "
+                        "before the update: less noise per step, each draw one more forward and backward "
+                        f"(default {SearchConfig.arch_samples})")
     add_device_args(p)
     p.set_defaults(func=cmd_search)
     register_derivations(verbs)
@@ -113,7 +117,7 @@ def search_config_from_args(args, processes: int = 1, on_main=lambda fn: fn()) -
                         level=level, measured_by=measured_by,
                         loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda, derive=args.derive,
                         entropy_weight=args.entropy_weight, supernet=args.supernet, arch_lr=args.arch_lr,
-                        arch_lr_schedule=args.arch_lr_schedule,
+                        arch_lr_schedule=args.arch_lr_schedule, arch_samples=args.arch_samples,
                         weight_paths=args.weight_paths,
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,

@@ -14,7 +14,8 @@ SUPERNET_WEIGHTS = ("shared", "separate")  # see `tvmnas.search.supernet`
 WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth", "stage-depth")
 ARCH_LR_SCHEDULES = ("constant", "cosine")  # see `arch_lr_at`
 # settings added since runs were first saved, with the value those earlier runs used
-EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant"}
+EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant",
+                    "arch_samples": 1}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class SearchConfig:
     arch_lr_schedule: str = "constant"
     arch_beta2: float = 0.999
     arch_every: int = 2  # one architecture step after every this many weight steps
+    # two-path draws per architecture step, on the same validation batch: their alpha gradients are averaged
+    # before the one update, so a step follows less of a single draw's luck (each draw costs a forward and
+    # backward of the batch)
+    arch_samples: int = 1
     # weight of the mean path entropy in the architecture loss, ramped from 0 after the warm-up to this at the
     # last epoch: the search ends decided within its budget, the data choosing which path each layer keeps
     entropy_weight: float = 0.1
@@ -96,6 +101,8 @@ class SearchConfig:
         if self.images_per_epoch is not None and self.images_per_epoch < self.batch_size:
             raise TvmnasError(f"images_per_epoch must be at least the batch size ({self.batch_size})")
         check_shards(self.batch_size, self.shards)
+        if self.arch_samples < 1:
+            raise TvmnasError(f"arch_samples must be >= 1, not {self.arch_samples}")
         if not 0 < self.valid_fraction < 1:
             raise TvmnasError(f"valid_fraction must be in (0, 1), not {self.valid_fraction}")
 

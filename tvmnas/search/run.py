@@ -28,7 +28,7 @@ from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 from tvmnas.search.config import EARLIER_DEFAULTS, SearchConfig
 from tvmnas.search.derive import derive
 from tvmnas.search.latency import LatencyTable, search_loss
-from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_two_paths, sample_single_paths,
+from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
 from tvmnas.epochs import check_same_settings, run_epochs, start_log
@@ -81,39 +81,51 @@ def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.
 def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTable, cfg: SearchConfig, x, y,
               gen: torch.Generator, entropy_weight: float = 0.0, shards: Shards = Shards(1)) -> float:
     """One architecture update from a validation batch (this rank's part of it): binary gates over two sampled
-    paths per layer plus the expected-latency term and `entropy_weight` x the mean path entropy; the two alphas of
-    each layer are rescaled afterwards. The batch's cross-entropy is the mean of its shards' (see `Shards`); its
-    gradient reaches each shard's gates, from which the alpha gradients come (the weights get none)."""
-    paths, gates = sample_two_paths(net, gen)
-    old_pairs = [a.detach()[[p.active, p.other]].clone() for a, p in zip(net.alphas(), paths)]
+    paths per layer plus the expected-latency term and `entropy_weight` x the mean path entropy, the gradient
+    averaged over `cfg.arch_samples` draws of the paths; afterwards the sampled alphas of each layer are shifted
+    so that their total probability is unchanged. The batch's cross-entropy is the mean of its shards' (see
+    `Shards`); its gradient reaches each shard's gates, from which the alpha gradients come (the weights get
+    none). Returns the loss, mean over the draws."""
+    alphas = net.alphas()
+    old = [alpha.detach().clone() for alpha in alphas]
+    grads = [torch.zeros_like(alpha) for alpha in alphas]
+    sampled: list[dict[int, None]] = [{} for _ in alphas]  # per layer, the paths drawn (in order)
+    losses = []
+    for _ in range(cfg.arch_samples):
+        paths, gates = sample_two_paths(net, gen)
 
-    def forward(shard):
-        sx, sy = shard
-        shard_gates = [g.to(sx.device, copy=True).requires_grad_() for g in gates]
-        with shards.world.autocast():
-            logits = net(sx, paths, shard_gates)
-        return F.cross_entropy(logits.float(), sy), shard_gates
+        def forward(shard):
+            sx, sy = shard
+            shard_gates = [g.to(sx.device, copy=True).requires_grad_() for g in gates]
+            with shards.world.autocast():
+                logits = net(sx, paths, shard_gates)
+            return F.cross_entropy(logits.float(), sy), shard_gates
 
-    outs = shards.run(forward, shards.split(x, y))
-    ce_sum, = shards.sum([[ce.detach().reshape(())] for ce, _ in outs])
-    ce = (ce_sum / shards.count).requires_grad_()
-    probabilities = net.probabilities()
-    loss = search_loss(ce, table.expected_ms(probabilities), cfg.latency_ms, cfg.loss,
-                       cfg.loss_a, cfg.loss_b, cfg.loss_lambda)
-    if entropy_weight > 0:
-        loss = loss + entropy_weight * mean_entropy(probabilities)
-    arch_opt.zero_grad(set_to_none=True)
-    loss.backward()  # alpha.grad now holds the latency term's gradient (None without one), ce.grad dloss/dCE
-    per_shard = ce.grad / shards.count
-    gate_grads = shards.sum(shards.run(lambda out: torch.autograd.grad(out[0], out[1], per_shard), outs))
-    with torch.no_grad():
-        for alpha, layer_paths, gate_grad in zip(net.alphas(), paths, gate_grads):
-            gate_part = two_path_alpha_grad(alpha, layer_paths, gate_grad)
-            alpha.grad = gate_part if alpha.grad is None else alpha.grad + gate_part
+        outs = shards.run(forward, shards.split(x, y))
+        ce_sum, = shards.sum([[ce.detach().reshape(())] for ce, _ in outs])
+        ce = (ce_sum / shards.count).requires_grad_()
+        probabilities = net.probabilities()
+        loss = search_loss(ce, table.expected_ms(probabilities), cfg.latency_ms, cfg.loss,
+                           cfg.loss_a, cfg.loss_b, cfg.loss_lambda)
+        if entropy_weight > 0:
+            loss = loss + entropy_weight * mean_entropy(probabilities)
+        arch_opt.zero_grad(set_to_none=True)
+        loss.backward()  # alpha.grad now holds the latency term's gradient (None without one), ce.grad dloss/dCE
+        per_shard = ce.grad / shards.count
+        gate_grads = shards.sum(shards.run(lambda out: torch.autograd.grad(out[0], out[1], per_shard), outs))
+        with torch.no_grad():
+            for grad, alpha, layer_paths, gate_grad, drawn in zip(grads, alphas, paths, gate_grads, sampled):
+                grad += two_path_alpha_grad(alpha, layer_paths, gate_grad)
+                if alpha.grad is not None:
+                    grad += alpha.grad
+                drawn.update({layer_paths.active: None, layer_paths.other: None})
+        losses.append(loss.item())
+    for alpha, grad in zip(alphas, grads):
+        alpha.grad = grad / cfg.arch_samples
     arch_opt.step()
-    for alpha, layer_paths, old in zip(net.alphas(), paths, old_pairs):
-        rescale_two_paths(alpha, layer_paths, old)
-    return loss.item()
+    for alpha, drawn, before in zip(alphas, sampled, old):
+        rescale_paths(alpha, list(drawn), before)
+    return sum(losses) / len(losses)
 
 
 def weight_step(state: SearchState, cfg: SearchConfig, x, y, paths: list[LayerPaths],

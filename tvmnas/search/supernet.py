@@ -271,12 +271,12 @@ def two_path_alpha_grad(alpha: torch.Tensor, paths: LayerPaths, gate_grad: torch
     return grad
 
 
-def rescale_two_paths(alpha: torch.Tensor, paths: LayerPaths, old_pair: torch.Tensor) -> None:
-    """After an update, shift the two alphas so their total probability mass is unchanged (the rest keep theirs)."""
-    pair = [paths.active, paths.other]
+def rescale_paths(alpha: torch.Tensor, drawn: list[int], old: torch.Tensor) -> None:
+    """After an update, shift the alphas of the `drawn` paths so their total probability mass is what it was
+    with the alphas `old` (the other paths keep theirs)."""
     with torch.no_grad():
-        offset = torch.logsumexp(alpha[pair], 0) - torch.logsumexp(old_pair, 0)
-        alpha[pair] -= offset
+        offset = torch.logsumexp(alpha[drawn], 0) - torch.logsumexp(old[drawn], 0)
+        alpha[drawn] -= offset
 
 
 def extract_subnet(net: Supernet, arch: Arch):
