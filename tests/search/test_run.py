@@ -224,16 +224,16 @@ def test_cosine_arch_lr_decays_to_zero_over_the_search(tiny_space, tiny_space_pa
 
 
 def test_architecture_samples_average_their_draws(tiny_space, tiny_space_path, tiny_idx_dir):
-    """arch_samples=2 updates with the mean of the two draws' alpha gradients: the same draws, one at a time
-    with a step of 0, give the two gradients."""
+    """arch_samples=2 updates with the mean of the alpha gradients of its two batches, each with paths drawn for
+    it: the same batches and draws, one step each with a step size of 0, give the two gradients."""
     from tvmnas.data.loading import batches
     from tvmnas.search.run import arch_step, make_state
 
     cfg = config(tiny_space_path, tiny_idx_dir, arch_samples=2)
     data = data_for(cfg, tiny_space)
-    x, y = next(batches(data.valid, [np.arange(16)], torch.device("cpu")))
+    draws = list(batches(data.valid, [np.arange(16), np.arange(16, 32)], torch.device("cpu")))
 
-    def step(cfg, lr, draws):
+    def steps(cfg, lr, groups):
         torch.manual_seed(0)
         state = make_state(tiny_space, cfg, len(data.train))
         with torch.no_grad():
@@ -242,17 +242,30 @@ def test_architecture_samples_average_their_draws(tiny_space, tiny_space_path, t
         for group in state.arch_opt.param_groups:
             group["lr"] = lr
         gen, grads = torch.Generator().manual_seed(3), []
-        for _ in range(draws):
-            arch_step(state.net, state.arch_opt, TABLE, cfg, x, y, gen)
+        for group in groups:
+            arch_step(state.net, state.arch_opt, TABLE, cfg, group, gen)
             grads.append([alpha.grad.clone() for alpha in state.net.alphas()])
         return grads
 
-    averaged, = step(cfg, 0.1, 1)
-    one, two = step(config(tiny_space_path, tiny_idx_dir), 0.0, 2)
+    averaged, = steps(cfg, 0.1, [draws])
+    one, two = steps(config(tiny_space_path, tiny_idx_dir), 0.0, [draws[:1], draws[1:]])
     assert any(not torch.allclose(a, b) for a, b in zip(one, two))  # the draws differ
     assert all(torch.allclose(m, (a + b) / 2, atol=1e-6) for m, a, b in zip(averaged, one, two))
     with pytest.raises(TvmnasError, match="arch_samples must be >= 1"):
         config(tiny_space_path, tiny_idx_dir, arch_samples=0)
+
+
+def test_architecture_samples_take_a_batch_each(tiny_space, tiny_space_path, tiny_idx_dir, monkeypatch):
+    import tvmnas.search.run as run
+
+    cfg = config(tiny_space_path, tiny_idx_dir, arch_samples=3)
+    seen = []
+    real_step = run.arch_step
+    monkeypatch.setattr(run, "arch_step", lambda net, opt, table, cfg, draws, *a, **k: seen.append(
+        [tuple(y.tolist()) for _, y in draws]) or real_step(net, opt, table, cfg, draws, *a, **k))
+    data = data_for(cfg, tiny_space)
+    run.train_epoch(run.make_state(tiny_space, cfg, len(data.train)), data, TABLE, cfg, epoch=1)
+    assert seen and all(len(draws) == 3 and len(set(draws)) == 3 for draws in seen)
 
 
 def test_the_search_ends_decided_and_reports_it(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path):

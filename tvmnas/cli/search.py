@@ -72,8 +72,8 @@ def register(verbs) -> None:
                    help="constant, or cosine: decays from --arch-lr to 0 over the search after the warm-up "
                         f"(default {SearchConfig.arch_lr_schedule})")
     p.add_argument("--arch-samples", type=count(1), default=SearchConfig.arch_samples,
-                   help="two-path draws per architecture step on its validation batch, their gradients averaged "
-                        "before the update: less noise per step, each draw one more forward and backward "
+                   help="validation batches per architecture step, two paths drawn for each, their gradients "
+                        "averaged before the update: less noise per step, each batch one more forward and backward "
                         f"(default {SearchConfig.arch_samples})")
     add_device_args(p)
     p.set_defaults(func=cmd_search)

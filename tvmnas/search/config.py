@@ -69,9 +69,9 @@ class SearchConfig:
     arch_lr_schedule: str = "constant"
     arch_beta2: float = 0.999
     arch_every: int = 2  # one architecture step after every this many weight steps
-    # two-path draws per architecture step, on the same validation batch: their alpha gradients are averaged
-    # before the one update, so a step follows less of a single draw's luck (each draw costs a forward and
-    # backward of the batch)
+    # validation batches per architecture step, each with two paths drawn for it: their alpha gradients are
+    # averaged before the one update. One draw's gradient is mostly noise (|mean| / SD about 0.1 per path on
+    # cluttered-fashion-64), falling with the images it sees; each draw costs a forward and backward of a batch
     arch_samples: int = 1
     # weight of the mean path entropy in the architecture loss, ramped from 0 after the warm-up to this at the
     # last epoch: the search ends decided within its budget, the data choosing which path each layer keeps

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -78,20 +78,21 @@ def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.
     return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTable, cfg: SearchConfig, x, y,
-              gen: torch.Generator, entropy_weight: float = 0.0, shards: Shards = Shards(1)) -> float:
-    """One architecture update from a validation batch (this rank's part of it): binary gates over two sampled
-    paths per layer plus the expected-latency term and `entropy_weight` x the mean path entropy, the gradient
-    averaged over `cfg.arch_samples` draws of the paths; afterwards the sampled alphas of each layer are shifted
-    so that their total probability is unchanged. The batch's cross-entropy is the mean of its shards' (see
-    `Shards`); its gradient reaches each shard's gates, from which the alpha gradients come (the weights get
-    none). Returns the loss, mean over the draws."""
+def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTable, cfg: SearchConfig,
+              draws: Sequence[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator, entropy_weight: float = 0.0,
+              shards: Shards = Shards(1)) -> float:
+    """One architecture update from validation batches (`draws`, this rank's part of each; `cfg.arch_samples`
+    of them in a search), each with two paths per layer drawn for it: binary gates on them plus the
+    expected-latency term and `entropy_weight` x the mean path entropy, the alpha gradient the mean over the
+    draws; afterwards the drawn alphas of each layer are shifted so that their total probability is unchanged.
+    A batch's cross-entropy is the mean of its shards' (see `Shards`); its gradient reaches each shard's gates,
+    from which the alpha gradients come (the weights get none). Returns the loss, mean over the draws."""
     alphas = net.alphas()
     old = [alpha.detach().clone() for alpha in alphas]
     grads = [torch.zeros_like(alpha) for alpha in alphas]
     sampled: list[dict[int, None]] = [{} for _ in alphas]  # per layer, the paths drawn (in order)
     losses = []
-    for _ in range(cfg.arch_samples):
+    for x, y in draws:
         paths, gates = sample_two_paths(net, gen)
 
         def forward(shard):
@@ -121,7 +122,7 @@ def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTabl
                 drawn.update({layer_paths.active: None, layer_paths.other: None})
         losses.append(loss.item())
     for alpha, grad in zip(alphas, grads):
-        alpha.grad = grad / cfg.arch_samples
+        alpha.grad = grad / len(draws)
     arch_opt.step()
     for alpha, drawn, before in zip(alphas, sampled, old):
         rescale_paths(alpha, list(drawn), before)
@@ -174,8 +175,9 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
     n_steps = len(train_batches)
     warm = epoch < cfg.warmup_epochs
     n_arch = 0 if warm else n_steps // cfg.arch_every
-    valid = batches(data.valid, epoch_batches(len(data.valid), cfg.batch_size, n_arch, rng, world, wrap=True),
-                    world.device, train=False, seed=cfg.seed, epoch=epoch, workers=workers)
+    valid_batches = epoch_batches(len(data.valid), cfg.batch_size, n_arch * cfg.arch_samples, rng, world, wrap=True)
+    valid = batches(data.valid, valid_batches, world.device, train=False, seed=cfg.seed, epoch=epoch,
+                    workers=workers)
     train = batches(data.train, train_batches, world.device, train=True, seed=cfg.seed, epoch=epoch,
                     workers=workers)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
@@ -187,11 +189,11 @@ def train_epoch(state: SearchState, data: SearchData, table: LatencyTable, cfg: 
             totals += weight_step(state, cfg, x, y, paths, slowest if cfg.weight_paths == "sandwich" else None,
                                   shards)
             if not warm and (step + 1) % cfg.arch_every == 0:
-                vx, vy = next(valid)
+                draws = [next(valid) for _ in range(cfg.arch_samples)]
                 ramp = (epoch - cfg.warmup_epochs + (step + 1) / n_steps) / (cfg.epochs - cfg.warmup_epochs)
                 for group in state.arch_opt.param_groups:
                     group["lr"] = cfg.arch_lr_at(ramp)
-                arch_step(net, state.arch_opt, table, cfg, vx, vy, gen, cfg.entropy_weight * ramp, shards)
+                arch_step(net, state.arch_opt, table, cfg, draws, gen, cfg.entropy_weight * ramp, shards)
                 arch_steps += 1
             if on_step:
                 on_step(step + 1, n_steps)

@@ -37,10 +37,12 @@ def alpha_phase(run: FinishedRun, cfg: SearchConfig, table: LatencyTable, data: 
     device = next(net.parameters()).device
     net.train()
     shards = Shards(cfg.shards, World(device=device))  # the run's shards, all in this process
-    valid = epoch_batches(len(data.valid), cfg.batch_size, steps, rng, shards.world, wrap=True)
+    valid = batches(data.valid, epoch_batches(len(data.valid), cfg.batch_size, steps * cfg.arch_samples, rng,
+                                              shards.world, wrap=True), device)
     with shards.steps(net):
-        for step, (x, y) in enumerate(batches(data.valid, valid, device)):
-            arch_step(net, optimizer, table, cfg, x, y, gen, cfg.entropy_weight * (step + 1) / steps, shards)
+        for step in range(steps):
+            draws = [next(valid) for _ in range(cfg.arch_samples)]
+            arch_step(net, optimizer, table, cfg, draws, gen, cfg.entropy_weight * (step + 1) / steps, shards)
             if on_step:
                 on_step(step + 1, steps)
 
