@@ -1,0 +1,141 @@
+"""Where the blocked convolution sweeps its window (issue 18): inside each input channel of a block (revision 5 on)
+or outside the block's input channels (before), kernel by kernel for the regular 3x3 convolutions of ResNet-18 and
+VGG-11. Every tiling of the design space (`tvmnas/measure/conv_schedule.py`) is built in both orders and checked
+against the untuned kernel, then all are timed in turn, 15 rounds: hot (back-to-back calls), L2-cold (a 24 MB write
+before each call: the weights come from L3, as in a network run where other kernels' weights went through L2) and
+cold (a 192 MB write). Per kernel the best tiling of each order in each mode (the 25% quantile of its rounds, ms).
+Times only kernels; run it alone.
+
+    .venv/bin/python bench/conv_window_order.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+from common import command_line, write_results
+
+from tvmnas.measure.compile import fuse, import_torch
+from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, has_blocked_conv
+from tvmnas.measure.runner.base import set_threads
+from tvmnas.targets import load_target
+from tvmnas.tvm_compat import build_trial
+
+NAME = "conv_window_order"
+# (in channels, out channels, map size): 3x3 stride-1 convolutions of ResNet-18 at 224 and VGG-11 at 32
+CONVS = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7), (512, 512, 4), (512, 512, 2)]
+MODES = ("hot", "l2_cold", "cold")
+L2_EVICT = np.ones(6 * 2**20, dtype=np.float32)  # 24 MB: out of L2 (2 MB per core here), still in L3
+EVICT = np.ones(48 * 2**20, dtype=np.float32)  # 192 MB
+
+
+def conv_kernel(cin: int, cout: int, size: int, spec, target):
+    import tvm
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.ReLU()).eval()
+    fused = fuse(import_torch(net, (1, cin, size, size)), target, spec.layout, interior=True)
+    kernels = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")})
+               for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return next(k for k in kernels if has_blocked_conv(k))
+
+
+def every_tiling(kernel, window_inside: bool, draws: int = 80) -> dict[str, object]:
+    """Tiling ("x<pixels> oc<blocks>") -> scheduled module, found by sampling the space with many seeds."""
+    from tvm.s_tir import Schedule
+
+    found = {}
+    for seed in np.random.default_rng(0).integers(1, 2**30, draws):
+        sch = Schedule(copy_kernel(kernel), seed=int(seed))
+        blocked_conv_space(sch, window_inside=window_inside)
+        tiles = [sch.trace.decisions[inst] for inst in sch.trace.insts if inst.kind.name == "SamplePerfectTile"]
+        x_inner, oc_inner = (int(tile[-1]) for tile in tiles)  # sampled in this order by blocked_conv_space
+        found.setdefault(f"x{x_inner} oc{oc_inner}", sch.mod)
+    return found
+
+
+def one_round(fn) -> dict[str, float]:
+    fn()
+    start = time.perf_counter()
+    for _ in range(10):
+        fn()
+    times = {"hot": (time.perf_counter() - start) / 10}
+    for mode, buffer in (("l2_cold", L2_EVICT), ("cold", EVICT)):
+        best = []
+        for _ in range(3):
+            buffer += 1.0
+            start = time.perf_counter()
+            fn()
+            best.append(time.perf_counter() - start)
+        times[mode] = min(best)
+    return times
+
+
+def main() -> None:
+    import tvm
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--target", default="x86-cpu")
+    args = parser.parse_args()
+    spec = load_target(args.target)
+    target = spec.tvm()
+    set_threads(spec.runtime_threads)
+    entries = []
+    for cin, cout, size in CONVS:
+        kernel = conv_kernel(cin, cout, size, spec, target)
+        rng = np.random.default_rng(0)
+        arrays = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.shape]).astype("float32"))
+                  for p in kernel["main"].params]
+        build_trial(copy_kernel(kernel), target)(*arrays)
+        expected = arrays[-1].numpy().copy()
+        calls = {}
+        for order, inside in (("inside", True), ("outside", False)):
+            for tiling, mod in every_tiling(kernel, inside).items():
+                lib = build_trial(mod, target)
+                arrays[-1] = tvm.runtime.tensor(np.zeros_like(expected))
+                lib(*arrays)
+                if not np.allclose(arrays[-1].numpy(), expected, rtol=1e-3, atol=1e-3):
+                    raise SystemExit(f"{cin}->{cout} at {size}: {order} {tiling} computes something else")
+                calls[(order, tiling)] = (lambda lib: lambda: lib(*arrays))(lib)
+        samples = {key: [] for key in calls}
+        for _ in range(args.rounds):
+            for key, call in calls.items():
+                samples[key].append(one_round(call))
+        ms = {key: {m: float(np.percentile([r[m] for r in rounds], 25)) * 1e3 for m in MODES}
+              for key, rounds in samples.items()}
+        best = {order: {m: min((v[m], tiling) for (o, tiling), v in ms.items() if o == order) for m in MODES}
+                for order in ("inside", "outside")}
+        entry = {"conv": [cin, cout, size], "weight_mb": cin * cout * 9 * 4 / 2**20, "tilings": len(ms) // 2,
+                 **{f"{order}_{m}_ms": best[order][m][0] for order in best for m in MODES},
+                 **{f"{order}_{m}_tiling": best[order][m][1] for order in best for m in MODES},
+                 "all_ms": {f"{o} {t}": v for (o, t), v in ms.items()}}
+        entry.update({f"inside_over_outside_{m}": entry[f"inside_{m}_ms"] / entry[f"outside_{m}_ms"] for m in MODES})
+        entries.append(entry)
+        print(f"{cin}->{cout} at {size}x{size}: " + ", ".join(
+            f"{m} {entry[f'inside_{m}_ms']:.3f} vs {entry[f'outside_{m}_ms']:.3f} ms" for m in MODES), flush=True)
+    summary = {f"median_inside_over_outside_{m}": statistics.median(e[f"inside_over_outside_{m}"] for e in entries)
+               for m in MODES}
+    summary.update({f"max_inside_over_outside_{m}": max(e[f"inside_over_outside_{m}"] for e in entries)
+                    for m in MODES})
+    summary["threads"] = spec.runtime_threads
+    lines = [f"## Blocked 3x3 convolutions: the window inside or outside each input channel ({spec.name}, "
+             f"{spec.runtime_threads} threads)", "",
+             "Every tiling of the design space built in both orders, all timed in turn over "
+             f"{args.rounds} rounds; per kernel the best tiling of each order (ms, 25% quantile): hot = back to back, "
+             "L2-cold = after a 24 MB write (weights from L3, as in a network), cold = after a 192 MB write. "
+             "Inside / outside: median "
+             + ", ".join(f"{m} {summary[f'median_inside_over_outside_{m}']:.2f}" for m in MODES) + ".", "",
+             "| conv (in, out, size) | weights MB | hot inside / outside | L2-cold inside / outside | "
+             "cold inside / outside | inside / outside (hot, L2-cold, cold) |", "|---|---:|---|---|---|---|"]
+    lines += [f"| {tuple(e['conv'])} | {e['weight_mb']:.1f} | "
+              + " | ".join(f"{e[f'inside_{m}_ms']:.3f} / {e[f'outside_{m}_ms']:.3f}" for m in MODES)
+              + " | " + ", ".join(f"{e[f'inside_over_outside_{m}']:.2f}" for m in MODES) + " |" for e in entries]
+    write_results(NAME, summary, entries, lines, command_line())
+
+
+if __name__ == "__main__":
+    main()
