@@ -18,6 +18,7 @@ correct). It trains and times nothing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 
@@ -83,6 +84,15 @@ def flags_now(summary: dict) -> list[str]:
             if value != DEFAULT_SETTINGS.get(key)]
 
 
+def agreement(archs: list[list[str]]) -> float | None:
+    """The share of layers two of the networks choose alike, mean over every pair: searches that follow the data
+    rather than their own draws agree with each other more than networks drawn at random do."""
+    pairs = list(itertools.combinations(archs, 2))
+    if not pairs:
+        return None
+    return statistics.mean(sum(a == b for a, b in zip(x, y)) / len(x) for x, y in pairs)
+
+
 def row(result: dict, rank_correlation: bool) -> dict:
     summary = result["summary"]
     searched = [e for e in result["entries"] if e["role"] == "searched" and e.get("search_run")]
@@ -99,6 +109,7 @@ def row(result: dict, rank_correlation: bool) -> dict:
             "searched_accs": summary.get("searched_accs", []), "searched_ms": summary.get("searched_ms", []),
             "random_networks": len(summary.get("random_accs", [])), "p_value": summary.get("p_value"),
             "searched_ranks": summary.get("searched_ranks"), "effect_over_sd": summary.get("effect_over_sd"),
+            "agreement": agreement([e["ops"] for e in result["entries"] if e["role"] == "searched"]),
             **(supernet_ranking(searched[0]["search_run"], result["entries"]) if rank_correlation and searched
                else {})}
 
@@ -179,6 +190,9 @@ def main() -> None:
     earlier = {r["label"]: earlier_row(args.space, r["label"], SUPERNET_KEYS) for r in rows}
     rows = [{**r, **earlier[r["label"]]} if earlier[r["label"]].get("searches", 0) > r["searches"] else r
             for r in rows]
+    own = RESULTS / f"search_vs_random_{args.space}.json"
+    random_agreement = agreement([e["ops"] for e in json.loads(own.read_text())["entries"]
+                                  if e["role"] == "random"]) if own.exists() else None
     lines = [f"## Levers on the search: {args.space}", "",
              "Per set of searches: the supernet's train accuracy over its last warm-up epoch and its derived path's "
              "validation accuracy at the end (both mean over the set's searches whose logs they were read from: "
@@ -188,16 +202,18 @@ def main() -> None:
              "how the first search's supernet ranks the study's networks against their accuracy trained from "
              "scratch: all of them (fastest, slowest and MobileNetV2-style included), and those at the goal's "
              "latency only (the set's searched networks and the random ones), where the search has to choose. Flags: "
-             "the set's search settings that differ from tvmnas's defaults now.", "",
+             "the set's search settings that differ from tvmnas's defaults now. Agreement: the share of layers two "
+             "of the set's searched networks choose alike, mean over pairs (the random networks of the default "
+             f"set's cloud: {fmt(random_agreement)}).", "",
              "| searches | supernet | flags | warm-up train acc | final supernet valid acc | searched accs | "
-             "randoms | p | ranks | effect (SD) | Kendall tau (networks) | at the goal (networks) |",
-             "|---|---|---|---:|---:|---|---:|---:|---|---:|---|---|"]
+             "randoms | p | ranks | effect (SD) | agreement | Kendall tau (networks) | at the goal (networks) |",
+             "|---|---|---|---:|---:|---|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
         lines.append(f"| {r['label']} ({r['searches']}) | {', '.join(r['supernet'])} | "
                      f"`{' '.join(r['flags']) or '-'}` | {fmt(r['warmup_train_acc'])} | "
                      f"{fmt(r['final_supernet_valid_acc'])} | {', '.join(fmt(a) for a in r['searched_accs'])} | "
                      f"{r['random_networks']} | {fmt(r['p_value'], '.4f')} | {r['searched_ranks']} | "
-                     f"{fmt(r['effect_over_sd'], '+.2f')} | "
+                     f"{fmt(r['effect_over_sd'], '+.2f')} | {fmt(r['agreement'], '.2f')} | "
                      f"{fmt(r.get('kendall_tau'), '+.2f')} ({r.get('ranking_networks', '-')}) | "
                      f"{fmt(r.get('kendall_tau_band'), '+.2f')} ({r.get('band_networks', '-')}) |")
     features = band_features(args.space, results)
@@ -207,7 +223,8 @@ def main() -> None:
                   "| feature | correlation | p | random mean | searched mean |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {f['feature']} | {fmt(f['correlation'], '+.2f')} | {fmt(f['p'], '.3f')} | "
                   f"{fmt(f['random_mean'], '.2f')} | {fmt(f['searched_mean'], '.2f')} |" for f in features]
-    write_results(f"search_levers_{args.space}", {"rows": rows, "band_features": features}, rows, lines,
+    write_results(f"search_levers_{args.space}", {"rows": rows, "band_features": features,
+                                                   "random_agreement": random_agreement}, rows, lines,
                   command_line(), per_cpu=False)
 
 
