@@ -70,8 +70,9 @@ class SearchConfig:
     arch_beta2: float = 0.999
     arch_every: int = 2  # one architecture step after every this many weight steps
     # validation batches per architecture step, each with two paths drawn for it: their alpha gradients are
-    # averaged before the one update. One draw's gradient is mostly noise (|mean| / SD about 0.1 per path on
-    # cluttered-fashion-64), falling with the images it sees; each draw costs a forward and backward of a batch
+    # averaged before the one update. One draw's gradient is mostly noise (its signal about 0.05 of its SD per path
+    # on cluttered-fashion-64: bench/results/arch_gradient_noise.md); each draw costs a forward and backward of a
+    # batch. 4 draws did not lift the searched networks there (search_levers_cluttered-fashion-64.md)
     arch_samples: int = 1
     # weight of the mean path entropy in the architecture loss, ramped from 0 after the warm-up to this at the
     # last epoch: the search ends decided within its budget, the data choosing which path each layer keeps
