@@ -80,24 +80,24 @@ def gradient_draws(run: Path, draws: int, batch_size: int, same_batch: bool, see
         arch_step(net, state.arch_opt, no_latency, accuracy_only, [batch], gen)
         for li, alpha in enumerate(net.alphas()):
             out[li][i] = alpha.grad.numpy()
-    search_draws = ((cfg.epochs - cfg.warmup_epochs) * steps_per_epoch(len(data.train), cfg) // cfg.arch_every
-                    * cfg.arch_samples)
+    search_draws = ((cfg.epochs - cfg.warmup_epochs) * (steps_per_epoch(len(data.train), cfg) // cfg.arch_every)
+                    * cfg.arch_samples)  # as `train_epoch` counts them
     return out, search_draws
 
 
 def noise_stats(grads: list[np.ndarray]) -> dict:
-    """Per path (over the draws): SD, |mean| / SD, and the signal with the mean's own noise taken out: a mean over
-    n draws of pure noise still has |mean| ~ SD / sqrt(n) (median 0.674 SD / sqrt(n)), so (mean^2 - SD^2 / n)^0.5
-    / SD (0 where negative) estimates one draw's true signal-to-noise ratio."""
+    """Over the draws, per path: SD and |mean| / SD (pure noise gives a median of 0.674 / sqrt(n) over n draws);
+    pooled over the paths, one draw's true signal-to-noise ratio: mean(m^2 / s^2) - 1 / n estimates the mean of
+    (true mean / SD)^2 without bias, its square root (0 where negative) is the signal; and the share of paths whose
+    mean stands more than 2 standard errors from zero (4.6% for pure noise)."""
     n = len(grads[0])
     means, sds = [g.mean(0) for g in grads], [g.std(0, ddof=1) for g in grads]
     drawn = [s > 0 for s in sds]  # SD 0: a path never drawn
     snr = np.concatenate([np.abs(m[d]) / s[d] for m, s, d in zip(means, sds, drawn)])
-    signal = np.concatenate([np.sqrt(np.maximum(m[d] ** 2 - s[d] ** 2 / n, 0.0)) / s[d]
-                             for m, s, d in zip(means, sds, drawn)])
+    signal_squared = float(np.mean(snr ** 2)) - 1 / n
     return {"median_sd": float(np.median(np.concatenate(sds))), "median_snr": float(np.median(snr)),
-            "noise_floor_snr": 0.674 / math.sqrt(n), "median_signal_snr": float(np.median(signal)),
-            "mean_signal_snr": float(np.mean(signal)), "paths_with_signal": float(np.mean(signal > 0)),
+            "noise_floor_snr": 0.674 / math.sqrt(n), "signal_snr": math.sqrt(max(signal_squared, 0.0)),
+            "paths_beyond_2se": float(np.mean(snr * math.sqrt(n) > 2)),
             "layer_median_snr": [float(np.median(np.abs(m[d]) / s[d])) for m, s, d in zip(means, sds, drawn)]}
 
 
@@ -117,13 +117,14 @@ def main() -> None:
         entries.append({"batch_size": batch_size, "same_batch": same, "draws": args.draws, **stats})
         print(f"batch {batch_size}{' (one batch)' if same else ''}: median SD {stats['median_sd']:.5f}, "
               f"|mean|/SD {stats['median_snr']:.3f} (noise alone {stats['noise_floor_snr']:.3f}), signal "
-              f"{stats['median_signal_snr']:.3f}", flush=True)
+              f"{stats['signal_snr']:.3f}", flush=True)
     new = {e["batch_size"]: e for e in entries if not e["same_batch"]}
     one = next(e for e in entries if e["same_batch"])
     summary = {"run": str(run.resolve().relative_to(REPO)) if run.resolve().is_relative_to(REPO) else str(run),
                "draws": args.draws, "median_snr": {str(b): e["median_snr"] for b, e in new.items()},
                "noise_floor_snr": entries[0]["noise_floor_snr"],
-               "mean_signal_snr": {str(b): e["mean_signal_snr"] for b, e in new.items()},
+               "signal_snr": {str(b): e["signal_snr"] for b, e in new.items()},
+               "paths_beyond_2se": {str(b): e["paths_beyond_2se"] for b, e in new.items()},
                "median_sd": {str(b): e["median_sd"] for b, e in new.items()},
                "paths_only_sd_over_new_batches": one["median_sd"] / new[same_at]["median_sd"],
                }
@@ -131,17 +132,18 @@ def main() -> None:
              f"`{summary['run']}`'s supernet, alphas reset to uniform; the accuracy term's alpha gradient of "
              f"{args.draws} single draws (two paths per layer, binary gates) per row, per path over the draws: SD, "
              f"abs(mean) / SD (pure noise alone gives a median of {entries[0]['noise_floor_snr']:.3f} over "
-             f"{args.draws} draws), and one draw's signal-to-noise ratio with that noise of the mean taken out "
-             "(sqrt(max(mean^2 - SD^2 / draws, 0)) / SD; a path with none: 0).", "",
-             "| validation batch | median SD | median abs(mean) / SD | signal / SD, mean over paths | paths with "
-             "signal |", "|---|---:|---:|---:|---:|"]
+             f"{args.draws} draws); pooled over the paths, one draw's signal-to-noise ratio with that noise of the "
+             "means taken out (sqrt(max(mean of (mean / SD)^2 - 1 / draws, 0))), and the share of paths whose mean "
+             "stands more than 2 standard errors from zero (pure noise: 4.6%).", "",
+             "| validation batch | median SD | median abs(mean) / SD | signal / SD (pooled) | paths beyond 2 SE |",
+             "|---|---:|---:|---:|---:|"]
     lines += [f"| {e['batch_size']}{' (the same batch every draw: the paths drawn alone)' if e['same_batch'] else ''}"
-              f" | {e['median_sd']:.5f} | {e['median_snr']:.3f} | {e['mean_signal_snr']:.3f} | "
-              f"{e['paths_with_signal']:.0%} |" for e in entries]
+              f" | {e['median_sd']:.5f} | {e['median_snr']:.3f} | {e['signal_snr']:.3f} | "
+              f"{e['paths_beyond_2se']:.0%} |" for e in entries]
     summary["search_draws"] = search_draws
     lines += ["", f"The search itself drew {search_draws} times in all (batches of {search_config(run).batch_size}),"
               " each draw updating two of a layer's paths."]
-    write_results(NAME, summary, entries, lines, command_line())
+    write_results(NAME, summary, entries, lines, command_line(), per_cpu=False)  # it times nothing
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Where the blocked convolution sweeps its window (issue 18): inside each input channel of a block (revision 5 on)
 or outside the block's input channels (before), kernel by kernel for the regular 3x3 convolutions of ResNet-18 and
 VGG-11. Every tiling of the design space (`tvmnas/measure/conv_schedule.py`) is built in both orders and checked
-against the untuned kernel, then all are timed in turn, 15 rounds: hot (back-to-back calls), L2-cold (a 24 MB write
-before each call: the weights come from L3, as in a network run where other kernels' weights went through L2) and
-cold (a 192 MB write). Per kernel the best tiling of each order in each mode (the 25% quantile of its rounds, ms).
-Times only kernels; run it alone.
+against the untuned kernel, then all are timed in turn (a new seeded order each round, 15 rounds) by TVM's time
+evaluator: hot (10 back-to-back calls) and flushed (TVM's `cache_flush_cpu_non_first_arg` before each of 3 calls,
+the tuner's cold mode: the weights and the output come from memory; a network run lies between the two). Per kernel
+the best tiling of each order in each mode (the 25% quantile of its rounds, ms), and the rounds' spread of the
+ratio. Times only kernels; run it alone.
 
     .venv/bin/python bench/conv_window_order.py
 """
@@ -19,7 +20,7 @@ import numpy as np
 from common import command_line, write_results
 
 from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, has_blocked_conv
+from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, design_space_size, has_blocked_conv
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.targets import load_target
 from tvmnas.tvm_compat import build_trial
@@ -27,9 +28,7 @@ from tvmnas.tvm_compat import build_trial
 NAME = "conv_window_order"
 # (in channels, out channels, map size): 3x3 stride-1 convolutions of ResNet-18 at 224 and VGG-11 at 32
 CONVS = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7), (512, 512, 4), (512, 512, 2)]
-MODES = ("hot", "l2_cold", "cold")
-L2_EVICT = np.ones(6 * 2**20, dtype=np.float32)  # 24 MB: out of L2 (2 MB per core here), still in L3
-EVICT = np.ones(48 * 2**20, dtype=np.float32)  # 192 MB
+MODES = ("hot", "flushed")
 
 
 def conv_kernel(cin: int, cout: int, size: int, spec, target):
@@ -54,24 +53,18 @@ def every_tiling(kernel, window_inside: bool, draws: int = 80) -> dict[str, obje
         tiles = [sch.trace.decisions[inst] for inst in sch.trace.insts if inst.kind.name == "SamplePerfectTile"]
         x_inner, oc_inner = (int(tile[-1]) for tile in tiles)  # sampled in this order by blocked_conv_space
         found.setdefault(f"x{x_inner} oc{oc_inner}", sch.mod)
+    if len(found) != design_space_size(copy_kernel(kernel)):
+        raise SystemExit(f"{draws} draws found {len(found)} of the space's {design_space_size(kernel)} tilings")
     return found
 
 
-def one_round(fn) -> dict[str, float]:
-    fn()
-    start = time.perf_counter()
-    for _ in range(10):
-        fn()
-    times = {"hot": (time.perf_counter() - start) / 10}
-    for mode, buffer in (("l2_cold", L2_EVICT), ("cold", EVICT)):
-        best = []
-        for _ in range(3):
-            buffer += 1.0
-            start = time.perf_counter()
-            fn()
-            best.append(time.perf_counter() - start)
-        times[mode] = min(best)
-    return times
+def one_round(lib, arrays) -> dict[str, float]:
+    import tvm
+
+    hot = lib.time_evaluator(lib.entry_name, tvm.cpu(0), number=10, repeat=1)
+    flushed = lib.time_evaluator(lib.entry_name, tvm.cpu(0), number=1, repeat=3,
+                                 f_preproc="cache_flush_cpu_non_first_arg")
+    return {"hot": hot(*arrays).mean, "flushed": min(flushed(*arrays).results)}
 
 
 def main() -> None:
@@ -100,11 +93,13 @@ def main() -> None:
                 lib(*arrays)
                 if not np.allclose(arrays[-1].numpy(), expected, rtol=1e-3, atol=1e-3):
                     raise SystemExit(f"{cin}->{cout} at {size}: {order} {tiling} computes something else")
-                calls[(order, tiling)] = (lambda lib: lambda: lib(*arrays))(lib)
+                calls[(order, tiling)] = lib
         samples = {key: [] for key in calls}
+        order_rng = np.random.default_rng(0)
         for _ in range(args.rounds):
-            for key, call in calls.items():
-                samples[key].append(one_round(call))
+            keys = list(calls)
+            for i in order_rng.permutation(len(keys)):
+                samples[keys[i]].append(one_round(calls[keys[i]], arrays))
         ms = {key: {m: float(np.percentile([r[m] for r in rounds], 25)) * 1e3 for m in MODES}
               for key, rounds in samples.items()}
         best = {order: {m: min((v[m], tiling) for (o, tiling), v in ms.items() if o == order) for m in MODES}
@@ -114,6 +109,12 @@ def main() -> None:
                  **{f"{order}_{m}_tiling": best[order][m][1] for order in best for m in MODES},
                  "all_ms": {f"{o} {t}": v for (o, t), v in ms.items()}}
         entry.update({f"inside_over_outside_{m}": entry[f"inside_{m}_ms"] / entry[f"outside_{m}_ms"] for m in MODES})
+        for m in MODES:  # round by round: the best tiling of each order in that round, their ratio's spread
+            per_round = [min(r[i][m] for (o, _), r in samples.items() if o == "inside")
+                         / min(r[i][m] for (o, _), r in samples.items() if o == "outside")
+                         for i in range(args.rounds)]
+            entry[f"round_ratio_p10_p90_{m}"] = [float(np.percentile(per_round, 10)),
+                                                 float(np.percentile(per_round, 90))]
         entries.append(entry)
         print(f"{cin}->{cout} at {size}x{size}: " + ", ".join(
             f"{m} {entry[f'inside_{m}_ms']:.3f} vs {entry[f'outside_{m}_ms']:.3f} ms" for m in MODES), flush=True)
@@ -125,15 +126,16 @@ def main() -> None:
     lines = [f"## Blocked 3x3 convolutions: the window inside or outside each input channel ({spec.name}, "
              f"{spec.runtime_threads} threads)", "",
              "Every tiling of the design space built in both orders, all timed in turn over "
-             f"{args.rounds} rounds; per kernel the best tiling of each order (ms, 25% quantile): hot = back to back, "
-             "L2-cold = after a 24 MB write (weights from L3, as in a network), cold = after a 192 MB write. "
-             "Inside / outside: median "
+             f"{args.rounds} rounds in a new order each; per kernel the best tiling of each order (ms, 25% quantile): "
+             "hot = back to back, flushed = the arguments but the input flushed from the caches before each call "
+             "(weights from memory; a network run lies between). Inside / outside: median "
              + ", ".join(f"{m} {summary[f'median_inside_over_outside_{m}']:.2f}" for m in MODES) + ".", "",
-             "| conv (in, out, size) | weights MB | hot inside / outside | L2-cold inside / outside | "
-             "cold inside / outside | inside / outside (hot, L2-cold, cold) |", "|---|---:|---|---|---|---|"]
+             "| conv (in, out, size) | weights MB | hot inside / outside ms | ratio [rounds p10-p90] | "
+             "flushed inside / outside ms | ratio [rounds p10-p90] |", "|---|---:|---|---|---|---|"]
     lines += [f"| {tuple(e['conv'])} | {e['weight_mb']:.1f} | "
-              + " | ".join(f"{e[f'inside_{m}_ms']:.3f} / {e[f'outside_{m}_ms']:.3f}" for m in MODES)
-              + " | " + ", ".join(f"{e[f'inside_over_outside_{m}']:.2f}" for m in MODES) + " |" for e in entries]
+              + " | ".join(f"{e[f'inside_{m}_ms']:.3f} / {e[f'outside_{m}_ms']:.3f} | "
+                           f"{e[f'inside_over_outside_{m}']:.2f} [{e[f'round_ratio_p10_p90_{m}'][0]:.2f}-"
+                           f"{e[f'round_ratio_p10_p90_{m}'][1]:.2f}]" for m in MODES) + " |" for e in entries]
     write_results(NAME, summary, entries, lines, command_line())
 
 

@@ -7,7 +7,7 @@ import torch
 from tvmnas.arch import load_arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.errors import TvmnasError
-from tvmnas.search.config import WEIGHT_PATHS, SearchConfig
+from tvmnas.search.config import EARLIER_DEFAULTS, WEIGHT_PATHS, SearchConfig
 from tvmnas.search.latency import LatencyTable
 from tvmnas.search.run import run_search
 
@@ -98,16 +98,16 @@ def test_runs_saved_before_shared_weights_resume_with_separate_ones(tiny_space, 
     from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
     from tvmnas.torch_file import load_tagged, save_tagged
 
-    cfg = config(tiny_space_path, tiny_idx_dir, supernet="separate")
+    cfg = config(tiny_space_path, tiny_idx_dir, **EARLIER_DEFAULTS)
     data = data_for(cfg, tiny_space)
     run = tmp_path / "run"
     run_search(cfg, tiny_space, TABLE, data, run, stop_after_epochs=1)
-    old = {k: v for k, v in cfg.to_json().items() if k not in ("supernet", "shards")}  # saved before both
+    old = {k: v for k, v in cfg.to_json().items() if k not in EARLIER_DEFAULTS}  # saved before every one of them
     (run / "config.json").write_text(json.dumps(old))
     ckpt = load_tagged(run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
     save_tagged(run / "checkpoint.pt", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, {**ckpt, "config": old})
     resumed = SearchConfig.from_json(old, "config.json")
-    assert resumed.supernet == "separate" and resumed.shards == 1
+    assert resumed == cfg
     assert run_search(resumed, tiny_space, TABLE, data, run, resume=True).arch_ops
     assert SearchConfig.from_json(config(tiny_space_path, tiny_idx_dir).to_json(), "c").supernet == "shared"
 

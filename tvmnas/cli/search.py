@@ -218,7 +218,8 @@ def register_derivations(verbs) -> None:
     add_target_args(p, measures=False)
     p.set_defaults(tune_trials=None)
     p.add_argument("--steps", type=count(1), default=200,
-                   help="architecture steps of the alpha-only phase (default 200)")
+                   help="architecture steps of the alpha-only phase, each of the run's --arch-samples validation "
+                        "batches (default 200)")
     p.add_argument("--out", type=output_path(folder=True),
                    help="output run folder (default RUN_DIR/specialized/<target>-<goal>ms)")
     p.set_defaults(func=cmd_specialize)

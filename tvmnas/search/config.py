@@ -59,8 +59,8 @@ class SearchConfig:
     weight_lr: float = 0.05  # SGD, cosine schedule over all steps
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
-    # Adam with betas (0, 0.999) as in ProxylessNAS (no momentum: only the two sampled paths of a layer get a
-    # gate gradient in a step). Its lr 1e-3 suits ~10^4 architecture steps; a search here makes ~400 (a step
+    # Adam with betas (0, 0.999) as in ProxylessNAS (no momentum: only the paths drawn in a step get a gate
+    # gradient). Its lr 1e-3 suits ~10^4 architecture steps; a search here makes ~400 (a step
     # after every second weight step), so the step is 0.1: a layer's alphas can then move by the ~2 nats that
     # separate a decided layer (p >= 0.5 of 7 paths) from a uniform one
     arch_lr: float = 0.1
@@ -72,7 +72,8 @@ class SearchConfig:
     # validation batches per architecture step, each with two paths drawn for it: their alpha gradients are
     # averaged before the one update. One draw's gradient is mostly noise (its signal about 0.05 of its SD per path
     # on cluttered-fashion-64: bench/results/arch_gradient_noise.md); each draw costs a forward and backward of a
-    # batch. 4 draws did not lift the searched networks there (search_levers_cluttered-fashion-64.md)
+    # batch (an epoch's validation batches then repeat K times as often). 4 draws did not lift the searched networks
+    # there (search_levers_cluttered-fashion-64.md)
     arch_samples: int = 1
     # weight of the mean path entropy in the architecture loss, ramped from 0 after the warm-up to this at the
     # last epoch: the search ends decided within its budget, the data choosing which path each layer keeps

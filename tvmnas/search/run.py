@@ -87,6 +87,8 @@ def arch_step(net: Supernet, arch_opt: torch.optim.Optimizer, table: LatencyTabl
     draws; afterwards the drawn alphas of each layer are shifted so that their total probability is unchanged.
     A batch's cross-entropy is the mean of its shards' (see `Shards`); its gradient reaches each shard's gates,
     from which the alpha gradients come (the weights get none). Returns the loss, mean over the draws."""
+    if not draws:
+        raise ValueError("an architecture step needs at least one validation batch")
     alphas = net.alphas()
     old = [alpha.detach().clone() for alpha in alphas]
     grads = [torch.zeros_like(alpha) for alpha in alphas]
