@@ -70,7 +70,7 @@ class SearchConfig:
     arch_beta2: float = 0.999
     arch_every: int = 2  # one architecture step after every this many weight steps
     # validation batches per architecture step, each with two paths drawn for it: their alpha gradients are
-    # averaged before the one update. One draw's gradient is mostly noise (its signal about 0.05 of its SD per path
+    # averaged before the one update. One draw's gradient is mostly noise (its signal about 0.08 of its SD per path
     # on cluttered-fashion-64: bench/results/arch_gradient_noise.md); each draw costs a forward and backward of a
     # batch (an epoch's validation batches then repeat K times as often). 4 draws did not lift the searched networks
     # there (search_levers_cluttered-fashion-64.md)
