@@ -12,8 +12,8 @@ model choose them (and mutate them) as they would any tile size; the bias, activ
 the convolution run on the tile while it is in cache; the padding is computed per channel block (depthwise) or once
 (others). The window is swept inside each input channel: the weights are OIHW{b}o, so one input channel's window
 of `b`-wide output vectors is contiguous and the tile reads each channel block's weights as one forward stream
-(`bench/results/conv_window_order.md`: ResNet-18's and VGG-11's 3x3 convolutions up to 13% faster, most where
-9 MB of weights come from memory, as in a network run; none slower beyond noise).
+(`bench/results/conv_window_order.md`: ResNet-18's and VGG-11's 3x3 convolutions 1-7% faster hot, 3-19% with
+their weights flushed from the caches, most where 9 MB of weights come from memory).
 """
 
 from __future__ import annotations
