@@ -149,6 +149,8 @@ CASES = [
     ("shards-uneven", lambda w: _search(w, "--latency-ms", "1", "--shards", "3"),
      "a batch of 64 does not split into 3 equal shards"),
     ("shards-zero", lambda w: _search(w, "--latency-ms", "1", "--shards", "0"), "argument --shards: must be >= 1"),
+    ("arch-samples-zero", lambda w: _search(w, "--latency-ms", "1", "--arch-samples", "0"),
+     "argument --arch-samples: must be >= 1"),
     ("train-shards-uneven", lambda w: ["train", "--run", str(w["run"]), "--shards", "5"],
      "a batch of 128 does not split into 5 equal shards"),
     ("resume-other-shards", lambda w: ["search", "--resume", str(w["run"]), "--shards", "2", "--db", str(w["db"])],
