@@ -85,8 +85,8 @@ def flags_now(summary: dict) -> list[str]:
 
 
 def agreement(archs: list[list[str]]) -> float | None:
-    """The share of layers two of the networks choose alike, mean over every pair: searches that follow the data
-    rather than their own draws agree with each other more than networks drawn at random do."""
+    """The share of layers two of the networks choose alike, mean over every pair: how consistently a set's
+    searches choose (consistent is not the same as right: compare the accuracies)."""
     pairs = list(itertools.combinations(archs, 2))
     if not pairs:
         return None
