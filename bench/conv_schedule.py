@@ -18,7 +18,7 @@ import numpy as np
 from common import command_line, write_results
 
 from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, design_space, has_blocked_conv
+from tvmnas.measure.conv_schedule import copy_kernel, design_space, has_blocked_conv
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.measure.tuning import make_builder, make_in_process_runner
 from tvmnas.model.blocks import block_module, fold_batchnorm
@@ -39,7 +39,8 @@ def blocked_kernels(spec, target, block):
     fused = fuse(import_torch(net, (1, cin, size, size)), target, spec.layout, interior=True)
     kernels = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")})
                for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    return [k for k in kernels if has_blocked_conv(k) and design_space(copy_kernel(k)) != "post-order-apply"]
+    return [k for k in kernels
+            if has_blocked_conv(k) and design_space(copy_kernel(k), spec.runtime_threads) != "post-order-apply"]
 
 
 
@@ -73,7 +74,6 @@ def time_us(libs: dict, args) -> dict:
 
 def main() -> None:
     import tvm
-    from tvm.s_tir import meta_schedule as ms
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per kernel in each space")
@@ -93,7 +93,7 @@ def main() -> None:
             expected = arrays[-1].numpy().copy()
             libs, tune_s = {}, {}
             for name, space in (("generic", "post-order-apply"),
-                                ("blocked", ms.space_generator.ScheduleFn(blocked_conv_space))):
+                                ("blocked", design_space(copy_kernel(kernel), spec.runtime_threads))):
                 libs[name], tune_s[name] = tuned(kernel, spec, target, args.trials, space)
                 arrays[-1] = tvm.runtime.tensor(np.zeros_like(expected))
                 libs[name](*arrays)

@@ -41,14 +41,15 @@ def conv_kernel(cin: int, cout: int, size: int, spec, target):
     return next(k for k in kernels if has_blocked_conv(k))
 
 
-def every_tiling(kernel, window_inside: bool, draws: int = 80) -> dict[str, object]:
-    """Tiling ("x<pixels> oc<blocks>") -> scheduled module, found by sampling the space with many seeds."""
+def every_tiling(kernel, window_inside: bool, threads: int, draws: int = 80) -> dict[str, object]:
+    """Tiling ("x<pixels> oc<blocks>") -> scheduled module (for `threads` threads), found by sampling the space with
+    many seeds."""
     from tvm.s_tir import Schedule
 
     found = {}
     for seed in np.random.default_rng(0).integers(1, 2**30, draws):
         sch = Schedule(copy_kernel(kernel), seed=int(seed))
-        blocked_conv_space(sch, window_inside=window_inside)
+        blocked_conv_space(sch, window_inside=window_inside, threads=threads)
         tiles = [sch.trace.decisions[inst] for inst in sch.trace.insts if inst.kind.name == "SamplePerfectTile"]
         x_inner, oc_inner = (int(tile[-1]) for tile in tiles)  # sampled in this order by blocked_conv_space
         found.setdefault(f"x{x_inner} oc{oc_inner}", sch.mod)
@@ -86,7 +87,7 @@ def main() -> None:
         expected = arrays[-1].numpy().copy()
         calls = {}
         for order, inside in (("inside", True), ("outside", False)):
-            for tiling, mod in every_tiling(kernel, inside).items():
+            for tiling, mod in every_tiling(kernel, inside, spec.runtime_threads).items():
                 lib = build_trial(mod, target)
                 arrays[-1] = tvm.runtime.tensor(np.zeros_like(expected))
                 lib(*arrays)

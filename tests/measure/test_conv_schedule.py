@@ -33,14 +33,25 @@ class Net(torch.nn.Module):
         return self.last(torch.relu(self.grouped(x))).mean((2, 3))
 
 
-def conv_kernels_of(layout: str):
-    """The target and the fused kernels of `Net` in `layout` that compute a blocked convolution."""
+class Wide(torch.nn.Module):
+    """A pointwise convolution whose weights (8 x 128) outweigh its input (8 channels of 8x8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 128, 1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def conv_kernels_of(layout: str, net: torch.nn.Module | None = None, shape=(1, 3, 14, 14)):
+    """The target and the fused kernels of `net` (default `Net`) in `layout` that compute a blocked convolution."""
     import tvm
 
     from tvmnas.targets import load_target
 
     target = load_target("x86-cpu").tvm()
-    fused = fuse(import_torch(Net().eval(), (1, 3, 14, 14)), target, layout)
+    fused = fuse(import_torch((net or Net()).eval(), shape), target, layout)
     kernels = [tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
                for _, func in fused.functions_items() if isinstance(func, tvm.tirx.PrimFunc)]
     return target, [k for k in kernels if has_blocked_conv(k)]
@@ -62,6 +73,13 @@ def outputs(kernel, target) -> np.ndarray:
     args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.shape]).astype("float32")) for p in params]
     build_trial(kernel, target)(*args)
     return args[-1].numpy()
+
+
+def parallel_extents(mod) -> list[int]:
+    """The extents of a scheduled kernel's parallel loops (from its TVMScript)."""
+    import re
+
+    return [int(n) for n in re.findall(r"in T\.parallel\((?:T\.int64\()?(\d+)", mod.script())]
 
 
 def test_every_blocked_conv_but_the_grouped_one_is_in_the_space(conv_kernels):
@@ -126,3 +144,51 @@ def test_the_space_size_counts_every_schedule_sampling_reaches():
         assert len(seen) == size
         sizes.append(size)
     assert sorted(sizes) == [2, 2, 4, 4, 4]  # the row of 7 pixels splits 1x7 or 7x1; 3 channel blocks 1x3 or 3x1
+
+
+@pytest.mark.parametrize("shape, threads, by_rows", [((1, 3, 16, 16), 2, True), ((1, 3, 42, 42), 2, True),
+                                                     ((1, 3, 16, 16), 3, False), ((1, 3, 14, 14), 2, False)])
+def test_threads_split_activation_bound_convolutions_by_rows_where_the_rows_split_evenly(shape, threads, by_rows):
+    """With several threads, a convolution whose input outweighs its weights runs one band of rows per thread
+    (8 rows in 2 bands, 21 rows in bands of 11 and 10; not 8 rows in 3 bands, nor 7 in 2: the bands would differ by
+    more than 5%), and every such schedule computes what the kernel computes and replays with the same
+    instructions."""
+    from tvm.s_tir import Schedule
+
+    from tvmnas.measure import conv_schedule
+
+    from tvm.s_tir import meta_schedule as ms
+
+    target, kernels = conv_kernels_of("nchw8c", shape=shape)
+    checked = 0
+    for kernel in kernels:
+        space = design_space(copy_kernel(kernel), threads)
+        if space == "post-order-apply":
+            continue
+        probe = Schedule(copy_kernel(kernel))
+        assert conv_schedule.by_rows(probe, probe.get_sblock(conv_schedule.CONV_BLOCK), threads) == by_rows
+        checked += 1
+        if not by_rows:  # the schedule of one thread, which the tests above check
+            continue
+        [tuned] = ms.TuneContext(mod=copy_kernel(kernel), target=target, space_generator=space,
+                                 task_name="conv").generate_design_space()
+        assert threads in parallel_extents(tuned.mod)  # batch x bands
+        traces = set()
+        for seed in (1, 2, 3):
+            sch = Schedule(copy_kernel(kernel), seed=seed)
+            blocked_conv_space(sch, threads=threads)
+            np.testing.assert_allclose(outputs(sch.mod, target), outputs(copy_kernel(kernel), target),
+                                       rtol=1e-5, atol=1e-5)
+            traces.add(tuple((inst.kind.name, len(inst.outputs)) for inst in sch.trace.insts))
+        assert len(traces) == 1
+    assert checked == 5
+
+
+def test_a_convolution_whose_weights_outweigh_its_input_stays_split_by_channel_blocks():
+    from tvm.s_tir import Schedule
+
+    from tvmnas.measure import conv_schedule
+
+    _, [kernel] = conv_kernels_of("nchw8c", Wide(), (1, 8, 8, 8))
+    sch = Schedule(copy_kernel(kernel))
+    assert not conv_schedule.by_rows(sch, sch.get_sblock(conv_schedule.CONV_BLOCK), 2)

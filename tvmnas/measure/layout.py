@@ -38,7 +38,7 @@ AUTO = "auto"  # a target's conv_layout: nchw16c where its CPU has 16 float lane
 
 # What a blocked layout compiles to (its conv2d compute and design space, see `tvmnas.measure.conv_schedule`):
 # raised whenever that changes, so its latencies and tuning records are made again.
-BLOCKED_REVISION = 5  # 5: the window swept inside each input channel
+BLOCKED_REVISION = 6  # 5: the window swept inside each input channel; 6: threads split activation-bound convs by rows
 
 
 def layout_tag(layout: str) -> str:
@@ -323,6 +323,7 @@ def conv2d_blocked(data, kernel, strides, padding, dilation, groups: int, out_dt
     out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
 
+    # Each sum reads the data before the weights: the schedule finds them in that order (conv_schedule.by_rows).
     def at(b, chunk, y, x, c):  # the (padded) input's channel `c` of block `chunk`
         return (padded[b, chunk * block + c, y, x] if plain else padded[b, chunk, y, x, c]).astype(out_dtype)
 

@@ -305,11 +305,16 @@ def untuned_tasks(fused_mod, target, database, trials: int, work_dir: Path) -> t
     return missing, len(tasks)
 
 
-def trials_worth(kernel, trials: int) -> int:
-    """The trials worth giving a kernel: `trials`, or as many as its design space holds where that is fewer (see
-    `design_space_size`). Records the database already holds are not subtracted: they may come from another
-    space (the generic rules), and a task asked for more than is left only ends later."""
-    size = design_space_size(kernel)
+def threads_of(target) -> int:
+    """The threads a TVM target's modules run on (its num-cores; 1 where it names none)."""
+    return int(target.attrs.get("num-cores", 1))
+
+
+def trials_worth(kernel, trials: int, threads: int = 1) -> int:
+    """The trials worth giving a kernel: `trials`, or as many as its design space (for `threads` threads) holds
+    where that is fewer (see `design_space_size`). Records the database already holds are not subtracted: they may
+    come from another space (the generic rules), and a task asked for more than is left only ends later."""
+    size = design_space_size(kernel, threads)
     return trials if size is None else min(trials, size)
 
 
@@ -357,11 +362,12 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
         seed = settings.seed + build_timeouts(work_dir)
         population = settings.population_size
         trials = settings.trials_per_task
-        caps = [trials_worth(task.dispatched[0], trials) if settings.space_sized else trials for task in missing]
+        caps = [trials_worth(task.dispatched[0], trials, threads_of(task.target)) if settings.space_sized else trials
+                for task in missing]
         contexts = [
             ms.TuneContext(
                 mod=canonical_kernel(database, task.dispatched[0]), target=task.target,
-                space_generator=design_space(task.dispatched[0]),
+                space_generator=design_space(task.dispatched[0], threads_of(task.target)),
                 search_strategy=ms.search_strategy.EvolutionarySearch(
                     population_size=population, init_min_unmeasured=population // 4,
                     genetic_num_iters=settings.genetic_num_iters),
