@@ -178,3 +178,12 @@ def test_compile_only_export_from_the_cli_runs_on_the_device(native_runner, tmp_
     with torch.no_grad():
         logits = load_network(network).net(torch.from_numpy(np.load(out / manifest["sample_input"]))).numpy()
     assert json.loads(proc.stdout)["top_class"] == int(np.argmax(logits)) == manifest["expected_output"]["top_class"]
+
+
+def test_the_report_says_whether_measured_and_predicted_agree_within_the_noise_band():
+    from tvmnas.deploy.report import agreement_text
+
+    assert agreement_text({"within_band": True, "error": 0.02, "band": 0.05}) == (
+        "measured +2.0% from predicted, agree within the noise band +/-5.0%")
+    assert agreement_text({"within_band": False, "error": -0.049, "band": 0.02}) == (
+        "measured -4.9% from predicted, disagree: outside the noise band +/-2.0%")

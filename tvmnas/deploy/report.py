@@ -74,6 +74,6 @@ def latency_text(lat: dict) -> str:
 def agreement_text(agreement: dict) -> str:
     if agreement["within_band"] is None:  # the module was compiled at another level than the table's rows
         return f"measured {agreement['error']:+.1%} from the table's prediction (the module is tuned at another level)"
-    verdict = "agree" if agreement["within_band"] else "disagree"
-    return (f"measured {agreement['error']:+.1%} from predicted, {verdict} within the noise band "
+    verdict = "agree within" if agreement["within_band"] else "disagree: outside"
+    return (f"measured {agreement['error']:+.1%} from predicted, {verdict} the noise band "
             f"+/-{agreement['band']:.1%}")
