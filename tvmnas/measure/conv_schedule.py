@@ -9,12 +9,12 @@ row in vector registers, sweep the reduction (input channel blocks, the block's 
 it, vectorize the `b` channels of a block, and parallelize over output channel blocks (and rows), or, where the
 input outweighs the weights, over bands of output rows (`by_rows`: a network's activations then stay with the core
 that wrote them: `bench/results/mobilenetv2_znver2*.md`, MobileNetV2 at 224x224 on 2 threads of a Zen 2 1.22x ->
-1.18x onnxruntime). `blocked_conv_space`
-builds that schedule with the two tile sizes as sampled decisions, so meta-schedule's evolutionary search and cost
-model choose them (and mutate them) as they would any tile size; the bias, activation and residual add fused after
-the convolution run on the tile while it is in cache; the padding is computed per channel block (depthwise) or once
-(others). The window is swept inside each input channel: the weights are OIHW{b}o, so one input channel's window
-of `b`-wide output vectors is contiguous and the tile reads each channel block's weights as one forward stream
+1.18x onnxruntime). `blocked_conv_space` builds that schedule with the two tile sizes as sampled decisions, so
+meta-schedule's evolutionary search and cost model choose them (and mutate them) as they would any tile size; the
+bias, activation and residual add fused after the convolution run on the tile while it is in cache; the padding is
+computed per channel block (depthwise; per band and channel block where split by rows) or once (others). The
+window is swept inside each input channel: the weights are OIHW{b}o, so one input channel's window of `b`-wide
+output vectors is contiguous and the tile reads each channel block's weights as one forward stream
 (`bench/results/conv_window_order.md`: ResNet-18's and VGG-11's 3x3 convolutions 1-7% faster hot, 3-19% with
 their weights flushed from the caches, most where 9 MB of weights come from memory).
 """
