@@ -1,7 +1,8 @@
 """The one owner of what a run folder holds: every file name, and how its JSON and log files are read and written.
 
 A search run (`SearchRun`): config.json (the settings), checkpoint.pt (every epoch), log.jsonl (one line per epoch),
-and once finished arch.json, probabilities.json, summary.json; `tvmnas pareto` adds pareto.json, `tvmnas report` the
+and once finished arch.json, probabilities.json, summary.json (with --rerank, first rerank/<i>/, one `TrainRun` per
+network of the shortlist); `tvmnas pareto` adds pareto.json, `tvmnas report` the
 report/ folder, `derive` derived/<target>-<goal>ms/, `specialize` specialized/<target>-<goal>ms/; `train --run` trains
 into train/ (a `TrainRun`), `export --run` writes bundle-<target>/. Runs without --out go under runs/.
 A training (`TrainRun`): settings.json, checkpoint.pt, log.jsonl, network.pt, summary.json.
@@ -70,6 +71,10 @@ class SearchRun(_Run):
     @property
     def probabilities(self) -> Path:
         return self.folder / "probabilities.json"
+
+    def rerank(self, index: int) -> TrainRun:
+        """The training of the shortlist's network `index` (0 = the most probable)."""
+        return TrainRun(self.folder / "rerank" / str(index))
 
     @property
     def pareto(self) -> Path:

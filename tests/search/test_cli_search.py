@@ -41,6 +41,16 @@ def test_search_and_resume(capsys, args, tmp_path):
     assert code == 0 and "epoch" not in out  # nothing left to do
 
 
+def test_search_with_a_rerank(capsys, args, tmp_path):
+    run = tmp_path / "run"
+    code, out, _ = search(capsys, *args, "--latency-ms", "1.0", "--epochs", "1", "--rerank", "2", "--out", str(run))
+    assert code == 0, out
+    assert "rerank 1/2: training" in out and "rerank 2/2: training" in out
+    assert json.loads((run / "config.json").read_text())["rerank"] == 2
+    ranked = json.loads((run / "summary.json").read_text())["rerank"]
+    assert len(ranked) == 2 and f"architecture: {' '.join(ranked[0]['arch'])}" in out
+
+
 @pytest.mark.parametrize("goal, message", [
     ("0", "argument --latency-ms: must be > 0, not 0"), ("-3", "argument --latency-ms: must be > 0, not -3"),
     ("0.5", "below the smallest reachable latency of tiny on x86-cpu: 0.8000 ms"),

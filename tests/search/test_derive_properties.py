@@ -1,4 +1,4 @@
-"""`derive_under_budget` against brute force on random small spaces with arbitrary float latencies (zeros and
+"""`derive_under_budget` and `most_probable_within` against brute force on random small spaces with arbitrary float latencies (zeros and
 repeats included), at goals on, just above and just below the smallest and largest reachable latencies and the
 sums of other networks; and the refusal's numbers."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tvmnas.errors import TvmnasError
-from tvmnas.search.derive import derive_argmax, derive_under_budget
+from tvmnas.search.derive import derive_argmax, derive_under_budget, most_probable_within
 from tvmnas.search.latency import LatencyTable
 
 SEEDS = range(400)
@@ -72,6 +72,28 @@ def test_equals_brute_force_at_the_edges(seed):
         assert got.log_probability >= previous - 1e-9  # a larger goal never gives a less probable network
         previous = got.log_probability
     assert derive_under_budget(log_probs, table, table.max_ms) == derive_argmax(log_probs, table)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_k_most_probable_within_the_goal_equal_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    table = random_table(rng)
+    log_probs = random_log_probs(rng, table)
+    latency_ms, score = every_network(table, log_probs)
+    k = int(rng.integers(1, 6))
+    for goal in goals_to_try(rng, table, latency_ms):
+        if goal < table.min_ms:
+            continue
+        got = most_probable_within(log_probs, table, goal, k)
+        fits = np.sort(score[latency_ms <= goal])[::-1]
+        assert len(got) == min(k, len(fits)), (goal, k, got)
+        assert len({d.choices for d in got}) == len(got)  # distinct networks
+        for d in got:
+            assert d.latency_ms == table.arch_ms(list(d.choices)) <= goal
+        # the i-th found as probable as the i-th best that fits (within the tie tolerance), most probable first
+        assert [d.log_probability for d in got] == pytest.approx(list(fits[:len(got)]), abs=1e-9), (goal, k)
+        assert got[0].log_probability == pytest.approx(derive_under_budget(log_probs, table, goal).log_probability,
+                                                       abs=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(100))

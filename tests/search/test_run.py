@@ -87,6 +87,7 @@ def test_incompatible_checkpoint_on_resume(tiny_space, tiny_space_path, tiny_idx
     ({"loss": "mul#lin"}, "unknown latency loss"), ({"warmup_epochs": 5}, "warmup"),
     ({"supernet": "tied"}, "unknown supernet weights"), ({"weight_paths": "greedy"}, "unknown weight-step paths"),
     ({"arch_lr_schedule": "linear"}, "unknown architecture learning-rate schedule"),
+    ({"rerank": -1}, "rerank >= 0"), ({"rerank_epochs": 0}, "rerank_epochs >= 1"),
 ])
 def test_bad_settings(tiny_space_path, tiny_idx_dir, changes, message):
     with pytest.raises(TvmnasError, match=message):
@@ -318,3 +319,56 @@ def test_shards_add_in_shard_order_and_refuse_what_does_not_split(tiny_space_pat
         Shards(3, World(0, 2))
     with pytest.raises(TvmnasError, match="a batch of 16 does not split into 3 equal shards"):
         config(tiny_space_path, tiny_idx_dir, shards=3)
+
+
+def test_rerank_trains_the_shortlist_from_scratch_and_keeps_the_best(tiny_space, tiny_space_path, tiny_idx_dir,
+                                                                      tmp_path, monkeypatch):
+    import tvmnas.search.rerank as rerank_module
+    from tvmnas.search.rerank import RERANK_SEED_OFFSET
+
+    cfg = config(tiny_space_path, tiny_idx_dir, latency_ms=2.2, epochs=2, rerank=3)  # 3 networks fit 2.2 ms
+    data = data_for(cfg, tiny_space)
+    run = tmp_path / "run"
+    result = run_search(cfg, tiny_space, TABLE, data, run)
+    summary = json.loads((run / "summary.json").read_text())
+    ranked = summary["rerank"]
+    assert len(ranked) == 3 and len({tuple(r["arch"]) for r in ranked}) == 3
+    assert [r["valid_acc"] for r in ranked] == sorted((r["valid_acc"] for r in ranked), reverse=True)
+    assert all(r["predicted_latency_ms"] <= 2.2 for r in ranked)
+    assert summary["arch"] == ranked[0]["arch"] == list(result.arch_ops) == list(load_arch(run / "arch.json").ops)
+    by_probability = sorted(ranked, key=lambda r: -r["log_probability"])
+    for i, r in enumerate(by_probability):  # rerank/0 trains the most probable
+        trained = json.loads((run / "rerank" / str(i) / "summary.json").read_text())
+        assert trained["arch"] == r["arch"] and trained["valid_acc"] == r["valid_acc"]
+        assert trained["test_acc"] is None and trained["epochs"] == cfg.rerank_epochs  # the test split unseen
+        ckpt = torch.load(run / "rerank" / str(i) / "checkpoint.pt", weights_only=True)
+        assert ckpt["config"]["seed"] == cfg.seed + RERANK_SEED_OFFSET
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished rerank training was trained again")
+
+    monkeypatch.setattr(rerank_module, "train_network", no_training)
+    again = run_search(cfg, tiny_space, TABLE, data, run, resume=True)  # a rerun reuses the finished trainings
+    assert again.arch_ops == result.arch_ops
+    assert json.loads((run / "summary.json").read_text())["rerank"] == ranked
+
+
+def test_rerank_keeps_the_best_trained_not_the_most_probable(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path,
+                                                             monkeypatch):
+    import tvmnas.search.rerank as rerank_module
+    from tvmnas.train.run import TrainResult
+
+    accs = iter([0.2, 0.7, 0.5])  # the shortlist's trainings, most probable first
+
+    def fake_training(settings, space, arch, data, out_dir, **kwargs):
+        assert data.test is None and settings.epochs == 2
+        return TrainResult(next(accs), None, 1.0, [])
+
+    monkeypatch.setattr(rerank_module, "train_network", fake_training)
+    cfg = config(tiny_space_path, tiny_idx_dir, latency_ms=2.2, epochs=2, rerank=3, rerank_epochs=2)
+    data = data_for(cfg, tiny_space)
+    result = run_search(cfg, tiny_space, TABLE, data, tmp_path / "run")
+    ranked = json.loads((tmp_path / "run" / "summary.json").read_text())["rerank"]
+    assert [r["valid_acc"] for r in ranked] == [0.7, 0.5, 0.2]
+    assert list(result.arch_ops) == ranked[0]["arch"]
+    assert ranked[0]["log_probability"] < ranked[2]["log_probability"]  # the second most probable kept

@@ -75,6 +75,13 @@ def register(verbs) -> None:
                    help="validation batches per architecture step, two paths drawn for each, their gradients "
                         "averaged before the update: less noise per step, each batch one more forward and backward "
                         f"(default {SearchConfig.arch_samples})")
+    p.add_argument("--rerank", type=count(0), default=SearchConfig.rerank, metavar="K",
+                   help="after the search, train its K most probable networks within the goal from scratch and "
+                        "keep the one with the best validation accuracy (each training in RUN_DIR/rerank/<i>; "
+                        f"0 = keep the most probable; default {SearchConfig.rerank})")
+    p.add_argument("--rerank-epochs", type=count(1), default=SearchConfig.rerank_epochs, metavar="E",
+                   help="epochs of each --rerank training, each of --images-per-epoch images "
+                        f"(default {SearchConfig.rerank_epochs})")
     add_device_args(p)
     p.set_defaults(func=cmd_search)
     register_derivations(verbs)
@@ -118,6 +125,7 @@ def search_config_from_args(args, processes: int = 1, on_main=lambda fn: fn()) -
                         loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda, derive=args.derive,
                         entropy_weight=args.entropy_weight, supernet=args.supernet, arch_lr=args.arch_lr,
                         arch_lr_schedule=args.arch_lr_schedule, arch_samples=args.arch_samples,
+                        rerank=args.rerank, rerank_epochs=args.rerank_epochs,
                         weight_paths=args.weight_paths,
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                         images_per_epoch=args.images_per_epoch or None, batch_size=args.batch_size,
@@ -184,9 +192,13 @@ def _search(args, cfg, space, spec, world) -> int:
                 f"{e['expected_latency_ms']:.4f} ms, derived {e['derived_latency_ms']:.4f} ms | entropy "
                 f"{e['alpha_entropy']:.3f} | {e['seconds']:.0f} s")
 
+    def on_rerank(i: int, n: int, arch) -> None:
+        say(f"rerank {i + 1}/{n}: training {' '.join(arch.ops)} for {cfg.rerank_epochs} epoch(s)", flush=True)
+
     with epoch_progress(summary, enabled=world.is_main) as (on_step, on_epoch):
         result = run_search(cfg, space, table, data, run_dir, resume=args.resume is not None,
-                            on_step=on_step, on_epoch=on_epoch, world=world, workers=args.workers)
+                            on_step=on_step, on_epoch=on_epoch, world=world, workers=args.workers,
+                            on_rerank=on_rerank)
     say(f"architecture: {' '.join(result.arch_ops)}")
     say(f"predicted latency {result.predicted_latency_ms:.4f} ms ({result.predicted_latency_ms / cfg.latency_ms:.0%} "
         f"of the goal {cfg.latency_ms:g} ms), valid accuracy {result.valid_acc:.3f}; results in {run_dir}")

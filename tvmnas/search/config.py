@@ -15,7 +15,7 @@ WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth", "stage-depth")
 ARCH_LR_SCHEDULES = ("constant", "cosine")  # see `arch_lr_at`
 # settings added since runs were first saved, with the value those earlier runs used
 EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant",
-                    "arch_samples": 1}
+                    "arch_samples": 1, "rerank": 0, "rerank_epochs": 1}
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,10 @@ class SearchConfig:
     # last epoch: the search ends decided within its budget, the data choosing which path each layer keeps
     entropy_weight: float = 0.1
     valid_fraction: float = 1 / 12  # of the training set, for architecture steps (5k of Fashion-MNIST's 60k)
+    # after the search, train its this many most probable networks within the goal from scratch and keep the one
+    # with the best validation accuracy (0: keep the most probable; see `tvmnas.search.rerank`)
+    rerank: int = 0
+    rerank_epochs: int = 1  # each of those trainings: this many epochs of images_per_epoch
     seed: int = 0
     data: str | None = None  # IDX folder or ImageFolder root; None = the installed Fashion-MNIST
     limit: int | None = None  # use only the first N training images (smoke tests)
@@ -105,6 +109,8 @@ class SearchConfig:
         check_shards(self.batch_size, self.shards)
         if self.arch_samples < 1:
             raise TvmnasError(f"arch_samples must be >= 1, not {self.arch_samples}")
+        if self.rerank < 0 or self.rerank_epochs < 1:
+            raise TvmnasError(f"need rerank >= 0 and rerank_epochs >= 1 (got {self.rerank}, {self.rerank_epochs})")
         if not 0 < self.valid_fraction < 1:
             raise TvmnasError(f"valid_fraction must be in (0, 1), not {self.valid_fraction}")
 

@@ -7,7 +7,8 @@ log-probability of the first k layers in any room; a depth-first search with the
 pruned by those bounds, keeps the best network whose real sum fits. Rounding only loosens the bounds, it never
 decides what fits: the answer is exact, unless over VISITS branches lie within the bounds' slack (a subset sum:
 large spaces whose probabilities rise with latency); then it is the best found, never worse than the exact answer
-for a goal (layers + 2) units tighter.
+for a goal (layers + 2) units tighter. `most_probable_within`: the same search keeping the k best (a search's
+shortlist for `tvmnas.search.rerank`).
 `derive_argmax`: ProxylessNAS's plain choice, each layer's most probable path.
 """
 
@@ -70,10 +71,17 @@ def derive_under_budget(log_probs: list[list[float]], table: LatencyTable, budge
     check_reachable(table, budget_ms)
     if budget_ms >= table.max_ms:
         return derive_argmax(log_probs, table)
+    return most_probable_within(log_probs, table, budget_ms, 1)[0]
+
+
+def most_probable_within(log_probs: list[list[float]], table: LatencyTable, budget_ms: float, k: int
+                         ) -> list[Derived]:
+    """The k most probable architectures within the budget, most probable first (fewer where fewer fit)."""
+    check_reachable(table, budget_ms)
     room_ms = budget_ms - table.fixed_ms
     unit_ms = unit_for(table, room_ms)
     bounds = prefix_bounds(log_probs, table.layer_ms, unit_ms, units_within(room_ms, unit_ms))
-    return best_within(log_probs, table, budget_ms, bounds, unit_ms)
+    return best_within(log_probs, table, budget_ms, bounds, unit_ms, k)
 
 
 def unit_for(table: LatencyTable, room_ms: float) -> float:
@@ -123,39 +131,53 @@ def within_margin(log_probs: list[list[float]], table: LatencyTable, bounds: lis
 
 
 def best_within(log_probs: list[list[float]], table: LatencyTable, budget_ms: float, bounds: list[np.ndarray],
-                unit_ms: float) -> Derived:
+                unit_ms: float, k: int = 1) -> list[Derived]:
     """Depth-first from the last layer to the first, the most promising path first, a branch cut when its bound
-    cannot beat the best network found so far (at first the better of the cheapest, which fits as budget >=
-    min_ms, and `within_margin`'s); after VISITS branches it stops with the best found."""
+    cannot beat the k-th best network found so far (at first the cheapest, which fits as budget >= min_ms, and
+    `within_margin`'s); after VISITS branches it stops with the best found. Most probable first; of networks
+    within TIE of each other, the first found."""
     layers = len(table.layer_ms)
-    starts = [[np.argmin(lat) for lat in table.layer_ms], within_margin(log_probs, table, bounds, unit_ms)]
-    fitting = [as_derived(log_probs, table, c) for c in starts if c is not None]
-    best = max((d for d in fitting if d.latency_ms <= budget_ms), key=lambda d: d.log_probability)
+    kept: list[Derived] = []  # the k best found, most probable first
+
+    def keep(found: Derived) -> None:
+        if found.latency_ms > budget_ms or any(d.choices == found.choices for d in kept):
+            return
+        if len(kept) == k:
+            if not found.log_probability > kept[-1].log_probability + TIE:
+                return
+            kept.pop()
+        at = next((i for i, d in enumerate(kept) if found.log_probability > d.log_probability + TIE), len(kept))
+        kept.insert(at, found)
+
+    for start in ([np.argmin(lat) for lat in table.layer_ms], within_margin(log_probs, table, bounds, unit_ms)):
+        if start is not None:
+            keep(as_derived(log_probs, table, start))
     chosen, visits = [0] * layers, 0
 
-    def bound(k: int, room_ms: float) -> float:
+    def bound(prefix: int, room_ms: float) -> float:
         b = units_within(room_ms, unit_ms)
-        return bounds[k][min(b, len(bounds[k]) - 1)] if b >= 0 else -math.inf
+        return bounds[prefix][min(b, len(bounds[prefix]) - 1)] if b >= 0 else -math.inf
 
-    def visit(k: int, room_ms: float, score: float) -> None:  # layers >= k are chosen; room_ms is left for < k
-        nonlocal best, visits
+    def to_beat() -> float:
+        return kept[-1].log_probability if len(kept) == k else -math.inf
+
+    def visit(at: int, room_ms: float, score: float) -> None:  # layers >= at are chosen; room_ms is left for < at
+        nonlocal visits
         visits += 1
-        if k == 0:
-            found = as_derived(log_probs, table, chosen)
-            if found.log_probability > best.log_probability + TIE and found.latency_ms <= budget_ms:
-                best = found
+        if at == 0:
+            keep(as_derived(log_probs, table, chosen))
             return
-        options = sorted(((score + p + bound(k - 1, room_ms - ms), c, ms, p)
-                          for c, (ms, p) in enumerate(zip(table.layer_ms[k - 1], log_probs[k - 1]))),
+        options = sorted(((score + p + bound(at - 1, room_ms - ms), c, ms, p)
+                          for c, (ms, p) in enumerate(zip(table.layer_ms[at - 1], log_probs[at - 1]))),
                          key=lambda o: -o[0])
         for promise, c, ms, p in options:
-            if not promise > best.log_probability + TIE or visits >= VISITS:
+            if not promise > to_beat() + TIE or visits >= VISITS:
                 return
-            chosen[k - 1] = c
-            visit(k - 1, room_ms - ms, score + p)
+            chosen[at - 1] = c
+            visit(at - 1, room_ms - ms, score + p)
 
     visit(layers, budget_ms - table.fixed_ms, 0.0)
-    return best
+    return kept
 
 
 def derive(log_probs: list[list[float]], table: LatencyTable, budget_ms: float, how: str = "budget") -> Derived:

@@ -28,6 +28,7 @@ from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 from tvmnas.search.config import EARLIER_DEFAULTS, SearchConfig
 from tvmnas.search.derive import derive
 from tvmnas.search.latency import LatencyTable, search_loss
+from tvmnas.search.rerank import rerank
 from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
@@ -280,10 +281,12 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
                resume: bool = False, stop_after_epochs: int | None = None,
                on_step: Callable[[int, int], None] | None = None,
                on_epoch: Callable[[dict], None] | None = None, world: World = World(),
-               workers: int = 0) -> SearchResult:
+               workers: int = 0, on_rerank: Callable[[int, int, Arch], None] | None = None) -> SearchResult:
     """Search (or continue a search) in run_dir. `stop_after_epochs` ends early after that many epochs in total,
     as a kill would (tests). In a distributed world every rank runs this; only rank 0 writes files (and should
-    get the callbacks); `workers` decode images in DataLoader worker processes (image sets streamed from files)."""
+    get the callbacks); `workers` decode images in DataLoader worker processes (image sets streamed from files).
+    With `cfg.rerank`, the finished search trains its shortlist (`tvmnas.search.rerank`) and keeps the best of it;
+    the network's supernet accuracy (`valid_acc`) is then that of the network kept."""
     run_dir = Path(run_dir)
     files = SearchRun(run_dir)
     ckpt_path, log_path = files.checkpoint, files.log
@@ -315,9 +318,17 @@ def run_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data:
                state.log, log_path, "search-epoch-saved", world, on_epoch)
     log = state.log
     derived, predicted = derive_arch(state.net, table, cfg)
+    valid_acc, extra = log[-1]["valid_acc"] if log else None, {}
+    if state.epochs_done == cfg.epochs and cfg.rerank:
+        ranked = rerank(cfg, space, table, log_probabilities(state.net), state.net.arch_of, data, run_dir, world,
+                        workers, on_rerank)
+        extra = {"rerank": [r.to_json() for r in ranked]}
+        if ranked[0].arch != derived:
+            derived, predicted = ranked[0].arch, ranked[0].predicted_ms
+            valid_acc = path_accuracy(state.net, derived, data, world.device, workers)[1]
     if state.epochs_done == cfg.epochs and world.is_main:
-        write_outcome(run_dir, cfg, table, state, derived, predicted, log[-1]["valid_acc"] if log else None)
-    return SearchResult(derived.ops, predicted, log[-1]["valid_acc"] if log else 0.0, log)
+        write_outcome(run_dir, cfg, table, state, derived, predicted, valid_acc, **extra)
+    return SearchResult(derived.ops, predicted, valid_acc or 0.0, log)
 
 
 def write_outcome(run_dir: Path, cfg: SearchConfig, table: LatencyTable, state: SearchState, arch: Arch,
