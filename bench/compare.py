@@ -196,50 +196,97 @@ def kernel_calls(lib_path: Path, data: np.ndarray):
     return lib, kernels, seen
 
 
-def vm_call(lib_path: Path, data: np.ndarray, skip_kernels: bool) -> Callable[[], None]:
+class StampedVm:
     """The module's VM with an instrument on every call: it skips the kernels (`skip_kernels`: what is left is the
-    VM's own work, plus the instrument's) or lets them run (the instrument's cost alone, to subtract)."""
-    import tvm
-    from tvm import relax
-    from tvm.runtime.vm import VMInstrumentReturnKind
+    VM's own work, plus the instrument's) or lets them run and stamps the clock before and after each kernel call:
+    `kernels_ms()` is then each kernel call's median span over the inferences run so far, the kernel timed inside
+    the network (its caches and the other core as the kernels before it left them). Each span includes part of the
+    instrument's own cost (returning from its Python call, and calling it again with the arguments wrapped)."""
 
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
-    x = tvm.runtime.tensor(data, device=tvm.cpu())
-    skip, run = int(VMInstrumentReturnKind.SKIP_RUN), int(VMInstrumentReturnKind.NO_OP)
+    def __init__(self, lib_path: Path, data: np.ndarray, skip_kernels: bool) -> None:
+        import time
 
-    def instrument(func, symbol, before, ret, *args):
-        return skip if skip_kernels and before and not symbol.startswith("vm.builtin") else run
+        import tvm
+        from tvm import relax
+        from tvm.runtime.vm import VMInstrumentReturnKind
 
-    vm.set_instrument(instrument)
-    return lambda: vm["main"](x)
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
+        self._x = tvm.runtime.tensor(data, device=tvm.cpu())
+        self._stamps: list[int] = []
+        self._spans: list[list[float]] = []  # per inference, each kernel call's span in ms
+        skip, run = int(VMInstrumentReturnKind.SKIP_RUN), int(VMInstrumentReturnKind.NO_OP)
+        clock, stamps = time.perf_counter_ns, self._stamps
+
+        def instrument(func, symbol, before, ret, *args):
+            if symbol.startswith("vm.builtin"):
+                return run
+            if skip_kernels:
+                return skip if before else run
+            stamps.append(clock())
+            return run
+
+        self._vm.set_instrument(instrument)
+
+    def __call__(self) -> None:
+        self._stamps.clear()
+        self._vm["main"](self._x)
+        s = self._stamps
+        if s:
+            self._spans.append([(s[i + 1] - s[i]) / 1e6 for i in range(0, len(s) - 1, 2)])
+
+    def kernels_ms(self) -> list[float]:
+        return [statistics.median(call) for call in zip(*self._spans)]
 
 
 def tvm_breakdown(lib_path: Path, data: np.ndarray, spec: TargetSpec, protocol: Protocol = COMPARE) -> dict:
-    """Each kernel call's latency hot and cold, the whole network's, and the VM's own cost, all timed in one
-    interleaved run. The VM's cost: a run whose instrument skips every kernel, less what the instrument itself
-    adds (a run whose instrument lets every kernel run, less the plain run)."""
+    """Each kernel call's latency hot, cold and inside the network, the whole network's, and the VM's own cost, all
+    timed in one interleaved run. The VM's cost: a run whose instrument skips every kernel, less what the
+    instrument itself adds (a run whose instrument lets every kernel run and stamps the clock around it, less the
+    plain run); that stamped run gives the kernels' spans inside the network."""
     lib, kernels, seen = kernel_calls(lib_path, data)
     timers = {}
     for i, (symbol, args) in enumerate(seen):
         timers[f"{i:02d} {symbol}"] = KernelTimer(kernels, symbol, args)
         timers[f"{i:02d} {symbol} cold"] = KernelTimer(kernels, symbol, args, cold=True)
+    stamped = StampedVm(lib_path, data, skip_kernels=False)
     timers["network"] = CallableTimer(tvm_call(lib_path, data))
-    timers["vm skipping kernels"] = CallableTimer(vm_call(lib_path, data, skip_kernels=True))
-    timers["vm instrumented"] = CallableTimer(vm_call(lib_path, data, skip_kernels=False))
+    timers["vm skipping kernels"] = CallableTimer(StampedVm(lib_path, data, skip_kernels=True))
+    timers["vm instrumented"] = CallableTimer(stamped)
     est = {name: e.raw_ms for name, e in interleave(timers, spec, protocol).items()}
     hot = {f"{i:02d} {symbol}": est[f"{i:02d} {symbol}"] for i, (symbol, _) in enumerate(seen)}
     cold = {name: est[f"{name} cold"] for name in hot}
+    inside = dict(zip(hot, stamped.kernels_ms()))
     kinds: dict[str, dict[str, float]] = {}
     for (symbol, args), name in zip(seen, hot):
-        kind = kinds.setdefault(op_kind(symbol, args), {"calls": 0, "hot_ms": 0.0, "cold_ms": 0.0})
+        kind = kinds.setdefault(op_kind(symbol, args), {"calls": 0, "hot_ms": 0.0, "cold_ms": 0.0,
+                                                        "in_network_ms": 0.0})
         kind["calls"] += 1
         kind["hot_ms"] += hot[name]
         kind["cold_ms"] += cold[name]
+        kind["in_network_ms"] += inside[name]
     instrument_ms = est["vm instrumented"] - est["network"]
-    return {"kernels_ms": hot, "kernels_cold_ms": cold, "sum_kernels_ms": sum(hot.values()),
-            "sum_kernels_cold_ms": sum(cold.values()), "network_ms": est["network"], "kernel_calls": len(seen),
-            "by_op_kind": kinds, "vm_own_ms": est["vm skipping kernels"] - instrument_ms,
+    return {"kernels_ms": hot, "kernels_cold_ms": cold, "kernels_in_network_ms": inside,
+            "sum_kernels_ms": sum(hot.values()), "sum_kernels_cold_ms": sum(cold.values()),
+            "sum_kernels_in_network_ms": sum(inside.values()), "network_ms": est["network"],
+            # the least any kernel call's span exceeds its hot time: at least the instrument's share of a span
+            "span_overhead_bound_ms": min(inside[n] - hot[n] for n in hot),
+            "kernel_calls": len(seen), "by_op_kind": kinds, "vm_own_ms": est["vm skipping kernels"] - instrument_ms,
             "vm_instrument_ms": instrument_ms}
+
+
+def losses_lines(breakdown: dict, top: int = 6) -> list[str]:
+    """A Markdown table of the `top` kernel calls that lose the most time inside the network against hot."""
+    lost = sorted(breakdown["kernels_ms"], key=lambda n: breakdown["kernels_ms"][n] - breakdown[
+        "kernels_in_network_ms"][n])[:top]
+    lines = ["| kernel call | hot ms | cold ms | in network ms | in network / hot |", "|---|---:|---:|---:|---:|"]
+    bound = breakdown["span_overhead_bound_ms"]
+    for name in lost:
+        hot, inside = breakdown["kernels_ms"][name], breakdown["kernels_in_network_ms"][name]
+        lines.append(f"| `{name}` | {hot:.4f} | {breakdown['kernels_cold_ms'][name]:.4f} | {inside:.4f} | "
+                     f"{inside / hot:.2f} |")
+    return lines + ["", f"In network: each call's median span between the VM instrument's stamps before and after it; a "
+                        f"span includes some of the instrument's own cost, at most {bound * 1e3:.1f} us (the least "
+                        "any call's span exceeds its hot time)."]
 
 
 def add_target_args(parser) -> None:

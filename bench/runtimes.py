@@ -23,6 +23,7 @@ import torch
 from common import REPO, command_line, write_results
 from compare import (
     interleave_calls,
+    losses_lines,
     ort_breakdown,
     ort_call,
     ort_kinds,
@@ -89,6 +90,7 @@ def main() -> None:
                "native_runner_ms": native_ms(args.bundle, manifest),
                "tvm_sum_kernels_ms": tvm_kernels["sum_kernels_ms"], "tvm_network_ms": tvm_kernels["network_ms"],
                "tvm_sum_kernels_cold_ms": tvm_kernels["sum_kernels_cold_ms"],
+               "tvm_sum_kernels_in_network_ms": tvm_kernels["sum_kernels_in_network_ms"],
                "tvm_vm_own_ms": tvm_kernels["vm_own_ms"],
                "ort_sum_nodes_ms": ort_nodes["sum_nodes_ms"], "ort_model_run_ms": ort_nodes["model_run_ms"]}
     entries = [{"runtime": n, "latency_ms": ms, "over_onnxruntime": ms / ort_ms} for n, ms in latency.items()]
@@ -103,23 +105,27 @@ def main() -> None:
               f"| kernels / nodes | {tvm_kernels['kernel_calls']} | {ort_nodes['nodes']} |",
               f"| sum of kernels (nodes) ms | {tvm_kernels['sum_kernels_ms']:.4f} | {ort_nodes['sum_nodes_ms']:.4f} |",
               f"| sum of kernels, each timed cold ms | {tvm_kernels['sum_kernels_cold_ms']:.4f} | |",
+              f"| sum of kernels, each timed inside the network ms | {tvm_kernels['sum_kernels_in_network_ms']:.4f} "
+              "| |",
               f"| the VM's own work (kernels skipped) ms | {tvm_kernels['vm_own_ms']:.4f} | |",
               f"| whole network ms | {tvm_kernels['network_ms']:.4f} | {ort_nodes['model_run_ms']:.4f} |",
-              "", "| by kind | TVM kernels | hot ms | cold ms | share (hot) | onnxruntime nodes | profiled ms | share |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    none = {"calls": 0, "hot_ms": 0.0, "cold_ms": 0.0}
+              "", "| by kind | TVM kernels | hot ms | cold ms | in network ms | share (hot) | onnxruntime nodes | "
+              "profiled ms | share |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    none = {"calls": 0, "hot_ms": 0.0, "cold_ms": 0.0, "in_network_ms": 0.0}
     for kind in sorted(set(tvm_kernels["by_op_kind"]) | set(ort_kind),
                        key=lambda k: -tvm_kernels["by_op_kind"].get(k, none)["hot_ms"]):
         t, o = tvm_kernels["by_op_kind"].get(kind, none), ort_kind.get(kind, {"nodes": 0, "ms": 0.0})
-        lines.append(f"| {kind} | {t['calls']} | {t['hot_ms']:.4f} | {t['cold_ms']:.4f} | "
+        lines.append(f"| {kind} | {t['calls']} | {t['hot_ms']:.4f} | {t['cold_ms']:.4f} | {t['in_network_ms']:.4f} | "
                      f"{t['hot_ms'] / tvm_kernels['sum_kernels_ms']:.0%} | {o['nodes']} | {o['ms']:.4f} | "
                      f"{o['ms'] / ort_nodes['sum_nodes_ms']:.0%} |")
+    lines += ["", "The kernel calls that lose the most inside the network:", ""] + losses_lines(tvm_kernels)
     if summary["native_runner_ms"] is not None:
         lines += ["", f"Native runner (C++, no Python), tuned module: {summary['native_runner_ms']:.4f} ms."]
     lines += ["", "One interleaved run of the protocol (windows of each runtime beside the reference module's; "
               "the 5% quantile of the kept windows). TVM's kernels are timed hot and cold (cache flushed before "
-              "each call) in a second interleaved run with the whole network and the VM with its kernels skipped "
-              "(less its instrument's cost); onnxruntime's columns come from its own profiler (median over 300 "
+              "each call) in a second interleaved run with the whole network, the VM with its kernels skipped "
+              "(less its instrument's cost) and the network with each kernel call's span stamped (in network: "
+              "the median span, caches and threads as the kernels before left them); onnxruntime's columns come from its own profiler (median over 300 "
               "runs), which inflates its node times: compare whole runs only from the first table."]
     write_results(args.name, summary, entries, lines, command_line())
 
