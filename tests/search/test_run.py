@@ -351,6 +351,10 @@ def test_rerank_trains_the_shortlist_from_scratch_and_keeps_the_best(tiny_space,
     again = run_search(cfg, tiny_space, TABLE, data, run, resume=True)  # a rerun reuses the finished trainings
     assert again.arch_ops == result.arch_ops
     assert json.loads((run / "summary.json").read_text())["rerank"] == ranked
+    other = run / "rerank" / "0" / "summary.json"  # a shortlist folder that holds another network's training
+    other.write_text(json.dumps({**json.loads(other.read_text()), "arch": ranked[-1]["arch"][::-1]}))
+    with pytest.raises(TvmnasError, match="holds a training of another network"):
+        run_search(cfg, tiny_space, TABLE, data, run, resume=True)
 
 
 def test_rerank_keeps_the_best_trained_not_the_most_probable(tiny_space, tiny_space_path, tiny_idx_dir, tmp_path,
