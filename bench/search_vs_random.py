@@ -341,8 +341,9 @@ def pooled_sd(nets: list[Net]) -> float | None:
 def band_signal(randoms: list[Net]) -> dict:
     """How much architecture matters at equal latency: a one-way ANOVA over the random networks' per-seed
     accuracies (all drawn within the band), and the networks' own spread beyond seed noise (the between-network
-    variance less the seed variance over the number of seeds). The signal check compares the fastest and the
-    slowest networks; this bounds what any search can gain within the band."""
+    variance less the seed variance over the number of seeds), and how well one training ranks them: the
+    correlation of their first two seeds' accuracies. The signal check compares the fastest and the slowest
+    networks; this bounds what any search, or any choice by a training, can gain within the band."""
     groups = [n.accs for n in randoms if len(n.accs) >= 2]
     sd = pooled_sd(randoms)
     if len(groups) < 2 or not sd:
@@ -353,7 +354,8 @@ def band_signal(randoms: list[Net]) -> dict:
     anova = stats.f_oneway(*groups)
     return {"band_anova_f": float(anova.statistic), "band_anova_p": float(anova.pvalue),
             "band_network_sd": float(np.sqrt(max(net_var, 0.0))),
-            "band_network_sd_over_seed_sd": float(np.sqrt(max(net_var, 0.0) / seed_var))}
+            "band_network_sd_over_seed_sd": float(np.sqrt(max(net_var, 0.0) / seed_var)),
+            "band_seed_r": float(np.corrcoef([g[0] for g in groups], [g[1] for g in groups])[0, 1])}
 
 
 def verdict(nets: list[Net], goal_factor: float) -> dict:
@@ -479,7 +481,9 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, settings: dict
         lines.append(f"At equal latency (the random networks, all within the band): one-way ANOVA F = "
                      f"{summary['band_anova_f']:.2f} (p = {summary['band_anova_p']:.3f}); the networks' own spread "
                      f"beyond seed noise {summary['band_network_sd']:.4f} "
-                     f"({summary['band_network_sd_over_seed_sd']:.2f} seed SDs): what a search can gain here.")
+                     f"({summary['band_network_sd_over_seed_sd']:.2f} seed SDs): what a search can gain here; one "
+                     f"training ranks them poorly: their two seeds' accuracies correlate at r = "
+                     f"{summary['band_seed_r']:.2f}.")
     if summary["trainings_from_earlier_results"]:
         lines.append(f"{summary['trainings_from_earlier_results']} of {sum(len(n.accs) for n in nets)} trainings "
                      "are taken from earlier results files (the same architecture, seed, data and recipe).")
