@@ -284,9 +284,9 @@ def losses_lines(breakdown: dict, top: int = 6) -> list[str]:
         hot, inside = breakdown["kernels_ms"][name], breakdown["kernels_in_network_ms"][name]
         lines.append(f"| `{name}` | {hot:.4f} | {breakdown['kernels_cold_ms'][name]:.4f} | {inside:.4f} | "
                      f"{inside / hot:.2f} |")
-    return lines + ["", f"In network: each call's median span between the VM instrument's stamps before and after it; a "
-                        f"span includes some of the instrument's own cost, at most {bound * 1e3:.1f} us (the least "
-                        "any call's span exceeds its hot time)."]
+    return lines + ["", "In network: each call's median span between the VM instrument's stamps before and after it; "
+                        f"a span includes some of the instrument's own cost, at most {bound * 1e3:.1f} us (the "
+                        "least any call's span exceeds its hot time)."]
 
 
 def add_target_args(parser) -> None:

@@ -14,7 +14,8 @@ from tvmnas.search.supernet import Supernet, extract_subnet
 from tvmnas.torch_file import save_tagged
 from tvmnas.train.config import TrainConfig
 from tvmnas.train.network_file import load_network
-from tvmnas.train.run import network_from_search, train_network
+from tvmnas.search.run import network_from_search
+from tvmnas.train.run import train_network
 
 
 def test_train_saves_a_rebuildable_network(tiny_space, tiny_idx_dir, tmp_path):

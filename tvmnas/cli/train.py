@@ -75,7 +75,8 @@ def cmd_train(args) -> int:
 def _train(args, world) -> int:
     from tvmnas.data.datasets import load_search_data
     from tvmnas.dist import Shards
-    from tvmnas.train.run import network_from_search, train_network
+    from tvmnas.search.run import network_from_search
+    from tvmnas.train.run import train_network
 
     if args.resume is not None:
         space, arch, cfg = resumed_training(args.resume)

@@ -25,11 +25,12 @@ from tvmnas.data.loading import batches, epoch_batches
 from tvmnas.dist import Shards, World
 from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
+from tvmnas.model.network import Network
 from tvmnas.search.config import EARLIER_DEFAULTS, SearchConfig
 from tvmnas.search.derive import derive
 from tvmnas.search.latency import LatencyTable, search_loss
 from tvmnas.search.rerank import rerank
-from tvmnas.search.supernet import (LayerPaths, Supernet, rescale_paths, sample_single_paths,
+from tvmnas.search.supernet import (LayerPaths, Supernet, extract_subnet, rescale_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
 from tvmnas.space import SearchSpace
 from tvmnas.epochs import check_same_settings, run_epochs, start_log
@@ -238,6 +239,17 @@ def load_checkpoint(path: Path, state: SearchState, cfg: SearchConfig, world: Wo
         raise TvmnasError(f"{path} does not fit space {cfg.space!r}: {str(err).splitlines()[0]}") from None
     state.epochs_done = int(ckpt["epochs_done"])
     state.log = json.loads(ckpt.get("log", "[]"))
+
+
+def network_from_search(checkpoint: Path, space: SearchSpace, arch: Arch) -> Network:
+    """The architecture's network with the supernet's weights of the chosen paths (a search checkpoint)."""
+    ckpt = load_tagged(checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
+    try:
+        supernet = Supernet(space, SearchConfig.from_json(ckpt["config"], str(checkpoint)).supernet)
+        supernet.load_state_dict(ckpt["supernet"])
+    except (KeyError, RuntimeError) as err:
+        raise TvmnasError(f"{checkpoint} does not fit space {space.name!r}: {str(err).splitlines()[0]}") from None
+    return extract_subnet(supernet, arch)
 
 
 def derive_arch(net: Supernet, table: LatencyTable, cfg: SearchConfig, budget_ms: float | None = None

@@ -22,7 +22,6 @@ from tvmnas.arch import Arch
 from tvmnas.data.datasets import SearchData
 from tvmnas.data.loading import batches, epoch_batches
 from tvmnas.dist import Shards, World
-from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
 from tvmnas.model.network import Network
 from tvmnas.space import SearchSpace
@@ -39,21 +38,6 @@ class TrainResult:
     test_acc: float | None
     seconds: float
     log: list[dict]
-
-
-def network_from_search(checkpoint: Path, space: SearchSpace, arch: Arch) -> Network:
-    """The architecture's network with the supernet's weights of the chosen paths (a search checkpoint)."""
-    from tvmnas.search.config import SearchConfig
-    from tvmnas.search.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-    from tvmnas.search.supernet import Supernet, extract_subnet
-
-    ckpt = load_tagged(checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search checkpoint")
-    try:
-        supernet = Supernet(space, SearchConfig.from_json(ckpt["config"], str(checkpoint)).supernet)
-        supernet.load_state_dict(ckpt["supernet"])
-    except (KeyError, RuntimeError) as err:
-        raise TvmnasError(f"{checkpoint} does not fit space {space.name!r}: {str(err).splitlines()[0]}") from None
-    return extract_subnet(supernet, arch)
 
 
 def train_step(net: Network, opt: torch.optim.Optimizer, cfg: TrainConfig, x, y, shards: Shards) -> torch.Tensor:
