@@ -9,7 +9,7 @@ row in vector registers, sweep the reduction (input channel blocks, the block's 
 it, vectorize the `b` channels of a block, and parallelize over output channel blocks (and rows), or, where the
 input outweighs the weights, over bands of output rows (`by_rows`: a network's activations then stay with the core
 that wrote them: `bench/results/mobilenetv2_znver2*.md`, MobileNetV2 at 224x224 on 2 threads of a Zen 2 1.22x ->
-1.18x onnxruntime). `blocked_conv_space` builds that schedule with the two tile sizes as sampled decisions, so
+1.14x onnxruntime). `blocked_conv_space` builds that schedule with the two tile sizes as sampled decisions, so
 meta-schedule's evolutionary search and cost model choose them (and mutate them) as they would any tile size; the
 bias, activation and residual add fused after the convolution run on the tile while it is in cache; the padding is
 computed per channel block (depthwise; per band and channel block where split by rows) or once (others). The
