@@ -19,7 +19,7 @@ import numpy as np
 from common import command_line, write_results
 
 from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.conv_schedule import blocked_conv_space, copy_kernel, design_space_size, has_blocked_conv
+from tvmnas.measure.conv_schedule import copy_kernel, every_tiling, has_blocked_conv, vector_registers
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.targets import load_target
 from tvmnas.tvm_compat import build_trial
@@ -39,23 +39,6 @@ def conv_kernel(cin: int, cout: int, size: int, spec, target):
     kernels = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")})
                for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     return next(k for k in kernels if has_blocked_conv(k))
-
-
-def every_tiling(kernel, window_inside: bool, threads: int, draws: int = 80) -> dict[str, object]:
-    """Tiling ("x<pixels> oc<blocks>") -> scheduled module (for `threads` threads), found by sampling the space with
-    many seeds."""
-    from tvm.s_tir import Schedule
-
-    found = {}
-    for seed in np.random.default_rng(0).integers(1, 2**30, draws):
-        sch = Schedule(copy_kernel(kernel), seed=int(seed))
-        blocked_conv_space(sch, window_inside=window_inside, threads=threads)
-        tiles = [sch.trace.decisions[inst] for inst in sch.trace.insts if inst.kind.name == "SamplePerfectTile"]
-        x_inner, oc_inner = (int(tile[-1]) for tile in tiles)  # sampled in this order by blocked_conv_space
-        found.setdefault(f"x{x_inner} oc{oc_inner}", sch.mod)
-    if len(found) != design_space_size(copy_kernel(kernel)):
-        raise SystemExit(f"{draws} draws found {len(found)} of the space's {design_space_size(kernel)} tilings")
-    return found
 
 
 def one_round(lib, arrays) -> dict[str, float]:
@@ -87,7 +70,9 @@ def main() -> None:
         expected = arrays[-1].numpy().copy()
         calls = {}
         for order, inside in (("inside", True), ("outside", False)):
-            for tiling, mod in every_tiling(kernel, inside, spec.runtime_threads).items():
+            tilings = every_tiling(kernel, spec.runtime_threads, vector_registers(target), inside)
+            for (x_inner, oc_inner), mod in tilings.items():
+                tiling = f"x{x_inner} oc{oc_inner}"
                 lib = build_trial(mod, target)
                 arrays[-1] = tvm.runtime.tensor(np.zeros_like(expected))
                 lib(*arrays)

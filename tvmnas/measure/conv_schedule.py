@@ -9,9 +9,11 @@ row in vector registers, sweep the reduction (input channel blocks, the block's 
 it, vectorize the `b` channels of a block, and parallelize over output channel blocks (and rows), or, where the
 input outweighs the weights, over bands of output rows (`by_rows`: a network's activations then stay with the core
 that wrote them: `bench/results/mobilenetv2_znver2*.md`, MobileNetV2 at 224x224 on 2 threads of a Zen 2 1.22x ->
-1.14x onnxruntime). `blocked_conv_space` builds that schedule with the two tile sizes as sampled decisions, so
-meta-schedule's evolutionary search and cost model choose them (and mutate them) as they would any tile size; the
-bias, activation and residual add fused after the convolution run on the tile while it is in cache; the padding is
+1.14x onnxruntime). `blocked_conv_space` builds that schedule for every register tile that fits the target's
+vector registers (revision 7: tile widths that leave a tail where they do not divide the row, since the best tile
+of 16 registers, 3 pixels x 4 blocks, divides no row of 7, 14, 28 or 56 pixels: `bench/results/register_tiles*.md`),
+one design space per `oc_inner` with the width a sampled decision, so meta-schedule's search and cost model choose
+among them; the bias, activation and residual add fused after the convolution run on the tile while it is in cache; the padding is
 computed per channel block (depthwise; per band and channel block where split by rows) or once (others). The
 window is swept inside each input channel: the weights are OIHW{b}o, so one input channel's window of `b`-wide
 output vectors is contiguous and the tile reads each channel block's weights as one forward stream
@@ -23,10 +25,23 @@ from __future__ import annotations
 
 CONV_BLOCK = "conv2d_nchwc"  # the name of the blocked convolution's compute (see `layout.conv2d_blocked`)
 
-# Largest sampled tiles: x_inner output pixels x oc_inner channel blocks accumulate in vector registers (an x86-64
-# core with AVX-512 has 32).
+# Largest sampled tiles: x_inner output pixels of a row x oc_inner channel blocks, one vector accumulator each.
 MAX_X_INNER = 16
 MAX_OC_INNER = 4
+# Vector registers a tile leaves free of accumulators: the weights' vectors and the input's broadcast. A tile of
+# more accumulators spills to the stack; one of fewer leaves the FMA units idle (Zen 2, Skylake: 2 FMAs per cycle
+# of 4-5 cycles latency want 8-10 independent sums), so the best tile is as large as the registers allow, which
+# takes a tail where its width does not divide the row (3 x 4 blocks on a row of 14).
+RESERVED_REGISTERS = 4
+
+
+def vector_registers(target) -> int:
+    """How many vector registers a TVM CPU target's code has: 32 with AVX-512 or on AArch64, else 16 (x86 AVX2)."""
+    from tvm.target.codegen import target_has_features
+
+    if str(target.attrs.get("mtriple", "")).startswith("aarch64"):
+        return 32
+    return 32 if target_has_features("avx512f", target) else 16
 
 
 def has_blocked_conv(kernel) -> bool:
@@ -60,43 +75,80 @@ def schedules_blocked_conv(kernel, threads: int = 1) -> bool:
     return True
 
 
-def design_space(kernel, threads: int = 1):
+def design_space(kernel, threads: int = 1, registers: int = 16):
     """The design space meta-schedule tunes `kernel` (an IRModule of one fused TIR function) in, for a target of
-    `threads` threads: `blocked_conv_space` for a blocked convolution it can schedule, meta-schedule's generic
-    rules ("post-order-apply") for everything else."""
+    `threads` threads and `registers` vector registers: `blocked_conv_space` for a blocked convolution it can
+    schedule, meta-schedule's generic rules ("post-order-apply") for everything else."""
     import functools
 
     from tvm.s_tir import meta_schedule as ms
 
     if schedules_blocked_conv(kernel, threads):
-        return ms.space_generator.ScheduleFn(functools.partial(blocked_conv_space, threads=threads))
+        return ms.space_generator.ScheduleFn(functools.partial(blocked_conv_space, threads=threads,
+                                                               registers=registers))
     return "post-order-apply"
 
 
-def design_space_size(kernel, threads: int = 1) -> int | None:
-    """How many distinct schedules `design_space(kernel, threads)` holds, where that is known: one per pair of the
-    blocked convolution's tile sizes (each a divisor of its loop up to the largest tile). None for the generic rules
-    (too many to count). Meta-schedule's evolutionary search does not know when it has measured a space whole: it
-    goes on drawing for several rounds that find nothing new, at about the cost of a round that does."""
+def design_space_size(kernel, threads: int = 1, registers: int = 16) -> int | None:
+    """How many distinct schedules `design_space(kernel, threads, registers)` holds, where that is known: one per
+    register tile (`tile_choices`). None for the generic rules (too many to count). Meta-schedule's evolutionary
+    search does not know when it has measured a space whole: it goes on drawing for several rounds that find
+    nothing new, at about the cost of a round that does."""
     from tvm.s_tir import Schedule
 
     if not schedules_blocked_conv(kernel, threads):
         return None
     sch = Schedule(copy_kernel(kernel))
+    return sum(len(xs) for xs in tile_choices(*_tiled_extents(sch), registers).values())
+
+
+def tile_choices(x: int, oc: int, registers: int) -> dict[int, list[int]]:
+    """The register tiles of a convolution whose output rows are `x` pixels and which has `oc` channel blocks: per
+    oc_inner (a divisor of `oc` up to MAX_OC_INNER), the x_inner (any width up to MAX_X_INNER and the row, with a
+    tail where it does not divide the row) whose tile of accumulators fits the registers."""
+    accumulators = max(registers - RESERVED_REGISTERS, 1)
+    return {o: list(range(1, min(x, MAX_X_INNER, accumulators // o) + 1))
+            for o in range(1, min(oc, MAX_OC_INNER) + 1) if oc % o == 0 and o <= accumulators}
+
+
+def _tiled_extents(sch) -> tuple[int, int]:
+    """The convolution's row width (output pixels) and output channel blocks."""
     spatial, _ = _loops_by_kind(sch, sch.get_sblock(CONV_BLOCK))
     _, oc, _, x, _ = (int(sch.get(loop).extent) for loop in spatial)
-    return _divisors_up_to(x, MAX_X_INNER) * _divisors_up_to(oc, MAX_OC_INNER)
+    return x, oc
 
 
-def _divisors_up_to(extent: int, largest: int) -> int:
-    """How many ways `sample_perfect_tile(n=2, max_innermost_factor=largest)` splits a loop of `extent`."""
-    return sum(1 for d in range(1, min(extent, largest) + 1) if extent % d == 0)
+def blocked_conv_space(sch, window_inside: bool = True, threads: int = 1, registers: int = 16) -> list:
+    """The design space of the fused kernel in `sch` (pad -> blocked conv -> element-wise epilogue): one schedule per
+    oc_inner of `tile_choices`, each sampling its x_inner (a categorical decision: the tile's width) and scheduled
+    by `blocked_conv_schedule`. `sch` itself is left as it was."""
+    spaces = []
+    for oc_inner, widths in tile_choices(*_tiled_extents(sch), registers).items():
+        space = sch.copy()
+        x_inner = space.sample_categorical(candidates=widths, probs=[1 / len(widths)] * len(widths))
+        blocked_conv_schedule(space, x_inner, oc_inner, window_inside, threads)
+        spaces.append(space)
+    return spaces
 
 
-def blocked_conv_space(sch, window_inside: bool = True, threads: int = 1) -> None:
-    """Schedule the fused kernel in `sch` (pad -> blocked conv -> element-wise epilogue) as described above
-    (`window_inside=False`: the window outside the block's input channels, the order before revision 5, kept for
-    `bench/conv_window_order.py`). `threads`: the thread count it runs on (see `by_rows`)."""
+def every_tiling(kernel, threads: int = 1, registers: int = 16, window_inside: bool = True) -> dict:
+    """(x_inner, oc_inner) -> the kernel scheduled with that tile, for every tile of its design space."""
+    from tvm.s_tir import Schedule
+
+    tilings = {}
+    for oc_inner, widths in tile_choices(*_tiled_extents(Schedule(copy_kernel(kernel))), registers).items():
+        for x_inner in widths:
+            sch = Schedule(copy_kernel(kernel))
+            blocked_conv_schedule(sch, x_inner, oc_inner, window_inside, threads)
+            tilings[x_inner, oc_inner] = sch.mod
+    return tilings
+
+
+def blocked_conv_schedule(sch, x_inner, oc_inner: int, window_inside: bool = True, threads: int = 1) -> None:
+    """Schedule the fused kernel in `sch` as described above with a tile of `x_inner` pixels (an int, or a sampled
+    decision) x `oc_inner` channel blocks (`window_inside=False`: the window outside the block's input channels, the
+    order before revision 5, kept for `bench/conv_window_order.py`). `threads`: the thread count it runs on (see
+    `by_rows`)."""
     conv = sch.get_sblock(CONV_BLOCK)
     producers = sch.get_producers(conv)
     pads = [p for p in producers if sch.get(p).name_hint.startswith("pad")]
@@ -105,8 +157,8 @@ def blocked_conv_space(sch, window_inside: bool = True, threads: int = 1) -> Non
     depthwise = len(reduction) == 2  # (ry, rx); otherwise (icc, icb, ry, rx)
     rows = by_rows(sch, conv, threads)
 
-    x_outer, x_inner = sch.split(x, sch.sample_perfect_tile(x, n=2, max_innermost_factor=MAX_X_INNER))
-    oc_outer, oc_inner = sch.split(oc, sch.sample_perfect_tile(oc, n=2, max_innermost_factor=MAX_OC_INNER))
+    x_outer, x_inner = sch.split(x, [None, x_inner])
+    oc_outer, oc_inner = sch.split(oc, [None, oc_inner])
     if depthwise:
         window = reduction
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tvmnas.failpoints import stop_point
-from tvmnas.measure.conv_schedule import design_space, design_space_size
+from tvmnas.measure.conv_schedule import design_space, design_space_size, vector_registers
 from tvmnas.measure.compile import export_library
 from tvmnas.targets import TargetSpec
 from tvmnas.measure.tuning_records import (build_timeouts, canonical_kernel, kernel_hash, record_budgets,
@@ -310,11 +310,11 @@ def threads_of(target) -> int:
     return int(target.attrs.get("num-cores", 1))
 
 
-def trials_worth(kernel, trials: int, threads: int = 1) -> int:
-    """The trials worth giving a kernel: `trials`, or as many as its design space (for `threads` threads) holds
-    where that is fewer (see `design_space_size`). Records the database already holds are not subtracted: they may
+def trials_worth(kernel, trials: int, threads: int = 1, registers: int = 16) -> int:
+    """The trials worth giving a kernel: `trials`, or as many as its design space (for `threads` threads and
+    `registers` vector registers) holds where that is fewer (see `design_space_size`). Records the database already holds are not subtracted: they may
     come from another space (the generic rules), and a task asked for more than is left only ends later."""
-    size = design_space_size(kernel, threads)
+    size = design_space_size(kernel, threads, registers)
     return trials if size is None else min(trials, size)
 
 
@@ -362,12 +362,13 @@ def tune_fused(fused_mod, spec: TargetSpec, target, database, work_dir: Path, se
         seed = settings.seed + build_timeouts(work_dir)
         population = settings.population_size
         trials = settings.trials_per_task
-        caps = [trials_worth(task.dispatched[0], trials, threads_of(task.target)) if settings.space_sized else trials
-                for task in missing]
+        caps = [trials_worth(task.dispatched[0], trials, threads_of(task.target), vector_registers(task.target))
+                if settings.space_sized else trials for task in missing]
         contexts = [
             ms.TuneContext(
                 mod=canonical_kernel(database, task.dispatched[0]), target=task.target,
-                space_generator=design_space(task.dispatched[0], threads_of(task.target)),
+                space_generator=design_space(task.dispatched[0], threads_of(task.target),
+                                             vector_registers(task.target)),
                 search_strategy=ms.search_strategy.EvolutionarySearch(
                     population_size=population, init_min_unmeasured=population // 4,
                     genetic_num_iters=settings.genetic_num_iters),
