@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -86,7 +87,7 @@ def write_results(name: str, summary: dict, entries: list, markdown: list[str], 
 
 
 def command_line() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    return "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
 
 
 def learned_tensors(checkpoint: Path, key: str) -> dict:
