@@ -17,28 +17,15 @@ import statistics
 
 import numpy as np
 from common import command_line, write_results
+from register_tiles import checked_tilings, conv_kernel
 
-from tvmnas.measure.compile import fuse, import_torch
-from tvmnas.measure.conv_schedule import copy_kernel, every_tiling, has_blocked_conv, vector_registers
 from tvmnas.measure.runner.base import set_threads
 from tvmnas.targets import load_target
-from tvmnas.tvm_compat import build_trial
 
 NAME = "conv_window_order"
 # (in channels, out channels, map size): 3x3 stride-1 convolutions of ResNet-18 at 224 and VGG-11 at 32
 CONVS = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7), (512, 512, 4), (512, 512, 2)]
 MODES = ("hot", "flushed")
-
-
-def conv_kernel(cin: int, cout: int, size: int, spec, target):
-    import tvm
-    import torch
-
-    net = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.ReLU()).eval()
-    fused = fuse(import_torch(net, (1, cin, size, size)), target, spec.layout, interior=True)
-    kernels = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")})
-               for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    return next(k for k in kernels if has_blocked_conv(k))
 
 
 def one_round(lib, arrays) -> dict[str, float]:
@@ -62,23 +49,11 @@ def main() -> None:
     set_threads(spec.runtime_threads)
     entries = []
     for cin, cout, size in CONVS:
-        kernel = conv_kernel(cin, cout, size, spec, target)
-        rng = np.random.default_rng(0)
-        arrays = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.shape]).astype("float32"))
-                  for p in kernel["main"].params]
-        build_trial(copy_kernel(kernel), target)(*arrays)
-        expected = arrays[-1].numpy().copy()
+        kernel = conv_kernel(cin, cout, 3, 1, size, spec, target)
         calls = {}
         for order, inside in (("inside", True), ("outside", False)):
-            tilings = every_tiling(kernel, spec.runtime_threads, vector_registers(target), inside)
-            for (x_inner, oc_inner), mod in tilings.items():
-                tiling = f"x{x_inner} oc{oc_inner}"
-                lib = build_trial(mod, target)
-                arrays[-1] = tvm.runtime.tensor(np.zeros_like(expected))
-                lib(*arrays)
-                if not np.allclose(arrays[-1].numpy(), expected, rtol=1e-3, atol=1e-3):
-                    raise SystemExit(f"{cin}->{cout} at {size}: {order} {tiling} computes something else")
-                calls[(order, tiling)] = lib
+            arrays, libs = checked_tilings(kernel, spec, target, inside)
+            calls.update({(order, f"x{x_inner} oc{oc_inner}"): lib for (x_inner, oc_inner), lib in libs.items()})
         samples = {key: [] for key in calls}
         order_rng = np.random.default_rng(0)
         for _ in range(args.rounds):

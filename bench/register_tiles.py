@@ -43,6 +43,29 @@ def conv_kernel(cin: int, cout: int, kernel: int, groups: int, size: int, spec, 
     return next(k for k in kernels if has_blocked_conv(k))
 
 
+def checked_tilings(kernel, spec, target, window_inside: bool = True) -> tuple[list, dict]:
+    """The kernel's arguments (seeded) and every tiling of its design space built and checked against the untuned
+    kernel: {(x_inner, oc_inner): library}."""
+    import tvm
+
+    rng = np.random.default_rng(0)
+    arrays = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.shape]).astype("float32"))
+              for p in kernel["main"].params]
+    build_trial(copy_kernel(kernel), target)(*arrays)
+    expected = arrays[-1].numpy().copy()
+    libs = {}
+    tilings = every_tiling(kernel, spec.runtime_threads, vector_registers(target), window_inside)
+    for tile, mod in tilings.items():
+        lib = build_trial(mod, target)
+        arrays[-1] = tvm.runtime.tensor(np.zeros_like(expected))
+        lib(*arrays)
+        if not np.allclose(arrays[-1].numpy(), expected, rtol=1e-3, atol=1e-3):
+            raise SystemExit(f"tile {tile} (window {'inside' if window_inside else 'outside'}) computes something "
+                             "else")
+        libs[tile] = lib
+    return arrays, libs
+
+
 def main() -> None:
     import tvm
 
@@ -57,19 +80,7 @@ def main() -> None:
     entries = []
     for name, cin, cout, k, groups, size in CONVS:
         kernel = conv_kernel(cin, cout, k, groups, size, spec, target)
-        rng = np.random.default_rng(0)
-        arrays = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.shape]).astype("float32"))
-                  for p in kernel["main"].params]
-        build_trial(copy_kernel(kernel), target)(*arrays)
-        expected = arrays[-1].numpy().copy()
-        libs = {}
-        for tile, mod in every_tiling(kernel, spec.runtime_threads, registers).items():
-            lib = build_trial(mod, target)
-            arrays[-1] = tvm.runtime.tensor(np.zeros_like(expected))
-            lib(*arrays)
-            if not np.allclose(arrays[-1].numpy(), expected, rtol=1e-3, atol=1e-3):
-                raise SystemExit(f"{name} {cin}->{cout} at {size}: tile {tile} computes something else")
-            libs[tile] = lib
+        arrays, libs = checked_tilings(kernel, spec, target)
         first = next(iter(libs.values()))
         once_s = first.time_evaluator(first.entry_name, tvm.cpu(0), number=5, repeat=1)(*arrays).mean
         number = max(1, int(0.02 / once_s))
