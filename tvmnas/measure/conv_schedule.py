@@ -13,10 +13,10 @@ that wrote them: `bench/results/mobilenetv2_znver2*.md`, MobileNetV2 at 224x224 
 vector registers (revision 7: tile widths that leave a tail where they do not divide the row, since the best tile
 of 16 registers, 3 pixels x 4 blocks, divides no row of 7, 14, 28 or 56 pixels: `bench/results/register_tiles*.md`),
 one design space per `oc_inner` with the width a sampled decision, so meta-schedule's search and cost model choose
-among them; the bias, activation and residual add fused after the convolution run on the tile while it is in cache; the padding is
-computed per channel block (depthwise; per band and channel block where split by rows) or once (others). The
-window is swept inside each input channel: the weights are OIHW{b}o, so one input channel's window of `b`-wide
-output vectors is contiguous and the tile reads each channel block's weights as one forward stream
+among them; the bias, activation and residual add fused after the convolution run on the tile while it is in
+cache; the padding is computed per channel block (depthwise; per band and channel block where split by rows) or
+once (others). The window is swept inside each input channel: the weights are OIHW{b}o, so one input channel's
+window of `b`-wide output vectors is contiguous and the tile reads each channel block's weights as one forward stream
 (`bench/results/conv_window_order.md`: ResNet-18's and VGG-11's 3x3 convolutions 1-7% faster hot, 3-19% with
 their weights flushed from the caches, most where 9 MB of weights come from memory).
 """

@@ -312,8 +312,9 @@ def threads_of(target) -> int:
 
 def trials_worth(kernel, trials: int, threads: int = 1, registers: int = 16) -> int:
     """The trials worth giving a kernel: `trials`, or as many as its design space (for `threads` threads and
-    `registers` vector registers) holds where that is fewer (see `design_space_size`). Records the database already holds are not subtracted: they may
-    come from another space (the generic rules), and a task asked for more than is left only ends later."""
+    `registers` vector registers) holds where that is fewer (see `design_space_size`). Records the database
+    already holds are not subtracted: they may come from another space (the generic rules), and a task asked for
+    more than is left only ends later."""
     size = design_space_size(kernel, threads, registers)
     return trials if size is None else min(trials, size)
 
