@@ -137,25 +137,27 @@ def test_the_evolutionary_search_is_shallow_at_the_profiles_few_trials_and_as_me
 
 
 def test_a_kernel_whose_space_is_smaller_than_its_trials_is_tuned_once_over_it_and_no_longer(tmp_path):
-    """A 1x1 convolution on a 7x7 map with 3 output channel blocks of 16 (AVX-512) or 6 of 8 (AVX2): 2 x 2 or
-    2 x 3 schedules. Asked for 8 trials, its search gets that many and one round; meta-schedule alone would have
-    gone on for rounds that find nothing new."""
+    """A 1x1 convolution on a 3x3 map with 2 output channel blocks of 8 (AVX2) or 1 of 16 (AVX-512): tiles 1-3
+    pixels wide of 1 or 2 blocks, 6 or 3 schedules. Asked for 8 trials, its search gets that many and one round;
+    meta-schedule alone would have gone on for rounds that find nothing new."""
     import torch
 
     from tvmnas.measure.build import build_module
     from tvmnas.measure.compile import import_torch
+    from tvmnas.measure.conv_schedule import tile_choices, vector_registers
     from tvmnas.measure.layout import resolve_layout
     from tvmnas.measure.runner.local import LocalRunner
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(16, 48, 1), torch.nn.ReLU()).eval()
+    net = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU()).eval()
     events = []
-    built = build_module(import_torch(net, (1, 16, 7, 7)), load_target("x86-cpu"), 8, tmp_path / "tuning",
+    built = build_module(import_torch(net, (1, 16, 3, 3)), load_target("x86-cpu"), 8, tmp_path / "tuning",
                          LocalRunner(), tmp_path / "net.so", interior=True,
                          progress=lambda phase, done, total, detail: events.append((phase, done, total)))
     tune = [(done, total) for phase, done, total in events if phase == "tune"]
     assert built.tasks_tuned == 1
     spec = load_target("x86-cpu")
-    blocks = 48 // (16 if resolve_layout(spec.layout, spec.tvm()) == "nchw16c" else 8)
-    space = 2 * sum(1 for d in range(1, 5) if blocks % d == 0)  # 7 pixels as 1 or 7; channel blocks up to 4
+    blocks = 16 // (16 if resolve_layout(spec.layout, spec.tvm()) == "nchw16c" else 8)
+    space = sum(len(widths) for widths in tile_choices(3, blocks, vector_registers(spec.tvm())).values())
+    assert space < 8
     assert tune == [(space, space)]  # one round: the space measured whole
