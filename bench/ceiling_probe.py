@@ -138,10 +138,16 @@ def report(args, name: str, goal_ms: float, picked: list[dict], nets: list[Net],
                         "top_at_goal_new_acc_mean": statistics.mean(r["new_mean"] for r in top),
                         "top_at_goal_study_acc_mean": statistics.mean(r["study_mean"] for r in top),
                         "any_at_goal_reaches_mobilenetv2_style": best["new_mean"] >= mbv2["new_mean"]})
+    def accs(values: list[float]) -> str:
+        return ", ".join(f"{a:.4f}" for a in values) or "-"
+
+    def within(r: dict) -> bool:
+        return r["predicted_ms"] <= goal_ms * (1 + 1e-9)
+
     if proposed:  # on every seed, against the MobileNetV2-style network's mean over the same seeds
-        summary["proposed"] = [{"ops": r["ops"], "predicted_ms": r["predicted_ms"], "within_goal":
-                                r["predicted_ms"] <= goal_ms * (1 + 1e-9), "all_acc": r["all_mean"],
-                                "seeds_trained": len(r["study_accs"]) + len(r["new_accs"])} for r in proposed]
+        summary["proposed"] = [{"ops": r["ops"], "predicted_ms": r["predicted_ms"], "within_goal": within(r),
+                                "all_acc": r["all_mean"], "seeds_trained": len(r["study_accs"]) + len(r["new_accs"])}
+                               for r in proposed]
     lines = [f"## The best networks at the goal's latency, trained again: {args.space}", "",
              f"Goal {goal_ms:.4f} ms = {args.goal_factor} x the MobileNetV2-style network's {mbv2['predicted_ms']:.4f} "
              f"ms. The {len(picked) - 1 - len(proposed)} networks within it that scored best in the search-vs-random "
@@ -152,9 +158,6 @@ def report(args, name: str, goal_ms: float, picked: list[dict], nets: list[Net],
              "| network | role | from | predicted ms | study seeds | new seeds | new mean | all seeds |",
              "|---|---|---|---:|---|---|---:|---:|"]
     for r in rows:
-        def accs(values: list[float]) -> str:
-            return ", ".join(f"{a:.4f}" for a in values) or "-"
-
         study = f"{r['study_mean']:.4f}" if r["role"] != "proposed" else accs(r["study_accs"])
         lines.append(f"| `{' '.join(r['ops'])}` | {r['role']} | {r['set'].removeprefix('search_vs_random_')} | "
                      f"{r['predicted_ms']:.4f} | {study} | {accs(r['new_accs'])} | "
@@ -171,7 +174,7 @@ def report(args, name: str, goal_ms: float, picked: list[dict], nets: list[Net],
     for r in proposed:
         if r["all_mean"] is not None and mbv2["all_mean"] is not None:
             lines += ["", f"Proposed `{' '.join(r['ops'])}` ({r['predicted_ms']:.4f} ms, "
-                          f"{'within' if r['predicted_ms'] <= goal_ms * (1 + 1e-9) else 'beyond'} the goal): "
+                          f"{'within' if within(r) else 'beyond'} the goal): "
                           f"{r['all_mean']:.4f} over {len(r['study_accs']) + len(r['new_accs'])} seeds against the "
                           f"MobileNetV2-style network's {mbv2['all_mean']:.4f} over all of its seeds."]
     if not complete:
