@@ -63,13 +63,14 @@ def copy_kernel(kernel):
 
 
 def schedules_blocked_conv(kernel, threads: int = 1) -> bool:
-    """Whether `blocked_conv_space` schedules `kernel`: a blocked convolution whose fused kernel has its shape."""
+    """Whether `blocked_conv_space` schedules `kernel`: a blocked convolution whose fused kernel has its shape (the
+    shape decides, not the tile: one tile is tried)."""
     from tvm.s_tir import Schedule
 
     if not has_blocked_conv(kernel):
         return False
     try:
-        blocked_conv_space(Schedule(copy_kernel(kernel)), threads=threads)
+        blocked_conv_schedule(Schedule(copy_kernel(kernel)), 1, 1, threads=threads)
     except Exception:  # noqa: BLE001 - a fused kernel of another shape (a reduction after the convolution)
         return False
     return True
