@@ -112,7 +112,7 @@ def test_tiles_with_a_tail_compute_what_the_kernel_computes():
     for kernel in kernels:
         if design_space(copy_kernel(kernel)) == "post-order-apply":
             continue
-        tilings = every_tiling(copy_kernel(kernel))
+        tilings = every_tiling(copy_kernel(kernel), min_share=0)
         expected = outputs(copy_kernel(kernel), target)
         tails = [tile for tile in tilings if 7 % tile[0]]
         assert tails
@@ -121,11 +121,19 @@ def test_tiles_with_a_tail_compute_what_the_kernel_computes():
 
 
 def test_tiles_fill_the_vector_registers_without_spilling_accumulators():
-    """16 registers (AVX2) leave 12 for accumulators: 3 x 4 blocks at most; 32 (AVX-512) leave 28: 7 x 4."""
-    assert tile_choices(14, 8, 16) == {1: list(range(1, 13)), 2: list(range(1, 7)), 4: [1, 2, 3]}
-    assert tile_choices(7, 3, 16) == {1: list(range(1, 8)), 3: [1, 2, 3, 4]}
-    assert max(x * o for o, xs in tile_choices(56, 8, 32).items() for x in xs) == 28
-    assert tile_choices(56, 8, 32)[1][-1] == 16  # no wider than MAX_X_INNER
+    """16 registers (AVX2) leave 12 for accumulators: 3 x 4 blocks at most, and at least 6 of them kept busy;
+    32 (AVX-512) leave 28: 7 x 4 at most, at least 14."""
+    assert tile_choices(14, 8, 16) == {1: list(range(6, 13)), 2: [3, 4, 5, 6], 4: [2, 3]}
+    assert tile_choices(7, 3, 16) == {1: [6, 7], 3: [2, 3, 4]}
+    assert tile_choices(7, 3, 16, min_share=0) == {1: list(range(1, 8)), 3: [1, 2, 3, 4]}
+    avx512 = [x * o for o, xs in tile_choices(56, 8, 32).items() for x in xs]
+    assert max(avx512) == 28 and min(avx512) == 14
+    assert tile_choices(56, 8, 32)[1] == [14, 15, 16]  # no wider than MAX_X_INNER
+
+
+def test_a_row_too_narrow_to_fill_the_registers_keeps_its_widest_tile():
+    assert tile_choices(3, 2, 16) == {1: [3], 2: [3]}
+    assert tile_choices(1, 1, 32) == {1: [1]}
 
 
 @pytest.mark.parametrize("target, registers", [({"kind": "llvm", "mcpu": "znver2"}, 16),
@@ -173,8 +181,8 @@ def test_the_space_size_counts_every_schedule_sampling_reaches():
                 seen.add(tvm_ffi.structural_hash(sch.mod))
         assert len(seen) == size
         sizes.append(size)
-    # rows of 7 pixels: tiles 1-7 wide of one channel block; where there are 3 blocks, also 1-4 wide of all 3
-    assert sorted(sizes) == [7, 7, 11, 11, 11]
+    # rows of 7 pixels: tiles 6-7 wide of one channel block; where there are 3 blocks, also 2-4 wide of all 3
+    assert sorted(sizes) == [2, 2, 5, 5, 5]
 
 
 @pytest.mark.parametrize("shape, threads, by_rows", [((1, 3, 16, 16), 2, True), ((1, 3, 42, 42), 2, True),

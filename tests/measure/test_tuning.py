@@ -137,8 +137,8 @@ def test_the_evolutionary_search_is_shallow_at_the_profiles_few_trials_and_as_me
 
 
 def test_a_kernel_whose_space_is_smaller_than_its_trials_is_tuned_once_over_it_and_no_longer(tmp_path):
-    """A 1x1 convolution on a 3x3 map with 2 output channel blocks of 8 (AVX2) or 1 of 16 (AVX-512): tiles 1-3
-    pixels wide of 1 or 2 blocks, 6 or 3 schedules. Asked for 8 trials, its search gets that many and one round;
+    """A 1x1 convolution on a 3x3 map with 2 output channel blocks of 8 (AVX2) or 1 of 16 (AVX-512): the row's full
+    width (3 pixels) of 1 or 2 blocks, 2 or 1 schedules. Asked for 8 trials, its search gets that many and one round;
     meta-schedule alone would have gone on for rounds that find nothing new."""
     import torch
 

@@ -11,17 +11,20 @@ input outweighs the weights, over bands of output rows (`by_rows`: a network's a
 that wrote them: `bench/results/mobilenetv2_znver2*.md`, MobileNetV2 at 224x224 on 2 threads of a Zen 2 1.22x ->
 1.14x onnxruntime). `blocked_conv_space` builds that schedule for every register tile that fits the target's
 vector registers (revision 7: tile widths that leave a tail where they do not divide the row, since the best tile
-of 16 registers, 3 pixels x 4 blocks, divides no row of 7, 14, 28 or 56 pixels: `bench/results/register_tiles*.md`),
-one design space per `oc_inner` with the width a sampled decision, so meta-schedule's search and cost model choose
-among them; the bias, activation and residual add fused after the convolution run on the tile while it is in
-cache; the padding is computed per channel block (depthwise; per band and channel block where split by rows) or
-once (others). The window is swept inside each input channel: the weights are OIHW{b}o, so one input channel's
-window of `b`-wide output vectors is contiguous and the tile reads each channel block's weights as one forward stream
+of 16 registers, 3 pixels x 4 blocks, divides no row of 7, 14, 28 or 56 pixels: `bench/results/register_tiles*.md`;
+revision 8: only the tiles that fill at least half of them), one design space per `oc_inner` with the width a
+sampled decision, so meta-schedule's search and cost model choose among them; the bias, activation and residual add
+fused after the convolution run on the tile while it is in cache; the padding is computed per channel block
+(depthwise; per band and channel block where split by rows) or once (others). The window is swept inside each input
+channel: the weights are OIHW{b}o, so one input channel's window of `b`-wide output vectors is contiguous and the
+tile reads each channel block's weights as one forward stream
 (`bench/results/conv_window_order.md`: ResNet-18's and VGG-11's 3x3 convolutions 1-7% faster hot, 3-19% with
 their weights flushed from the caches, most where 9 MB of weights come from memory).
 """
 
 from __future__ import annotations
+
+import math
 
 CONV_BLOCK = "conv2d_nchwc"  # the name of the blocked convolution's compute (see `layout.conv2d_blocked`)
 
@@ -33,6 +36,10 @@ MAX_OC_INNER = 4
 # of 4-5 cycles latency want 8-10 independent sums), so the best tile is as large as the registers allow, which
 # takes a tail where its width does not divide the row (3 x 4 blocks on a row of 14).
 RESERVED_REGISTERS = 4
+# The smallest share of those accumulators a tile keeps (where the row is too narrow, the widest tile is kept): the
+# best tile of every kernel timed (`bench/results/register_tiles.md`) keeps at least 7 of AVX2's 12, so the smaller
+# tiles only dilute a search of a few trials (the space on AVX-512's 28 accumulators would otherwise double).
+MIN_ACCUMULATOR_SHARE = 0.5
 
 
 def vector_registers(target) -> int:
@@ -103,13 +110,18 @@ def design_space_size(kernel, threads: int = 1, registers: int = 16) -> int | No
     return sum(len(xs) for xs in tile_choices(*_tiled_extents(sch), registers).values())
 
 
-def tile_choices(x: int, oc: int, registers: int) -> dict[int, list[int]]:
+def tile_choices(x: int, oc: int, registers: int, min_share: float = MIN_ACCUMULATOR_SHARE) -> dict[int, list[int]]:
     """The register tiles of a convolution whose output rows are `x` pixels and which has `oc` channel blocks: per
     oc_inner (a divisor of `oc` up to MAX_OC_INNER), the x_inner (any width up to MAX_X_INNER and the row, with a
-    tail where it does not divide the row) whose tile of accumulators fits the registers."""
+    tail where it does not divide the row) whose tile of accumulators fits the registers and fills at least
+    `min_share` of them (the widest alone where none does); `min_share` 0 gives every tile that fits."""
     accumulators = max(registers - RESERVED_REGISTERS, 1)
-    return {o: list(range(1, min(x, MAX_X_INNER, accumulators // o) + 1))
-            for o in range(1, min(oc, MAX_OC_INNER) + 1) if oc % o == 0 and o <= accumulators}
+    choices = {}
+    for o in range(1, min(oc, MAX_OC_INNER, accumulators) + 1):
+        if oc % o == 0:
+            widest = min(x, MAX_X_INNER, accumulators // o)
+            choices[o] = list(range(min(widest, max(1, math.ceil(min_share * accumulators / o))), widest + 1))
+    return choices
 
 
 def _tiled_extents(sch) -> tuple[int, int]:
@@ -132,12 +144,15 @@ def blocked_conv_space(sch, window_inside: bool = True, threads: int = 1, regist
     return spaces
 
 
-def every_tiling(kernel, threads: int = 1, registers: int = 16, window_inside: bool = True) -> dict:
-    """(x_inner, oc_inner) -> the kernel scheduled with that tile, for every tile of its design space."""
+def every_tiling(kernel, threads: int = 1, registers: int = 16, window_inside: bool = True,
+                 min_share: float = MIN_ACCUMULATOR_SHARE) -> dict:
+    """(x_inner, oc_inner) -> the kernel scheduled with that tile, for every tile of `tile_choices` (the design
+    space's by default; `min_share` 0: every tile that fits the registers)."""
     from tvm.s_tir import Schedule
 
     tilings = {}
-    for oc_inner, widths in tile_choices(*_tiled_extents(Schedule(copy_kernel(kernel))), registers).items():
+    extents = _tiled_extents(Schedule(copy_kernel(kernel)))
+    for oc_inner, widths in tile_choices(*extents, registers, min_share).items():
         for x_inner in widths:
             sch = Schedule(copy_kernel(kernel))
             blocked_conv_schedule(sch, x_inner, oc_inner, window_inside, threads)

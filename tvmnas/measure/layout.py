@@ -38,8 +38,9 @@ AUTO = "auto"  # a target's conv_layout: nchw16c where its CPU has 16 float lane
 
 # What a blocked layout compiles to (its conv2d compute and design space, see `tvmnas.measure.conv_schedule`):
 # raised whenever that changes, so its latencies and tuning records are made again.
-BLOCKED_REVISION = 7  # 5: the window swept inside each input channel; 6: threads split activation-bound convs by
-# rows; 7: register tiles sized to the vector registers, with a tail where they do not divide the row
+BLOCKED_REVISION = 8  # 5: the window swept inside each input channel; 6: threads split activation-bound convs by
+# rows; 7: register tiles sized to the vector registers, with a tail where they do not divide the row; 8: only tiles
+# that fill at least half of those registers
 
 
 def layout_tag(layout: str) -> str:
