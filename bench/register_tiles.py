@@ -121,8 +121,8 @@ def main() -> None:
                "space_tilings_max": max(e["space_tilings"] for e in entries)}
     lines = [f"## Register tiles of the blocked convolution ({spec.name}, {spec.runtime_threads} threads, "
              f"{registers} vector registers)", "",
-             "Every tile (x_inner pixels of a row x oc_inner channel blocks) of the design space built and timed hot "
-             f"in turn ({args.rounds} rounds, 25% quantile). The best tile whose width divides the row (the space "
+             "Every tile (x_inner pixels of a row x oc_inner channel blocks) that fits the registers built and timed "
+             f"hot in turn ({args.rounds} rounds, 25% quantile). The best tile whose width divides the row (the space "
              "before revision 7) against the best of all (with a tail where the width does not divide the row): "
              f"median {summary['gain_median']:.2f}x faster ({summary['gain_min']:.2f}-{summary['gain_max']:.2f}x); "
              f"the best tile has a tail in {summary['best_tile_has_tail']} of {len(entries)} kernels. The design space "

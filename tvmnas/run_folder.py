@@ -2,7 +2,8 @@
 
 A search run (`SearchRun`): config.json (the settings), checkpoint.pt (every epoch), log.jsonl (one line per epoch),
 and once finished arch.json, probabilities.json, summary.json (with --rerank, first rerank/<i>/, one `TrainRun` per
-network of the shortlist); `tvmnas pareto` adds pareto.json, `tvmnas report` the
+network of the shortlist; a `--method naswot` search writes config.json, arch.json, summary.json and zero_cost.json
+alone); `tvmnas pareto` adds pareto.json, `tvmnas report` the
 report/ folder, `derive` derived/<target>-<goal>ms/, `specialize` specialized/<target>-<goal>ms/; `train --run` trains
 into train/ (a `TrainRun`), `export --run` writes bundle-<target>/. Runs without --out go under runs/.
 A training (`TrainRun`): settings.json, checkpoint.pt, log.jsonl, network.pt, summary.json.
@@ -71,6 +72,11 @@ class SearchRun(_Run):
     @property
     def probabilities(self) -> Path:
         return self.folder / "probabilities.json"
+
+    @property
+    def zero_cost(self) -> Path:
+        """A training-free search's networks, each with its score (`tvmnas.search.zero_cost`)."""
+        return self.folder / "zero_cost.json"
 
     def rerank(self, index: int) -> TrainRun:
         """The training of the shortlist's network `index` (0 = the most probable)."""

@@ -105,3 +105,38 @@ def test_goal_as_a_share_of_the_profiled_range(capsys, args, tmp_path, tiny_spac
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     code, _, err = search(capsys, *args, "--latency-share", "0.5", "--latency-ms", "1")
     assert code == 2 and "not allowed with argument" in err
+
+
+def test_naswot_search_trains_nothing_and_its_network_trains_like_any(capsys, args, tmp_path):
+    """--method naswot: the best-scored network within the goal, every network scored kept; a second search into
+    the same folder, a resume, --rerank, a derivation from it and --init supernet are each refused in one line."""
+    run = tmp_path / "free"
+    code, out, _ = search(capsys, *args, "--latency-ms", "1.2", "--method", "naswot", "--evaluations", "6",
+                          "--out", str(run))
+    assert code == 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    scored = json.loads((run / "zero_cost.json").read_text())["networks"]
+    assert summary["method"] == "naswot" and summary["predicted_latency_ms"] <= 1.2
+    assert len(scored) == summary["evaluations"] <= 6 and scored[0]["arch"] == summary["arch"]
+    assert scored[0]["score"] == max(s["score"] for s in scored)
+    assert f"architecture: {' '.join(summary['arch'])}" in out
+    assert not (run / "checkpoint.pt").exists()
+    for argv, message in ((["--latency-ms", "1.2", "--method", "naswot", "--out", str(run)], "already holds a search"),
+                          (["--latency-ms", "1.2", "--method", "naswot", "--rerank", "2"], "rerank follows"),
+                          ):
+        code, _, err = search(capsys, *args, *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    code, _, err = search(capsys, "--resume", str(run), "--db", args[args.index("--db") + 1])
+    assert code == 2 and "trains nothing to resume" in err
+    code = main(["derive", "--run", str(run), "--latency-ms", "1.0", "--db", args[args.index("--db") + 1]])
+    assert code == 2 and "trained no supernet" in capsys.readouterr().err
+    code = main(["train", "--run", str(run), "--init", "supernet", "--epochs", "1", "--batch-size", "16"])
+    assert code == 2 and "search that trained a supernet" in capsys.readouterr().err
+    code = main(["train", "--run", str(run), "--epochs", "1", "--batch-size", "16"])
+    assert code == 0 and (run / "train" / "summary.json").exists()
+    assert "naswot, " in main_report(capsys, run)
+
+
+def main_report(capsys, run):
+    assert main(["report", "--run", str(run)]) == 0
+    return capsys.readouterr().out

@@ -8,13 +8,14 @@ from tvmnas.cli.common import (
     add_device_args, add_target_args, add_training_args, count, endpoint_from_args, number, output_path,
     world_from_args,
 )
-from tvmnas.cli.progress import epoch_progress
+from tvmnas.cli.progress import epoch_progress, phase_progress
 from tvmnas.errors import TvmnasError
 from tvmnas.run_folder import SearchRun, default_search_folder, write_json
 from tvmnas.search.config import (
     ARCH_LR_SCHEDULES,
     DERIVATIONS,
     LOSSES,
+    METHODS,
     SUPERNET_WEIGHTS,
     WEIGHT_PATHS,
     SearchConfig,
@@ -24,6 +25,15 @@ from tvmnas.search.config import (
 def register(verbs) -> None:
     p = verbs.add_parser("search", help="ProxylessNAS search for a latency goal, with latencies from the database")
     p.add_argument("--space", help="space name or path (required unless --resume)")
+    p.add_argument("--method", choices=METHODS, default=SearchConfig.method,
+                   help="proxyless = train a supernet whose path probabilities learn from accuracy and latency (the "
+                        "flags below); naswot = train nothing: the network within the goal whose untrained ReLUs "
+                        "tell one batch of training images apart best (NASWOT score, mean of 2 initializations), "
+                        "found by regularized evolution over --evaluations networks; on cluttered-fashion-64 it "
+                        "ranks networks of one latency better than a supernet trained for minutes "
+                        f"(default {SearchConfig.method})")
+    p.add_argument("--evaluations", type=count(1), default=SearchConfig.evaluations,
+                   help=f"naswot: networks scored (default {SearchConfig.evaluations})")
     add_target_args(p, measures=False)
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--latency-ms", type=number(0), help="latency goal T of the searched network, in ms")
@@ -121,7 +131,7 @@ def search_config_from_args(args, processes: int = 1, on_main=lambda fn: fn()) -
         latency_ms = on_main(lambda: goal_from_share(args.db, args.space, spec, measured_by, level,
                                                      args.latency_share))
     return SearchConfig(space=args.space, target=args.target, latency_ms=latency_ms,
-                        level=level, measured_by=measured_by,
+                        level=level, measured_by=measured_by, method=args.method, evaluations=args.evaluations,
                         loss=args.loss, loss_b=args.loss_b, loss_lambda=args.loss_lambda, derive=args.derive,
                         entropy_weight=args.entropy_weight, supernet=args.supernet, arch_lr=args.arch_lr,
                         arch_lr_schedule=args.arch_lr_schedule, arch_samples=args.arch_samples,
@@ -162,9 +172,13 @@ def _search(args, cfg, space, spec, world) -> int:
     from tvmnas.dist import Shards
     from tvmnas.measure.method import latency_scope
     from tvmnas.search.latency import load_table
-    from tvmnas.search.run import run_search
+    from tvmnas.search.run import run_search, run_zero_cost_search
     from tvmnas.search.derive import check_reachable
 
+    if cfg.method != "proxyless" and args.resume is not None:
+        raise TvmnasError(f"{args.resume} holds a {cfg.method} search, which trains nothing to resume: run it again")
+    if cfg.method != "proxyless" and world.size > 1:
+        raise TvmnasError(f"a {cfg.method} search trains nothing to share among processes: run it in one")
     Shards(cfg.shards, world)  # shards the processes do not divide: refused before anything is read or written
     space.check_size(max(1, cfg.batch_size // world.size), world.memory_bytes())
 
@@ -185,6 +199,16 @@ def _search(args, cfg, space, spec, world) -> int:
     if table.flagged:
         say(f"note: {len(table.flagged)} of the {len(space.candidates())} latencies used carry a noise flag (first: "
             f"{table.flagged[0]}); `tvmnas profile --remeasure-flagged` measures them again")
+
+    if cfg.method != "proxyless":
+        with phase_progress("search") as progress:
+            result = run_zero_cost_search(cfg, space, table, data, Path(run_dir), lambda done, total, s: progress(
+                "score", done, total, f"{s.latency_ms:.4f} ms, score {s.score:.1f}"))
+        say(f"architecture: {' '.join(result.arch_ops)}")
+        say(f"predicted latency {result.predicted_latency_ms:.4f} ms "
+            f"({result.predicted_latency_ms / cfg.latency_ms:.0%} of the goal {cfg.latency_ms:g} ms): the best "
+            f"{cfg.method} score of the networks scored ({SearchRun(run_dir).zero_cost}); results in {run_dir}")
+        return 0
 
     def summary(e: dict) -> str:
         return (f"epoch {e['epoch'] + 1}/{cfg.epochs}: train loss {e['train_loss']:.3f} acc {e['train_acc']:.3f}"

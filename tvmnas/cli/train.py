@@ -44,7 +44,7 @@ def train_source(args):
                               f"`tvmnas search --resume {args.run}`)")
         arch = load_arch(run.arch)
         space = load_space(config["space"])
-        return space, arch, run.checkpoint, config.get("data")
+        return space, arch, run.checkpoint if run.checkpoint.exists() else None, config.get("data")
     arch = load_arch(args.arch)
     return load_space(arch.space), arch, None, None
 
@@ -88,7 +88,8 @@ def _train(args, world) -> int:
         space, arch, checkpoint, search_data = train_source(args)
         space.check_arch(arch)
         if args.init == "supernet" and checkpoint is None:
-            raise TvmnasError("--init supernet needs --run (the search's checkpoint holds the weights)")
+            raise TvmnasError("--init supernet needs --run of a search that trained a supernet (its checkpoint holds "
+                              "the weights)")
         cfg = TrainConfig(epochs=args.epochs, init=args.init, images_per_epoch=args.images_per_epoch or None,
                           batch_size=args.batch_size, shards=args.shards or world.size, lr=args.lr, seed=args.seed,
                           data=args.data or search_data, limit=args.limit)

@@ -10,6 +10,15 @@ from tvmnas.errors import TvmnasError
 from tvmnas.run_folder import SearchRun
 
 
+def search_line(search: dict) -> str:
+    """How the search chose: the supernet's epochs and accuracy, or a training-free method's networks scored."""
+    if search.get("method", "proxyless") != "proxyless":
+        return (f"{search['method']}, {search['evaluations']} networks scored in {search['search_seconds']:.0f} s "
+                "(no training)")
+    return (f"{search['epochs']} epochs in {search['search_seconds']:.0f} s, supernet valid accuracy "
+            f"{search['valid_acc']:.4f}")
+
+
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -26,8 +35,7 @@ def run_report(run_dir: Path) -> str:
     train = _read(files.train.summary)
     lines = [f"run {run_dir}: {search['target']} ({search['level']}), latency goal {search['latency_goal_ms']:g} ms",
              f"  blocks: {' '.join(search['arch'])}",
-             f"  search: {search['epochs']} epochs in {search['search_seconds']:.0f} s, supernet valid accuracy "
-             f"{search['valid_acc']:.4f}, predicted latency {search['predicted_latency_ms']:.4f} ms "
+             f"  search: {search_line(search)}, predicted latency {search['predicted_latency_ms']:.4f} ms "
              f"({search.get('goal_share', search['predicted_latency_ms'] / search['latency_goal_ms']):.0%} of the "
              f"goal)"]
     if "top_probabilities" in search:

@@ -13,8 +13,9 @@ DERIVATIONS = ("budget", "argmax")  # see `tvmnas.search.derive`
 SUPERNET_WEIGHTS = ("shared", "separate")  # see `tvmnas.search.supernet`
 WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth", "stage-depth")
 ARCH_LR_SCHEDULES = ("constant", "cosine")  # see `arch_lr_at`
+METHODS = ("proxyless", "naswot")  # see `tvmnas.search.run` and `tvmnas.search.zero_cost`
 # settings added since runs were first saved, with the value those earlier runs used
-EARLIER_DEFAULTS = {"supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant",
+EARLIER_DEFAULTS = {"method": "proxyless", "evaluations": 500, "supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant",
                     "arch_samples": 1, "rerank": 0, "rerank_epochs": 1}
 
 
@@ -23,6 +24,11 @@ class SearchConfig:
     space: str
     target: str
     latency_ms: float  # the latency goal T of the derived network
+    # "proxyless": train a supernet whose architecture parameters learn from accuracy and latency (the settings
+    # below); "naswot": no training, the network within the goal that an untrained network's NASWOT score ranks
+    # first, over `evaluations` networks of a regularized evolution (`tvmnas.search.zero_cost`)
+    method: str = "proxyless"
+    evaluations: int = 500
     # which compilation's latencies to use (see `tvmnas profile --tune-trials`)
     level: str = level_name(DEFAULT_TUNE_TRIALS)
     measured_by: str = "local"  # the measuring device of those latencies (local, rpc:H:P, tracker-key:K)
@@ -90,6 +96,12 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if not self.latency_ms > 0:
             raise TvmnasError(f"the latency goal must be > 0 ms, not {self.latency_ms}")
+        if self.method not in METHODS:
+            raise TvmnasError(f"unknown search method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.evaluations < 1:
+            raise TvmnasError(f"evaluations must be >= 1, not {self.evaluations}")
+        if self.method != "proxyless" and self.rerank:
+            raise TvmnasError(f"rerank follows the proxyless method (its most probable networks), not {self.method}")
         if self.loss not in LOSSES:
             raise TvmnasError(f"unknown latency loss {self.loss!r}; known: {', '.join(LOSSES)}")
         if self.supernet not in SUPERNET_WEIGHTS:

@@ -31,6 +31,8 @@ def load_run(run_dir: Path) -> FinishedRun:
     if not files.config.exists():
         raise TvmnasError(f"{run_dir} is not a search run (no {files.config.name})")
     cfg = SearchConfig.from_json(read_json_object(files.config, "search config"), str(files.config))
+    if cfg.method != "proxyless":
+        raise TvmnasError(f"{run_dir} is a {cfg.method} search: it trained no supernet to derive or score with")
     if not files.checkpoint.exists():
         raise TvmnasError(f"{run_dir} has no checkpoint: the search did not finish an epoch")
     space = load_space(cfg.space)

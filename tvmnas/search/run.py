@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from tvmnas.arch import Arch, save_arch
 from tvmnas.data.datasets import SearchData
-from tvmnas.data.loading import batches, epoch_batches
+from tvmnas.data.loading import batches, epoch_batches, first_images
 from tvmnas.dist import Shards, World
 from tvmnas.errors import TvmnasError
 from tvmnas.model.evaluate import evaluate, recalibrate_batchnorm
@@ -29,9 +30,11 @@ from tvmnas.model.network import Network
 from tvmnas.search.config import EARLIER_DEFAULTS, SearchConfig
 from tvmnas.search.derive import derive
 from tvmnas.search.latency import LatencyTable, search_loss
+from tvmnas.search import zero_cost
 from tvmnas.search.rerank import rerank
 from tvmnas.search.supernet import (LayerPaths, Supernet, extract_subnet, rescale_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
+from tvmnas.search.zero_cost import Scored
 from tvmnas.space import SearchSpace
 from tvmnas.epochs import check_same_settings, run_epochs, start_log
 from tvmnas.run_folder import SearchRun, write_json
@@ -285,7 +288,7 @@ def probabilities_json(net: Supernet) -> list[dict[str, float]]:
 class SearchResult:
     arch_ops: tuple[str, ...]
     predicted_latency_ms: float
-    valid_acc: float
+    valid_acc: float | None  # the supernet's, on the search's validation split (None: no supernet trained)
     log: list[dict]
 
 
@@ -360,3 +363,58 @@ def write_outcome(run_dir: Path, cfg: SearchConfig, table: LatencyTable, state: 
                "stable_last_epochs": len(log) >= 2 and log[-1]["arch"] == log[-2]["arch"], **extra}
     write_json(files.summary, summary)
     return summary
+
+
+
+def naswot_scorer(space: SearchSpace, data: SearchData, batch_size: int, seed: int) -> Callable[[Arch], float]:
+    """The score a naswot search ranks networks by: NASWOT on `batch_size` training images (drawn by `seed`), the
+    mean over `zero_cost.INITS` initializations (seeded by `seed`, the same for every network)."""
+    rng = np.random.default_rng((seed, 0))
+    index = rng.choice(len(data.train), min(batch_size, len(data.train)), replace=False)
+    images = torch.from_numpy(first_images(data.train, index))
+
+    def score(arch: Arch) -> float:
+        scores = []
+        for init in range(zero_cost.INITS):
+            with torch.random.fork_rng():
+                torch.manual_seed(seed * 1000 + init)
+                net = Network(space, arch)
+            scores.append(zero_cost.naswot_score(net, images))
+        return float(np.mean(scores))
+
+    return score
+
+
+def run_zero_cost_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data: SearchData,
+                         run_dir: Path, on_evaluation: Callable[[int, int, Scored], None] | None = None
+                         ) -> SearchResult:
+    """`cfg.method` naswot: the network within the goal that `naswot_scorer` scores best, found by regularized
+    evolution (`tvmnas.search.zero_cost`); no weight is trained. Writes the run's config, arch.json, its summary
+    and zero_cost.json (every network scored, best first)."""
+    files = SearchRun(run_dir)
+    if files.arch.exists() or files.checkpoint.exists():
+        raise TvmnasError(f"{run_dir} already holds a search; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(files.config, cfg.to_json(), indent=2)
+    layers = space.layers()
+
+    def arch_of(choices: tuple[int, ...]) -> Arch:
+        return Arch(space.name, tuple(layer.choices[i] for layer, i in zip(layers, choices)))
+
+    score = naswot_scorer(space, data, cfg.batch_size, cfg.seed)
+    started = time.monotonic()
+    scored = zero_cost.evolve(lambda choices: score(arch_of(choices)), table.fixed_ms, table.layer_ms,
+                              cfg.latency_ms, cfg.evaluations, np.random.default_rng((cfg.seed, 1)), on_evaluation)
+    seconds = time.monotonic() - started
+    best = scored[0]
+    arch = arch_of(best.choices)
+    save_arch(arch, files.arch)
+    write_json(files.zero_cost, {"method": cfg.method, "inits": zero_cost.INITS, "batch_images": cfg.batch_size,
+                                 "networks": [{"arch": list(arch_of(s.choices).ops), "latency_ms": s.latency_ms,
+                                               "score": s.score} for s in scored]})
+    write_json(files.summary, {
+        "arch": list(arch.ops), "method": cfg.method, "derivation": cfg.method, "latency_goal_ms": cfg.latency_ms,
+        "predicted_latency_ms": best.latency_ms, "goal_share": best.latency_ms / cfg.latency_ms, "valid_acc": None,
+        "score": best.score, "evaluations": len(scored), "epochs": 0, "search_seconds": seconds,
+        "target": cfg.target, "level": cfg.level, "min_reachable_ms": table.min_ms, "max_reachable_ms": table.max_ms})
+    return SearchResult(arch.ops, best.latency_ms, None, [])
