@@ -110,7 +110,8 @@ def row(result: dict, rank_correlation: bool) -> dict:
             "random_networks": len(summary.get("random_accs", [])), "p_value": summary.get("p_value"),
             "searched_ranks": summary.get("searched_ranks"), "effect_over_sd": summary.get("effect_over_sd"),
             "agreement": agreement([e["ops"] for e in result["entries"] if e["role"] == "searched"]),
-            **(supernet_ranking(searched[0]["search_run"], result["entries"]) if rank_correlation and searched
+            **(supernet_ranking(searched[0]["search_run"], result["entries"])
+               if rank_correlation and searched and SearchRun(REPO / searched[0]["search_run"]).checkpoint.exists()
                else {})}
 
 
