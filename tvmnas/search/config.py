@@ -15,8 +15,8 @@ WEIGHT_PATHS = ("alpha", "uniform", "sandwich", "depth", "stage-depth")
 ARCH_LR_SCHEDULES = ("constant", "cosine")  # see `arch_lr_at`
 METHODS = ("proxyless", "naswot")  # see `tvmnas.search.run` and `tvmnas.search.zero_cost`
 # settings added since runs were first saved, with the value those earlier runs used
-EARLIER_DEFAULTS = {"method": "proxyless", "evaluations": 500, "supernet": "separate", "weight_paths": "alpha", "shards": 1, "arch_lr_schedule": "constant",
-                    "arch_samples": 1, "rerank": 0, "rerank_epochs": 1}
+EARLIER_DEFAULTS = {"method": "proxyless", "evaluations": 500, "supernet": "separate", "weight_paths": "alpha",
+                    "shards": 1, "arch_lr_schedule": "constant", "arch_samples": 1, "rerank": 0, "rerank_epochs": 1}
 
 
 @dataclass(frozen=True)
