@@ -10,7 +10,7 @@ over the study's random networks alone (drawn uniformly at one latency: no searc
 networks proposed from outside the study (`bench/ceiling_probe.py --archs`) are ranked among those at the goal but
 left out of every tau (they were proposed with the test accuracies in view). Times nothing.
 
-    .venv/bin/python bench/zero_cost_proxies.py               # about 15 minutes here
+    .venv/bin/python bench/zero_cost_proxies.py               # a few minutes here
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ from tvmnas.search import zero_cost
 from tvmnas.search.rerank import rerank
 from tvmnas.search.supernet import (LayerPaths, Supernet, extract_subnet, rescale_paths, sample_single_paths,
                                     sample_two_paths, two_path_alpha_grad)
-from tvmnas.search.zero_cost import Scored
 from tvmnas.space import SearchSpace
 from tvmnas.epochs import check_same_settings, run_epochs, start_log
 from tvmnas.run_folder import SearchRun, write_json
@@ -365,7 +364,6 @@ def write_outcome(run_dir: Path, cfg: SearchConfig, table: LatencyTable, state: 
     return summary
 
 
-
 def naswot_scorer(space: SearchSpace, data: SearchData, batch_size: int, seed: int) -> Callable[[Arch], float]:
     """The score a naswot search ranks networks by: NASWOT on `batch_size` training images (drawn by `seed`), the
     mean over `zero_cost.INITS` initializations (seeded by `seed`, the same for every network)."""
@@ -386,7 +384,7 @@ def naswot_scorer(space: SearchSpace, data: SearchData, batch_size: int, seed: i
 
 
 def run_zero_cost_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTable, data: SearchData,
-                         run_dir: Path, on_evaluation: Callable[[int, int, Scored], None] | None = None
+                         run_dir: Path, on_evaluation: Callable[[int, int, zero_cost.Scored], None] | None = None
                          ) -> SearchResult:
     """`cfg.method` naswot: the network within the goal that `naswot_scorer` scores best, found by regularized
     evolution (`tvmnas.search.zero_cost`); no weight is trained. Writes the run's config, arch.json, its summary
@@ -409,7 +407,7 @@ def run_zero_cost_search(cfg: SearchConfig, space: SearchSpace, table: LatencyTa
     best = scored[0]
     arch = arch_of(best.choices)
     save_arch(arch, files.arch)
-    write_json(files.zero_cost, {"method": cfg.method, "inits": zero_cost.INITS, "batch_images": cfg.batch_size,
+    write_json(files.zero_cost, {"method": cfg.method, "inits": zero_cost.INITS, "batch_size": cfg.batch_size,
                                  "networks": [{"arch": list(arch_of(s.choices).ops), "latency_ms": s.latency_ms,
                                                "score": s.score} for s in scored]})
     write_json(files.summary, {
