@@ -30,7 +30,7 @@ from search_vs_random import Recipe
 from tvmnas.arch import Arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.search.config import SearchConfig
-from tvmnas.search.run import naswot_scorer
+from tvmnas.search.run import initialized_network, naswot_scorer
 from tvmnas.search.zero_cost import INITS
 from tvmnas.space import load_space
 
@@ -87,18 +87,13 @@ def synflow(net, shape) -> float:
 
 
 def proxies(space, arch: Arch, naswot, images, labels, seed: int) -> dict:
-    import torch
-
     from tvmnas.model.network import Network
 
     scores = {"naswot": naswot(arch)}
     per_init = []
-    for init in range(INITS):
-        def fresh():
-            with torch.random.fork_rng():
-                torch.manual_seed(seed * 1000 + init)  # naswot_scorer's initializations
-                return Network(space, arch)
-        per_init.append((*gradient_scores(fresh(), images, labels), synflow(fresh(), images.shape[1:])))
+    for init in range(INITS):  # naswot_scorer's initializations
+        per_init.append((*gradient_scores(initialized_network(space, arch, seed, init), images, labels),
+                         synflow(initialized_network(space, arch, seed, init), images.shape[1:])))
     scores["grad_norm"], scores["snip"], scores["synflow"] = (float(np.mean(v)) for v in zip(*per_init))
     scores["flops"], scores["params"] = counts(Network(space, arch), images)
     return scores

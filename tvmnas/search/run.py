@@ -364,6 +364,14 @@ def write_outcome(run_dir: Path, cfg: SearchConfig, table: LatencyTable, state: 
     return summary
 
 
+def initialized_network(space: SearchSpace, arch: Arch, seed: int, init: int) -> Network:
+    """The untrained network a naswot search scores as initialization `init` of its `seed` (the same for every
+    network of the search)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed * 1000 + init)
+        return Network(space, arch)
+
+
 def naswot_scorer(space: SearchSpace, data: SearchData, batch_size: int, seed: int) -> Callable[[Arch], float]:
     """The score a naswot search ranks networks by: NASWOT on `batch_size` training images (drawn by `seed`), the
     mean over `zero_cost.INITS` initializations (seeded by `seed`, the same for every network)."""
@@ -372,13 +380,8 @@ def naswot_scorer(space: SearchSpace, data: SearchData, batch_size: int, seed: i
     images = torch.from_numpy(first_images(data.train, index))
 
     def score(arch: Arch) -> float:
-        scores = []
-        for init in range(zero_cost.INITS):
-            with torch.random.fork_rng():
-                torch.manual_seed(seed * 1000 + init)
-                net = Network(space, arch)
-            scores.append(zero_cost.naswot_score(net, images))
-        return float(np.mean(scores))
+        return float(np.mean([zero_cost.naswot_score(initialized_network(space, arch, seed, init), images)
+                              for init in range(zero_cost.INITS)]))
 
     return score
 
