@@ -392,6 +392,10 @@ def verdict(nets: list[Net], goal_factor: float) -> dict:
             out["searched_within_goal_factor"] = all(ms <= goal_factor * mbv2.predicted_ms * (1 + 1e-9)
                                                      for ms in out["searched_ms"])
             out["searched_at_or_above_mobilenetv2_style"] = statistics.mean(s) >= mbv2.mean
+            out["searched_minus_mobilenetv2_style"] = statistics.mean(s) - mbv2.mean
+            if sd and len(s) >= 2:  # the searches' spread over their count, the reference's seed noise over its seeds
+                out["searched_minus_mobilenetv2_style_se"] = float(np.sqrt(statistics.variance(s) / len(s)
+                                                                           + sd ** 2 / len(mbv2.accs)))
     out.update(band_signal(randoms))
     return out
 
@@ -477,6 +481,11 @@ def report(nets: list[Net], args, space: SearchSpace, level: str, settings: dict
                      f"{summary['searched_ranks']}; effect {summary.get('effect_over_sd', float('nan')):+.2f} "
                      f"seed SDs; mean searched above the random 75th percentile: "
                      f"{summary['searched_above_random_p75']}.")
+        if "searched_minus_mobilenetv2_style_se" in summary:
+            lines.append(f"Against the MobileNetV2-style network: mean searched minus its accuracy "
+                         f"{summary['searched_minus_mobilenetv2_style']:+.4f}, standard error "
+                         f"{summary['searched_minus_mobilenetv2_style_se']:.4f} (the searches' spread over their "
+                         f"count and the reference's seed noise over its {len(args.seeds)} seeds).")
     if "band_anova_f" in summary:
         lines.append(f"At equal latency (the random networks, all within the band): one-way ANOVA F = "
                      f"{summary['band_anova_f']:.2f} (p = {summary['band_anova_p']:.3f}); the networks' own spread "

@@ -30,7 +30,7 @@ from search_vs_random import Recipe
 from tvmnas.arch import Arch
 from tvmnas.data.datasets import load_search_data
 from tvmnas.search.config import SearchConfig
-from tvmnas.search.run import initialized_network, naswot_scorer
+from tvmnas.search.run import initialized_network, naswot_batch, naswot_scorer
 from tvmnas.search.zero_cost import INITS
 from tvmnas.space import load_space
 
@@ -131,8 +131,7 @@ def main() -> None:
                             args.seed)
     batch = SearchConfig.batch_size
     naswot = naswot_scorer(space, data, batch, args.seed)
-    index = np.random.default_rng((args.seed, 0)).choice(len(data.train), batch, replace=False)  # naswot's batch
-    images, labels = next(batches(data.train, [index], torch.device("cpu")))
+    images, labels = next(batches(data.train, [naswot_batch(data, batch, args.seed)], torch.device("cpu")))
     rows = []
     for n in nets + [{"ops": e["ops"], "role": "proposed", "predicted_ms": e["predicted_ms"],
                       "study_accs": e["study_accs"]} for e in proposed]:

@@ -72,6 +72,18 @@ def test_naswot_score_tells_apart_images_only_where_the_relus_do():
     assert naswot_score(torch.nn.Conv2d(1, 1, 3), images) == -math.inf  # no ReLU to read
 
 
+def test_naswot_score_is_the_log_determinant_of_the_agreement_counts():
+    """K[i, j] counts the units (over every ReLU) on which images i and j fall on the same side, exactly."""
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3), torch.nn.ReLU6())
+    images = torch.randn(12, 1, 9, 9)
+    codes = [(net[0:2](images) > 0).flatten(1), (net(images) > 0).flatten(1)]
+    c = torch.cat(codes, 1)
+    agreements = (c[:, None, :] == c[None, :, :]).sum(2).to(torch.float64)
+    sign, logdet = torch.linalg.slogdet(agreements)
+    assert sign > 0 and naswot_score(net, images) == float(logdet)
+
+
 def test_wider_relu_layers_separate_more(tmp_path):
     """K sums agreements over units: more units that split the batch differently give a larger log-determinant."""
     torch.manual_seed(0)

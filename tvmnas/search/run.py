@@ -372,12 +372,15 @@ def initialized_network(space: SearchSpace, arch: Arch, seed: int, init: int) ->
         return Network(space, arch)
 
 
+def naswot_batch(data: SearchData, batch_size: int, seed: int) -> np.ndarray:
+    """The indices of the training images a naswot search of `seed` scores every network on."""
+    return np.random.default_rng((seed, 0)).choice(len(data.train), min(batch_size, len(data.train)), replace=False)
+
+
 def naswot_scorer(space: SearchSpace, data: SearchData, batch_size: int, seed: int) -> Callable[[Arch], float]:
-    """The score a naswot search ranks networks by: NASWOT on `batch_size` training images (drawn by `seed`), the
-    mean over `zero_cost.INITS` initializations (seeded by `seed`, the same for every network)."""
-    rng = np.random.default_rng((seed, 0))
-    index = rng.choice(len(data.train), min(batch_size, len(data.train)), replace=False)
-    images = torch.from_numpy(first_images(data.train, index))
+    """The score a naswot search ranks networks by: NASWOT on the images of `naswot_batch`, the mean over
+    `zero_cost.INITS` initializations (seeded by `seed`, the same for every network)."""
+    images = torch.from_numpy(first_images(data.train, naswot_batch(data, batch_size, seed)))
 
     def score(arch: Arch) -> float:
         return float(np.mean([zero_cost.naswot_score(initialized_network(space, arch, seed, init), images)

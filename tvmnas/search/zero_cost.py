@@ -43,12 +43,24 @@ def naswot_score(net, images) -> float:
     `images`; -inf where K is singular (two images alike on every unit)."""
     import torch
 
-    codes = []
+    n = len(images)
+    k = torch.zeros(n, n, dtype=torch.float64)
+    units = 0
 
-    def keep(_module, _inputs, output):
-        codes.append((output.detach() > 0).flatten(1).to(torch.float64))
+    def add(_module, _inputs, output):
+        # Per ReLU layer, with c its 0/1 patterns (images x units) and g = c c^T (whose diagonal counts each
+        # image's active units), the units on which two images agree are c c^T + (1 - c)(1 - c)^T
+        # = 2 g - g_ii - g_jj + units: one product, exact in float32 while a layer has fewer than 2^24 units
+        # (every partial sum an integer below that)
+        nonlocal units
+        c = (output.detach() > 0).flatten(1)
+        c = c.to(torch.float32 if c.shape[1] < 2 ** 24 else torch.float64)
+        g = (c @ c.T).to(torch.float64)
+        active = g.diagonal()
+        k.add_(2 * g - active[:, None] - active[None, :] + c.shape[1])
+        units += c.shape[1]
 
-    hooks = [m.register_forward_hook(keep) for m in net.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6))]
+    hooks = [m.register_forward_hook(add) for m in net.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6))]
     try:
         net.train()
         with torch.no_grad():
@@ -56,10 +68,9 @@ def naswot_score(net, images) -> float:
     finally:
         for hook in hooks:
             hook.remove()
-    if not codes:
+    if not units:
         return -math.inf
-    c = torch.cat(codes, 1)
-    sign, logdet = torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T)
+    sign, logdet = torch.linalg.slogdet(k)
     return float(logdet) if sign > 0 else -math.inf
 
 
