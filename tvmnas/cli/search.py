@@ -23,7 +23,8 @@ from tvmnas.search.config import (
 
 
 def register(verbs) -> None:
-    p = verbs.add_parser("search", help="search for a latency goal (ProxylessNAS, or training-free), with latencies from the database")
+    p = verbs.add_parser("search", help="search for a latency goal (ProxylessNAS, or training-free), with "
+                                        "latencies from the database")
     p.add_argument("--space", help="space name or path (required unless --resume)")
     p.add_argument("--method", choices=METHODS, default=SearchConfig.method,
                    help="proxyless = train a supernet whose path probabilities learn from accuracy and latency (the "
